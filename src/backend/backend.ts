@@ -1,0 +1,105 @@
+/**
+ * Backend choice and the gpu.js kernel cache.
+ *
+ * One gpu.js `GPU` instance per backend, created lazily. Kernels are cached by a string key that
+ * encodes the op and its full shape signature, so each kernel is compiled once; the cache is a
+ * bounded LRU that calls `destroy()` on eviction because undestroyed gpu.js kernels pin wasm memory.
+ */
+import { GPU } from 'gpu.js';
+import type { IKernelRunShortcut } from 'gpu.js';
+import { applyGpuJsPatches } from './gpujs-patch.ts';
+
+export type BackendName = 'webasm' | 'cpu' | 'webgpu' | 'webgl2';
+export const BACKENDS: readonly BackendName[] = ['webasm', 'cpu', 'webgpu', 'webgl2'];
+
+/** webgpu kernels return Promises; the others run synchronously. */
+export const isAsyncBackend = (name: BackendName): boolean => name === 'webgpu';
+
+let current: BackendName = 'webasm';
+const gpus = new Map<BackendName, GPU>();
+
+export function getBackend(): BackendName {
+  return current;
+}
+
+export function setBackend(name: BackendName): void {
+  if (!BACKENDS.includes(name)) {
+    throw new Error(`setBackend: unknown backend '${String(name)}'; expected one of ${BACKENDS.join(', ')}`);
+  }
+  current = name;
+}
+
+/** Run `fn` with `name` as the current backend, restoring the previous one afterwards. */
+export function withBackend<A>(name: BackendName, fn: () => A): A {
+  const previous = current;
+  setBackend(name);
+  try {
+    return fn();
+  } finally {
+    current = previous;
+  }
+}
+
+export function gpuFor(name: BackendName = current): GPU {
+  let gpu = gpus.get(name);
+  if (gpu === undefined) {
+    applyGpuJsPatches();
+    gpu = new GPU({ mode: name } as ConstructorParameters<typeof GPU>[0]);
+    gpus.set(name, gpu);
+  }
+  return gpu;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel cache
+
+const CACHE_CAPACITY = 1024;
+const caches = new Map<BackendName, Map<string, IKernelRunShortcut>>();
+const stats = { compiled: 0, evicted: 0, hits: 0 };
+
+/** Counters for benchmarks and tests: kernels compiled, evicted and cache hits since start. */
+export function kernelCacheStats(): Readonly<typeof stats> & { size: number } {
+  let size = 0;
+  for (const c of caches.values()) size += c.size;
+  return { ...stats, size };
+}
+
+/**
+ * The kernel for `key` on the current backend, built once with `build` and kept in an LRU.
+ * `key` must encode everything that `build` bakes into the kernel (op, shapes, constants).
+ */
+export function cachedKernel(key: string, build: (gpu: GPU) => IKernelRunShortcut): IKernelRunShortcut {
+  const name = current;
+  let cache = caches.get(name);
+  if (cache === undefined) {
+    cache = new Map();
+    caches.set(name, cache);
+  }
+  const hit = cache.get(key);
+  if (hit !== undefined) {
+    // Re-insert to mark as most recently used (Map keeps insertion order).
+    cache.delete(key);
+    cache.set(key, hit);
+    stats.hits++;
+    return hit;
+  }
+  const kernel = build(gpuFor(name));
+  stats.compiled++;
+  cache.set(key, kernel);
+  if (cache.size > CACHE_CAPACITY) {
+    const oldest = cache.keys().next().value as string;
+    const evicted = cache.get(oldest)!;
+    cache.delete(oldest);
+    evicted.destroy();
+    stats.evicted++;
+  }
+  return kernel;
+}
+
+/** Destroy every cached kernel (all backends). */
+export function clearKernelCache(): void {
+  for (const cache of caches.values()) {
+    for (const k of cache.values()) k.destroy();
+    cache.clear();
+  }
+}
