@@ -1,0 +1,220 @@
+/**
+ * Batched matmul engine: every product runs as one cached gpu.js kernel.
+ *
+ * webasm ("rows4"): A is packed to [batch][Mp/4][K][4] (M padded to a multiple of 4, transA folded
+ * into the packing), B is used as [batch][K][N] (transB folded into a transposing copy). Each thread
+ * computes 4 rows of one output column and returns them as Array(4): per k-step one lane-varying
+ * gather of B feeds 16 MACs, while the 4 A values are lane-uniform scalar loads. The k-loop is
+ * unrolled x2 through a `j++` counter (a `j += 2` counter makes gpu.js drop to a much slower loop).
+ * All index math is written inline so it stays i32. The result is read back as one flat
+ * Float32Array (the kernel's per-cell output shaping is skipped, see `skipOutputShaping`) and
+ * un-interleaved into row-major order in one pass. Numbers and alternatives: docs/perf-notes-matmul.md.
+ *
+ * cpu (reference backend): one scalar kernel with a 1D output and transposes in the index math.
+ */
+import type { GPU, IKernelRunShortcut } from 'gpu.js';
+import { cachedKernel, getBackend } from './backend.ts';
+
+export interface MatmulProblem {
+  batch: number;
+  m: number;
+  k: number;
+  n: number;
+  transA: boolean;
+  transB: boolean;
+}
+
+/** k-steps per loop iteration in the webasm kernel (x2 measured ~10% faster than x1 and as fast as x4). */
+const UNROLL = 2;
+
+/**
+ * C = op(A) @ op(B) for each batch entry, on the current backend (synchronous backends only).
+ * a: batch x (transA ? [k,m] : [m,k]) row-major; b: batch x (transB ? [n,k] : [k,n]);
+ * returns batch x [m,n] row-major.
+ */
+export function matmulKernelRun(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array {
+  checkProblem(p, a, b);
+  const { batch, m, k, n } = p;
+  if (batch * m * n === 0) return new Float32Array(0);
+  // An empty reduction is all zeros; gpu.js cannot take zero-length arrays.
+  if (k === 0) return new Float32Array(batch * m * n);
+  const backend = getBackend();
+  if (backend === 'webasm') return runRows4(p, a, b);
+  if (backend === 'cpu') return runPlain(p, a, b);
+  throw new Error(`matmulKernelRun: backend '${backend}' is not supported here (synchronous webasm and cpu only)`);
+}
+
+/** Plain float64 loops, for tests. Same layouts as matmulKernelRun. */
+export function matmulReference(p: MatmulProblem, a: Float32Array, b: Float32Array): Float64Array {
+  checkProblem(p, a, b);
+  const { batch, m, k, n, transA, transB } = p;
+  const out = new Float64Array(batch * m * n);
+  for (let z = 0; z < batch; z++) {
+    const aBase = z * m * k;
+    const bBase = z * k * n;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let t = 0; t < k; t++) {
+          const av = a[aBase + (transA ? t * m + i : i * k + t)];
+          const bv = b[bBase + (transB ? j * k + t : t * n + j)];
+          s += av * bv;
+        }
+        out[(z * m + i) * n + j] = s;
+      }
+    }
+  }
+  return out;
+}
+
+function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void {
+  const { batch, m, k, n } = p;
+  for (const [name, v] of Object.entries({ batch, m, k, n })) {
+    if (!Number.isInteger(v) || v < 0) throw new Error(`matmul: ${name} must be a non-negative integer, got ${v}`);
+  }
+  if (a.length !== batch * m * k) throw new Error(`matmul: a has ${a.length} elements, expected ${batch}*${m}*${k}`);
+  if (b.length !== batch * k * n) throw new Error(`matmul: b has ${b.length} elements, expected ${batch}*${k}*${n}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// webasm: rows4 formulation
+
+const roundUp4 = (x: number): number => Math.ceil(x / 4) * 4;
+
+function runRows4(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array {
+  const { batch, m, k, n } = p;
+  const mp = roundUp4(m);
+  const key = `matmul:rows4:u${UNROLL}:b${batch}:mp${mp}:k${k}:n${n}`;
+  const kernel = cachedKernel(key, (gpu) => buildRows4(gpu, batch, mp, k, n));
+  const packedA = packRowQuads(a, p, mp);
+  const rowMajorB = p.transB ? transposeBatches(b, batch, n, k) : b;
+  const interleaved = flatResult(kernel(packedA, rowMajorB), batch * mp * n);
+  return unpackRowQuads(interleaved, batch, m, mp, n);
+}
+
+function buildRows4(gpu: GPU, batch: number, mp: number, k: number, n: number): IKernelRunShortcut {
+  const output = batch === 1 ? [n, mp / 4] : [n, mp / 4, batch];
+  const kernel = gpu.createKernel(rows4Source(batch, mp, k, n), { output } as never) as IKernelRunShortcut;
+  skipOutputShaping(kernel);
+  return kernel;
+}
+
+/**
+ * Kernel source with every shape inlined as an integer literal. Each k-step reads
+ * B[k][x] once (a gather) and the 4 packed A values of this thread's row quad (uniform).
+ */
+function rows4Source(batch: number, mp: number, k: number, n: number): string {
+  const aBatch = batch === 1 ? '' : `this.thread.z * ${mp * k} + `;
+  const bBatch = batch === 1 ? '' : `this.thread.z * ${k * n} + `;
+  const aAt = (kExpr: string, r: number) => `a[${aBatch}this.thread.y * ${4 * k} + ${kExpr} * 4 + ${r}]`;
+  const bAt = (kExpr: string) => `b[${bBatch}${kExpr} * ${n} + this.thread.x]`;
+  const step = (kExpr: string, v: string) =>
+    `const ${v} = ${bAt(kExpr)};\n` +
+    [0, 1, 2, 3].map((r) => `s${r} += ${aAt(kExpr, r)} * ${v};`).join(' ') + '\n';
+  const mainSteps = Math.floor(k / UNROLL);
+  let body = '';
+  for (let u = 0; u < UNROLL; u++) body += step(`(j * ${UNROLL} + ${u})`, `bv${u}`);
+  let tail = '';
+  for (let t = mainSteps * UNROLL; t < k; t++) tail += step(String(t), `bt${t}`);
+  const loop = mainSteps > 0 ? `for (let j = 0; j < ${mainSteps}; j++) {\n${body}}\n` : '';
+  return `function (a, b) {
+let s0 = 0; let s1 = 0; let s2 = 0; let s3 = 0;
+${loop}${tail}return [s0, s1, s2, s3];
+}`;
+}
+
+/**
+ * gpu.js shapes an Array(4) result into one subarray per output cell (~150 ns each: 48 ms of an
+ * 82 ms call at 3136x384). We only need the flat buffer, so this kernel instance returns it as is.
+ * `flatResult` still accepts a shaped result in case gpu.js swaps the kernel object.
+ */
+function skipOutputShaping(shortcut: IKernelRunShortcut): void {
+  const kernel = (shortcut as unknown as { kernel?: { _shapeOutput?: unknown } }).kernel;
+  if (kernel !== undefined && typeof kernel._shapeOutput === 'function') {
+    kernel._shapeOutput = (data: Float32Array) => data;
+  }
+}
+
+/** The kernel's output as one flat Float32Array of `length` values, without copying. */
+function flatResult(result: unknown, length: number): Float32Array {
+  let leaf = result;
+  while (!(leaf instanceof Float32Array)) {
+    if (!Array.isArray(leaf) || leaf.length === 0) throw new Error('matmul: unexpected kernel output');
+    leaf = leaf[0];
+  }
+  if (leaf.length === length) return leaf;
+  // Shaped output: every cell is a view into the same flat buffer, the first one at its start.
+  return new Float32Array(leaf.buffer, leaf.byteOffset, length);
+}
+
+/** A (any transA) -> [batch][mp/4][k][4], rows past m zero. */
+function packRowQuads(a: Float32Array, p: MatmulProblem, mp: number): Float32Array {
+  const { batch, m, k, transA } = p;
+  const packed = new Float32Array(batch * mp * k);
+  // element (row i, col t) of batch z sits at src + i * rowStride + t * colStride
+  const rowStride = transA ? 1 : k;
+  const colStride = transA ? m : 1;
+  for (let z = 0; z < batch; z++) {
+    const src = z * m * k;
+    const dstBatch = z * mp * k;
+    for (let i = 0; i < m; i++) {
+      const dst = dstBatch + (i >> 2) * 4 * k + (i & 3);
+      const row = src + i * rowStride;
+      for (let t = 0; t < k; t++) packed[dst + t * 4] = a[row + t * colStride];
+    }
+  }
+  return packed;
+}
+
+/** Per batch entry, [rows][cols] -> [cols][rows]. */
+function transposeBatches(x: Float32Array, batch: number, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let z = 0; z < batch; z++) {
+    const base = z * rows * cols;
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) out[base + c * rows + r] = x[base + r * cols + c];
+    }
+  }
+  return out;
+}
+
+/** [batch][mp/4][n][4] -> [batch][m][n], dropping the padding rows. */
+function unpackRowQuads(data: Float32Array, batch: number, m: number, mp: number, n: number): Float32Array {
+  const out = new Float32Array(batch * m * n);
+  for (let z = 0; z < batch; z++) {
+    for (let i = 0; i < m; i++) {
+      const src = ((z * mp + (i & ~3)) * n) + (i & 3);
+      const dst = (z * m + i) * n;
+      for (let x = 0; x < n; x++) out[dst + x] = data[src + x * 4];
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// cpu: plain formulation (reference backend)
+
+function runPlain(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array {
+  const { batch, m, k, n, transA, transB } = p;
+  const key = `matmul:plain:b${batch}:m${m}:k${k}:n${n}:ta${+transA}:tb${+transB}`;
+  const kernel = cachedKernel(key, (gpu) =>
+    gpu.createKernel(plainSource(p), { output: [batch * m * n] } as never) as IKernelRunShortcut);
+  return flatResult(kernel(a, b), batch * m * n);
+}
+
+/** One output per thread over a 1D output; batch, row and column decoded from thread.x. */
+function plainSource(p: MatmulProblem): string {
+  const { m, k, n, transA, transB } = p;
+  const aAt = transA ? `z * ${m * k} + i * ${m} + row` : `z * ${m * k} + row * ${k} + i`;
+  const bAt = transB ? `z * ${k * n} + col * ${k} + i` : `z * ${k * n} + i * ${n} + col`;
+  return `function (a, b) {
+const z = Math.floor(this.thread.x / ${m * n});
+const row = Math.floor((this.thread.x - z * ${m * n}) / ${n});
+const col = this.thread.x - z * ${m * n} - row * ${n};
+let s = 0;
+for (let i = 0; i < ${k}; i++) {
+  s += a[${aAt}] * b[${bAt}];
+}
+return s;
+}`;
+}

@@ -1,0 +1,137 @@
+/**
+ * Generated kernels. Each op shape signature gets (a) a gpu.js kernel source with its sizes inlined as
+ * literals and (b) the same computation as a generated TypeScript loop for the host fast path. Both are
+ * built from one description, so they cannot drift apart; the laws check that they agree.
+ */
+import type { HostImpl, OpImpl } from './exec.ts';
+import { stridesOf, type Shape } from './shape.ts';
+
+/** How input k is read at each output coordinate: offset + sum(coord[d] * strides[d]). */
+export interface StridedRead {
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+const hostCache = new Map<string, HostImpl>();
+
+function hostFn(key: string, build: () => string): () => HostImpl {
+  return () => {
+    let fn = hostCache.get(key);
+    if (fn === undefined) {
+      fn = new Function('ins', 'out', build()) as HostImpl;
+      hostCache.set(key, fn);
+    }
+    return fn;
+  };
+}
+
+/** Merge adjacent output dims that every input walks contiguously; drop size-1 dims. */
+function coalesce(shape: Shape, reads: readonly StridedRead[]): { dims: number[]; strides: number[][] } {
+  const dims: number[] = [];
+  const strides: number[][] = reads.map(() => []);
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1) continue;
+    const last = dims.length - 1;
+    const mergeable =
+      last >= 0 && reads.every((r, k) => strides[k][last] === r.strides[d] * shape[d]);
+    if (mergeable) {
+      dims[last] *= shape[d];
+      reads.forEach((r, k) => (strides[k][last] = r.strides[d]));
+    } else {
+      dims.push(shape[d]);
+      reads.forEach((r, k) => strides[k].push(r.strides[d]));
+    }
+  }
+  return { dims, strides };
+}
+
+const lit = (v: number): string => (Number.isInteger(v) ? String(v) : String(v));
+
+/**
+ * out[i] = expr(x0, x1, ...), where xk = input k read at the strided position of output i.
+ * `expr` is a JavaScript expression valid both in gpu.js kernels and in plain JS.
+ */
+export function stridedMap(name: string, outShape: Shape, reads: readonly StridedRead[], expr: string): OpImpl {
+  const { dims, strides } = coalesce(outShape, reads);
+  const key = `${name}|${expr}|${dims}|${strides.map((s) => s.join(','))}|${reads.map((r) => r.offset)}`;
+  const args = reads.map((_, k) => `a${k}`);
+  const kernelSource = (): string => {
+    let body = `let r = this.thread.x;\n`;
+    reads.forEach((r, k) => (body += `let o${k} = ${lit(r.offset)};\n`));
+    for (let d = dims.length - 1; d >= 0; d--) {
+      body += `const c${d} = r % ${dims[d]};\n`;
+      if (d > 0) body += `r = (r - c${d}) / ${dims[d]};\n`;
+      reads.forEach((_, k) => {
+        if (strides[k][d] !== 0) body += `o${k} += c${d} * ${strides[k][d]};\n`;
+      });
+    }
+    reads.forEach((_, k) => (body += `const x${k} = a${k}[o${k}];\n`));
+    return `function (${args.join(', ')}) {\n${body}return ${expr};\n}`;
+  };
+  const hostSource = (): string => {
+    let s = reads.map((r, k) => `const a${k} = ins[${k}]; const b${k}_ = ${r.offset};`).join('\n') + '\nlet i = 0;\n';
+    let prev = '_';
+    dims.forEach((n, d) => {
+      s += `for (let c${d} = 0; c${d} < ${n}; c${d}++) {\n`;
+      reads.forEach((_, k) => (s += `const b${k}_${d} = b${k}${prev} + c${d} * ${strides[k][d]};\n`));
+      prev = `_${d}`;
+    });
+    reads.forEach((_, k) => (s += `const x${k} = a${k}[b${k}${prev}];\n`));
+    s += `out[i++] = ${expr};\n` + '}\n'.repeat(dims.length);
+    return s;
+  };
+  return { kernel: () => ({ key, source: kernelSource() }), host: hostFn(key, hostSource) };
+}
+
+/** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
+export function contiguousRead(shape: Shape): StridedRead {
+  return { strides: stridesOf(shape), offset: 0 };
+}
+
+export type ReduceKind = 'sum' | 'max';
+
+/** Reduce `inShape` over `axes` (sorted); the output is the kept dims in order. */
+export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]): OpImpl {
+  const strides = stridesOf(inShape);
+  const kept = inShape.map((_, d) => d).filter((d) => !axes.includes(d) && inShape[d] !== 1);
+  const red = axes.filter((d) => inShape[d] !== 1);
+  const count = red.reduce((n, d) => n * inShape[d], 1);
+  const key = `reduce-${kind}|${inShape}|${axes}`;
+  const init = kind === 'sum' ? '0' : '-Infinity';
+  const combine = kind === 'sum' ? 'acc + v' : 'Math.max(acc, v)';
+  const kernelSource = (): string => {
+    let body = 'let r = this.thread.x;\nlet base = 0;\n';
+    for (let i = kept.length - 1; i >= 0; i--) {
+      const d = kept[i];
+      body += `const k${i} = r % ${inShape[d]};\nr = (r - k${i}) / ${inShape[d]};\nbase += k${i} * ${strides[d]};\n`;
+    }
+    body += `let acc = ${init};\nfor (let j = 0; j < ${count}; j++) {\nlet q = j;\nlet off = base;\n`;
+    for (let i = red.length - 1; i >= 0; i--) {
+      const d = red[i];
+      body += `const m${i} = q % ${inShape[d]};\nq = (q - m${i}) / ${inShape[d]};\noff += m${i} * ${strides[d]};\n`;
+    }
+    body += `const v = a0[off];\nacc = ${combine};\n}\nreturn acc;\n`;
+    return `function (a0) {\n${body}}`;
+  };
+  // Host: walk the input in memory order and accumulate into the output slot (cache friendly).
+  const hostSource = (): string => {
+    const outStrides: number[] = new Array(inShape.length).fill(0);
+    let s = 1;
+    for (let i = kept.length - 1; i >= 0; i--) {
+      outStrides[kept[i]] = s;
+      s *= inShape[kept[i]];
+    }
+    const live = inShape.map((_, d) => d).filter((d) => inShape[d] !== 1);
+    let src = `const a = ins[0]; const acc = new Float64Array(out.length).fill(${init}); let i = 0;\n`;
+    let prev = '0';
+    for (const d of live) {
+      src += `for (let c${d} = 0; c${d} < ${inShape[d]}; c${d}++) {\nconst o${d} = ${prev} + c${d} * ${outStrides[d]};\n`;
+      prev = `o${d}`;
+    }
+    src += `const v = a[i++];\n`;
+    src += kind === 'sum' ? `acc[${prev}] += v;\n` : `if (v > acc[${prev}] || v !== v) acc[${prev}] = v;\n`;
+    src += '}\n'.repeat(live.length) + 'out.set(acc);\n';
+    return src;
+  };
+  return { kernel: () => ({ key, source: kernelSource() }), host: hostFn(key, hostSource) };
+}

@@ -1,0 +1,510 @@
+/**
+ * The primitive ops. Each validates its arguments (errors name the op and the shapes), runs through
+ * `execute` (a gpu.js kernel, or its generated host loop on webasm), and reports itself to the observer
+ * so autodiff can record it. The VJP rules live in src/autodiff/rules.ts.
+ */
+import { ArgumentError, ShapeError } from './errors.ts';
+import { contiguousRead, reduce, stridedMap, type StridedRead } from './codegen.ts';
+import { execute, type OpImpl } from './exec.ts';
+import { notify } from './observer.ts';
+import {
+  broadcastShapes,
+  broadcastStrides,
+  checkShape,
+  describe,
+  fmt,
+  normAxes,
+  normAxis,
+  sameShape,
+  sizeOf,
+  stridesOf,
+  type Shape,
+} from './shape.ts';
+import { assertTensor, scalar, Tensor, view } from './tensor.ts';
+
+export type TensorLike = Tensor | number;
+
+function toTensor(op: string, v: TensorLike, what: string): Tensor {
+  if (typeof v === 'number') return scalar(v);
+  return assertTensor(op, v, what);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise
+
+/** Polynomial erf (Eigen/XLA float32 form, |error| ~ 1 ulp); plain arithmetic, so it runs in every kernel language. */
+const ERF = (() => {
+  const x = 'Math.min(Math.max(x0, -4), 4)';
+  const x2 = `(${x} * ${x})`;
+  const horner = (cs: number[]) => cs.reduce<string>((acc, c, i) => (i === 0 ? `${c}` : `(${acc}) * ${x2} + (${c})`), '');
+  const alpha = [-2.72614225801306e-10, 2.77068142495902e-8, -2.10102402082508e-6, -5.69250639462346e-5, -7.34990630326855e-4, -2.95459980854025e-3, -1.60960333262415e-2];
+  const beta = [-1.45660718464996e-5, -2.13374055278905e-4, -1.68282697438203e-3, -7.37332916720468e-3, -1.42647390514189e-2];
+  return `(${x} * (${horner(alpha)}) / (${horner(beta)}))`;
+})();
+
+export const UNARY = {
+  neg: '-x0',
+  abs: 'Math.abs(x0)',
+  exp: 'Math.exp(x0)',
+  log: 'Math.log(x0)',
+  sqrt: 'Math.sqrt(x0)',
+  rsqrt: '1 / Math.sqrt(x0)',
+  tanh: 'Math.tanh(x0)',
+  erf: ERF,
+  relu: '(x0 > 0 ? x0 : 0)',
+  sign: '(x0 > 0 ? 1 : (x0 < 0 ? -1 : 0))',
+} as const;
+export type UnaryOp = keyof typeof UNARY;
+
+export const BINARY = {
+  add: 'x0 + x1',
+  sub: 'x0 - x1',
+  mul: 'x0 * x1',
+  div: 'x0 / x1',
+  pow: 'Math.pow(x0, x1)',
+  maximum: 'Math.max(x0, x1)',
+  minimum: 'Math.min(x0, x1)',
+  greater: '(x0 > x1 ? 1 : 0)',
+  greaterEqual: '(x0 >= x1 ? 1 : 0)',
+  less: '(x0 < x1 ? 1 : 0)',
+  lessEqual: '(x0 <= x1 ? 1 : 0)',
+  equal: '(x0 == x1 ? 1 : 0)',
+  notEqual: '(x0 != x1 ? 1 : 0)',
+} as const;
+export type BinaryOp = keyof typeof BINARY;
+
+export function unary(op: UnaryOp, x: Tensor): Tensor {
+  assertTensor(op, x);
+  const out = execute([x], x.shape, stridedMap(op, x.shape, [contiguousRead(x.shape)], UNARY[op]));
+  return notify(op, [x], out);
+}
+
+export function binary(op: BinaryOp, a: TensorLike, b: TensorLike): Tensor {
+  const ta = toTensor(op, a, 'first argument');
+  const tb = toTensor(op, b, 'second argument');
+  const shape = broadcastShapes(op, ta.shape, tb.shape);
+  const reads = [ta, tb].map((t) => ({ strides: broadcastStrides(t.shape, shape), offset: 0 }));
+  const out = execute([ta, tb], shape, stridedMap(op, shape, reads, BINARY[op]));
+  return notify(op, [ta, tb], out);
+}
+
+export const neg = (x: Tensor) => unary('neg', x);
+export const abs = (x: Tensor) => unary('abs', x);
+export const exp = (x: Tensor) => unary('exp', x);
+export const log = (x: Tensor) => unary('log', x);
+export const sqrt = (x: Tensor) => unary('sqrt', x);
+export const rsqrt = (x: Tensor) => unary('rsqrt', x);
+export const tanh = (x: Tensor) => unary('tanh', x);
+export const erf = (x: Tensor) => unary('erf', x);
+export const relu = (x: Tensor) => unary('relu', x);
+export const sign = (x: Tensor) => unary('sign', x);
+
+export const add = (a: TensorLike, b: TensorLike) => binary('add', a, b);
+export const sub = (a: TensorLike, b: TensorLike) => binary('sub', a, b);
+export const mul = (a: TensorLike, b: TensorLike) => binary('mul', a, b);
+export const div = (a: TensorLike, b: TensorLike) => binary('div', a, b);
+export const pow = (a: TensorLike, b: TensorLike) => binary('pow', a, b);
+export const maximum = (a: TensorLike, b: TensorLike) => binary('maximum', a, b);
+export const minimum = (a: TensorLike, b: TensorLike) => binary('minimum', a, b);
+export const greater = (a: TensorLike, b: TensorLike) => binary('greater', a, b);
+export const greaterEqual = (a: TensorLike, b: TensorLike) => binary('greaterEqual', a, b);
+export const less = (a: TensorLike, b: TensorLike) => binary('less', a, b);
+export const lessEqual = (a: TensorLike, b: TensorLike) => binary('lessEqual', a, b);
+export const equal = (a: TensorLike, b: TensorLike) => binary('equal', a, b);
+export const notEqual = (a: TensorLike, b: TensorLike) => binary('notEqual', a, b);
+
+/** cond != 0 ? a : b, with broadcasting over all three. */
+export function where(cond: TensorLike, a: TensorLike, b: TensorLike): Tensor {
+  const op = 'where';
+  const ts = [toTensor(op, cond, 'condition'), toTensor(op, a, 'second argument'), toTensor(op, b, 'third argument')];
+  const shape = broadcastShapes(op, broadcastShapes(op, ts[0].shape, ts[1].shape), ts[2].shape);
+  const reads = ts.map((t) => ({ strides: broadcastStrides(t.shape, shape), offset: 0 }));
+  const out = execute(ts, shape, stridedMap(op, shape, reads, '(x0 != 0 ? x1 : x2)'));
+  return notify(op, ts, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions
+
+function reduceOp(kind: 'sum' | 'max', x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
+  assertTensor(kind, x);
+  const ax = normAxes(kind, axes, x.rank);
+  if (kind === 'max' && ax.some((a) => x.shape[a] === 0)) {
+    throw new ShapeError(kind, `cannot take the max over an empty axis of shape ${fmt(x.shape)}`);
+  }
+  const kept = x.shape.map((d, i) => (ax.includes(i) ? 1 : d));
+  const outShape = keepdims ? kept : x.shape.filter((_, i) => !ax.includes(i));
+  const out = ax.length === 0
+    ? execute([x], outShape, stridedMap('copy', x.shape, [contiguousRead(x.shape)], 'x0'))
+    : execute([x], outShape, reduce(kind, x.shape, ax));
+  return notify(kind, [x], out, { axes: ax, keepdims });
+}
+
+export const sum = (x: Tensor, axes?: number | readonly number[], keepdims = false) => reduceOp('sum', x, axes, keepdims);
+export const max = (x: Tensor, axes?: number | readonly number[], keepdims = false) => reduceOp('max', x, axes, keepdims);
+
+export function mean(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
+  assertTensor('mean', x);
+  const ax = normAxes('mean', axes, x.rank);
+  const count = ax.reduce((n, a) => n * x.shape[a], 1);
+  return mul(sum(x, ax, keepdims), 1 / count);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Movement
+
+/** Same data, new shape (one dimension may be -1). Shares the buffer. */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const op = 'reshape';
+  assertTensor(op, x);
+  if (!Array.isArray(shape)) throw new ArgumentError(op, `shape must be an array, got ${describe(shape)}`);
+  const unknown = shape.filter((d) => d === -1).length;
+  if (unknown > 1) throw new ShapeError(op, `at most one -1 is allowed in ${fmt(shape)}`);
+  let target = [...shape];
+  if (unknown === 1) {
+    const known = shape.filter((d) => d !== -1).reduce((n, d) => n * d, 1);
+    if (known === 0 || x.size % known !== 0) {
+      throw new ShapeError(op, `cannot reshape ${fmt(x.shape)} (${x.size} values) into ${fmt(shape)}`);
+    }
+    target = shape.map((d) => (d === -1 ? x.size / known : d));
+  }
+  checkShape(op, target);
+  if (sizeOf(target) !== x.size) {
+    throw new ShapeError(op, `cannot reshape ${fmt(x.shape)} (${x.size} values) into ${fmt(shape)} (${sizeOf(target)} values)`);
+  }
+  return notify(op, [x], view(x, target), { from: x.shape });
+}
+
+export function permute(x: Tensor, perm: readonly number[]): Tensor {
+  const op = 'permute';
+  assertTensor(op, x);
+  if (!Array.isArray(perm) || perm.length !== x.rank) {
+    throw new ShapeError(op, `permutation ${Array.isArray(perm) ? fmt(perm) : describe(perm)} does not match rank ${x.rank} of shape ${fmt(x.shape)}`);
+  }
+  const p = perm.map((a) => normAxis(op, a, x.rank));
+  if (new Set(p).size !== p.length) throw new ShapeError(op, `${fmt(perm)} is not a permutation`);
+  const strides = stridesOf(x.shape);
+  const outShape = p.map((a) => x.shape[a]);
+  const out = execute([x], outShape, stridedMap('permute', outShape, [{ strides: p.map((a) => strides[a]), offset: 0 }], 'x0'));
+  return notify(op, [x], out, { perm: p });
+}
+
+/** Swap two axes (default: the last two). */
+export function transpose(x: Tensor, a = -2, b = -1): Tensor {
+  assertTensor('transpose', x);
+  const perm = [...x.shape.keys()];
+  const i = normAxis('transpose', a, x.rank);
+  const j = normAxis('transpose', b, x.rank);
+  [perm[i], perm[j]] = [perm[j], perm[i]];
+  return permute(x, perm);
+}
+
+export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
+  const op = 'broadcastTo';
+  assertTensor(op, x);
+  checkShape(op, shape);
+  const b = broadcastShapes(op, x.shape, shape);
+  if (!sameShape(b, shape)) throw new ShapeError(op, `cannot broadcast ${fmt(x.shape)} to ${fmt(shape)}`);
+  if (sameShape(x.shape, shape)) return x;
+  const out = execute([x], shape, stridedMap('broadcast', shape, [{ strides: broadcastStrides(x.shape, shape), offset: 0 }], 'x0'));
+  return notify(op, [x], out, { from: x.shape });
+}
+
+export interface SliceSpec {
+  readonly start: number[];
+  readonly stop: number[];
+  readonly step: number[];
+}
+
+/**
+ * x[start:stop:step] on every axis (numpy semantics: negative indices count from the end, bounds are
+ * clamped). Missing trailing axes take the whole axis. Steps must be positive.
+ */
+export function slice(x: Tensor, start: readonly number[], stop?: readonly (number | null)[], step?: readonly number[]): Tensor {
+  const op = 'slice';
+  assertTensor(op, x);
+  const spec: SliceSpec = { start: [], stop: [], step: [] };
+  const outShape: number[] = [];
+  for (let d = 0; d < x.rank; d++) {
+    const n = x.shape[d];
+    const st = step?.[d] ?? 1;
+    if (!Number.isInteger(st) || st <= 0) throw new ArgumentError(op, `step ${st} on axis ${d} must be a positive integer`);
+    const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
+    const b = clamp(start[d] ?? 0);
+    const e = clamp(stop?.[d] ?? n);
+    if (!Number.isInteger(b) || !Number.isInteger(e)) throw new ArgumentError(op, `bounds on axis ${d} must be integers`);
+    spec.start.push(b);
+    spec.stop.push(e);
+    spec.step.push(st);
+    outShape.push(Math.max(0, Math.ceil((e - b) / st)));
+  }
+  if (start.length > x.rank) throw new ShapeError(op, `${start.length} start indices for rank ${x.rank} shape ${fmt(x.shape)}`);
+  const strides = stridesOf(x.shape);
+  const read: StridedRead = {
+    strides: strides.map((s, d) => s * spec.step[d]),
+    offset: strides.reduce((o, s, d) => o + s * spec.start[d], 0),
+  };
+  const out = execute([x], outShape, stridedMap('slice', outShape, [read], 'x0'));
+  return notify(op, [x], out, { from: x.shape, ...spec });
+}
+
+/**
+ * Place x into a tensor of `outShape` filled with `fill`, at positions start + i * step per axis:
+ * the transpose of `slice`, and `pad` when steps are 1.
+ */
+export function embed(x: Tensor, outShape: readonly number[], start: readonly number[], step: readonly number[], fill = 0): Tensor {
+  const op = 'embed';
+  assertTensor(op, x);
+  checkShape(op, outShape);
+  if (outShape.length !== x.rank) throw new ShapeError(op, `output rank ${outShape.length} differs from input rank ${x.rank}`);
+  for (let d = 0; d < x.rank; d++) {
+    if (x.shape[d] > 0 && start[d] + (x.shape[d] - 1) * step[d] >= outShape[d]) {
+      throw new ShapeError(op, `input ${fmt(x.shape)} placed at ${fmt(start)} with steps ${fmt(step)} does not fit in ${fmt(outShape)}`);
+    }
+  }
+  const out = execute([x], outShape, embedImpl(x.shape, outShape, start, step, fill));
+  return notify(op, [x], out, { start, step });
+}
+
+function embedImpl(inShape: Shape, outShape: Shape, start: readonly number[], step: readonly number[], fill: number): OpImpl {
+  const key = `embed|${inShape}|${outShape}|${start}|${step}|${fill}`;
+  const inStrides = stridesOf(inShape);
+  const rank = outShape.length;
+  const kernelSource = () => {
+    let body = 'let r = this.thread.x;\nlet off = 0;\nlet inside = 1;\n';
+    for (let d = rank - 1; d >= 0; d--) {
+      body += `const c${d} = r % ${outShape[d]};\nr = (r - c${d}) / ${outShape[d]};\n`;
+      body += `const u${d} = c${d} - ${start[d]};\nconst q${d} = Math.floor(u${d} / ${step[d]});\n`;
+      body += `if (u${d} < 0 || q${d} >= ${inShape[d]} || u${d} - q${d} * ${step[d]} != 0) { inside = 0; }\n`;
+      body += `off += q${d} * ${inStrides[d]};\n`;
+    }
+    body += `if (inside == 1) { return a0[off]; }\nreturn ${fill};\n`;
+    return `function (a0) {\n${body}}`;
+  };
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    if (fill !== 0) out.fill(fill);
+    const src = ins[0];
+    const outStrides = stridesOf(outShape);
+    const base = start.reduce((o, s, d) => o + s * outStrides[d], 0);
+    const idx = new Array(rank).fill(0);
+    for (let i = 0; i < src.length; i++) {
+      let o = base;
+      for (let d = 0; d < rank; d++) o += idx[d] * step[d] * outStrides[d];
+      out[o] = src[i];
+      for (let d = rank - 1; d >= 0; d--) {
+        if (++idx[d] < inShape[d]) break;
+        idx[d] = 0;
+      }
+    }
+  };
+  return { kernel: () => ({ key, source: kernelSource() }), host };
+}
+
+/** Constant padding: `widths[d] = [before, after]` for each axis (missing axes get [0, 0]). */
+export function pad(x: Tensor, widths: readonly (readonly [number, number])[], value = 0): Tensor {
+  assertTensor('pad', x);
+  const w = x.shape.map((_, d) => widths[d] ?? [0, 0]);
+  for (const [b, a] of w) {
+    if (!Number.isInteger(b) || !Number.isInteger(a) || b < 0 || a < 0) {
+      throw new ArgumentError('pad', `widths must be non-negative integers, got ${JSON.stringify(widths)}`);
+    }
+  }
+  const outShape = x.shape.map((n, d) => n + w[d][0] + w[d][1]);
+  return embed(x, outShape, w.map((p) => p[0]), w.map(() => 1), value);
+}
+
+export function concat(xs: readonly Tensor[], axis = 0): Tensor {
+  const op = 'concat';
+  if (!Array.isArray(xs) || xs.length === 0) throw new ArgumentError(op, 'expected a non-empty array of tensors');
+  xs.forEach((t, i) => assertTensor(op, t, `element ${i}`));
+  const rank = xs[0].rank;
+  const ax = normAxis(op, axis, rank);
+  for (const t of xs) {
+    if (t.rank !== rank || t.shape.some((d, i) => i !== ax && d !== xs[0].shape[i])) {
+      throw new ShapeError(op, `shapes ${xs.map((s) => fmt(s.shape)).join(', ')} differ outside axis ${ax}`);
+    }
+  }
+  if (xs.length === 1) return xs[0];
+  const sizes = xs.map((t) => t.shape[ax]);
+  const outShape = xs[0].shape.map((d, i) => (i === ax ? sizes.reduce((a, b) => a + b, 0) : d));
+  const out = execute(xs, outShape, concatImpl(xs.map((t) => t.shape), outShape, ax));
+  return notify(op, xs, out, { axis: ax, sizes });
+}
+
+function concatImpl(shapes: Shape[], outShape: Shape, axis: number): OpImpl {
+  const key = `concat|${shapes.map((s) => s.join('x')).join(';')}|${axis}`;
+  const outer = outShape.slice(0, axis).reduce((a, b) => a * b, 1);
+  const inner = outShape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const blocks = shapes.map((s) => s[axis] * inner);
+  const row = outShape[axis] * inner;
+  const kernelSource = () => {
+    let body = `const o = Math.floor(this.thread.x / ${row});\nconst w = this.thread.x - o * ${row};\n`;
+    let start = 0;
+    blocks.forEach((b, k) => {
+      const cond = k === blocks.length - 1 ? 'true' : `w < ${start + b}`;
+      body += `if (${cond}) { return a${k}[o * ${b} + w - ${start}]; }\n`;
+      start += b;
+    });
+    body += 'return 0;\n';
+    return `function (${blocks.map((_, k) => `a${k}`).join(', ')}) {\n${body}}`;
+  };
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    let w = 0;
+    for (let o = 0; o < outer; o++) {
+      for (let k = 0; k < ins.length; k++) {
+        out.set(ins[k].subarray(o * blocks[k], (o + 1) * blocks[k]), w);
+        w += blocks[k];
+      }
+    }
+  };
+  return { kernel: () => ({ key, source: kernelSource() }), host };
+}
+
+export function stack(xs: readonly Tensor[], axis = 0): Tensor {
+  if (!Array.isArray(xs) || xs.length === 0) throw new ArgumentError('stack', 'expected a non-empty array of tensors');
+  const rank = assertTensor('stack', xs[0], 'element 0').rank;
+  const ax = normAxis('stack', axis, rank + 1);
+  return concat(xs.map((t) => reshape(t, [...t.shape.slice(0, ax), 1, ...t.shape.slice(ax)])), ax);
+}
+
+/** Split along `axis` into pieces of the given sizes (or `n` equal pieces). */
+export function split(x: Tensor, sizesOrCount: number | readonly number[], axis = 0): Tensor[] {
+  const op = 'split';
+  assertTensor(op, x);
+  const ax = normAxis(op, axis, x.rank);
+  const n = x.shape[ax];
+  let sizes: number[];
+  if (typeof sizesOrCount === 'number') {
+    if (!Number.isInteger(sizesOrCount) || sizesOrCount <= 0 || n % sizesOrCount !== 0) {
+      throw new ShapeError(op, `axis ${ax} of shape ${fmt(x.shape)} (size ${n}) cannot be split into ${sizesOrCount} equal parts`);
+    }
+    sizes = Array(sizesOrCount).fill(n / sizesOrCount);
+  } else {
+    sizes = [...sizesOrCount];
+    if (sizes.reduce((a, b) => a + b, 0) !== n || sizes.some((s) => !Number.isInteger(s) || s < 0)) {
+      throw new ShapeError(op, `sizes ${fmt(sizes)} do not add up to ${n} (axis ${ax} of ${fmt(x.shape)})`);
+    }
+  }
+  let at = 0;
+  return sizes.map((s) => {
+    const start = x.shape.map((_, d) => (d === ax ? at : 0));
+    const stop = x.shape.map((d, i) => (i === ax ? at + s : d));
+    at += s;
+    return slice(x, start, stop);
+  });
+}
+
+/** torch.chunk for evenly divisible axes. */
+export const chunk = (x: Tensor, n: number, axis = 0): Tensor[] => split(x, n, axis);
+
+/**
+ * Gather along `axis`: out[..., i..., ...] = x[..., indices[i...], ...]; indices hold integers in
+ * [0, x.shape[axis]) (stored as floats). Output shape: x.shape[:axis] + indices.shape + x.shape[axis+1:].
+ */
+export function take(x: Tensor, indices: Tensor, axis = 0): Tensor {
+  const op = 'take';
+  assertTensor(op, x);
+  assertTensor(op, indices, 'indices');
+  const ax = normAxis(op, axis, x.rank);
+  const n = x.shape[ax];
+  if (indices.storage.host !== null) {
+    const bad = indices.storage.host.find((v) => !Number.isInteger(v) || v < 0 || v >= n);
+    if (bad !== undefined) throw new ShapeError(op, `index ${bad} is out of range for axis ${ax} of shape ${fmt(x.shape)}`);
+  }
+  const outer = x.shape.slice(0, ax).reduce((a, b) => a * b, 1);
+  const inner = x.shape.slice(ax + 1).reduce((a, b) => a * b, 1);
+  const outShape = [...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)];
+  const out = execute([x, indices], outShape, takeImpl(outer, n, inner, indices.size));
+  return notify(op, [x, indices], out, { axis: ax });
+}
+
+function takeImpl(outer: number, n: number, inner: number, count: number): OpImpl {
+  const key = `take|${outer}|${n}|${inner}|${count}`;
+  const kernelSource = () =>
+    `function (a0, a1) {
+const o = Math.floor(this.thread.x / ${count * inner});
+const rest = this.thread.x - o * ${count * inner};
+const j = Math.floor(rest / ${inner});
+const k = rest - j * ${inner};
+return a0[o * ${n * inner} + a1[j] * ${inner} + k];
+}`;
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    const [src, idx] = ins;
+    let w = 0;
+    for (let o = 0; o < outer; o++) {
+      for (let j = 0; j < count; j++) {
+        const from = o * n * inner + idx[j] * inner;
+        out.set(src.subarray(from, from + inner), w);
+        w += inner;
+      }
+    }
+  };
+  return { kernel: () => ({ key, source: kernelSource() }), host };
+}
+
+/** The transpose of `take`: out has `size` entries on `axis`; out[..., indices[i], ...] += g[..., i, ...]. */
+export function scatterAdd(g: Tensor, indices: Tensor, axis: number, size: number): Tensor {
+  const op = 'scatterAdd';
+  assertTensor(op, g);
+  assertTensor(op, indices, 'indices');
+  const ax = normAxis(op, axis, g.rank - indices.rank + 1);
+  const outer = g.shape.slice(0, ax).reduce((a, b) => a * b, 1);
+  const inner = g.shape.slice(ax + indices.rank).reduce((a, b) => a * b, 1);
+  const count = indices.size;
+  const outShape = [...g.shape.slice(0, ax), size, ...g.shape.slice(ax + indices.rank)];
+  const key = `scatterAdd|${outer}|${size}|${inner}|${count}`;
+  const impl: OpImpl = {
+    kernel: () => ({
+      key,
+      source: `function (a0, a1) {
+const o = Math.floor(this.thread.x / ${size * inner});
+const rest = this.thread.x - o * ${size * inner};
+const s = Math.floor(rest / ${inner});
+const k = rest - s * ${inner};
+let acc = 0;
+for (let j = 0; j < ${count}; j++) {
+  if (a1[j] == s) { acc += a0[o * ${count * inner} + j * ${inner} + k]; }
+}
+return acc;
+}`,
+    }),
+    host: () => (ins, out) => {
+      const [src, idx] = ins;
+      for (let o = 0; o < outer; o++) {
+        for (let j = 0; j < count; j++) {
+          const to = o * size * inner + idx[j] * inner;
+          const from = o * count * inner + j * inner;
+          for (let k = 0; k < inner; k++) out[to + k] += src[from + k];
+        }
+      }
+    },
+  };
+  const out = execute([g, indices], outShape, impl);
+  return notify(op, [g, indices], out, { axis: ax, size });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers built on the primitives
+
+/** Sum `g` down to `shape` (the transpose of broadcasting). */
+export function sumTo(g: Tensor, shape: Shape): Tensor {
+  if (sameShape(g.shape, shape)) return g;
+  const lead = g.rank - shape.length;
+  const axes: number[] = [];
+  for (let d = 0; d < g.rank; d++) {
+    if (d < lead || (shape[d - lead] === 1 && g.shape[d] !== 1)) axes.push(d);
+  }
+  const s = axes.length > 0 ? sum(g, axes, true) : g;
+  return reshape(s, [...shape]);
+}
+
+export const square = (x: Tensor) => mul(x, x);
+export const expandDims = (x: Tensor, axis: number) => {
+  const ax = normAxis('expandDims', axis, x.rank + 1);
+  return reshape(x, [...x.shape.slice(0, ax), 1, ...x.shape.slice(ax)]);
+};
+export const squeeze = (x: Tensor, axis: number) => {
+  const ax = normAxis('squeeze', axis, x.rank);
+  if (x.shape[ax] !== 1) throw new ShapeError('squeeze', `axis ${axis} of shape ${fmt(x.shape)} has size ${x.shape[ax]}, not 1`);
+  return reshape(x, x.shape.filter((_, i) => i !== ax));
+};

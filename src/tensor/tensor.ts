@@ -1,0 +1,195 @@
+/**
+ * The Tensor value: immutable float32 data with a shape (rank 0..6).
+ *
+ * A tensor's buffer is either on the host (a Float32Array, on the synchronous webasm and cpu backends)
+ * or pending (a Promise from an asynchronous webgpu kernel). Ops accept both, so the same program runs
+ * on every backend; `await t.data()` always works and `t.dataSync()` works once the data is on the host.
+ */
+import { getBackend, isAsyncBackend } from '../backend/backend.ts';
+import { newBufferId, recordAlloc, recordUse, type Buffer } from '../backend/memory.ts';
+import { ArgumentError, BackendError, ShapeError } from './errors.ts';
+import { checkShape, describe, fmt, sizeOf, type Shape } from './shape.ts';
+
+export class Storage implements Buffer {
+  readonly id = newBufferId();
+  readonly bytes: number;
+  host: Float32Array | null;
+  pending: Promise<Float32Array> | null;
+
+  constructor(size: number, data: Float32Array | Promise<Float32Array>) {
+    this.bytes = size * 4;
+    if (data instanceof Float32Array) {
+      this.host = data;
+      this.pending = null;
+    } else {
+      this.host = null;
+      this.pending = data.then((d) => {
+        this.host = d;
+        this.pending = null;
+        return d;
+      });
+    }
+    recordAlloc(this);
+  }
+
+  read(): Float32Array | Promise<Float32Array> {
+    recordUse(this);
+    return this.host ?? this.pending!;
+  }
+}
+
+let nextTensorId = 1;
+
+export class Tensor {
+  /** Unique per tensor value (views of one buffer have different ids). */
+  readonly id = nextTensorId++;
+  readonly shape: Shape;
+  readonly size: number;
+  /** @internal the buffer; shared by views */
+  readonly storage: Storage;
+
+  /** @internal use `tensor`, `zeros`, ... to create tensors */
+  constructor(storage: Storage, shape: Shape) {
+    this.storage = storage;
+    this.shape = Object.freeze([...shape]);
+    this.size = sizeOf(shape);
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  /** A copy of the data. Throws while the data is still on an asynchronous device. */
+  dataSync(): Float32Array {
+    const host = this.storage.host;
+    if (host === null) {
+      throw new BackendError(`dataSync: the data of this ${fmt(this.shape)} tensor is still pending on the asynchronous '${getBackend()}' backend; use 'await t.data()'`);
+    }
+    return host.slice(0, this.size);
+  }
+
+  /** A copy of the data, on every backend. */
+  async data(): Promise<Float32Array> {
+    const host = await this.storage.read();
+    return host.slice(0, this.size);
+  }
+
+  /** The single value of a size-1 tensor. */
+  async item(): Promise<number> {
+    if (this.size !== 1) throw new ShapeError('item', `expected a tensor with one element, got shape ${fmt(this.shape)}`);
+    return (await this.data())[0];
+  }
+
+  itemSync(): number {
+    if (this.size !== 1) throw new ShapeError('itemSync', `expected a tensor with one element, got shape ${fmt(this.shape)}`);
+    return this.dataSync()[0];
+  }
+
+  toString(): string {
+    const host = this.storage.host;
+    if (host === null) return `Tensor(${fmt(this.shape)}, pending)`;
+    const shown = Array.from(host.subarray(0, Math.min(this.size, 8)), (v) => +v.toPrecision(5));
+    return `Tensor(${fmt(this.shape)}, [${shown.join(', ')}${this.size > 8 ? ', ...' : ''}])`;
+  }
+}
+
+export function isTensor(v: unknown): v is Tensor {
+  return v instanceof Tensor;
+}
+
+export function assertTensor(op: string, v: unknown, what = 'argument'): Tensor {
+  if (!(v instanceof Tensor)) throw new ArgumentError(op, `${what} must be a Tensor, got ${describe(v)}`);
+  return v;
+}
+
+/** A tensor over freshly computed host data or a pending device result. @internal */
+export function fromBuffer(data: Float32Array | Promise<Float32Array>, shape: Shape): Tensor {
+  return new Tensor(new Storage(sizeOf(shape), data), shape);
+}
+
+/** A tensor sharing `t`'s buffer with another shape of the same size. @internal */
+export function view(t: Tensor, shape: Shape): Tensor {
+  return new Tensor(t.storage, shape);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creation
+
+type NestedNumbers = number | readonly NestedNumbers[];
+
+function flattenNested(op: string, values: NestedNumbers, out: number[]): void {
+  if (typeof values === 'number') {
+    out.push(values);
+  } else if (Array.isArray(values)) {
+    for (const v of values) flattenNested(op, v, out);
+  } else {
+    throw new ArgumentError(op, `expected numbers or nested arrays of numbers, got ${describe(values)}`);
+  }
+}
+
+function inferShape(values: NestedNumbers): number[] {
+  const shape: number[] = [];
+  let v: NestedNumbers = values;
+  while (Array.isArray(v)) {
+    shape.push(v.length);
+    v = v[0];
+  }
+  return shape;
+}
+
+/**
+ * A tensor from data and a shape. `data` is a Float32Array or any array-like of numbers (copied),
+ * or nested arrays (shape inferred when omitted). A scalar number gives a rank-0 tensor.
+ */
+export function tensor(data: ArrayLike<number> | NestedNumbers, shape?: Shape): Tensor {
+  const op = 'tensor';
+  let flat: Float32Array;
+  let inferred: number[];
+  if (typeof data === 'number') {
+    flat = Float32Array.of(data);
+    inferred = [];
+  } else if (ArrayBuffer.isView(data) && !(data instanceof DataView)) {
+    flat = Float32Array.from(data as ArrayLike<number>);
+    inferred = [flat.length];
+  } else if (Array.isArray(data)) {
+    const list: number[] = [];
+    flattenNested(op, data as NestedNumbers, list);
+    flat = Float32Array.from(list);
+    inferred = inferShape(data as NestedNumbers);
+    if (sizeOf(inferred) !== flat.length && shape === undefined) {
+      throw new ShapeError(op, `nested arrays are ragged: shape ${fmt(inferred)} implies ${sizeOf(inferred)} values, found ${flat.length}`);
+    }
+  } else {
+    throw new ArgumentError(op, `data must be a number, an array or a typed array, got ${describe(data)}`);
+  }
+  const s = shape === undefined ? inferred : checkShape(op, shape);
+  if (sizeOf(s) !== flat.length) {
+    throw new ShapeError(op, `shape ${fmt(s)} needs ${sizeOf(s)} values but the data has ${flat.length}`);
+  }
+  return fromBuffer(flat, s);
+}
+
+export function full(shape: Shape, value: number): Tensor {
+  checkShape('full', shape);
+  if (typeof value !== 'number') throw new ArgumentError('full', `value must be a number, got ${describe(value)}`);
+  return fromBuffer(new Float32Array(sizeOf(shape)).fill(value), shape);
+}
+
+export const zeros = (shape: Shape): Tensor => full(shape, 0);
+export const ones = (shape: Shape): Tensor => full(shape, 1);
+export const zerosLike = (t: Tensor): Tensor => zeros(t.shape);
+export const onesLike = (t: Tensor): Tensor => ones(t.shape);
+export const scalar = (value: number): Tensor => tensor(value);
+
+/** [start, stop) with `step`, like numpy.arange. */
+export function arange(start: number, stop?: number, step = 1): Tensor {
+  if (stop === undefined) [start, stop] = [0, start];
+  if (step === 0 || !Number.isFinite(step)) throw new ArgumentError('arange', `step must be a finite non-zero number, got ${step}`);
+  const n = Math.max(0, Math.ceil((stop - start) / step));
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = start + i * step;
+  return fromBuffer(out, [n]);
+}
+
+/** Whether the current backend returns results asynchronously. */
+export const backendIsAsync = (): boolean => isAsyncBackend(getBackend());

@@ -1,0 +1,101 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import fc from 'fast-check';
+import { withBackend, type BackendName } from '../src/backend/backend.ts';
+import { matmulKernelRun, matmulReference, type MatmulProblem } from '../src/backend/matmul.ts';
+
+const BACKENDS: BackendName[] = ['webasm', 'cpu'];
+
+/** Deterministic values in [-1, 1) so failures reproduce. */
+function randomArray(length: number, seed: number): Float32Array {
+  const out = new Float32Array(length);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    s ^= s << 13; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+/** Largest |got - ref| relative to max|ref| (f32 accumulation vs f64; rtol 1e-5 for K <= 1024). */
+function relativeError(got: Float32Array, ref: Float64Array): number {
+  let scale = 0;
+  for (const v of ref) scale = Math.max(scale, Math.abs(v));
+  let err = 0;
+  for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(got[i] - ref[i]));
+  return scale === 0 ? err : err / scale;
+}
+
+function checkProblem(backend: BackendName, p: MatmulProblem, seed: number): void {
+  const a = randomArray(p.batch * p.m * p.k, seed);
+  const b = randomArray(p.batch * p.k * p.n, seed + 7919);
+  const got = withBackend(backend, () => matmulKernelRun(p, a, b));
+  const ref = matmulReference(p, a, b);
+  assert.is(got.length, ref.length, `${backend} ${JSON.stringify(p)}: length`);
+  const err = relativeError(got, ref);
+  assert.ok(err <= 1e-5, `${backend} ${JSON.stringify(p)}: relative error ${err}`);
+}
+
+const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
+
+for (const backend of BACKENDS) {
+  test(`${backend}: tiny and edge shapes, all transposes`, () => {
+    const shapes = [
+      [1, 1, 1, 1], [1, 1, 5, 1], [1, 3, 1, 5], [1, 5, 7, 3], [1, 4, 4, 4], [1, 6, 2, 9], [3, 1, 1, 1], [2, 7, 1, 13],
+    ];
+    for (const [batch, m, k, n] of shapes) {
+      for (const [transA, transB] of TRANSPOSES) checkProblem(backend, { batch, m, k, n, transA, transB }, m * 31 + k);
+    }
+  });
+
+  test(`${backend}: odd sizes, batch and odd K (unroll tail)`, () => {
+    for (const [transA, transB] of TRANSPOSES) {
+      checkProblem(backend, { batch: 3, m: 37, k: 19, n: 29, transA, transB }, 11);
+      checkProblem(backend, { batch: 1, m: 50, k: 64, n: 33, transA, transB }, 12);
+    }
+  });
+
+  test(`${backend}: random problems`, () => {
+    const problem = fc.record({
+      batch: fc.integer({ min: 1, max: 3 }),
+      m: fc.integer({ min: 1, max: 24 }),
+      k: fc.integer({ min: 1, max: 40 }),
+      n: fc.integer({ min: 1, max: 24 }),
+      transA: fc.boolean(),
+      transB: fc.boolean(),
+    });
+    fc.assert(fc.property(problem, fc.integer({ min: 1, max: 1e6 }), (p, seed) => checkProblem(backend, p, seed)), {
+      numRuns: 40,
+      seed: 42,
+    });
+  });
+
+  test(`${backend}: K = 1024 stays within rtol 1e-5`, () => {
+    checkProblem(backend, { batch: 1, m: 9, k: 1024, n: 10, transA: false, transB: true }, 5);
+  });
+
+  test(`${backend}: empty problems`, () => {
+    const none = withBackend(backend, () =>
+      matmulKernelRun({ batch: 2, m: 0, k: 3, n: 4, transA: false, transB: false }, new Float32Array(0), new Float32Array(24)));
+    assert.is(none.length, 0);
+    const zeros = withBackend(backend, () =>
+      matmulKernelRun({ batch: 1, m: 2, k: 0, n: 3, transA: false, transB: false }, new Float32Array(0), new Float32Array(0)));
+    assert.equal(Array.from(zeros), [0, 0, 0, 0, 0, 0]);
+  });
+}
+
+test('a repeated problem reuses its kernel and gives the same bits', () => {
+  const p: MatmulProblem = { batch: 2, m: 9, k: 12, n: 6, transA: true, transB: false };
+  const a = randomArray(2 * 9 * 12, 3);
+  const b = randomArray(2 * 12 * 6, 4);
+  const first = withBackend('webasm', () => matmulKernelRun(p, a, b));
+  const second = withBackend('webasm', () => matmulKernelRun(p, a, b));
+  assert.equal(Array.from(second), Array.from(first));
+});
+
+test('rejects inputs whose length does not match the problem', () => {
+  const p: MatmulProblem = { batch: 1, m: 2, k: 2, n: 2, transA: false, transB: false };
+  assert.throws(() => matmulKernelRun(p, new Float32Array(3), new Float32Array(4)), /a has 3 elements/);
+});
+
+test.run();
