@@ -106,8 +106,8 @@ const float32Above = (x: number): number => -float32Below(-x);
 
 /**
  * JAX's uniform in float32: u * (hi - lo) + lo, floored at lo. Rounding of that float32 sum
- * can land on hi when the range is not a power of two; such values are pulled back to the
- * float32 just below hi so the interval stays half-open, as documented.
+ * can land on hi (e.g. [1000, 1001)); unlike JAX, such values are pulled back to the float32
+ * just below hi so the interval really is half-open. Elsewhere the result is JAX's.
  */
 function scaleUnitFloats(u: Float32Array, lo: number, hi: number): Float32Array {
   const lo32 = f32(lo);
@@ -132,7 +132,7 @@ export function uniform(k: Key, n: number, lo = 0, hi = 1): Float32Array {
 }
 
 // ---------------------------------------------------------------------------------------------
-// erf / erfinv in float64 (float32 results are rounded once at the end)
+// erf and erfinv: float64 versions for accuracy, a float32 erfinv for JAX-identical samples
 
 const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
 const SQRT2_F32 = f32(Math.SQRT2);
@@ -194,9 +194,9 @@ function erfinvGiles(u: number, round: (v: number) => number): number {
 }
 
 /**
- * erfinv evaluated in float32 exactly as XLA does for float32 inputs. The samplers use this so
- * their output reproduces JAX's: normal(key(0), 10) equals the values in JAX's quickstart bit for
- * bit, while the float64 `erfinv` lands one or two float32 ulps away from them.
+ * Giles' erfinv evaluated in float32, step by step, as XLA evaluates `lax.erf_inv` for float32.
+ * The samplers use it because it reproduces JAX's samples: normal(key(0), 10) equals the values
+ * printed in JAX's quickstart bit for bit, while the float64 `erfinv` lands 1-2 ulps from them.
  */
 export function erfinvFloat32(u: number): number {
   if (Number.isNaN(u) || u < -1 || u > 1) return NaN;
