@@ -66,7 +66,7 @@ let loadedDigits: MnistDigits | undefined;
 
 /**
  * All digits of the `mnist` package, read on first use and kept. The per-digit JSON files are
- * read directly: the package's entry point only adds helpers that shuffle with Math.random.
+ * read directly: the package's entry point only adds helpers that shuffle nondeterministically.
  */
 export function loadDigits(): MnistDigits {
   if (loadedDigits) return loadedDigits;
