@@ -22,6 +22,8 @@ export type HostImpl = (inputs: Float32Array[], out: Float32Array) => void;
 
 export interface OpImpl {
   readonly kernel: () => KernelSpec;
+  /** Ops with their own kernel engine (matmul) run through this instead of `kernel`. */
+  readonly run?: (inputs: Float32Array[], outSize: number) => Float32Array;
   /** Fast host loop writing into `out`; used on webasm when fast paths are on. */
   readonly host?: () => HostImpl;
 }
@@ -52,6 +54,7 @@ function asFlat(result: unknown, size: number): Float32Array {
 }
 
 function compute(impl: OpImpl, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
+  if (impl.run !== undefined) return impl.run(inputs, outSize);
   if (impl.host !== undefined && fastPaths && getBackend() === 'webasm') {
     const out = new Float32Array(outSize);
     impl.host()(inputs, out);

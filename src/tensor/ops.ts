@@ -315,7 +315,7 @@ export function pad(x: Tensor, widths: readonly (readonly [number, number])[], v
 
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   const op = 'concat';
-  if (!Array.isArray(xs) || xs.length === 0) throw new ArgumentError(op, 'expected a non-empty array of tensors');
+  if (!Array.isArray(xs as unknown) || xs.length === 0) throw new ArgumentError(op, "expected a non-empty array of tensors");
   xs.forEach((t, i) => assertTensor(op, t, `element ${i}`));
   const rank = xs[0].rank;
   const ax = normAxis(op, axis, rank);
@@ -361,7 +361,7 @@ function concatImpl(shapes: Shape[], outShape: Shape, axis: number): OpImpl {
 }
 
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
-  if (!Array.isArray(xs) || xs.length === 0) throw new ArgumentError('stack', 'expected a non-empty array of tensors');
+  if (!Array.isArray(xs as unknown) || xs.length === 0) throw new ArgumentError('stack', 'expected a non-empty array of tensors');
   const rank = assertTensor('stack', xs[0], 'element 0').rank;
   const ax = normAxis('stack', axis, rank + 1);
   return concat(xs.map((t) => reshape(t, [...t.shape.slice(0, ax), 1, ...t.shape.slice(ax)])), ax);

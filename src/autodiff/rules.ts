@@ -1,0 +1,170 @@
+/**
+ * Every VJP rule of the primitive ops, in one table (in the spirit of tinygrad's gradient.py).
+ * `save` says what the node keeps for the backward pass: that choice is what memory accounting counts,
+ * and a rule only reads what it saved.
+ */
+import type { Attrs } from '../tensor/observer.ts';
+import * as o from '../tensor/ops.ts';
+import { avgPool3d, avgPoolGrad, conv, convTranspose, convWeightGrad, maxPoolGrad, type ConvAttrs, type PoolAttrs } from '../tensor/conv.ts';
+import { matmul } from '../tensor/matmul.ts';
+import type { Shape } from '../tensor/shape.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+
+export interface RuleContext {
+  /** The op's inputs, if the rule saves them (else empty). */
+  readonly x: readonly Tensor[];
+  /** The op's output, if the rule saves it. */
+  readonly y: Tensor | undefined;
+  readonly shapes: readonly Shape[];
+  readonly attrs: Attrs;
+}
+
+export interface Rule {
+  readonly save: readonly ('inputs' | 'output')[];
+  readonly vjp: (g: Tensor, ctx: RuleContext) => (Tensor | null)[];
+}
+
+const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
+const noGrad = (n: number): Rule => ({ save: [], vjp: () => Array(n).fill(null) });
+
+/** Gradient share of a for max/min(a, b): 1 where a wins, 1/2 on ties (as PyTorch). */
+const winShare = (a: Tensor, b: Tensor, cmp: 'greater' | 'less') => o.add(o.binary(cmp, a, b), o.mul(o.equal(a, b), 0.5));
+
+export const RULES: Readonly<Record<string, Rule>> = {
+  neg: { save: [], vjp: (g) => [o.neg(g)] },
+  abs: { save: ['inputs'], vjp: (g, { x }) => [o.mul(g, o.sign(x[0]))] },
+  exp: { save: ['output'], vjp: (g, { y }) => [o.mul(g, y!)] },
+  log: { save: ['inputs'], vjp: (g, { x }) => [o.div(g, x[0])] },
+  sqrt: { save: ['output'], vjp: (g, { y }) => [o.div(o.mul(g, 0.5), y!)] },
+  rsqrt: { save: ['output'], vjp: (g, { y }) => [o.mul(o.mul(g, -0.5), o.mul(y!, o.mul(y!, y!)))] },
+  tanh: { save: ['output'], vjp: (g, { y }) => [o.mul(g, o.sub(1, o.mul(y!, y!)))] },
+  erf: { save: ['inputs'], vjp: (g, { x }) => [o.mul(g, o.mul(o.exp(o.neg(o.mul(x[0], x[0]))), TWO_OVER_SQRT_PI))] },
+  relu: { save: ['output'], vjp: (g, { y }) => [o.mul(g, o.greater(y!, 0))] },
+  sign: noGrad(1),
+
+  add: { save: [], vjp: (g, { shapes }) => [o.sumTo(g, shapes[0]), o.sumTo(g, shapes[1])] },
+  sub: { save: [], vjp: (g, { shapes }) => [o.sumTo(g, shapes[0]), o.sumTo(o.neg(g), shapes[1])] },
+  mul: { save: ['inputs'], vjp: (g, { x: [a, b] }) => [o.sumTo(o.mul(g, b), a.shape), o.sumTo(o.mul(g, a), b.shape)] },
+  div: {
+    save: ['inputs'],
+    vjp: (g, { x: [a, b] }) => [o.sumTo(o.div(g, b), a.shape), o.sumTo(o.neg(o.div(o.mul(g, a), o.mul(b, b))), b.shape)],
+  },
+  pow: {
+    save: ['inputs', 'output'],
+    vjp: (g, { x: [a, b], y }) => [
+      o.sumTo(o.mul(g, o.mul(b, o.pow(a, o.sub(b, 1)))), a.shape),
+      // d/db a^b = a^b log a, defined for a > 0 (0 elsewhere, as PyTorch gives for a = 0).
+      o.sumTo(o.mul(g, o.where(o.greater(a, 0), o.mul(y!, o.log(o.maximum(a, 1e-30))), 0)), b.shape),
+    ],
+  },
+  maximum: {
+    save: ['inputs'],
+    vjp: (g, { x: [a, b] }) => [o.sumTo(o.mul(g, winShare(a, b, 'greater')), a.shape), o.sumTo(o.mul(g, winShare(b, a, 'greater')), b.shape)],
+  },
+  minimum: {
+    save: ['inputs'],
+    vjp: (g, { x: [a, b] }) => [o.sumTo(o.mul(g, winShare(a, b, 'less')), a.shape), o.sumTo(o.mul(g, winShare(b, a, 'less')), b.shape)],
+  },
+  greater: noGrad(2),
+  greaterEqual: noGrad(2),
+  less: noGrad(2),
+  lessEqual: noGrad(2),
+  equal: noGrad(2),
+  notEqual: noGrad(2),
+  where: {
+    save: ['inputs'],
+    vjp: (g, { x: [c, a, b] }) => [null, o.sumTo(o.where(c, g, 0), a.shape), o.sumTo(o.where(c, 0, g), b.shape)],
+  },
+
+  sum: {
+    save: [],
+    vjp: (g, { shapes, attrs }) => {
+      const axes = attrs.axes as number[];
+      const kept = shapes[0].map((d, i) => (axes.includes(i) ? 1 : d));
+      return [o.broadcastTo(o.reshape(g, kept), [...shapes[0]])];
+    },
+  },
+  max: {
+    // Ties share the gradient equally (torch.amax semantics).
+    save: ['inputs', 'output'],
+    vjp: (g, { x: [x], y, attrs }) => {
+      const axes = attrs.axes as number[];
+      const kept = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+      const mask = o.equal(x, o.reshape(y!, kept));
+      const count = o.sum(mask, axes, true);
+      return [o.mul(mask, o.div(o.reshape(g, kept), count))];
+    },
+  },
+
+  reshape: { save: [], vjp: (g, { attrs }) => [o.reshape(g, [...(attrs.from as Shape)])] },
+  permute: {
+    save: [],
+    vjp: (g, { attrs }) => {
+      const perm = attrs.perm as number[];
+      const inverse = perm.map((_, i) => perm.indexOf(i));
+      return [o.permute(g, inverse)];
+    },
+  },
+  broadcastTo: { save: [], vjp: (g, { attrs }) => [o.sumTo(g, attrs.from as Shape)] },
+  slice: {
+    save: [],
+    vjp: (g, { attrs }) => [o.embed(g, [...(attrs.from as Shape)], attrs.start as number[], attrs.step as number[], 0)],
+  },
+  embed: {
+    save: [],
+    vjp: (g, { shapes, attrs }) => {
+      const start = attrs.start as number[];
+      const step = attrs.step as number[];
+      const stop = shapes[0].map((n, d) => start[d] + (n - 1) * step[d] + 1);
+      return [o.slice(g, start, stop, step)];
+    },
+  },
+  concat: { save: [], vjp: (g, { attrs }) => o.split(g, attrs.sizes as number[], attrs.axis as number) },
+  take: {
+    save: ['inputs'],
+    vjp: (g, { x: [x, idx], attrs }) => [o.scatterAdd(g, idx, attrs.axis as number, x.shape[attrs.axis as number]), null],
+  },
+  scatterAdd: { save: ['inputs'], vjp: (g, { x: [, idx], attrs }) => [o.take(g, idx, attrs.axis as number), null] },
+
+  matmul: {
+    // C = op(A) op(B) with op = transpose where flagged; operands share one batch axis here.
+    save: ['inputs'],
+    vjp: (g, { x: [a, b], attrs }) => {
+      const { transA, transB } = attrs as { transA: boolean; transB: boolean };
+      const ga = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
+      const gb = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
+      return [ga, gb];
+    },
+  },
+  conv: {
+    save: ['inputs'],
+    vjp: (g, { x: [x, w], attrs }) => {
+      const a = attrs as unknown as ConvAttrs;
+      return [convTranspose(g, w, x.shape, a), convWeightGrad(x, g, w.shape, a)];
+    },
+  },
+  convTranspose: {
+    // Linear in both operands: the adjoint w.r.t. g is the forward conv, w.r.t. w the weight gradient.
+    save: ['inputs'],
+    vjp: (h, { x: [g, w], attrs }) => {
+      const a = attrs as unknown as ConvAttrs;
+      return [conv(h, w, a), convWeightGrad(h, g, w.shape, a)];
+    },
+  },
+  convWeightGrad: {
+    save: ['inputs'],
+    vjp: (h, { x: [x, g], attrs }) => {
+      const a = attrs as unknown as ConvAttrs;
+      return [convTranspose(g, h, x.shape, a), conv(x, h, a)];
+    },
+  },
+  maxPool: { save: ['inputs'], vjp: (g, { x: [x], attrs }) => [maxPoolGrad(x, g, attrs as unknown as PoolAttrs)] },
+  avgPool: { save: [], vjp: (g, { shapes, attrs }) => [avgPoolGrad(g, shapes[0], attrs as unknown as PoolAttrs)] },
+  avgPoolGrad: { save: [], vjp: (h, { attrs }) => [avgPool3d(h, (attrs as unknown as PoolAttrs).kernel, (attrs as unknown as PoolAttrs).stride, (attrs as unknown as PoolAttrs).padding)] },
+  maxPoolGrad: {
+    save: [],
+    vjp: () => {
+      throw new Error('autodiff: second derivatives through max pooling are not supported');
+    },
+  },
+};

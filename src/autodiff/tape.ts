@@ -1,0 +1,228 @@
+/**
+ * Reverse mode: a trace records the primitive ops whose inputs it tracks; the pullback walks the record
+ * backwards, applying each op's VJP rule (rules.ts) and summing cotangents. Traces nest (each records
+ * ops touching its own tracked tensors), so `vjp` can be used inside a pullback, as reversible
+ * backprop does.
+ */
+import { setOpObserver, type Attrs } from '../tensor/observer.ts';
+import { add } from '../tensor/ops.ts';
+import { ArgumentError, ShapeError } from '../tensor/errors.ts';
+import { fmt, sameShape } from '../tensor/shape.ts';
+import { ones, Tensor, view, zeros } from '../tensor/tensor.ts';
+import { flattenWithPaths, leaves, unflattenLike } from './pytree.ts';
+import { RULES } from './rules.ts';
+
+/** What a node keeps for the backward pass, and how to map output cotangents to input cotangents. */
+export interface Node {
+  readonly inputs: readonly Tensor[];
+  readonly outputs: readonly Tensor[];
+  /** Tensors held until the backward pass (the residuals): these are what memory accounting counts. */
+  readonly saved: readonly Tensor[];
+  readonly backward: (gOuts: readonly (Tensor | null)[]) => readonly (Tensor | null)[];
+}
+
+class Trace {
+  readonly tracked = new Set<number>();
+  readonly nodes: Node[] = [];
+  tracks(inputs: readonly Tensor[]): boolean {
+    return inputs.some((t) => this.tracked.has(t.id));
+  }
+  push(node: Node): void {
+    this.nodes.push(node);
+    for (const o of node.outputs) this.tracked.add(o.id);
+  }
+}
+
+const traces: Trace[] = [];
+let paused = 0;
+
+setOpObserver((op: string, inputs: readonly Tensor[], output: Tensor, attrs: Attrs) => {
+  if (paused > 0 || traces.length === 0) return;
+  const rule = RULES[op];
+  for (const trace of traces) {
+    if (!trace.tracks(inputs)) continue;
+    if (rule === undefined) throw new Error(`autodiff: no VJP rule for op '${op}'`);
+    const savedInputs = rule.save.includes('inputs') ? inputs : [];
+    const savedOutput = rule.save.includes('output') ? [output] : [];
+    const shapes = inputs.map((t) => t.shape);
+    trace.push({
+      inputs,
+      outputs: [output],
+      saved: [...savedInputs, ...savedOutput],
+      backward: ([g]) => (g === null ? inputs.map(() => null) : rule.vjp(g, { x: savedInputs, y: savedOutput[0], shapes, attrs })),
+    });
+  }
+});
+
+/** Run `fn` with recording off: nothing inside it is differentiated by the enclosing traces. */
+export function untraced<A>(fn: () => A): A {
+  paused++;
+  try {
+    return fn();
+  } finally {
+    paused--;
+  }
+}
+
+/** The same values, cut off from differentiation. */
+export function stopGradient<T>(tree: T): T {
+  return unflattenLike(tree, leaves(tree).map((t) => view(t, t.shape)));
+}
+
+function accumulate(grads: Map<number, Tensor>, t: Tensor, g: Tensor): void {
+  if (!sameShape(g.shape, t.shape)) {
+    throw new ShapeError('vjp', `cotangent of shape ${fmt(g.shape)} for a tensor of shape ${fmt(t.shape)}`);
+  }
+  const prev = grads.get(t.id);
+  grads.set(t.id, prev === undefined ? g : add(prev, g));
+}
+
+function backprop(trace: Trace, seeds: ReadonlyMap<number, Tensor>): Map<number, Tensor> {
+  const grads = new Map(seeds);
+  for (let i = trace.nodes.length - 1; i >= 0; i--) {
+    const node = trace.nodes[i];
+    const gOuts = node.outputs.map((o) => grads.get(o.id) ?? null);
+    if (gOuts.every((g) => g === null)) continue;
+    const gIns = node.backward(gOuts);
+    node.inputs.forEach((t, k) => {
+      const g = gIns[k];
+      if (g !== null && g !== undefined && trace.tracked.has(t.id)) accumulate(grads, t, g);
+    });
+    // Cotangents of outputs are not needed any more (unless an output is also a primal).
+    for (const o of node.outputs) if (!seeds.has(o.id)) grads.delete(o.id);
+  }
+  return grads;
+}
+
+/** A pullback also reports the bytes its residuals hold (unique buffers, primals excluded). */
+export interface Pullback<P, O> {
+  (cotangent?: O): P;
+  readonly residualBytes: number;
+}
+
+/**
+ * Evaluate `f` at `primals` and return its output and the pullback, which maps an output cotangent
+ * (a tree like the output; omitted for a scalar output means 1) to cotangents of every primal
+ * (trees like the primals; zeros where the output does not depend on them).
+ */
+export function vjp<P extends unknown[], O>(f: (...primals: P) => O, ...primals: P): [O, Pullback<P, O>] {
+  const trace = new Trace();
+  const primalLeaves = primals.map((p) => leaves(p));
+  // Each primal leaf gets its own identity, so a tensor passed twice gets two cotangents.
+  const inputs = primalLeaves.map((ls) => ls.map((t) => view(t, t.shape)));
+  for (const ls of inputs) for (const t of ls) trace.tracked.add(t.id);
+  const traced = primals.map((p, i) => unflattenLike(p, inputs[i])) as P;
+  traces.push(trace);
+  let out: O;
+  try {
+    out = f(...traced);
+  } finally {
+    traces.splice(traces.indexOf(trace), 1);
+  }
+  const outLeaves = leaves(out);
+  const primalBuffers = new Set(inputs.flat().map((t) => t.storage.id));
+  const residualBytes = residualBytesOf(trace.nodes, primalBuffers);
+  const pullback = ((cotangent?: O) => {
+    let cts: Tensor[];
+    if (cotangent === undefined) {
+      if (outLeaves.length !== 1 || outLeaves[0].size !== 1) {
+        throw new ArgumentError('vjp', `a cotangent is required for a non-scalar output (output leaves: ${outLeaves.map((t) => fmt(t.shape)).join(', ')})`);
+      }
+      cts = [ones(outLeaves[0].shape)];
+    } else {
+      cts = leaves(cotangent);
+      if (cts.length !== outLeaves.length) throw new ArgumentError('vjp', `cotangent has ${cts.length} tensors, the output has ${outLeaves.length}`);
+    }
+    const seeds = new Map<number, Tensor>();
+    outLeaves.forEach((o, i) => {
+      if (!sameShape(cts[i].shape, o.shape)) {
+        throw new ShapeError('vjp', `cotangent ${i} has shape ${fmt(cts[i].shape)}, the output has ${fmt(o.shape)}`);
+      }
+      const prev = seeds.get(o.id);
+      seeds.set(o.id, prev === undefined ? cts[i] : add(prev, cts[i]));
+    });
+    const grads = backprop(trace, seeds);
+    return primals.map((p, i) =>
+      unflattenLike(p, inputs[i].map((t) => grads.get(t.id) ?? zeros(t.shape))),
+    ) as P;
+  }) as Pullback<P, O>;
+  Object.defineProperty(pullback, 'residualBytes', { value: residualBytes });
+  return [out, pullback];
+}
+
+function residualBytesOf(nodes: readonly Node[], exclude: ReadonlySet<number>): number {
+  const seen = new Set<number>();
+  let bytes = 0;
+  for (const n of nodes) {
+    for (const t of n.saved) {
+      if (seen.has(t.storage.id) || exclude.has(t.storage.id)) continue;
+      seen.add(t.storage.id);
+      bytes += t.storage.bytes;
+    }
+  }
+  return bytes;
+}
+
+type Argnums = number | readonly number[];
+
+function selectGrads(grads: unknown[], argnums: Argnums): unknown {
+  return typeof argnums === 'number' ? grads[argnums] : argnums.map((i) => grads[i]);
+}
+
+function scalarOutput(op: string, out: unknown): Tensor {
+  if (!(out instanceof Tensor) || out.size !== 1) {
+    throw new ArgumentError(op, `the function must return a scalar tensor, got ${out instanceof Tensor ? `shape ${fmt(out.shape)}` : typeof out}`);
+  }
+  return out;
+}
+
+/** `valueAndGrad(f, argnums)(...args)` = [f(...args), gradient w.r.t. the args at `argnums`]. */
+export function valueAndGrad<A extends unknown[]>(f: (...args: A) => Tensor, argnums: Argnums = 0) {
+  return (...args: A): [Tensor, any] => {
+    const [out, pullback] = vjp(f, ...args);
+    scalarOutput('valueAndGrad', out);
+    return [out, selectGrads(pullback(), argnums)];
+  };
+}
+
+/** `grad(f, argnums)(...args)`: the gradient of a scalar function w.r.t. the args at `argnums`. */
+export function grad<A extends unknown[]>(f: (...args: A) => Tensor, argnums: Argnums = 0) {
+  return (...args: A): any => valueAndGrad(f, argnums)(...args)[1];
+}
+
+/**
+ * A function with a hand-written VJP. `forward(...args)` returns [output, residuals]; `backward(residuals,
+ * cotangent)` returns cotangents for the args (trees like the args; null where an arg is not
+ * differentiable). Inside `forward` nothing is recorded, so only the residuals are kept for backward.
+ */
+export function customVjp<A extends unknown[], O, R>(
+  forward: (...args: A) => [O, R],
+  backward: (residuals: R, cotangent: O) => unknown[],
+): (...args: A) => O {
+  return (...args: A): O => {
+    const argLeaves = args.map((a) => leaves(a));
+    const inputs = argLeaves.flat();
+    const active = paused === 0 && traces.some((t) => t.tracks(inputs));
+    if (!active) return forward(...args)[0];
+    const [out, residuals] = untraced(() => forward(...args));
+    // Fresh identities for the outputs, so an output that is also an input stays distinct on the tape.
+    const outLeaves = leaves(out).map((t) => view(t, t.shape));
+    const result = unflattenLike(out, outLeaves);
+    const node: Node = {
+      inputs,
+      outputs: outLeaves,
+      saved: leaves(residuals),
+      backward: (gOuts) => {
+        const ct = unflattenLike(out, gOuts.map((g, i) => g ?? zeros(outLeaves[i].shape)));
+        const gArgs = backward(residuals, ct);
+        if (!Array.isArray(gArgs) || gArgs.length !== args.length) {
+          throw new ArgumentError('customVjp', `backward must return one cotangent per argument (${args.length}), got ${Array.isArray(gArgs) ? gArgs.length : typeof gArgs}`);
+        }
+        return gArgs.flatMap((g, i) => (g === null || g === undefined ? argLeaves[i].map(() => null) : flattenWithPaths(g).map(([, t]) => t)));
+      },
+    };
+    for (const trace of traces) if (trace.tracks(inputs)) trace.push(node);
+    return result;
+  };
+}
+

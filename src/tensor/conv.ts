@@ -1,0 +1,342 @@
+/**
+ * Convolution (1-D, 2-D, 3-D, with groups) and 3-D max/avg pooling, PyTorch semantics
+ * (cross-correlation, zero padding, floor output size; avg pooling counts padding). Everything is
+ * computed in a canonical 3-D form [B, C, D, H, W]; 1-D and 2-D inputs gain unit leading spatial axes.
+ */
+import { ArgumentError, ShapeError } from './errors.ts';
+import { execute, type OpImpl } from './exec.ts';
+import { notify } from './observer.ts';
+import { fmt, type Shape } from './shape.ts';
+import { assertTensor, type Tensor } from './tensor.ts';
+
+type Triple = [number, number, number];
+
+export interface ConvOptions {
+  readonly stride?: number | readonly number[];
+  readonly padding?: number | readonly number[];
+  readonly groups?: number;
+}
+
+export interface ConvAttrs {
+  readonly stride: Triple;
+  readonly padding: Triple;
+  readonly groups: number;
+  /** Number of spatial axes of the user's tensors (1, 2 or 3). */
+  readonly spatial: number;
+}
+
+export interface PoolAttrs {
+  readonly kernel: Triple;
+  readonly stride: Triple;
+  readonly padding: Triple;
+}
+
+function triple(op: string, what: string, v: number | readonly number[] | undefined, spatial: number, dflt: number): Triple {
+  const list = v === undefined ? Array(spatial).fill(dflt) : typeof v === 'number' ? Array(spatial).fill(v) : [...v];
+  if (list.length !== spatial || list.some((x) => !Number.isInteger(x) || x < 0)) {
+    throw new ArgumentError(op, `${what} must be ${spatial} non-negative integer(s), got ${JSON.stringify(v)}`);
+  }
+  return [...Array(3 - spatial).fill(what === 'padding' ? 0 : 1), ...list] as Triple;
+}
+
+const outSize = (n: number, k: number, s: number, p: number) => Math.floor((n + 2 * p - k) / s) + 1;
+
+/** Canonical 5-D shape of a [B, C, ...spatial] tensor. */
+const to5 = (shape: Shape, spatial: number): number[] => [shape[0], shape[1], ...Array(3 - spatial).fill(1), ...shape.slice(2)];
+
+// ---------------------------------------------------------------------------------------------
+// Convolution
+
+/** x [B, Cin, ...S] conv w [Cout, Cin/groups, ...K] -> [B, Cout, ...S'] (no bias). */
+export function conv(x: Tensor, w: Tensor, opts: ConvOptions | ConvAttrs = {}): Tensor {
+  const op = 'conv';
+  assertTensor(op, x, 'input');
+  assertTensor(op, w, 'weight');
+  const spatial = w.rank - 2;
+  if (spatial < 1 || spatial > 3 || x.rank !== w.rank) {
+    throw new ShapeError(op, `expected input [B, C, ...spatial] and weight [Cout, Cin/groups, ...kernel] with 1-3 spatial axes, got ${fmt(x.shape)} and ${fmt(w.shape)}`);
+  }
+  const attrs: ConvAttrs = 'spatial' in opts ? opts : {
+    stride: triple(op, 'stride', opts.stride, spatial, 1),
+    padding: triple(op, 'padding', opts.padding, spatial, 0),
+    groups: opts.groups ?? 1,
+    spatial,
+  };
+  const xs = to5(x.shape, spatial);
+  const ws = to5(w.shape, spatial);
+  const g = attrs.groups;
+  if (!Number.isInteger(g) || g < 1 || xs[1] % g !== 0 || ws[0] % g !== 0 || ws[1] * g !== xs[1]) {
+    throw new ShapeError(op, `input ${fmt(x.shape)} and weight ${fmt(w.shape)} do not fit groups=${g} (need Cin = weight.shape[1] * groups and Cout divisible by groups)`);
+  }
+  const os = [xs[0], ws[0], ...[2, 3, 4].map((d) => outSize(xs[d], ws[d], attrs.stride[d - 2], attrs.padding[d - 2]))];
+  if (os.slice(2).some((n) => n <= 0)) {
+    throw new ShapeError(op, `kernel ${fmt(w.shape.slice(2))} is larger than the padded input ${fmt(x.shape)} (padding ${fmt(attrs.padding.slice(3 - spatial))})`);
+  }
+  const out = execute([x, w], [os[0], os[1], ...os.slice(5 - spatial)], convImpl('fwd', xs, ws, os, attrs));
+  return notify(op, [x, w], out, attrs as unknown as Record<string, unknown>);
+}
+
+/** The input-gradient of conv: the transposed convolution of g with w, shaped like the conv input. */
+export function convTranspose(g: Tensor, w: Tensor, inputShape: Shape, attrs: ConvAttrs): Tensor {
+  const xs = to5(inputShape, attrs.spatial);
+  const ws = to5(w.shape, attrs.spatial);
+  const os = to5(g.shape, attrs.spatial);
+  const out = execute([g, w], inputShape, convImpl('dx', xs, ws, os, attrs));
+  return notify('convTranspose', [g, w], out, attrs as unknown as Record<string, unknown>);
+}
+
+/** The weight-gradient of conv (not differentiable further). */
+export function convWeightGrad(x: Tensor, g: Tensor, weightShape: Shape, attrs: ConvAttrs): Tensor {
+  const xs = to5(x.shape, attrs.spatial);
+  const ws = to5(weightShape, attrs.spatial);
+  const os = to5(g.shape, attrs.spatial);
+  const out = execute([x, g], weightShape, convImpl('dw', xs, ws, os, attrs));
+  return notify('convWeightGrad', [x, g], out, attrs as unknown as Record<string, unknown>);
+}
+
+type ConvPart = 'fwd' | 'dx' | 'dw';
+
+function convImpl(part: ConvPart, xs: number[], ws: number[], os: number[], a: ConvAttrs): OpImpl {
+  const [B, Cin, D, H, W] = xs;
+  const [Cout, Cg, KD, KH, KW] = ws;
+  const [, , OD, OH, OW] = os;
+  const [sd, sh, sw] = a.stride;
+  const [pd, ph, pw] = a.padding;
+  const coutPerGroup = Cout / a.groups;
+  const key = `conv-${part}|${xs}|${ws}|${os}|${a.stride}|${a.padding}|${a.groups}`;
+  // Flat offsets: x[b, c, z, y, x], w[co, ci, kz, ky, kx], o[b, co, z, y, x].
+  const X = (b: string, c: string, z: string, y: string, x: string) => `(((${b} * ${Cin} + ${c}) * ${D} + ${z}) * ${H} + ${y}) * ${W} + ${x}`;
+  const Wt = (co: string, ci: string, z: string, y: string, x: string) => `(((${co} * ${Cg} + ${ci}) * ${KD} + ${z}) * ${KH} + ${y}) * ${KW} + ${x}`;
+  const O = (b: string, co: string, z: string, y: string, x: string) => `(((${b} * ${Cout} + ${co}) * ${OD} + ${z}) * ${OH} + ${y}) * ${OW} + ${x}`;
+  const decode = (names: string[], dims: number[]) => {
+    let s = 'let r = this.thread.x;\n';
+    for (let i = names.length - 1; i >= 0; i--) {
+      s += `const ${names[i]} = r % ${dims[i]};\n`;
+      if (i > 0) s += `r = (r - ${names[i]}) / ${dims[i]};\n`;
+    }
+    return s;
+  };
+  const kernelSource = (): string => {
+    if (part === 'fwd') {
+      return `function (xa, wa) {
+${decode(['b', 'co', 'oz', 'oy', 'ox'], os)}
+const gi = Math.floor(co / ${coutPerGroup});
+let acc = 0;
+for (let ci = 0; ci < ${Cg}; ci++) { for (let kz = 0; kz < ${KD}; kz++) { for (let ky = 0; ky < ${KH}; ky++) { for (let kx = 0; kx < ${KW}; kx++) {
+  const iz = oz * ${sd} - ${pd} + kz; const iy = oy * ${sh} - ${ph} + ky; const ix = ox * ${sw} - ${pw} + kx;
+  if (iz >= 0 && iz < ${D} && iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W}) {
+    acc += xa[${X('b', `gi * ${Cg} + ci`, 'iz', 'iy', 'ix')}] * wa[${Wt('co', 'ci', 'kz', 'ky', 'kx')}];
+  }
+} } } }
+return acc;
+}`;
+    }
+    if (part === 'dx') {
+      return `function (ga, wa) {
+${decode(['b', 'c', 'iz', 'iy', 'ix'], xs)}
+const gi = Math.floor(c / ${Cg});
+const ci = c - gi * ${Cg};
+let acc = 0;
+for (let j = 0; j < ${coutPerGroup}; j++) { for (let kz = 0; kz < ${KD}; kz++) { for (let ky = 0; ky < ${KH}; ky++) { for (let kx = 0; kx < ${KW}; kx++) {
+  const tz = iz + ${pd} - kz; const ty = iy + ${ph} - ky; const tx = ix + ${pw} - kx;
+  const oz = Math.floor(tz / ${sd}); const oy = Math.floor(ty / ${sh}); const ox = Math.floor(tx / ${sw});
+  if (tz >= 0 && ty >= 0 && tx >= 0 && oz * ${sd} == tz && oy * ${sh} == ty && ox * ${sw} == tx && oz < ${OD} && oy < ${OH} && ox < ${OW}) {
+    acc += ga[${O('b', `gi * ${coutPerGroup} + j`, 'oz', 'oy', 'ox')}] * wa[${Wt(`gi * ${coutPerGroup} + j`, 'ci', 'kz', 'ky', 'kx')}];
+  }
+} } } }
+return acc;
+}`;
+    }
+    return `function (xa, ga) {
+${decode(['co', 'ci', 'kz', 'ky', 'kx'], ws)}
+const gi = Math.floor(co / ${coutPerGroup});
+let acc = 0;
+for (let b = 0; b < ${B}; b++) { for (let oz = 0; oz < ${OD}; oz++) { for (let oy = 0; oy < ${OH}; oy++) { for (let ox = 0; ox < ${OW}; ox++) {
+  const iz = oz * ${sd} - ${pd} + kz; const iy = oy * ${sh} - ${ph} + ky; const ix = ox * ${sw} - ${pw} + kx;
+  if (iz >= 0 && iz < ${D} && iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W}) {
+    acc += xa[${X('b', `gi * ${Cg} + ci`, 'iz', 'iy', 'ix')}] * ga[${O('b', 'co', 'oz', 'oy', 'ox')}];
+  }
+} } } }
+return acc;
+}`;
+  };
+  // Host: one loop nest in output order for all three parts (forward accumulates into out,
+  // the gradients scatter-accumulate), walking only the in-bounds kernel taps.
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    const [p, q] = ins;
+    for (let b = 0; b < B; b++) {
+      for (let co = 0; co < Cout; co++) {
+        const gi = Math.floor(co / coutPerGroup);
+        for (let oz = 0; oz < OD; oz++) {
+          for (let oy = 0; oy < OH; oy++) {
+            for (let ox = 0; ox < OW; ox++) {
+              const o = (((b * Cout + co) * OD + oz) * OH + oy) * OW + ox;
+              let acc = 0;
+              const go = part === 'fwd' ? 0 : part === 'dx' ? p[o] : q[o];
+              for (let ci = 0; ci < Cg; ci++) {
+                const xc = (b * Cin + gi * Cg + ci) * D;
+                const wc = (co * Cg + ci) * KD;
+                for (let kz = 0; kz < KD; kz++) {
+                  const iz = oz * sd - pd + kz;
+                  if (iz < 0 || iz >= D) continue;
+                  for (let ky = 0; ky < KH; ky++) {
+                    const iy = oy * sh - ph + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    const xrow = ((xc + iz) * H + iy) * W;
+                    const wrow = ((wc + kz) * KH + ky) * KW;
+                    for (let kx = 0; kx < KW; kx++) {
+                      const ix = ox * sw - pw + kx;
+                      if (ix < 0 || ix >= W) continue;
+                      if (part === 'fwd') acc += p[xrow + ix] * q[wrow + kx];
+                      else if (part === 'dx') out[xrow + ix] += go * q[wrow + kx];
+                      else out[wrow + kx] += go * p[xrow + ix];
+                    }
+                  }
+                }
+              }
+              if (part === 'fwd') out[o] = acc;
+            }
+          }
+        }
+      }
+    }
+  };
+  return { kernel: () => ({ key, source: kernelSource() }), host };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooling (3-D, [B, C, D, H, W] or [C, D, H, W])
+
+function poolAttrs(op: string, x: Tensor, kernel: readonly number[], stride?: readonly number[], padding?: readonly number[]): PoolAttrs {
+  if (x.rank !== 5 && x.rank !== 4) throw new ShapeError(op, `expected [B, C, D, H, W] or [C, D, H, W], got ${fmt(x.shape)}`);
+  const k = triple(op, 'kernel', kernel, 3, 1);
+  const s = triple(op, 'stride', stride ?? kernel, 3, 1);
+  const p = triple(op, 'padding', padding, 3, 0);
+  if (k.some((v) => v < 1) || s.some((v) => v < 1)) throw new ArgumentError(op, `kernel ${fmt(k)} and stride ${fmt(s)} must be positive`);
+  if (p.some((v, i) => v > k[i] / 2)) throw new ArgumentError(op, `padding ${fmt(p)} must be at most half the kernel ${fmt(k)} (as PyTorch requires)`);
+  return { kernel: k, stride: s, padding: p };
+}
+
+const pool5 = (shape: Shape): number[] => (shape.length === 4 ? [1, ...shape] : [...shape]);
+
+function poolOutShape(shape: Shape, a: PoolAttrs): number[] {
+  const s5 = pool5(shape);
+  const o = [0, 1, 2].map((d) => outSize(s5[d + 2], a.kernel[d], a.stride[d], a.padding[d]));
+  return [...shape.slice(0, shape.length - 3), ...o];
+}
+
+export function maxPool3d(x: Tensor, kernel: readonly number[], stride?: readonly number[], padding?: readonly number[]): Tensor {
+  assertTensor('maxPool3d', x);
+  const a = poolAttrs('maxPool3d', x, kernel, stride, padding);
+  const outShape = poolOutShape(x.shape, a);
+  return notify('maxPool', [x], execute([x], outShape, poolImpl('max', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
+}
+
+export function avgPool3d(x: Tensor, kernel: readonly number[], stride?: readonly number[], padding?: readonly number[]): Tensor {
+  assertTensor('avgPool3d', x);
+  const a = poolAttrs('avgPool3d', x, kernel, stride, padding);
+  const outShape = poolOutShape(x.shape, a);
+  return notify('avgPool', [x], execute([x], outShape, poolImpl('avg', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
+}
+
+/** Gradient of max pooling: each window's gradient goes to its first maximal element (PyTorch). */
+export function maxPoolGrad(x: Tensor, g: Tensor, a: PoolAttrs): Tensor {
+  return notify('maxPoolGrad', [x, g], execute([x, g], x.shape, poolImpl('maxGrad', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
+}
+
+export function avgPoolGrad(g: Tensor, inputShape: Shape, a: PoolAttrs): Tensor {
+  return notify('avgPoolGrad', [g], execute([g], inputShape, poolImpl('avgGrad', pool5(inputShape), a)), a as unknown as Record<string, unknown>);
+}
+
+function poolImpl(part: 'max' | 'avg' | 'maxGrad' | 'avgGrad', xs: number[], a: PoolAttrs): OpImpl {
+  const [B, C, D, H, W] = xs;
+  const [KD, KH, KW] = a.kernel;
+  const [sd, sh, sw] = a.stride;
+  const [pd, ph, pw] = a.padding;
+  const [OD, OH, OW] = [0, 1, 2].map((d) => outSize(xs[d + 2], a.kernel[d], a.stride[d], a.padding[d]));
+  const K = KD * KH * KW;
+  const key = `pool-${part}|${xs}|${a.kernel}|${a.stride}|${a.padding}`;
+  const window = (body: string) => `for (let kz = 0; kz < ${KD}; kz++) { for (let ky = 0; ky < ${KH}; ky++) { for (let kx = 0; kx < ${KW}; kx++) {
+  const iz = oz * ${sd} - ${pd} + kz; const iy = oy * ${sh} - ${ph} + ky; const ix = ox * ${sw} - ${pw} + kx;
+  if (iz >= 0 && iz < ${D} && iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W}) { ${body} }
+} } }`;
+  const kernelSource = (): string => {
+    if (part === 'max' || part === 'avg') {
+      return `function (xa) {
+let r = this.thread.x;
+const ox = r % ${OW}; r = (r - ox) / ${OW};
+const oy = r % ${OH}; r = (r - oy) / ${OH};
+const oz = r % ${OD}; r = (r - oz) / ${OD};
+const base = r * ${D * H * W};
+let acc = ${part === 'max' ? '-Infinity' : '0'};
+${window(`const v = xa[base + (iz * ${H} + iy) * ${W} + ix]; ${part === 'max' ? 'if (v > acc) { acc = v; }' : 'acc += v;'}`)}
+return ${part === 'max' ? 'acc' : `acc / ${K}`};
+}`;
+    }
+    // Gradients: for each input element, visit every window that contains it.
+    const inner =
+      part === 'avgGrad'
+        ? `acc += ga[gbase + (oz * ${OH} + oy) * ${OW} + ox] / ${K};`
+        : `let best = -Infinity; let arg = -1;
+${window(`const v = xa[base + (iz * ${H} + iy) * ${W} + ix]; if (v > best) { best = v; arg = (iz * ${H} + iy) * ${W} + ix; }`)}
+if (arg == self) { acc += ga[gbase + (oz * ${OH} + oy) * ${OW} + ox]; }`;
+    return `function (${part === 'avgGrad' ? 'ga' : 'xa, ga'}) {
+let r = this.thread.x;
+const x0 = r % ${W}; r = (r - x0) / ${W};
+const y0 = r % ${H}; r = (r - y0) / ${H};
+const z0 = r % ${D}; r = (r - z0) / ${D};
+const base = r * ${D * H * W};
+const gbase = r * ${OD * OH * OW};
+const self = (z0 * ${H} + y0) * ${W} + x0;
+let acc = 0;
+for (let oz = 0; oz < ${OD}; oz++) { for (let oy = 0; oy < ${OH}; oy++) { for (let ox = 0; ox < ${OW}; ox++) {
+  const dz = z0 + ${pd} - oz * ${sd}; const dy = y0 + ${ph} - oy * ${sh}; const dx = x0 + ${pw} - ox * ${sw};
+  if (dz >= 0 && dz < ${KD} && dy >= 0 && dy < ${KH} && dx >= 0 && dx < ${KW}) {
+    ${inner}
+  }
+} } }
+return acc;
+}`;
+  };
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    const src = ins[0];
+    const grad = part === 'maxGrad' ? ins[1] : part === 'avgGrad' ? ins[0] : null;
+    for (let plane = 0; plane < B * C; plane++) {
+      const base = plane * D * H * W;
+      const gbase = plane * OD * OH * OW;
+      for (let oz = 0; oz < OD; oz++) {
+        for (let oy = 0; oy < OH; oy++) {
+          for (let ox = 0; ox < OW; ox++) {
+            const o = gbase + (oz * OH + oy) * OW + ox;
+            let best = -Infinity;
+            let arg = -1;
+            let acc = 0;
+            for (let kz = 0; kz < KD; kz++) {
+              const iz = oz * sd - pd + kz;
+              if (iz < 0 || iz >= D) continue;
+              for (let ky = 0; ky < KH; ky++) {
+                const iy = oy * sh - ph + ky;
+                if (iy < 0 || iy >= H) continue;
+                for (let kx = 0; kx < KW; kx++) {
+                  const ix = ox * sw - pw + kx;
+                  if (ix < 0 || ix >= W) continue;
+                  const i = base + (iz * H + iy) * W + ix;
+                  if (part === 'avgGrad') out[i] += grad![o] / K;
+                  else if (part === 'avg') acc += src[i];
+                  else if (src[i] > best) {
+                    best = src[i];
+                    arg = i;
+                  }
+                }
+              }
+            }
+            if (part === 'avg') out[o] = acc / K;
+            else if (part === 'max') out[o] = best;
+            else if (part === 'maxGrad' && arg >= 0) out[arg] += grad![o];
+          }
+        }
+      }
+    }
+  };
+  return { kernel: () => ({ key, source: kernelSource() }), host };
+}

@@ -1,0 +1,53 @@
+/** matmul with batch broadcasting (torch.matmul semantics), on the backend's matmul kernels. */
+import { matmulKernelRun } from '../backend/matmul.ts';
+import { ShapeError } from './errors.ts';
+import { execute, type OpImpl } from './exec.ts';
+import { notify } from './observer.ts';
+import { broadcastTo, reshape } from './ops.ts';
+import { broadcastShapes, fmt } from './shape.ts';
+import { assertTensor, type Tensor } from './tensor.ts';
+
+export interface MatmulOptions {
+  /** Use the transpose of the last two axes of a / b (no copy). */
+  readonly transA?: boolean;
+  readonly transB?: boolean;
+}
+
+/**
+ * a @ b. 1-D operands are promoted as in torch.matmul (a vector on the left is a row, on the right a
+ * column, and the added axis is removed from the result). Leading (batch) axes broadcast.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const op = 'matmul';
+  assertTensor(op, a, 'first argument');
+  assertTensor(op, b, 'second argument');
+  if (a.rank === 0 || b.rank === 0) throw new ShapeError(op, `operands must have rank >= 1, got ${fmt(a.shape)} and ${fmt(b.shape)}`);
+  const transA = opts.transA === true;
+  const transB = opts.transB === true;
+  const a2 = a.rank === 1 ? reshape(a, transA ? [a.size, 1] : [1, a.size]) : a;
+  const b2 = b.rank === 1 ? reshape(b, transB ? [1, b.size] : [b.size, 1]) : b;
+  const [m, k] = transA ? [a2.shape[a2.rank - 1], a2.shape[a2.rank - 2]] : [a2.shape[a2.rank - 2], a2.shape[a2.rank - 1]];
+  const [k2, n] = transB ? [b2.shape[b2.rank - 1], b2.shape[b2.rank - 2]] : [b2.shape[b2.rank - 2], b2.shape[b2.rank - 1]];
+  if (k !== k2) {
+    throw new ShapeError(op, `inner dimensions differ: ${fmt(a.shape)}${transA ? 'ᵀ' : ''} @ ${fmt(b.shape)}${transB ? 'ᵀ' : ''} (${k} vs ${k2})`);
+  }
+  const batchShape = broadcastShapes(op, a2.shape.slice(0, -2), b2.shape.slice(0, -2));
+  const batch = batchShape.reduce((x, y) => x * y, 1);
+  const expand = (t: Tensor) => {
+    const full = [...batchShape, ...t.shape.slice(-2)];
+    return reshape(broadcastTo(t, full), [batch, ...t.shape.slice(-2)]);
+  };
+  const a3 = expand(a2);
+  const b3 = expand(b2);
+  const impl: OpImpl = {
+    kernel: () => {
+      throw new Error('matmul runs through its own kernel engine');
+    },
+    run: ([x, y]) => matmulKernelRun({ batch, m, k, n, transA, transB }, x, y),
+  };
+  let out = notify(op, [a3, b3], execute([a3, b3], [batch, m, n], impl), { transA, transB });
+  out = reshape(out, [...batchShape, m, n]);
+  if (a.rank === 1) out = reshape(out, [...batchShape, n]);
+  if (b.rank === 1) out = reshape(out, out.shape.slice(0, -1));
+  return out;
+}
