@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import { withBackend, type BackendName } from '../src/backend/backend.ts';
+import { gpuFor, withBackend, type BackendName } from '../src/backend/backend.ts';
 import { matmulKernelRun, matmulReference, type MatmulProblem } from '../src/backend/matmul.ts';
 
 const BACKENDS: BackendName[] = ['webasm', 'cpu'];
@@ -53,6 +53,8 @@ for (const backend of BACKENDS) {
       checkProblem(backend, { batch: 3, m: 37, k: 19, n: 29, transA, transB }, 11);
       checkProblem(backend, { batch: 1, m: 50, k: 64, n: 33, transA, transB }, 12);
     }
+    // a transformer-sized product (ViT-S qkv projection, one head group)
+    checkProblem(backend, { batch: 1, m: 197, k: 96, n: 288, transA: false, transB: true }, 13);
   });
 
   test(`${backend}: random problems`, () => {
@@ -91,6 +93,14 @@ test('a repeated problem reuses its kernel and gives the same bits', () => {
   const first = withBackend('webasm', () => matmulKernelRun(p, a, b));
   const second = withBackend('webasm', () => matmulKernelRun(p, a, b));
   assert.equal(Array.from(second), Array.from(first));
+});
+
+test('webasm matmuls run as wasm kernels (no silent fallback to cpu)', () => {
+  checkProblem('webasm', { batch: 2, m: 5, k: 3, n: 7, transA: true, transB: true }, 9);
+  // `kernels` is public at runtime but missing from gpu.js's typings.
+  const kernels = (gpuFor('webasm') as unknown as { kernels: object[] }).kernels;
+  const kinds = new Set(kernels.map((k) => k.constructor.name));
+  assert.equal([...kinds], ['WebAssemblyKernel']);
 });
 
 test('rejects inputs whose length does not match the problem', () => {

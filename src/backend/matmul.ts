@@ -5,9 +5,8 @@
  * into the packing), B is used as [batch][K][N] (transB folded into a transposing copy). Each thread
  * computes 4 rows of one output column and returns them as Array(4): per k-step one lane-varying
  * gather of B feeds 16 MACs, while the 4 A values are lane-uniform scalar loads. The k-loop is
- * unrolled x2 through a `j++` counter (a `j += 2` counter makes gpu.js drop to a much slower loop).
- * All index math is written inline so it stays i32. The result is read back as one flat
- * Float32Array (the kernel's per-cell output shaping is skipped, see `skipOutputShaping`) and
+ * unrolled x2 (Rows4Options). All index math is written inline so it stays i32. The result is read
+ * back as one flat Float32Array (the kernel's per-cell output shaping is skipped, see `skipOutputShaping`) and
  * un-interleaved into row-major order in one pass. Numbers and alternatives: docs/perf-notes-matmul.md.
  *
  * cpu (reference backend): one scalar kernel with a 1D output and transposes in the index math.
@@ -24,8 +23,15 @@ export interface MatmulProblem {
   transB: boolean;
 }
 
-/** k-steps per loop iteration in the webasm kernel (x2 measured ~10% faster than x1 and as fast as x4). */
-const UNROLL = 2;
+/** Tuning knobs of the webasm kernel; the defaults are the measured best (docs/perf-notes-matmul.md). */
+export interface Rows4Options {
+  /** k-steps per loop iteration. */
+  unroll: number;
+  /** Let gpu.js shape the Array(4) output (one subarray per cell) instead of returning the flat buffer. */
+  shapeOutput: boolean;
+}
+
+const DEFAULT_ROWS4: Rows4Options = { unroll: 2, shapeOutput: false };
 
 /**
  * C = op(A) @ op(B) for each batch entry, on the current backend (synchronous backends only).
@@ -39,7 +45,7 @@ export function matmulKernelRun(p: MatmulProblem, a: Float32Array, b: Float32Arr
   // An empty reduction is all zeros; gpu.js cannot take zero-length arrays.
   if (k === 0) return new Float32Array(batch * m * n);
   const backend = getBackend();
-  if (backend === 'webasm') return runRows4(p, a, b);
+  if (backend === 'webasm') return runRows4(p, a, b, DEFAULT_ROWS4);
   if (backend === 'cpu') return runPlain(p, a, b);
   throw new Error(`matmulKernelRun: backend '${backend}' is not supported here (synchronous webasm and cpu only)`);
 }
@@ -81,21 +87,40 @@ function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void 
 
 const roundUp4 = (x: number): number => Math.ceil(x / 4) * 4;
 
-function runRows4(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array {
+/** The webasm formulation with non-default tuning, for benchmarks (runs on the current backend). */
+export function matmulRows4Variant(
+  p: MatmulProblem, a: Float32Array, b: Float32Array, options: Partial<Rows4Options>,
+): Float32Array {
+  checkProblem(p, a, b);
+  const chosen = { ...DEFAULT_ROWS4, ...options };
+  if (!Number.isInteger(chosen.unroll) || chosen.unroll < 1) throw new Error(`matmul: bad unroll ${chosen.unroll}`);
+  if (p.batch * p.m * p.n * p.k === 0) return matmulKernelRun(p, a, b);
+  return runRows4(p, a, b, chosen);
+}
+
+function runRows4(p: MatmulProblem, a: Float32Array, b: Float32Array, options: Rows4Options): Float32Array {
   const { batch, m, k, n } = p;
   const mp = roundUp4(m);
-  const key = `matmul:rows4:u${UNROLL}:b${batch}:mp${mp}:k${k}:n${n}`;
-  const kernel = cachedKernel(key, (gpu) => buildRows4(gpu, batch, mp, k, n));
+  const key = `matmul:rows4:u${options.unroll}:s${+options.shapeOutput}:b${batch}:mp${mp}:k${k}:n${n}`;
+  const kernel = cachedKernel(key, (gpu) => buildRows4(gpu, { batch, mp, k, n }, options));
   const packedA = packRowQuads(a, p, mp);
   const rowMajorB = p.transB ? transposeBatches(b, batch, n, k) : b;
   const interleaved = flatResult(kernel(packedA, rowMajorB), batch * mp * n);
   return unpackRowQuads(interleaved, batch, m, mp, n);
 }
 
-function buildRows4(gpu: GPU, batch: number, mp: number, k: number, n: number): IKernelRunShortcut {
+interface Rows4Shape {
+  batch: number;
+  mp: number;
+  k: number;
+  n: number;
+}
+
+function buildRows4(gpu: GPU, shape: Rows4Shape, options: Rows4Options): IKernelRunShortcut {
+  const { batch, mp, n } = shape;
   const output = batch === 1 ? [n, mp / 4] : [n, mp / 4, batch];
-  const kernel = gpu.createKernel(rows4Source(batch, mp, k, n), { output } as never) as IKernelRunShortcut;
-  skipOutputShaping(kernel);
+  const kernel = gpu.createKernel(rows4Source(shape, options.unroll), { output } as never) as IKernelRunShortcut;
+  if (!options.shapeOutput) skipOutputShaping(kernel);
   return kernel;
 }
 
@@ -103,7 +128,7 @@ function buildRows4(gpu: GPU, batch: number, mp: number, k: number, n: number): 
  * Kernel source with every shape inlined as an integer literal. Each k-step reads
  * B[k][x] once (a gather) and the 4 packed A values of this thread's row quad (uniform).
  */
-function rows4Source(batch: number, mp: number, k: number, n: number): string {
+function rows4Source({ batch, mp, k, n }: Rows4Shape, unroll: number): string {
   const aBatch = batch === 1 ? '' : `this.thread.z * ${mp * k} + `;
   const bBatch = batch === 1 ? '' : `this.thread.z * ${k * n} + `;
   const aAt = (kExpr: string, r: number) => `a[${aBatch}this.thread.y * ${4 * k} + ${kExpr} * 4 + ${r}]`;
@@ -111,11 +136,12 @@ function rows4Source(batch: number, mp: number, k: number, n: number): string {
   const step = (kExpr: string, v: string) =>
     `const ${v} = ${bAt(kExpr)};\n` +
     [0, 1, 2, 3].map((r) => `s${r} += ${aAt(kExpr, r)} * ${v};`).join(' ') + '\n';
-  const mainSteps = Math.floor(k / UNROLL);
+  // The counter must be `j++`: a `j += unroll` loop compiles to a much slower form (2.7 vs 6.8 GF/s).
+  const mainSteps = Math.floor(k / unroll);
   let body = '';
-  for (let u = 0; u < UNROLL; u++) body += step(`(j * ${UNROLL} + ${u})`, `bv${u}`);
+  for (let u = 0; u < unroll; u++) body += step(`(j * ${unroll} + ${u})`, `bv${u}`);
   let tail = '';
-  for (let t = mainSteps * UNROLL; t < k; t++) tail += step(String(t), `bt${t}`);
+  for (let t = mainSteps * unroll; t < k; t++) tail += step(String(t), `bt${t}`);
   const loop = mainSteps > 0 ? `for (let j = 0; j < ${mainSteps}; j++) {\n${body}}\n` : '';
   return `function (a, b) {
 let s0 = 0; let s1 = 0; let s2 = 0; let s3 = 0;
@@ -178,17 +204,36 @@ function transposeBatches(x: Float32Array, batch: number, rows: number, cols: nu
   return out;
 }
 
-/** [batch][mp/4][n][4] -> [batch][m][n], dropping the padding rows. */
+/**
+ * [batch][mp/4][n][4] -> [batch][m][n], dropping the padding rows. Reads the kernel output in order
+ * and writes 4 row streams (measured ~25% faster than gathering each output row at stride 4).
+ */
 function unpackRowQuads(data: Float32Array, batch: number, m: number, mp: number, n: number): Float32Array {
   const out = new Float32Array(batch * m * n);
   for (let z = 0; z < batch; z++) {
-    for (let i = 0; i < m; i++) {
-      const src = ((z * mp + (i & ~3)) * n) + (i & 3);
-      const dst = (z * m + i) * n;
-      for (let x = 0; x < n; x++) out[dst + x] = data[src + x * 4];
+    for (let row = 0; row < m; row += 4) {
+      const src = (z * mp + row) * n;
+      const dst = (z * m + row) * n;
+      if (row + 4 <= m) unpackFullQuad(data, out, src, dst, n);
+      else unpackPartialQuad(data, out, src, dst, n, m - row);
     }
   }
   return out;
+}
+
+function unpackFullQuad(data: Float32Array, out: Float32Array, src: number, dst: number, n: number): void {
+  for (let x = 0, s = src; x < n; x++, s += 4) {
+    out[dst + x] = data[s];
+    out[dst + n + x] = data[s + 1];
+    out[dst + 2 * n + x] = data[s + 2];
+    out[dst + 3 * n + x] = data[s + 3];
+  }
+}
+
+function unpackPartialQuad(data: Float32Array, out: Float32Array, src: number, dst: number, n: number, rows: number): void {
+  for (let r = 0; r < rows; r++) {
+    for (let x = 0; x < n; x++) out[dst + r * n + x] = data[src + x * 4 + r];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
