@@ -1,0 +1,174 @@
+/**
+ * Optimizers as pure functions over pytrees: `update(params, grads, state, hyper)` returns the new
+ * params and the new state, and never mutates anything. The state is itself a pytree of tensors
+ * (plus a step counter), so checkpoints store it by name like the params.
+ *
+ * The arithmetic follows PyTorch's single-tensor (`foreach=False`) implementations op for op, in
+ * float32, so one step gives the numbers `torch.optim.SGD` / `torch.optim.AdamW` give.
+ */
+import { flattenWithPaths, mapTree, unflattenLike, type PyTree } from '../autodiff/pytree.ts';
+import { add, div, mul, sqrt, sub, sum } from '../tensor/ops.ts';
+import { zerosLike, type Tensor } from '../tensor/tensor.ts';
+
+/** Params whose name this returns true for get no weight decay. */
+export type NoDecay = (name: string) => boolean;
+const decayAll: NoDecay = () => false;
+
+// ---------------------------------------------------------------------------------------------
+// AdamW
+
+export interface AdamWHyper {
+  readonly lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+}
+
+/** torch.optim.AdamW's defaults, except the weight decay PySlowFast uses (0.05). */
+export const ADAMW_DEFAULTS: AdamWHyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
+
+export interface AdamWState<P = PyTree> {
+  /** Steps taken so far (PyTorch's `state['step']`). */
+  readonly step: number;
+  /** First moment (exp_avg), shaped like the params. */
+  readonly m: P;
+  /** Second moment (exp_avg_sq), shaped like the params. */
+  readonly v: P;
+}
+
+export function adamwInit<P>(params: P): AdamWState<P> {
+  return { step: 0, m: mapTree(params, zerosLike), v: mapTree(params, zerosLike) };
+}
+
+/**
+ * One AdamW step (PyTorch semantics):
+ *   p ← p · (1 − lr·wd)                    (decoupled decay, skipped where noDecay(name))
+ *   m ← m + (1 − β1)(g − m)                (lerp)
+ *   v ← β2·v + (1 − β2)·g²
+ *   p ← p − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
+ * `hyper.lr` is the learning rate of this step (a schedule sets it).
+ */
+export function adamwUpdate<P>(
+  params: P,
+  grads: P,
+  state: AdamWState<P>,
+  hyper: AdamWHyper,
+  noDecay: NoDecay = decayAll,
+): { params: P; state: AdamWState<P> } {
+  const { lr, beta1, beta2, eps, weightDecay } = hyper;
+  const step = state.step + 1;
+  const bc1 = 1 - beta1 ** step;
+  const bc2Sqrt = Math.sqrt(1 - beta2 ** step);
+  const stepSize = lr / bc1;
+  const ps = flattenWithPaths(params);
+  const gs = aligned('adamwUpdate', 'grads', ps, grads);
+  const ms = aligned('adamwUpdate', 'state.m', ps, state.m);
+  const vs = aligned('adamwUpdate', 'state.v', ps, state.v);
+  const newP: Tensor[] = [];
+  const newM: Tensor[] = [];
+  const newV: Tensor[] = [];
+  ps.forEach(([name, p0], i) => {
+    const g = gs[i];
+    const p = weightDecay !== 0 && !noDecay(name) ? mul(p0, 1 - lr * weightDecay) : p0;
+    const m = add(ms[i], mul(sub(g, ms[i]), 1 - beta1));
+    const v = add(mul(vs[i], beta2), mul(mul(g, g), 1 - beta2));
+    const denom = add(div(sqrt(v), bc2Sqrt), eps);
+    newP.push(sub(p, mul(div(m, denom), stepSize)));
+    newM.push(m);
+    newV.push(v);
+  });
+  return {
+    params: unflattenLike(params, newP),
+    state: { step, m: unflattenLike(state.m, newM), v: unflattenLike(state.v, newV) },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// SGD with momentum
+
+export interface SgdHyper {
+  readonly lr: number;
+  readonly momentum: number;
+  readonly dampening: number;
+  readonly weightDecay: number;
+  readonly nesterov: boolean;
+}
+
+export const SGD_DEFAULTS: SgdHyper = { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false };
+
+export interface SgdState<P = PyTree> {
+  readonly step: number;
+  /** momentum_buffer, shaped like the params (unused before the first step). */
+  readonly buf: P;
+}
+
+export function sgdInit<P>(params: P): SgdState<P> {
+  return { step: 0, buf: mapTree(params, zerosLike) };
+}
+
+/**
+ * One SGD step (torch.optim.SGD): d = g + wd·p (coupled L2 decay, skipped where noDecay(name));
+ * with momentum, buf = d on the first step, else buf = μ·buf + (1 − dampening)·d; then
+ * d = d + μ·buf (nesterov) or d = buf; p ← p − lr·d.
+ */
+export function sgdUpdate<P>(
+  params: P,
+  grads: P,
+  state: SgdState<P>,
+  hyper: SgdHyper,
+  noDecay: NoDecay = decayAll,
+): { params: P; state: SgdState<P> } {
+  const { lr, momentum, dampening, weightDecay, nesterov } = hyper;
+  const ps = flattenWithPaths(params);
+  const gs = aligned('sgdUpdate', 'grads', ps, grads);
+  const bufs = aligned('sgdUpdate', 'state.buf', ps, state.buf);
+  const newP: Tensor[] = [];
+  const newB: Tensor[] = [];
+  ps.forEach(([name, p], i) => {
+    let d = weightDecay !== 0 && !noDecay(name) ? add(gs[i], mul(p, weightDecay)) : gs[i];
+    let buf = bufs[i];
+    if (momentum !== 0) {
+      buf = state.step === 0 ? d : add(mul(buf, momentum), dampening === 0 ? d : mul(d, 1 - dampening));
+      d = nesterov ? add(d, mul(buf, momentum)) : buf;
+    }
+    newP.push(sub(p, mul(d, lr)));
+    newB.push(buf);
+  });
+  return { params: unflattenLike(params, newP), state: { step: state.step + 1, buf: unflattenLike(state.buf, newB) } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient clipping
+
+/**
+ * torch.nn.utils.clip_grad_norm_(max_norm, norm_type=2): the global L2 norm of all gradients
+ * (the norm of the per-tensor norms), and every gradient multiplied by
+ * min(1, max_norm / (total + 1e-6)). Returns the clipped grads and the norm before clipping.
+ */
+export function clipGradNorm<G>(grads: G, maxNorm: number): { grads: G; norm: number } {
+  const gs = flattenWithPaths(grads);
+  let sq = 0;
+  for (const [, g] of gs) {
+    const n = Math.fround(Math.sqrt(sum(mul(g, g)).dataSync()[0]));
+    sq += n * n;
+  }
+  const norm = Math.fround(Math.sqrt(sq));
+  const coef = Math.min(1, Math.fround(maxNorm / Math.fround(norm + 1e-6)));
+  if (!Number.isFinite(maxNorm) || coef === 1) return { grads, norm };
+  return { grads: mapTree(grads, (g) => mul(g, coef)), norm };
+}
+
+/** The tensors of `tree` in the order of `ref`, checking that names and shapes agree. */
+function aligned(op: string, what: string, ref: readonly [string, Tensor][], tree: unknown): Tensor[] {
+  const flat = flattenWithPaths(tree);
+  if (flat.length !== ref.length) throw new Error(`${op}: ${what} has ${flat.length} tensors, params have ${ref.length}`);
+  return flat.map(([name, t], i) => {
+    const [pName, p] = ref[i];
+    if (name !== pName) throw new Error(`${op}: ${what} tensor ${i} is '${name}', the param is '${pName}'`);
+    if (t.shape.length !== p.shape.length || t.shape.some((d, k) => d !== p.shape[k])) {
+      throw new Error(`${op}: ${what} '${name}' has shape [${t.shape.join(', ')}], the param has [${p.shape.join(', ')}]`);
+    }
+    return t;
+  });
+}
