@@ -1,0 +1,218 @@
+/**
+ * PySlowFast parity check: load a golden safetensors fixture (weights, inputs, activations, logits,
+ * gradients made by the real PySlowFast code), run our model on it and compare every tensor.
+ * Tolerances follow the fixtures' MANIFEST: relative 1e-4 of max|ref| per tensor; analytically-zero
+ * gradients (softmax shift invariance) absolute 1e-5 * max(1, global max |grad|).
+ */
+import * as E from 'fp-ts/lib/Either.js';
+import { fromNamed } from '../../autodiff/pytree.ts';
+import { flattenWithPaths } from '../../autodiff/pytree.ts';
+import { vjp } from '../../autodiff/tape.ts';
+import { getBackend } from '../../backend/backend.ts';
+import { readSafetensorsFile, type SafetensorsFile } from '../../io/safetensors.ts';
+import { key } from '../../random/index.ts';
+import { sequence, type Mode } from '../../reversible/index.ts';
+import { mul, sum } from '../../tensor/ops.ts';
+import { tensor, type Tensor } from '../../tensor/tensor.ts';
+import { formatProblems, parseConfig, type MViTConfig } from './config.ts';
+import { buildModel, type MViTModel } from './model.ts';
+
+export interface Comparison {
+  readonly group: string;
+  readonly name: string;
+  readonly maxAbsError: number;
+  readonly refMaxAbs: number;
+  /** maxAbsError / refMaxAbs, or the absolute error for 'abs' comparisons. */
+  readonly error: number;
+  readonly tolerance: number;
+  readonly kind: 'rel' | 'abs';
+  readonly ok: boolean;
+}
+
+export interface FixtureReport {
+  readonly fixture: string;
+  readonly kind: string;
+  readonly backend: string;
+  readonly comparisons: readonly Comparison[];
+  readonly ok: boolean;
+}
+
+export const REL_TOL = 1e-4;
+export const ZERO_GRAD_ABS_TOL = 1e-5;
+
+interface Loaded {
+  readonly file: SafetensorsFile;
+  readonly cfg: MViTConfig;
+  readonly model: MViTModel;
+  readonly kind: string;
+  readonly get: (name: string) => Tensor | undefined;
+}
+
+function load(path: string): E.Either<string, Loaded> {
+  const read = readSafetensorsFile(path);
+  if (E.isLeft(read)) return E.left(read.left.message);
+  const file = read.right;
+  const kind = file.metadata.kind ?? 'full_model';
+  let raw: unknown;
+  try {
+    raw = JSON.parse(file.metadata.config ?? 'null');
+  } catch (e) {
+    return E.left(`${path}: __metadata__.config is not valid JSON (${(e as Error).message})`);
+  }
+  const parsed = parseConfig(raw, { target: kind === 'rev_stack_only' ? 'stack' : 'model' });
+  if (E.isLeft(parsed)) return E.left(`${path}: config problems:\n${formatProblems(parsed.left)}`);
+  const get = (name: string) => {
+    const a = file.tensors.get(name);
+    return a === undefined ? undefined : tensor(a.data, a.shape);
+  };
+  return E.right({ file, cfg: parsed.right, model: buildModel(parsed.right), kind, get });
+}
+
+function compare(group: string, name: string, ours: Tensor, ref: Tensor, absTol?: number): Comparison {
+  const a = ours.dataSync();
+  const b = ref.dataSync();
+  if (a.length !== b.length || ours.shape.join() !== ref.shape.join()) {
+    return { group, name, maxAbsError: Infinity, refMaxAbs: 0, error: Infinity, tolerance: 0, kind: 'rel', ok: false };
+  }
+  let maxErr = 0;
+  let refMax = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= maxErr)) maxErr = d; // NaN propagates
+    refMax = Math.max(refMax, Math.abs(b[i]));
+  }
+  if (absTol !== undefined) return { group, name, maxAbsError: maxErr, refMaxAbs: refMax, error: maxErr, tolerance: absTol, kind: 'abs', ok: maxErr <= absTol };
+  const error = refMax === 0 ? maxErr : maxErr / refMax;
+  return { group, name, maxAbsError: maxErr, refMaxAbs: refMax, error, tolerance: REL_TOL, kind: 'rel', ok: error <= REL_TOL };
+}
+
+/** Parameters whose gradient is analytically zero (spec 8.10): metadata list plus the spec's rule. */
+function zeroGradNames(l: Loaded): Set<string> {
+  const names = new Set<string>();
+  for (const [k, v] of Object.entries(l.file.metadata)) {
+    if (k.startsWith('zero_grad_tensors')) for (const n of JSON.parse(v) as string[]) names.add(n);
+  }
+  const m = l.cfg.MVIT;
+  for (const layer of l.model.geometry.layers) {
+    const prefix = `rev_backbone.layers.${layer.index}.F.attn.`;
+    if (layer.poolKV !== undefined && (m.MODE === 'conv' || m.MODE === 'conv_unshared')) names.add(`${prefix}norm_k.bias`);
+    if (layer.poolKV === undefined) names.add(`${prefix}k.bias`);
+  }
+  return names;
+}
+
+function paramsOf(l: Loaded, prefixFilter: (name: string) => boolean): unknown {
+  const named = new Map<string, Tensor>();
+  for (const s of l.model.specs) {
+    if (!prefixFilter(s.name)) continue;
+    const t = l.get(s.name);
+    if (t === undefined) throw new Error(`fixture lacks parameter '${s.name}'`);
+    named.set(s.name, t);
+  }
+  return fromNamed(named);
+}
+
+function globalGradMax(l: Loaded, prefix: string): number {
+  let m = 0;
+  for (const [name, a] of l.file.tensors) if (name.startsWith(prefix)) for (const v of a.data) m = Math.max(m, Math.abs(v));
+  return m;
+}
+
+function compareGrads(out: Comparison[], group: string, l: Loaded, refPrefix: string, grads: [string, Tensor][]): void {
+  const zero = zeroGradNames(l);
+  const absTol = ZERO_GRAD_ABS_TOL * Math.max(1, globalGradMax(l, refPrefix));
+  for (const [name, g] of grads) {
+    const ref = l.get(`${refPrefix}${name}`);
+    if (ref === undefined) continue;
+    out.push(compare(group, name, g, ref, zero.has(name) ? absTol : undefined));
+  }
+}
+
+/** Run every comparison the fixture supports, in both modes. */
+export function checkFixture(path: string, modes: readonly Mode[] = ['reversible', 'store']): E.Either<string, FixtureReport> {
+  const loaded = load(path);
+  if (E.isLeft(loaded)) return loaded;
+  const l = loaded.right;
+  const { model } = l;
+  const out: Comparison[] = [];
+  const k = key(0);
+  const x = l.get('input')!;
+  const w = l.get('w')!;
+  const full = l.kind !== 'rev_stack_only';
+  const params: any = full ? paramsOf(l, () => true) : { rev_backbone: (paramsOf(l, (n) => n.startsWith('rev_backbone.')) as any).rev_backbone };
+
+  // Forward values (dropout rates are 0 in the fixtures, so train and eval agree before the head act).
+  const acts = new Map<string, Tensor>();
+  if (full) {
+    const logits = model.apply(params, x, k, { train: true });
+    out.push(compare('logits', 'logits', logits, l.get('logits')!));
+    const probs = model.apply(params, x, k, { train: false, activations: acts });
+    const refProbs = l.get('probs_eval');
+    if (refProbs) out.push(compare('probs_eval', 'probs_eval', probs, refProbs));
+    const revOut = model.applyStack(params, acts.get('stack_in')!, k, { train: true });
+    out.push(compare('rev_out', 'rev_out', revOut, l.get('rev_out')!));
+  } else {
+    const revOut = model.applyStack(params, x, k, { train: false, activations: acts });
+    out.push(compare('rev_out', 'rev_out', revOut, l.get('rev_out')!));
+  }
+  for (const [name, t] of acts) {
+    const ref = l.get(`act.${name}`);
+    if (ref !== undefined) out.push(compare('activations', `act.${name}`, t, ref));
+  }
+
+  // Gradients of L = sum(out * w) w.r.t. the input and every parameter.
+  for (const mode of modes) {
+    const loss = (p: any, input: Tensor) =>
+      sum(mul(full ? model.apply(p, input, k, { train: true, mode }) : model.applyStack(p, input, k, { train: true, mode }), w));
+    const [, pullback] = vjp(loss, params, x);
+    const [gp, gx] = pullback();
+    const grads: [string, Tensor][] = [['input', gx], ...flattenWithPaths(gp)];
+    compareGrads(out, `grad (${mode})`, l, 'grad.', grads);
+  }
+
+  // The single-block test: forward, reconstruction, and the reversible backward against autograd.
+  const layerId = Number(l.file.metadata.block_layer_id ?? 0);
+  const prefix = l.file.metadata.block_param_prefix ?? `rev_backbone.layers.${layerId}.`;
+  const blockParams = (params as any).rev_backbone.layers[layerId];
+  const block = sequence([model.blockAt(layerId, true)]);
+  const X1 = l.get('block.X1');
+  if (X1 !== undefined) {
+    const X2 = l.get('block.X2')!;
+    const [Y1, Y2] = block.forward([blockParams], [X1, X2], k);
+    out.push(compare('block', 'block.Y1', Y1, l.get('block.Y1')!));
+    out.push(compare('block', 'block.Y2', Y2, l.get('block.Y2')!));
+    const [R1, R2] = block.inverse([blockParams], [Y1, Y2], k);
+    out.push(compare('block', 'block.X1_rec', R1, X1, 1e-5));
+    out.push(compare('block', 'block.X2_rec', R2, X2, 1e-5));
+    const [, pb] = vjp((p: any, a: Tensor, b: Tensor) => block.forward([p as any], [a, b], k), blockParams, X1, X2);
+    const [gp, dX1, dX2] = pb([l.get('block.dY1')!, l.get('block.dY2')!]);
+    out.push(compare('block', 'block.dX1', dX1, l.get('block.dX1')!));
+    out.push(compare('block', 'block.dX2', dX2, l.get('block.dX2')!));
+    const zero = zeroGradNames(l);
+    const absTol = ZERO_GRAD_ABS_TOL * Math.max(1, globalGradMax(l, 'block.grad.'));
+    for (const [name, g] of flattenWithPaths(gp)) {
+      const ref = l.get(`block.grad.${name}`);
+      if (ref !== undefined) out.push(compare('block', `block.grad.${name}`, g, ref, zero.has(`${prefix}${name}`) ? absTol : undefined));
+    }
+  }
+  return E.right({ fixture: path, kind: l.kind, backend: getBackend(), comparisons: out, ok: out.every((c) => c.ok) });
+}
+
+/** The worst comparison per group, as printable lines. */
+export function formatReport(r: FixtureReport): string {
+  const groups = new Map<string, Comparison>();
+  for (const c of r.comparisons) {
+    const prev = groups.get(c.group);
+    const score = (x: Comparison) => x.error / x.tolerance;
+    if (prev === undefined || score(c) > score(prev)) groups.set(c.group, c);
+  }
+  const lines = [`${r.fixture} (${r.kind}, backend ${r.backend}): ${r.ok ? 'PASS' : 'FAIL'}, ${r.comparisons.length} tensors compared`];
+  for (const [group, c] of groups) {
+    const n = r.comparisons.filter((x) => x.group === group).length;
+    lines.push(`  ${group.padEnd(18)} ${String(n).padStart(4)} tensors  worst ${c.name}: ${c.kind} error ${c.error.toExponential(2)} (tol ${c.tolerance.toExponential(1)}) ${c.ok ? 'ok' : 'FAIL'}`);
+  }
+  for (const c of r.comparisons.filter((x) => !x.ok)) {
+    lines.push(`  FAIL ${c.name}: ${c.kind} error ${c.error.toExponential(3)} > ${c.tolerance.toExponential(1)} (max |ref| ${c.refMaxAbs.toExponential(2)})`);
+  }
+  return lines.join('\n');
+}
