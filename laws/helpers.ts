@@ -1,0 +1,658 @@
+/**
+ * Shared helpers for the law files: deterministic data, fast-check generators of shapes and of
+ * well-conditioned op cases (one per differentiable primitive / composite), and a float64
+ * finite-difference checker for VJPs.
+ *
+ * Generated values are plain data (shapes, seeds, options); tensors are built from them inside the
+ * property, so fast-check prints readable counterexamples and the same case can run on every backend.
+ */
+import fc from 'fast-check';
+import { withBackend, type BackendName } from '../src/backend/backend.ts';
+import { setFastPaths } from '../src/tensor/exec.ts';
+import * as R from '../src/index.ts';
+import type { Tensor } from '../src/index.ts';
+
+export const BACKENDS: readonly BackendName[] = ['webasm', 'cpu'];
+
+/** float32 machine epsilon (2^-23). */
+export const EPS32 = 2 ** -23;
+
+/** Run `fn` with the host fast paths switched off (every op runs its gpu.js kernel), restoring them. */
+export function withoutFastPaths<A>(fn: () => A): A {
+  setFastPaths(false);
+  try {
+    return fn();
+  } finally {
+    setFastPaths(true);
+  }
+}
+
+/** The three ways an op can run here: host fast paths, gpu.js webasm kernels, gpu.js cpu kernels. */
+export const MODES: readonly { name: string; run: <A>(fn: () => A) => A }[] = [
+  { name: 'webasm (fast paths)', run: (fn) => withBackend('webasm', fn) },
+  { name: 'webasm (kernels)', run: (fn) => withBackend('webasm', () => withoutFastPaths(fn)) },
+  { name: 'cpu (kernels)', run: (fn) => withBackend('cpu', fn) },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic data
+
+/** mulberry32: a small seeded PRNG in [0, 1), so a failing seed reproduces. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
+
+/** Uniform values in [lo, hi). */
+export function uniform(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
+  return out;
+}
+
+/** Values with lo <= |x| < hi and a random sign (away from a kink at 0). */
+export function awayFromZero(n: number, seed: number, lo = 0.1, hi = 2): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (r() < 0.5 ? -1 : 1) * (lo + (hi - lo) * r());
+  return out;
+}
+
+/** Pairwise distinct values at least `gap` apart (a shuffled grid plus a little noise): no ties. */
+export function distinct(n: number, seed: number, gap = 0.1): Float32Array {
+  const r = rng(seed);
+  const order = [...Array(n).keys()];
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (order[i] - n / 2) * 1.5 * gap + 0.25 * gap * r();
+  return out;
+}
+
+export const rand = (shape: readonly number[], seed: number, lo = -1, hi = 1): Tensor =>
+  R.tensor(uniform(sizeOf(shape), seed, lo, hi), [...shape]);
+
+export function f64(t: Tensor): Float64Array {
+  return Float64Array.from(t.dataSync());
+}
+
+export const maxAbs = (xs: ArrayLike<number>): number => {
+  let m = 0;
+  for (let i = 0; i < xs.length; i++) m = Math.max(m, Math.abs(xs[i]));
+  return m;
+};
+
+/** Throws unless `got` and `want` have the same shape and |got - want| <= atol + rtol * max|want| everywhere. */
+export function assertClose(got: Tensor, want: Tensor, rtol: number, atol: number, what: string): void {
+  if (got.shape.join(',') !== want.shape.join(',')) {
+    throw new Error(`${what}: shape [${got.shape}] vs [${want.shape}]`);
+  }
+  const a = got.dataSync();
+  const b = want.dataSync();
+  const tol = atol + rtol * maxAbs(b);
+  for (let i = 0; i < a.length; i++) {
+    const err = Math.abs(a[i] - b[i]);
+    if (!(err <= tol)) {
+      throw new Error(`${what}: element ${i} of [${got.shape}]: ${a[i]} vs ${b[i]} (|diff| ${err} > tol ${tol})`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shape generators (small: dims 1..4, rank 0..4)
+
+export const dimArb = fc.integer({ min: 1, max: 4 });
+export const shapeArb = (minRank = 0, maxRank = 4): fc.Arbitrary<number[]> =>
+  fc.array(dimArb, { minLength: minRank, maxLength: maxRank });
+export const seedArb = fc.integer({ min: 1, max: 0x7fffffff });
+
+/**
+ * Shapes that broadcast together (NumPy rules): every shape is `base` with some axes set to 1 and
+ * some leading axes dropped; `out` is their broadcast shape.
+ */
+export function broadcastShapesArb(count: number, maxRank = 4): fc.Arbitrary<{ base: number[]; shapes: number[][]; out: number[] }> {
+  return shapeArb(0, maxRank).chain((base) =>
+    fc
+      .array(fc.record({ ones: fc.array(fc.boolean(), { minLength: base.length, maxLength: base.length }), drop: fc.integer({ min: 0, max: base.length }) }), {
+        minLength: count,
+        maxLength: count,
+      })
+      .map((specs) => {
+        const shapes = specs.map(({ ones, drop }) => base.map((d, i) => (ones[i] ? 1 : d)).slice(drop));
+        const out = base.map((_, i) => {
+          let d = 1;
+          for (const s of shapes) {
+            const j = i - (base.length - s.length);
+            if (j >= 0 && s[j] !== 1) d = s[j];
+          }
+          return d;
+        });
+        // Leading axes that every shape dropped are not in the result.
+        const rank = Math.max(0, ...shapes.map((s) => s.length));
+        return { base, shapes, out: out.slice(base.length - rank) };
+      }),
+  );
+}
+
+/** A subset of the axes of a rank-r shape, each written as a non-negative or a negative index. */
+export const axesArb = (rank: number): fc.Arbitrary<number[]> =>
+  fc
+    .subarray([...Array(rank).keys()])
+    .chain((axes) => fc.array(fc.boolean(), { minLength: axes.length, maxLength: axes.length }).map((negs) => axes.map((a, i) => (negs[i] ? a - rank : a))));
+
+/** One axis of a rank-r shape (r >= 1), possibly negative. */
+export const axisArb = (rank: number): fc.Arbitrary<number> => fc.integer({ min: -rank, max: rank - 1 });
+
+// ---------------------------------------------------------------------------------------------
+// Op cases: one generator per differentiable op, with inputs kept where the op is smooth.
+
+export type Fn = (...xs: Tensor[]) => Tensor | Tensor[];
+
+export interface OpCase {
+  /** Inputs (tensors); `wrt` lists the differentiable ones (default: all). */
+  readonly inputs: Tensor[];
+  readonly f: Fn;
+  readonly wrt?: readonly number[];
+}
+
+export interface OpEntry<P = any> {
+  readonly name: string;
+  readonly arb: fc.Arbitrary<P>;
+  readonly build: (p: P) => OpCase;
+  /** Smooth ops used by the Taylor test (second derivative non-zero in general). */
+  readonly smooth?: boolean;
+}
+
+const op = <P>(name: string, arb: fc.Arbitrary<P>, build: (p: P) => OpCase, smooth = false): OpEntry<P> => ({ name, arb, build, smooth });
+
+const unaryCase = (name: string, f: (x: Tensor) => Tensor, values: (n: number, seed: number) => Float32Array, smooth = false): OpEntry =>
+  op(
+    name,
+    fc.record({ shape: shapeArb(), seed: seedArb }),
+    ({ shape, seed }) => ({ inputs: [R.tensor(values(sizeOf(shape), seed), shape)], f: (x) => f(x) }),
+    smooth,
+  );
+
+const binaryCase = (
+  name: string,
+  f: (a: Tensor, b: Tensor) => Tensor,
+  va: (n: number, seed: number) => Float32Array,
+  vb: (n: number, seed: number) => Float32Array,
+  smooth = false,
+): OpEntry =>
+  op(
+    name,
+    fc.record({ s: broadcastShapesArb(2), seed: seedArb }),
+    ({ s, seed }) => ({
+      inputs: [R.tensor(va(sizeOf(s.shapes[0]), seed), s.shapes[0]), R.tensor(vb(sizeOf(s.shapes[1]), seed + 1), s.shapes[1])],
+      f: (a, b) => f(a, b),
+    }),
+    smooth,
+  );
+
+const u = (lo: number, hi: number) => (n: number, seed: number) => uniform(n, seed, lo, hi);
+
+/** Values k + [lo, hi) for an integer k in -2..1: two such families with disjoint fractions never tie. */
+const offGrid = (lo: number, hi: number) => (n: number, seed: number) => {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => Math.floor(r() * 4) - 2 + lo + (hi - lo) * r());
+};
+
+/** Rows along the last axis spread out (values >= 0.5 apart), so the variance is far from 0. */
+function spreadRows(shape: readonly number[], seed: number): Float32Array {
+  const n = shape.length === 0 ? 1 : shape[shape.length - 1];
+  const rows = sizeOf(shape) / n;
+  const out = new Float32Array(sizeOf(shape));
+  for (let r = 0; r < rows; r++) out.set(distinct(n, seed + 7 * r, 0.5).map((v, i) => v + (i % 2) * 0.01), r * n);
+  return out;
+}
+
+const sliceArb = shapeArb(1, 4).chain((shape) =>
+  fc.record({
+    shape: fc.constant(shape),
+    start: fc.tuple(...shape.map((n) => fc.integer({ min: -n, max: n - 1 }))),
+    stop: fc.tuple(...shape.map((n) => fc.option(fc.integer({ min: -n - 1, max: n + 1 }), { nil: null }))),
+    step: fc.tuple(...shape.map(() => fc.integer({ min: 1, max: 3 }))),
+    seed: seedArb,
+  }),
+);
+
+const convArb = fc
+  .record({
+    spatial: fc.integer({ min: 1, max: 3 }),
+    batch: fc.integer({ min: 1, max: 2 }),
+    mode: fc.constantFrom('plain', 'grouped', 'depthwise'),
+    cg: fc.integer({ min: 1, max: 2 }),
+    coutPerGroup: fc.integer({ min: 1, max: 2 }),
+    seed: seedArb,
+  })
+  .chain((p) =>
+    fc.record({
+      p: fc.constant(p),
+      kernel: fc.array(fc.integer({ min: 1, max: 3 }), { minLength: p.spatial, maxLength: p.spatial }),
+      extra: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: p.spatial, maxLength: p.spatial }),
+      stride: fc.array(fc.integer({ min: 1, max: 2 }), { minLength: p.spatial, maxLength: p.spatial }),
+      padding: fc.array(fc.integer({ min: 0, max: 1 }), { minLength: p.spatial, maxLength: p.spatial }),
+    }),
+  )
+  .map(({ p, kernel, extra, stride, padding }) => {
+    const groups = p.mode === 'plain' ? 1 : p.mode === 'grouped' ? 2 : 2 + (p.cg - 1);
+    const cg = p.mode === 'depthwise' ? 1 : p.cg;
+    const cin = cg * groups;
+    const cout = p.coutPerGroup * groups;
+    return {
+      x: [p.batch, cin, ...kernel.map((k, i) => k + extra[i])],
+      w: [cout, cg, ...kernel],
+      opts: { stride, padding, groups },
+      seed: p.seed,
+    };
+  });
+
+const poolArb = fc
+  .record({
+    batched: fc.boolean(),
+    c: fc.integer({ min: 1, max: 2 }),
+    kernel: fc.array(fc.integer({ min: 1, max: 2 }), { minLength: 3, maxLength: 3 }),
+    stride: fc.array(fc.integer({ min: 1, max: 2 }), { minLength: 3, maxLength: 3 }),
+    padMask: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
+    extra: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 3, maxLength: 3 }),
+    seed: seedArb,
+  })
+  .map((p) => ({
+    x: [...(p.batched ? [2] : []), p.c, ...p.kernel.map((k, i) => k + p.extra[i])],
+    kernel: p.kernel,
+    stride: p.stride,
+    // PyTorch allows padding up to half the kernel.
+    padding: p.kernel.map((k, i) => (p.padMask[i] ? Math.floor(k / 2) : 0)),
+    seed: p.seed,
+  }));
+
+const matmulArb = fc
+  .record({
+    batch: broadcastShapesArb(2, 2),
+    m: dimArb,
+    k: dimArb,
+    n: dimArb,
+    vecA: fc.boolean(),
+    vecB: fc.boolean(),
+    transA: fc.boolean(),
+    transB: fc.boolean(),
+    seed: seedArb,
+  })
+  .map((p) => {
+    // 1-D operands carry no batch axes.
+    const a = p.vecA ? [p.k] : [...p.batch.shapes[0], ...(p.transA ? [p.k, p.m] : [p.m, p.k])];
+    const b = p.vecB ? [p.k] : [...p.batch.shapes[1], ...(p.transB ? [p.n, p.k] : [p.k, p.n])];
+    return { a, b, opts: { transA: p.transA, transB: p.transB }, seed: p.seed };
+  });
+
+/** Shapes equal except on one axis, for concat. */
+const concatArb = shapeArb(1, 4).chain((shape) =>
+  fc.record({
+    shape: fc.constant(shape),
+    axis: axisArb(shape.length),
+    sizes: fc.array(dimArb, { minLength: 1, maxLength: 3 }),
+    seed: seedArb,
+  }),
+);
+
+/** Every differentiable primitive and composite, with inputs where the op is smooth. */
+export const OP_CASES: readonly OpEntry[] = [
+  unaryCase('neg', R.neg, u(-2, 2)),
+  unaryCase('abs', R.abs, (n, s) => awayFromZero(n, s)),
+  unaryCase('exp', R.exp, u(-2, 2), true),
+  unaryCase('log', R.log, u(0.5, 3), true),
+  unaryCase('sqrt', R.sqrt, u(0.5, 3), true),
+  unaryCase('rsqrt', R.rsqrt, u(0.5, 3), true),
+  unaryCase('tanh', R.tanh, u(-2, 2), true),
+  unaryCase('erf', R.erf, u(-2, 2), true),
+  unaryCase('relu', R.relu, (n, s) => awayFromZero(n, s)),
+  binaryCase('add', R.add, u(-2, 2), u(-2, 2)),
+  binaryCase('sub', R.sub, u(-2, 2), u(-2, 2)),
+  binaryCase('mul', R.mul, u(-2, 2), u(-2, 2), true),
+  binaryCase('div', R.div, u(-2, 2), (n, s) => awayFromZero(n, s, 0.5, 2), true),
+  binaryCase('pow', R.pow, u(0.5, 2), u(-2, 2), true),
+  binaryCase('maximum', R.maximum, offGrid(0.1, 0.2), offGrid(0.6, 0.7)),
+  binaryCase('minimum', R.minimum, offGrid(0.1, 0.2), offGrid(0.6, 0.7)),
+  op('where', fc.record({ s: broadcastShapesArb(3), seed: seedArb }), ({ s, seed }) => ({
+    inputs: [
+      R.tensor(uniform(sizeOf(s.shapes[0]), seed).map((v) => (v > 0 ? 1 : 0)), s.shapes[0]),
+      R.tensor(uniform(sizeOf(s.shapes[1]), seed + 1, -2, 2), s.shapes[1]),
+      R.tensor(uniform(sizeOf(s.shapes[2]), seed + 2, -2, 2), s.shapes[2]),
+    ],
+    f: (c, a, b) => R.where(c, a, b),
+    wrt: [1, 2],
+  })),
+  ...(['sum', 'mean', 'max'] as const).map((name) =>
+    op(
+      name,
+      shapeArb(0, 4).chain((shape) =>
+        fc.record({ shape: fc.constant(shape), axes: fc.option(axesArb(shape.length), { nil: undefined }), keepdims: fc.boolean(), seed: seedArb }),
+      ),
+      ({ shape, axes, keepdims, seed }) => ({
+        inputs: [R.tensor(name === 'max' ? distinct(sizeOf(shape), seed) : uniform(sizeOf(shape), seed, -2, 2), shape)],
+        f: (x) => R[name](x, axes, keepdims),
+      }),
+    ),
+  ),
+  op(
+    'reshape',
+    shapeArb(0, 4).chain((shape) =>
+      fc.record({
+        shape: fc.constant(shape),
+        target: fc.shuffledSubarray(shape, { minLength: shape.length, maxLength: shape.length }),
+        ones: fc.integer({ min: 0, max: 2 }),
+        minusOne: fc.option(fc.nat(), { nil: undefined }),
+        seed: seedArb,
+      }),
+    ),
+    ({ shape, target, ones, minusOne, seed }) => {
+      const t = [...target, ...Array(Math.min(ones, 6 - target.length)).fill(1)];
+      if (minusOne !== undefined && t.length > 0) t[minusOne % t.length] = -1;
+      return { inputs: [rand(shape, seed)], f: (x) => R.reshape(x, t) };
+    },
+  ),
+  op(
+    'permute',
+    shapeArb(0, 4).chain((shape) =>
+      fc.record({
+        shape: fc.constant(shape),
+        perm: fc.shuffledSubarray([...shape.keys()], { minLength: shape.length, maxLength: shape.length }),
+        neg: fc.boolean(),
+        seed: seedArb,
+      }),
+    ),
+    ({ shape, perm, neg, seed }) => ({ inputs: [rand(shape, seed)], f: (x) => R.permute(x, neg ? perm.map((a) => a - shape.length) : perm) }),
+  ),
+  op(
+    'transpose',
+    shapeArb(2, 4).chain((shape) => fc.record({ shape: fc.constant(shape), a: axisArb(shape.length), b: axisArb(shape.length), seed: seedArb })),
+    ({ shape, a, b, seed }) => ({ inputs: [rand(shape, seed)], f: (x) => R.transpose(x, a, b) }),
+  ),
+  // The generated shape is the base with some axes set to 1 and some leading axes dropped: it broadcasts to the base.
+  op('broadcastTo', fc.record({ s: broadcastShapesArb(1), seed: seedArb }), ({ s, seed }) => ({
+    inputs: [rand(s.shapes[0], seed)],
+    f: (x) => R.broadcastTo(x, s.base),
+  })),
+  op('slice', sliceArb, ({ shape, start, stop, step, seed }) => ({ inputs: [rand(shape, seed)], f: (x) => R.slice(x, start, stop, step) })),
+  op(
+    'pad',
+    shapeArb(0, 4).chain((shape) =>
+      fc.record({
+        shape: fc.constant(shape),
+        widths: fc.tuple(...shape.map(() => fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 2 })))),
+        value: fc.constantFrom(0, 1.5),
+        seed: seedArb,
+      }),
+    ),
+    ({ shape, widths, value, seed }) => ({ inputs: [rand(shape, seed)], f: (x) => R.pad(x, widths as [number, number][], value) }),
+  ),
+  op(
+    'embed',
+    shapeArb(0, 4).chain((shape) =>
+      fc.record({
+        shape: fc.constant(shape),
+        start: fc.tuple(...shape.map(() => fc.integer({ min: 0, max: 2 }))),
+        step: fc.tuple(...shape.map(() => fc.integer({ min: 1, max: 3 }))),
+        extra: fc.tuple(...shape.map(() => fc.integer({ min: 0, max: 2 }))),
+        seed: seedArb,
+      }),
+    ),
+    ({ shape, start, step, extra, seed }) => {
+      const out = shape.map((n, d) => start[d] + (n - 1) * step[d] + 1 + extra[d]);
+      return { inputs: [rand(shape, seed)], f: (x) => R.embed(x, out, start, step) };
+    },
+  ),
+  op('concat', concatArb, ({ shape, axis, sizes, seed }) => {
+    const ax = axis < 0 ? axis + shape.length : axis;
+    const inputs = sizes.map((n, i) => rand(shape.map((d, j) => (j === ax ? n : d)), seed + i));
+    return { inputs, f: (...xs) => R.concat(xs, axis) };
+  }),
+  op(
+    'split',
+    concatArb,
+    ({ shape, axis, sizes, seed }) => {
+      const ax = axis < 0 ? axis + shape.length : axis;
+      const total = sizes.reduce((a, b) => a + b, 0);
+      return { inputs: [rand(shape.map((d, j) => (j === ax ? total : d)), seed)], f: (x) => R.split(x, sizes, axis) };
+    },
+  ),
+  op(
+    'chunk',
+    fc.record({ shape: shapeArb(1, 3), parts: fc.integer({ min: 1, max: 3 }), seed: seedArb }),
+    ({ shape, parts, seed }) => ({ inputs: [rand([...shape, parts * 2], seed)], f: (x) => R.chunk(x, parts, -1) }),
+  ),
+  op(
+    'stack',
+    shapeArb(0, 3).chain((shape) => fc.record({ shape: fc.constant(shape), axis: axisArb(shape.length + 1), count: fc.integer({ min: 1, max: 3 }), seed: seedArb })),
+    ({ shape, axis, count, seed }) => ({
+      inputs: Array.from({ length: count }, (_, i) => rand(shape, seed + i)),
+      f: (...xs) => R.stack(xs, axis),
+    }),
+  ),
+  op(
+    'take',
+    shapeArb(1, 3).chain((shape) =>
+      fc.record({ shape: fc.constant(shape), axis: axisArb(shape.length), idx: shapeArb(0, 2), seed: seedArb }),
+    ),
+    ({ shape, axis, idx, seed }) => {
+      const n = shape[axis < 0 ? axis + shape.length : axis];
+      const indices = R.tensor(uniform(sizeOf(idx), seed + 3, 0, n).map(Math.floor), idx);
+      return { inputs: [rand(shape, seed), indices], f: (x, i) => R.take(x, i, axis), wrt: [0] };
+    },
+  ),
+  op(
+    'scatterAdd',
+    shapeArb(1, 3).chain((shape) =>
+      fc.record({ shape: fc.constant(shape), axis: fc.nat({ max: shape.length - 1 }), idx: shapeArb(0, 2), seed: seedArb }),
+    ),
+    ({ shape, axis, idx, seed }) => {
+      const n = shape[axis];
+      const indices = R.tensor(uniform(sizeOf(idx), seed + 3, 0, n).map(Math.floor), idx);
+      const g = [...shape.slice(0, axis), ...idx, ...shape.slice(axis + 1)];
+      return { inputs: [rand(g, seed), indices], f: (x, i) => R.scatterAdd(x, i, axis, n), wrt: [0] };
+    },
+  ),
+  op('matmul', matmulArb, ({ a, b, opts, seed }) => ({
+    inputs: [rand(a, seed), rand(b, seed + 1)],
+    f: (x, y) => R.matmul(x, y, opts),
+  }), true),
+  op('conv', convArb, ({ x, w, opts, seed }) => ({
+    inputs: [rand(x, seed), rand(w, seed + 1)],
+    f: (a, b) => R.conv(a, b, opts),
+  }), true),
+  op('maxPool3d', poolArb, ({ x, kernel, stride, padding, seed }) => ({
+    inputs: [R.tensor(distinct(sizeOf(x), seed), x)],
+    f: (a) => R.maxPool3d(a, kernel, stride, padding),
+  })),
+  op('avgPool3d', poolArb, ({ x, kernel, stride, padding, seed }) => ({
+    inputs: [rand(x, seed)],
+    f: (a) => R.avgPool3d(a, kernel, stride, padding),
+  })),
+  ...(['softmax', 'logSoftmax'] as const).map((name) =>
+    op(
+      name,
+      shapeArb(1, 4).chain((shape) => fc.record({ shape: fc.constant(shape), axis: axisArb(shape.length), seed: seedArb })),
+      ({ shape, axis, seed }) => ({ inputs: [R.tensor(uniform(sizeOf(shape), seed, -2, 2), shape)], f: (x) => R[name](x, axis) }),
+      true,
+    ),
+  ),
+  op(
+    'layerNorm',
+    fc.record({ shape: shapeArb(0, 3), n: fc.integer({ min: 2, max: 4 }), affine: fc.boolean(), seed: seedArb }),
+    ({ shape, n, affine, seed }) => {
+      const xs = [...shape, n];
+      const inputs = [R.tensor(spreadRows(xs, seed), xs)];
+      if (!affine) return { inputs, f: (x) => R.layerNorm(x, null, null) };
+      return { inputs: [...inputs, rand([n], seed + 1, 0.5, 1.5), rand([n], seed + 2)], f: (x, w, b) => R.layerNorm(x, w, b) };
+    },
+    true,
+  ),
+  unaryCase('gelu', R.gelu, u(-3, 3), true),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Finite differences
+
+export interface FdOptions {
+  /** Step along the direction v (|v| <= 1 per element). */
+  readonly h?: number;
+  /** Relative tolerance on the sum of |terms| (see checkVjp). */
+  readonly rtol?: number;
+  /** float32 round-off allowance, in ulps of |f(x ± hv)|. */
+  readonly ulps?: number;
+}
+
+export interface FdResult {
+  readonly analytic: number;
+  readonly numeric: number;
+  readonly tol: number;
+  readonly ok: boolean;
+}
+
+const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
+
+/** Σ a·b in float64. */
+export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+}
+
+/**
+ * Compare <vjp(u), dx> with the central difference (f(x + h v) - f(x - h v)) · u, all sums in float64.
+ *
+ * The perturbed inputs are rounded to float32 (that is all the library can take), so dx is the exact
+ * difference of the two rounded inputs (x + hv) - (x - hv) computed in float64, not 2hv: the comparison
+ * then carries no input-rounding error. Remaining error sources, which set the tolerance:
+ *  - truncation of the central difference: per term (h|v|)^2 |f'''| / 6, i.e. a relative error of at
+ *    most 1e-4 * |f'''/f'| / 6 for h = 1e-2; the generated inputs keep |f'''/f'| below ~60 (worst case
+ *    pow with base 0.5 and exponent -2: 48), so <= 1e-3 relative to the sum of |terms|: rtol = 2e-3
+ *    (a wrong rule - wrong factor, sign, axis or transpose - is off by O(1) of that sum);
+ *  - float32 round-off in f(x ± hv): a few ulps of the values involved; ulps * EPS32 * Σ|u|(|f+| + |f-|).
+ *    The central difference divides this by 2h ~ 0.02, so it is the term that forbids much smaller h.
+ */
+export function checkVjp(c: OpCase, seed: number, opts: FdOptions = {}): FdResult {
+  const h = opts.h ?? 1e-2;
+  const rtol = opts.rtol ?? 2e-3;
+  const ulps = opts.ulps ?? 64;
+  const wrt = c.wrt ?? c.inputs.map((_, i) => i);
+  const [y, pullback] = R.vjp(c.f, ...c.inputs);
+  const ys = leavesOf(y);
+  const us = ys.map((t, k) => uniform(t.size, seed + 101 * k));
+  const cts = us.map((d, k) => R.tensor(d, [...ys[k].shape]));
+  const grads = pullback((Array.isArray(y) ? cts : cts[0]) as never) as Tensor[];
+  const plus = [...c.inputs];
+  const minus = [...c.inputs];
+  const dxs = new Map<number, Float64Array>();
+  for (const i of wrt) {
+    const x = c.inputs[i].dataSync();
+    const v = uniform(x.length, seed + 7 + 13 * i);
+    const xp = Float32Array.from(x, (xi, j) => xi + h * v[j]);
+    const xm = Float32Array.from(x, (xi, j) => xi - h * v[j]);
+    plus[i] = R.tensor(xp, [...c.inputs[i].shape]);
+    minus[i] = R.tensor(xm, [...c.inputs[i].shape]);
+    dxs.set(i, Float64Array.from(xp, (p, j) => p - xm[j]));
+  }
+  let analytic = 0;
+  let absTerms = 0;
+  for (const [i, dx] of dxs) {
+    const g = grads[i];
+    if (g.shape.join(',') !== c.inputs[i].shape.join(',')) throw new Error(`gradient ${i} has shape [${g.shape}], input [${c.inputs[i].shape}]`);
+    const gd = g.dataSync();
+    for (let j = 0; j < dx.length; j++) {
+      analytic += gd[j] * dx[j];
+      absTerms += Math.abs(gd[j] * dx[j]);
+    }
+  }
+  const fp = leavesOf(c.f(...plus));
+  const fm = leavesOf(c.f(...minus));
+  let numeric = 0;
+  let absNumeric = 0;
+  let roundScale = 0;
+  fp.forEach((t, k) => {
+    const a = t.dataSync();
+    const b = fm[k].dataSync();
+    const uk = us[k];
+    for (let j = 0; j < a.length; j++) {
+      numeric += uk[j] * (a[j] - b[j]);
+      absNumeric += Math.abs(uk[j] * (a[j] - b[j]));
+      roundScale += Math.abs(uk[j]) * (Math.abs(a[j]) + Math.abs(b[j]));
+    }
+  });
+  const tol = rtol * Math.max(absTerms, absNumeric) + ulps * EPS32 * roundScale + 1e-30;
+  return { analytic, numeric, tol, ok: Math.abs(analytic - numeric) <= tol };
+}
+
+/**
+ * Taylor remainders r(h) = |(f(x + h v) - f(x)) · u - <vjp(u), dx>| for the given steps (dx the exact
+ * float32 step, as in checkVjp). For a correct VJP r(h) = O(h^2), so r(h) / r(h/2) -> 4; a wrong VJP
+ * leaves an O(h) remainder (ratio 2). u is chosen along the second difference f(x+h0 v) + f(x-h0 v) - 2 f(x),
+ * so the h^2 coefficient u·(v^T f'' v) is as large as possible rather than accidentally near zero.
+ */
+export function taylorRemainders(c: OpCase, seed: number, hs: readonly number[]): { remainders: number[]; curvature: number } {
+  const wrt = c.wrt ?? c.inputs.map((_, i) => i);
+  const vs = new Map(wrt.map((i) => [i, uniform(c.inputs[i].size, seed + 7 + 13 * i)]));
+  const shifted = (h: number) => {
+    const xs = [...c.inputs];
+    for (const [i, v] of vs) xs[i] = R.tensor(Float32Array.from(c.inputs[i].dataSync(), (xi, j) => xi + h * v[j]), [...c.inputs[i].shape]);
+    return xs;
+  };
+  const flat = (ts: Tensor | Tensor[]) => Float64Array.from(leavesOf(ts).flatMap((t) => Array.from(t.dataSync())));
+  const f0 = flat(c.f(...c.inputs));
+  const h0 = hs[0];
+  const fp = flat(c.f(...shifted(h0)));
+  const fm = flat(c.f(...shifted(-h0)));
+  const d2 = fp.map((p, j) => p + fm[j] - 2 * f0[j]);
+  const norm = Math.sqrt(dot(d2, d2));
+  const uFlat = d2.map((d) => (norm > 0 ? d / norm : 0));
+  const [y, pullback] = R.vjp(c.f, ...c.inputs);
+  const ys = leavesOf(y);
+  let at = 0;
+  const cts = ys.map((t) => {
+    const part = Float32Array.from(uFlat.subarray(at, at + t.size));
+    at += t.size;
+    return R.tensor(part, [...t.shape]);
+  });
+  const grads = pullback((Array.isArray(y) ? cts : cts[0]) as never) as Tensor[];
+  const remainders = hs.map((h) => {
+    const xs = shifted(h);
+    let lin = 0;
+    for (const i of vs.keys()) {
+      const g = grads[i].dataSync();
+      const x1 = xs[i].dataSync();
+      const x0 = c.inputs[i].dataSync();
+      for (let j = 0; j < g.length; j++) lin += g[j] * (x1[j] - x0[j]);
+    }
+    const f1 = flat(c.f(...xs));
+    let change = 0;
+    for (let j = 0; j < f1.length; j++) change += uFlat[j] * (f1[j] - f0[j]);
+    return Math.abs(change - lin);
+  });
+  return { remainders, curvature: norm / (h0 * h0) };
+}
+
+/**
+ * fc.assert, but the thrown error carries the failing assertion's message (uvu does not print
+ * fast-check's `cause`), the counterexample and the seed/path to replay it.
+ */
+export function assertProperty<Ts>(property: fc.IProperty<Ts>, params: fc.Parameters<Ts> = {}): void {
+  const details = fc.check(property, params);
+  if (!details.failed) return;
+  const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+  throw new Error(
+    `property failed after ${details.numRuns} run(s): ${cause}\n` +
+      `counterexample: ${fc.stringify(details.counterexample)}\nreplay with { seed: ${details.seed}, path: ${JSON.stringify(details.counterexamplePath)} }`,
+  );
+}
