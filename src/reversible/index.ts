@@ -87,8 +87,8 @@ export function reversible<PF, PG>(F: Branch<PF>, G: Branch<PG>, opts: BlockOpti
       checkPair('reversible.inverse', ys);
       const [kF, kG] = branchKeys(options, key);
       const [y1, y2] = ys;
-      const x2 = sub(y2, G(params.G, y1, kG));
-      const x1 = sub(y1, F(params.F, x2, kF));
+      const x2 = sub(y2, checkBranch('reversible.inverse', 'G', y1, G(params.G, y1, kG)));
+      const x1 = sub(y1, checkBranch('reversible.inverse', 'F', x2, F(params.F, x2, kF)));
       return [x1, x2];
     },
   };
@@ -207,6 +207,7 @@ export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
       for (let i = n - 1; i >= 0; i--) {
         cur = blocks[i].inverse(params[i], cur, keys[i]);
         report.unshift({ block: i, x1: max(abs(sub(cur[0], inputs[i][0]))), x2: max(abs(sub(cur[1], inputs[i][1]))) });
+        if (i > 0 && blocks[i - 1].options.buffer) cur = inputs[i]; // as the backward pass: restart from buffered outputs
       }
       return report;
     });
