@@ -207,7 +207,7 @@ export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
       for (let i = n - 1; i >= 0; i--) {
         cur = blocks[i].inverse(params[i], cur, keys[i]);
         report.unshift({ block: i, x1: max(abs(sub(cur[0], inputs[i][0]))), x2: max(abs(sub(cur[1], inputs[i][1]))) });
-        if (i > 0 && blocks[i - 1].options.buffer) cur = inputs[i]; // as the backward pass: restart from buffered outputs
+        if (i > 0 && blocks[i - 1].options.buffer) cur = [inputs[i][0], inputs[i][1]]; // as the backward pass: restart from buffered outputs
       }
       return report;
     });
