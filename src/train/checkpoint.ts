@@ -172,3 +172,40 @@ export function restoreTree<T>(template: T, named: ReadonlyMap<string, NamedArra
   for (const name of named.keys()) if (!expected.has(name)) problems.push(`${what}: '${name}' is not a parameter of this model`);
   return problems.length > 0 ? E.left(problems) : E.right(unflattenLike(template, values));
 }
+
+export interface Weights {
+  readonly path: string;
+  /** Parameters by state_dict name (optimizer state left out). */
+  readonly params: Map<string, NamedArray>;
+  /** The config stored in the metadata, when there is one (revgrad checkpoints have it; converted PySlowFast weights do not). */
+  readonly config: unknown | undefined;
+  /** The seed stored in the metadata, when there is one. */
+  readonly seed: number | undefined;
+  readonly step: number | undefined;
+}
+
+/**
+ * Read the weights of any safetensors file: a revgrad checkpoint or a state_dict saved with
+ * `safetensors.torch.save_file` (the optimizer tensors of a checkpoint are skipped).
+ */
+export function readWeights(path: string): E.Either<string[], Weights> {
+  const file = readSafetensorsFile(path);
+  if (E.isLeft(file)) return E.left([`${file.left.message} (not a readable safetensors file)`]);
+  const { tensors, metadata } = file.right;
+  const problems: string[] = [];
+  let config: unknown;
+  if (metadata.config !== undefined) config = parseJson(metadata, 'config', problems);
+  const params = new Map<string, NamedArray>();
+  for (const [name, t] of tensors) if (!name.startsWith(M_PREFIX) && !name.startsWith(V_PREFIX)) params.set(name, t);
+  if (params.size === 0) problems.push('the file holds no parameters');
+  const seed = metadata.seed === undefined ? undefined : Number(metadata.seed);
+  const step = metadata.step === undefined ? undefined : Number(metadata.step);
+  if (problems.length > 0) return E.left(problems.map((p) => `${path}: ${p}`));
+  return E.right({
+    path,
+    params,
+    config,
+    seed: Number.isSafeInteger(seed) ? seed : undefined,
+    step: Number.isSafeInteger(step) ? step : undefined,
+  });
+}

@@ -1,0 +1,104 @@
+/** Pieces shared by the commands: config resolution, model loading, output helpers. */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import * as E from 'fp-ts/lib/Either.js';
+import { parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
+import { buildModel, type MViTModel } from '../models/mvit/model.ts';
+import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
+import { MOVING_MNIST_CLASSES } from '../train/loop.ts';
+import { getStr, type FlagSpec, type ParsedArgs } from './args.ts';
+
+/** The preset `revgrad train` and `npm start` use when none is given. */
+export const DEFAULT_PRESET: string = PRESET_NAMES.includes('REV_MVIT_MINI' as never) ? 'REV_MVIT_MINI' : 'REV_MVIT_TINY';
+
+/** A runtime failure (missing file, corrupt checkpoint, bad config): printed, exit status 1. */
+export class CliError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join('\n'));
+  }
+}
+
+export const CONFIG_FLAGS: readonly FlagSpec[] = [
+  { name: 'preset', kind: 'string', arg: 'NAME', help: `a named config: ${PRESET_NAMES.join(', ')}` },
+  { name: 'config', kind: 'string', arg: 'FILE.json', help: 'a PySlowFast-style config (partial; merged over the defaults)' },
+];
+
+const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] =>
+  [`${source}: ${problems.length} config problem${problems.length === 1 ? '' : 's'}:`, ...problems.map((p) => `  ${p.path || '(config)'}: ${p.message}`)];
+
+export interface ResolvedConfig {
+  readonly cfg: MViTConfig;
+  /** 'preset NAME' or the file path. */
+  readonly source: string;
+  readonly presetName: string | null;
+}
+
+/** The config named by --preset or --config (or the default preset), with every problem listed. */
+export function resolveConfig(args: ParsedArgs, fallback: string | null = DEFAULT_PRESET): E.Either<string[], ResolvedConfig> {
+  const preset = getStr(args, 'preset');
+  const file = getStr(args, 'config');
+  if (preset !== undefined && file !== undefined) return E.left(['give either --preset or --config, not both']);
+  if (file !== undefined) {
+    if (!existsSync(file)) return E.left([`--config ${file}: no such file`]);
+    if (statSync(file).isDirectory()) return E.left([`--config ${file}: is a directory, expected a JSON file`]);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      return E.left([`--config ${file}: cannot read (${(e as Error).message})`]);
+    }
+    const parsed = parseConfigText(text, file);
+    return E.isLeft(parsed) ? E.left(formatConfigProblems(parsed.left, file)) : E.right({ cfg: parsed.right, source: file, presetName: null });
+  }
+  const name = preset ?? fallback;
+  if (name === null) return E.left(['give --preset NAME or --config FILE.json']);
+  const parsed = presetConfig(name);
+  return E.isLeft(parsed) ? E.left(formatConfigProblems(parsed.left, `--preset ${name}`)) : E.right({ cfg: parsed.right, source: `preset ${name}`, presetName: name });
+}
+
+/** A config stored in a checkpoint's metadata, re-validated. */
+export function configFromJson(json: unknown, source: string): E.Either<string[], MViTConfig> {
+  const parsed = parseConfig(json);
+  return E.isLeft(parsed) ? E.left(formatConfigProblems(parsed.left, source)) : E.right(parsed.right);
+}
+
+/** Problems that stop a config from training on Moving-MNIST (40 classes, one clip spec). */
+export function movingMnistProblems(cfg: MViTConfig, source: string): string[] {
+  const out: string[] = [];
+  if (cfg.MODEL.NUM_CLASSES !== MOVING_MNIST_CLASSES) {
+    out.push(`  MODEL.NUM_CLASSES: is ${cfg.MODEL.NUM_CLASSES}, but the Moving-MNIST task has ${MOVING_MNIST_CLASSES} classes`);
+  }
+  if (cfg.DATA.TRAIN_CROP_SIZE < 8) out.push(`  DATA.TRAIN_CROP_SIZE: is ${cfg.DATA.TRAIN_CROP_SIZE}; Moving-MNIST clips need at least 8x8 frames`);
+  if (cfg.DATA.TEST_CROP_SIZE !== cfg.DATA.TRAIN_CROP_SIZE) {
+    out.push(`  DATA.TEST_CROP_SIZE: is ${cfg.DATA.TEST_CROP_SIZE}, but training and test clips are both TRAIN_CROP_SIZE (${cfg.DATA.TRAIN_CROP_SIZE}) here`);
+  }
+  return out.length > 0 ? [`${source}: cannot train on Moving-MNIST:`, ...out] : [];
+}
+
+export const model = (cfg: MViTConfig): MViTModel => buildModel(cfg);
+
+export const unwrap = <A>(e: E.Either<string[], A>): A => {
+  if (E.isLeft(e)) throw new CliError(e.left);
+  return e.right;
+};
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(2)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '?';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+/** A plain-text table with right-aligned columns. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: readonly string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env -S node --import tsx
+/**
+ * `revgrad`: train, evaluate and check Rev-MViT models.
+ *
+ * Exit status: 0 success; 1 a failure (missing or corrupt file, invalid config, failed check);
+ * 2 bad usage (unknown flag, bad number, missing argument); 130 interrupted.
+ */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as E from 'fp-ts/lib/Either.js';
+import { helpText, parseArgs, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
+import { checkFixtureSpec, checkSpec, memorySpec, runCheck, runCheckFixture, runMemory } from './check-cmd.ts';
+import { CliError } from './common.ts';
+import { evalSpec, runEval } from './eval-cmd.ts';
+import { runTrain, trainSpec } from './train-cmd.ts';
+
+interface Command {
+  readonly spec: CommandSpec;
+  readonly run: (args: ParsedArgs) => Promise<number>;
+}
+
+export const COMMANDS: readonly Command[] = [
+  { spec: trainSpec, run: runTrain },
+  { spec: evalSpec, run: runEval },
+  { spec: memorySpec, run: runMemory },
+  { spec: checkSpec, run: runCheck },
+  { spec: checkFixtureSpec, run: runCheckFixture },
+];
+
+export function mainHelp(): string {
+  return [
+    'revgrad: reversible networks on a functional TypeScript autodiff (gpu.js kernels)',
+    '',
+    'Usage: revgrad <command> [flags]     (revgrad <command> --help for its flags)',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.spec.name.padEnd(14)} ${c.spec.summary}`),
+    '',
+    'With no arguments, `npm start` runs `revgrad train` with the defaults: a small Rev-MViT on',
+    'Moving-MNIST for a few minutes, writing a new runs/<timestamp>/ with a report.html.',
+  ].join('\n');
+}
+
+/** Run the CLI on `argv` (the words after `revgrad`); returns the exit status. */
+export async function main(argv: readonly string[], err: (s: string) => void = (s) => process.stderr.write(s)): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    if (name === 'help' && rest[0] !== undefined) return main([rest[0], '--help'], err);
+    process.stdout.write(mainHelp() + '\n');
+    return name === undefined ? 2 : 0;
+  }
+  const cmd = COMMANDS.find((c) => c.spec.name === name);
+  if (cmd === undefined) {
+    err(`revgrad: unknown command '${name}'; commands: ${COMMANDS.map((c) => c.spec.name).join(', ')} (see revgrad --help)\n`);
+    return 2;
+  }
+  const parsed = parseArgs(cmd.spec, rest);
+  if (E.isLeft(parsed)) {
+    err(usageMessage(cmd.spec.name, parsed.left));
+    return 2;
+  }
+  if (parsed.right.help) {
+    process.stdout.write(helpText(cmd.spec) + '\n');
+    return 0;
+  }
+  try {
+    return await cmd.run(parsed.right);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(usageMessage(e.command, e.problems));
+      return 2;
+    }
+    if (e instanceof CliError) {
+      err(`revgrad ${name}: error:\n${e.problems.map((p) => (p.startsWith('  ') ? p : `  ${p}`)).join('\n')}\n`);
+      return 1;
+    }
+    err(`revgrad ${name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    return 1;
+  }
+}
+
+const usageMessage = (command: string, problems: readonly string[]): string =>
+  `revgrad ${command}: ${problems.length === 1 ? 'usage error' : `${problems.length} usage errors`}:\n${problems.map((p) => `  ${p}`).join('\n')}\n(see revgrad ${command} --help)\n`;
+
+const invokedDirectly = (() => {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+})();
+
+if (invokedDirectly) {
+  const args = process.argv.slice(2);
+  main(args).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e) => {
+      process.stderr.write(`revgrad: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
