@@ -7,6 +7,7 @@ import type { Attrs } from '../tensor/observer.ts';
 import * as o from '../tensor/ops.ts';
 import { avgPool3d, avgPoolGrad, conv, convTranspose, convWeightGrad, maxPoolGrad, type ConvAttrs, type PoolAttrs } from '../tensor/conv.ts';
 import { matmul } from '../tensor/matmul.ts';
+import { gelu, geluGrad, normalizeGrad, normalizeLast, softmaxGrad } from '../tensor/fused.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 
@@ -166,5 +167,31 @@ export const RULES: Readonly<Record<string, Rule>> = {
     vjp: () => {
       throw new Error('autodiff: second derivatives through max pooling are not supported');
     },
+  },
+
+  softmax: { save: ['output'], vjp: (g, { y }) => [softmaxGrad(y!, g)] },
+  softmaxGrad: {
+    // out = y * (g - s), s = sum(g * y): linear in g (the same op), and in y: h * (g - s) - g * sum(h * y).
+    save: ['inputs'],
+    vjp: (h, { x: [y, g] }) => [
+      o.sub(o.mul(h, o.sub(g, o.sum(o.mul(g, y), -1, true))), o.mul(g, o.sum(o.mul(h, y), -1, true))),
+      softmaxGrad(y, h),
+    ],
+  },
+  normalize: { save: ['inputs'], vjp: (g, { x: [x], attrs }) => [normalizeGrad(x, g, attrs.eps as number)] },
+  normalizeGrad: {
+    save: [],
+    vjp: () => {
+      throw new Error('autodiff: second derivatives through layerNorm are not supported');
+    },
+  },
+  gelu: { save: ['inputs'], vjp: (g, { x: [x] }) => [geluGrad(x, g)] },
+  geluGrad: {
+    // g * gelu'(x): linear in g; d/dx gelu'(x) = phi(x) (2 - x^2).
+    save: ['inputs'],
+    vjp: (h, { x: [x, g] }) => [
+      o.mul(o.mul(h, g), o.mul(o.mul(o.exp(o.mul(o.mul(x, x), -0.5)), 1 / Math.sqrt(2 * Math.PI)), o.sub(2, o.mul(x, x)))),
+      geluGrad(x, h),
+    ],
   },
 };

@@ -48,6 +48,29 @@ function coalesce(shape: Shape, reads: readonly StridedRead[]): { dims: number[]
 const lit = (v: number): string => (Number.isInteger(v) ? String(v) : String(v));
 
 /**
+ * Kernel statements for index math on integer-valued floats (gpu.js computes it in float32).
+ *
+ * `splitIndex`: `name` = r mod n, then r = floor(r / n), for r >= 0. `floorDiv`: `name` = floor(x / n)
+ * for any integer-valued x. On the host targets (webasm: IEEE division, cpu: float64) the plain forms
+ * are exact. GPU float32 division is approximate (WGSL allows 2.5 ulp; GLSL more), so an exact multiple
+ * can land just below an integer and floor or `%` go one off. There (`gpu`) the quotient is taken from
+ * (x + 0.5) / n, half a step away from any integer, and corrected by one step of exact integer
+ * arithmetic: every value stays below 2^24, where f32 adds and multiplies of integers are exact.
+ */
+export function splitIndex(r: string, name: string, n: number, gpu: boolean, updateR = true): string {
+  if (!gpu) return `const ${name} = ${r} % ${n};\n` + (updateR ? `${r} = (${r} - ${name}) / ${n};\n` : '');
+  return floorDiv(r, n, `${name}_q`, true) + `const ${name} = ${r} - ${name}_q * ${n};\n` + (updateR ? `${r} = ${name}_q;\n` : '');
+}
+
+export function floorDiv(x: string, n: number, name: string, gpu: boolean): string {
+  if (!gpu) return `const ${name} = Math.floor(${x} / ${n});\n`;
+  if (n === 1) return `const ${name} = ${x};\n`;
+  return `let ${name} = Math.floor(((${x}) + 0.5) / ${n});\n` +
+    `if ((${x}) - ${name} * ${n} < 0) { ${name} -= 1; }\n` +
+    `if ((${x}) - ${name} * ${n} >= ${n}) { ${name} += 1; }\n`;
+}
+
+/**
  * out[i] = expr(x0, x1, ...), where xk = input k read at the strided position of output i.
  * `expr` is a JavaScript expression valid both in gpu.js kernels and in plain JS.
  */
@@ -55,12 +78,11 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
   const { dims, strides } = coalesce(outShape, reads);
   const key = `${name}|${expr}|${dims}|${strides.map((s) => s.join(','))}|${reads.map((r) => r.offset)}`;
   const args = reads.map((_, k) => `a${k}`);
-  const kernelSource = (): string => {
+  const kernelSource = (gpu: boolean): string => {
     let body = `let r = this.thread.x;\n`;
     reads.forEach((r, k) => (body += `let o${k} = ${lit(r.offset)};\n`));
     for (let d = dims.length - 1; d >= 0; d--) {
-      body += `const c${d} = r % ${dims[d]};\n`;
-      if (d > 0) body += `r = (r - c${d}) / ${dims[d]};\n`;
+      body += splitIndex('r', `c${d}`, dims[d], gpu, d > 0);
       reads.forEach((_, k) => {
         if (strides[k][d] !== 0) body += `o${k} += c${d} * ${strides[k][d]};\n`;
       });
@@ -80,7 +102,7 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     s += `out[i++] = ${expr};\n` + '}\n'.repeat(dims.length);
     return s;
   };
-  return { kernel: () => ({ key, source: kernelSource() }), host: hostFn(key, hostSource) };
+  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(key, hostSource) };
 }
 
 /** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
@@ -99,16 +121,16 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
   const key = `reduce-${kind}|${inShape}|${axes}`;
   const init = kind === 'sum' ? '0' : '-Infinity';
   const combine = kind === 'sum' ? 'acc + v' : 'Math.max(acc, v)';
-  const kernelSource = (): string => {
+  const kernelSource = (gpu: boolean): string => {
     let body = 'let r = this.thread.x;\nlet base = 0;\n';
     for (let i = kept.length - 1; i >= 0; i--) {
       const d = kept[i];
-      body += `const k${i} = r % ${inShape[d]};\nr = (r - k${i}) / ${inShape[d]};\nbase += k${i} * ${strides[d]};\n`;
+      body += splitIndex('r', `k${i}`, inShape[d], gpu) + `base += k${i} * ${strides[d]};\n`;
     }
     body += `let acc = ${init};\nfor (let j = 0; j < ${count}; j++) {\nlet q = j;\nlet off = base;\n`;
     for (let i = red.length - 1; i >= 0; i--) {
       const d = red[i];
-      body += `const m${i} = q % ${inShape[d]};\nq = (q - m${i}) / ${inShape[d]};\noff += m${i} * ${strides[d]};\n`;
+      body += splitIndex('q', `m${i}`, inShape[d], gpu) + `off += m${i} * ${strides[d]};\n`;
     }
     body += `const v = a0[off];\nacc = ${combine};\n}\nreturn acc;\n`;
     return `function (a0) {\n${body}}`;
@@ -133,5 +155,5 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
     src += '}\n'.repeat(live.length) + 'out.set(acc);\n';
     return src;
   };
-  return { kernel: () => ({ key, source: kernelSource() }), host: hostFn(key, hostSource) };
+  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(key, hostSource) };
 }

@@ -1,15 +1,17 @@
 /** Composite ops written from the primitives (autodiff differentiates them through the primitives). */
-import { add, div, erf, exp, log, max, mean, mul, sqrt, sub, sum } from './ops.ts';
+import { normalizeLast, softmaxLast } from './fused.ts';
+import { add, exp, log, max, mul, sub, sum, transpose } from './ops.ts';
+import { normAxis } from './shape.ts';
 import { view, type Tensor } from './tensor.ts';
 
 /** A view that is not reported to autodiff, so no gradient flows through it. */
 const detach = (t: Tensor): Tensor => view(t, t.shape);
 
-/** softmax along `axis` (max-shifted for stability; the shift carries no gradient). */
+/** softmax along `axis` (fused on the last axis; other axes are moved last and back). */
 export function softmax(x: Tensor, axis = -1): Tensor {
-  const shifted = sub(x, detach(max(x, axis, true)));
-  const e = exp(shifted);
-  return div(e, sum(e, axis, true));
+  const ax = normAxis('softmax', axis, x.rank);
+  if (ax === x.rank - 1) return softmaxLast(x);
+  return transpose(softmaxLast(transpose(x, ax, -1)), ax, -1);
 }
 
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
@@ -19,16 +21,10 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
 
 /** LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias (biased variance, as PyTorch). */
 export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
-  const mu = mean(x, -1, true);
-  const centered = sub(x, mu);
-  const variance = mean(mul(centered, centered), -1, true);
-  let y = div(centered, sqrt(add(variance, eps)));
+  let y = normalizeLast(x, eps);
   if (weight !== null) y = mul(y, weight);
   if (bias !== null) y = add(y, bias);
   return y;
 }
 
-/** GELU, exact erf form (PyTorch's nn.GELU() default). */
-export function gelu(x: Tensor): Tensor {
-  return mul(mul(x, 0.5), add(erf(mul(x, Math.SQRT1_2)), 1));
-}
+export { gelu } from './fused.ts';

@@ -4,6 +4,7 @@
  * computed in a canonical 3-D form [B, C, D, H, W]; 1-D and 2-D inputs gain unit leading spatial axes.
  */
 import { ArgumentError, ShapeError } from './errors.ts';
+import { floorDiv, splitIndex } from './codegen.ts';
 import { execute, type OpImpl } from './exec.ts';
 import { notify } from './observer.ts';
 import { fmt, type Shape } from './shape.ts';
@@ -108,19 +109,16 @@ function convImpl(part: ConvPart, xs: number[], ws: number[], os: number[], a: C
   const X = (b: string, c: string, z: string, y: string, x: string) => `(((${b} * ${Cin} + ${c}) * ${D} + ${z}) * ${H} + ${y}) * ${W} + ${x}`;
   const Wt = (co: string, ci: string, z: string, y: string, x: string) => `(((${co} * ${Cg} + ${ci}) * ${KD} + ${z}) * ${KH} + ${y}) * ${KW} + ${x}`;
   const O = (b: string, co: string, z: string, y: string, x: string) => `(((${b} * ${Cout} + ${co}) * ${OD} + ${z}) * ${OH} + ${y}) * ${OW} + ${x}`;
-  const decode = (names: string[], dims: number[]) => {
+  const decode = (names: string[], dims: number[], gpu: boolean) => {
     let s = 'let r = this.thread.x;\n';
-    for (let i = names.length - 1; i >= 0; i--) {
-      s += `const ${names[i]} = r % ${dims[i]};\n`;
-      if (i > 0) s += `r = (r - ${names[i]}) / ${dims[i]};\n`;
-    }
+    for (let i = names.length - 1; i >= 0; i--) s += splitIndex('r', names[i], dims[i], gpu, i > 0);
     return s;
   };
-  const kernelSource = (): string => {
+  const kernelSource = (gpu: boolean): string => {
     if (part === 'fwd') {
       return `function (xa, wa) {
-${decode(['b', 'co', 'oz', 'oy', 'ox'], os)}
-const gi = Math.floor(co / ${coutPerGroup});
+${decode(['b', 'co', 'oz', 'oy', 'ox'], os, gpu)}
+${floorDiv('co', coutPerGroup, 'gi', gpu)}
 let acc = 0;
 for (let ci = 0; ci < ${Cg}; ci++) { for (let kz = 0; kz < ${KD}; kz++) { for (let ky = 0; ky < ${KH}; ky++) { for (let kx = 0; kx < ${KW}; kx++) {
   const iz = oz * ${sd} - ${pd} + kz; const iy = oy * ${sh} - ${ph} + ky; const ix = ox * ${sw} - ${pw} + kx;
@@ -133,14 +131,13 @@ return acc;
     }
     if (part === 'dx') {
       return `function (ga, wa) {
-${decode(['b', 'c', 'iz', 'iy', 'ix'], xs)}
-const gi = Math.floor(c / ${Cg});
+${decode(['b', 'c', 'iz', 'iy', 'ix'], xs, gpu)}
+${floorDiv('c', Cg, 'gi', gpu)}
 const ci = c - gi * ${Cg};
 let acc = 0;
 for (let j = 0; j < ${coutPerGroup}; j++) { for (let kz = 0; kz < ${KD}; kz++) { for (let ky = 0; ky < ${KH}; ky++) { for (let kx = 0; kx < ${KW}; kx++) {
   const tz = iz + ${pd} - kz; const ty = iy + ${ph} - ky; const tx = ix + ${pw} - kx;
-  const oz = Math.floor(tz / ${sd}); const oy = Math.floor(ty / ${sh}); const ox = Math.floor(tx / ${sw});
-  if (tz >= 0 && ty >= 0 && tx >= 0 && oz * ${sd} == tz && oy * ${sh} == ty && ox * ${sw} == tx && oz < ${OD} && oy < ${OH} && ox < ${OW}) {
+  ${floorDiv('tz', sd, 'oz', gpu)}  ${floorDiv('ty', sh, 'oy', gpu)}  ${floorDiv('tx', sw, 'ox', gpu)}  if (tz >= 0 && ty >= 0 && tx >= 0 && oz * ${sd} == tz && oy * ${sh} == ty && ox * ${sw} == tx && oz < ${OD} && oy < ${OH} && ox < ${OW}) {
     acc += ga[${O('b', `gi * ${coutPerGroup} + j`, 'oz', 'oy', 'ox')}] * wa[${Wt(`gi * ${coutPerGroup} + j`, 'ci', 'kz', 'ky', 'kx')}];
   }
 } } } }
@@ -148,8 +145,8 @@ return acc;
 }`;
     }
     return `function (xa, ga) {
-${decode(['co', 'ci', 'kz', 'ky', 'kx'], ws)}
-const gi = Math.floor(co / ${coutPerGroup});
+${decode(['co', 'ci', 'kz', 'ky', 'kx'], ws, gpu)}
+${floorDiv('co', coutPerGroup, 'gi', gpu)}
 let acc = 0;
 for (let b = 0; b < ${B}; b++) { for (let oz = 0; oz < ${OD}; oz++) { for (let oy = 0; oy < ${OH}; oy++) { for (let ox = 0; ox < ${OW}; ox++) {
   const iz = oz * ${sd} - ${pd} + kz; const iy = oy * ${sh} - ${ph} + ky; const ix = ox * ${sw} - ${pw} + kx;
@@ -201,7 +198,7 @@ return acc;
       }
     }
   };
-  return { kernel: () => ({ key, source: kernelSource() }), host };
+  return { name: `conv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -260,13 +257,13 @@ function poolImpl(part: 'max' | 'avg' | 'maxGrad' | 'avgGrad', xs: number[], a: 
   const iz = oz * ${sd} - ${pd} + kz; const iy = oy * ${sh} - ${ph} + ky; const ix = ox * ${sw} - ${pw} + kx;
   if (iz >= 0 && iz < ${D} && iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W}) { ${body} }
 } } }`;
-  const kernelSource = (): string => {
+  const kernelSource = (gpu: boolean): string => {
     if (part === 'max' || part === 'avg') {
       return `function (xa) {
 let r = this.thread.x;
-const ox = r % ${OW}; r = (r - ox) / ${OW};
+${gpu ? splitIndex('r', 'ox', OW, true) + splitIndex('r', 'oy', OH, true) + splitIndex('r', 'oz', OD, true) : `const ox = r % ${OW}; r = (r - ox) / ${OW};
 const oy = r % ${OH}; r = (r - oy) / ${OH};
-const oz = r % ${OD}; r = (r - oz) / ${OD};
+const oz = r % ${OD}; r = (r - oz) / ${OD};`}
 const base = r * ${D * H * W};
 let acc = ${part === 'max' ? '-Infinity' : '0'};
 ${window(`const v = xa[base + (iz * ${H} + iy) * ${W} + ix]; ${part === 'max' ? 'if (v > acc) { acc = v; }' : 'acc += v;'}`)}
@@ -282,9 +279,9 @@ ${window(`const v = xa[base + (iz * ${H} + iy) * ${W} + ix]; if (v > best) { bes
 if (arg == self) { acc += ga[gbase + (oz * ${OH} + oy) * ${OW} + ox]; }`;
     return `function (${part === 'avgGrad' ? 'ga' : 'xa, ga'}) {
 let r = this.thread.x;
-const x0 = r % ${W}; r = (r - x0) / ${W};
+${gpu ? splitIndex('r', 'x0', W, true) + splitIndex('r', 'y0', H, true) + splitIndex('r', 'z0', D, true) : `const x0 = r % ${W}; r = (r - x0) / ${W};
 const y0 = r % ${H}; r = (r - y0) / ${H};
-const z0 = r % ${D}; r = (r - z0) / ${D};
+const z0 = r % ${D}; r = (r - z0) / ${D};`}
 const base = r * ${D * H * W};
 const gbase = r * ${OD * OH * OW};
 const self = (z0 * ${H} + y0) * ${W} + x0;
@@ -338,5 +335,5 @@ return acc;
       }
     }
   };
-  return { kernel: () => ({ key, source: kernelSource() }), host };
+  return { name: `pool-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
 }

@@ -7,7 +7,8 @@
  * compare the fast loops against. Inputs that are still pending (webgpu) are awaited first.
  */
 import type { IKernelRunShortcut } from 'gpu.js';
-import { cachedKernel, getBackend } from '../backend/backend.ts';
+import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
+import { BackendError } from './errors.ts';
 import { fromBuffer, type Tensor } from './tensor.ts';
 import { sizeOf, type Shape } from './shape.ts';
 
@@ -20,10 +21,24 @@ export interface KernelSpec {
 
 export type HostImpl = (inputs: Float32Array[], out: Float32Array) => void;
 
+/**
+ * GPU backends (webgpu, webgl2) run gpu.js index math in float32 with approximate division, so an exact
+ * multiple can divide to just below an integer: their kernel sources decode indices with a correction
+ * step (codegen.ts `splitIndex`). The host backends (webasm: IEEE f32 division, cpu: f64) keep the
+ * plain, faster form.
+ */
+export const isGpuBackend = (name: BackendName): boolean => name === 'webgpu' || name === 'webgl2';
+
+/** Float32 holds every integer up to 2^24 exactly: the most elements a GPU kernel can index. */
+export const GPU_MAX_ELEMENTS = 2 ** 24;
+
 export interface OpImpl {
-  readonly kernel: () => KernelSpec;
+  /** For profiles and errors. */
+  readonly name?: string;
+  /** `gpu`: generate the source for a GPU backend (exact index decoding, see isGpuBackend). */
+  readonly kernel: (gpu: boolean) => KernelSpec;
   /** Ops with their own kernel engine (matmul) run through this instead of `kernel`. */
-  readonly run?: (inputs: Float32Array[], outSize: number) => Float32Array;
+  readonly run?: (inputs: Float32Array[], outSize: number) => Float32Array | Promise<Float32Array>;
   /** Fast host loop writing into `out`; used on webasm when fast paths are on. */
   readonly host?: () => HostImpl;
 }
@@ -37,7 +52,8 @@ export function setFastPaths(enabled: boolean): void {
 export const fastPathsEnabled = (): boolean => fastPaths;
 
 export function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
-  const kernel: IKernelRunShortcut = cachedKernel(spec.key, (gpu) =>
+  // Sizes are part of the key: a kernel is built for one output size and one set of input lengths.
+  const kernel: IKernelRunShortcut = cachedKernel(`${spec.key}#${outSize}#${inputs.map((x) => x.length).join(',')}`, (gpu) =>
     gpu.createKernel(spec.source, { output: [outSize] }),
   );
   const result = kernel(...inputs) as unknown;
@@ -53,14 +69,51 @@ function asFlat(result: unknown, size: number): Float32Array {
   throw new Error(`kernel returned an unexpected ${Object.prototype.toString.call(result)}`);
 }
 
+/** Per-op time spent in `compute`, when profiling (keyed by the impl's name). */
+let profile: Map<string, { calls: number; ms: number }> | null = null;
+
+/** Run `fn` and report, per op kind, how many kernel/loop runs it made and their synchronous time. */
+export function profileOps<A>(fn: () => A): { value: A; ops: Map<string, { calls: number; ms: number }> } {
+  const previous = profile;
+  profile = new Map();
+  try {
+    const value = fn();
+    return { value, ops: profile };
+  } finally {
+    profile = previous;
+  }
+}
+
 function compute(impl: OpImpl, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
+  if (profile === null) return computeNow(impl, inputs, outSize);
+  const t0 = performance.now();
+  const result = computeNow(impl, inputs, outSize);
+  const name = impl.name ?? 'op';
+  const entry = profile.get(name) ?? { calls: 0, ms: 0 };
+  entry.calls++;
+  entry.ms += performance.now() - t0;
+  profile.set(name, entry);
+  return result;
+}
+
+function computeNow(impl: OpImpl, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
   if (impl.run !== undefined) return impl.run(inputs, outSize);
-  if (impl.host !== undefined && fastPaths && getBackend() === 'webasm') {
+  const backend = getBackend();
+  if (impl.host !== undefined && fastPaths && backend === 'webasm') {
     const out = new Float32Array(outSize);
     impl.host()(inputs, out);
     return out;
   }
-  return runKernel(impl.kernel(), inputs, outSize);
+  const gpu = isGpuBackend(backend);
+  if (gpu) checkGpuSize(impl, inputs, outSize, backend);
+  return runKernel(impl.kernel(gpu), inputs, outSize);
+}
+
+function checkGpuSize(impl: OpImpl, inputs: Float32Array[], outSize: number, backend: BackendName): void {
+  const largest = Math.max(outSize, ...inputs.map((x) => x.length));
+  if (largest > GPU_MAX_ELEMENTS) {
+    throw new BackendError(`op '${impl.kernel(true).key.split('|')[0]}' on '${backend}': a tensor of ${largest} elements exceeds the ${GPU_MAX_ELEMENTS} (2^24) elements that float32 index math in a GPU kernel addresses exactly; split the work (smaller batch) or use the webasm backend`);
+  }
 }
 
 /** Run `impl` on `inputs`, giving a new tensor of `outShape`. */
@@ -71,5 +124,8 @@ export function execute(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl
   if (reads.every((r): r is Float32Array => r instanceof Float32Array)) {
     return fromBuffer(compute(impl, reads, outSize), outShape);
   }
-  return fromBuffer(Promise.all(reads).then((bufs) => compute(impl, bufs, outSize)), outShape);
+  // Some input is still pending on an asynchronous backend: run once it arrives, on the backend that was
+  // current when the op was issued (a `withBackend` scope has usually ended by then).
+  const backend = getBackend();
+  return fromBuffer(Promise.all(reads).then((bufs) => withBackend(backend, () => compute(impl, bufs, outSize))), outShape);
 }

@@ -1,5 +1,5 @@
 /** matmul with batch broadcasting (torch.matmul semantics), on the backend's matmul kernels. */
-import { matmulKernelRun } from '../backend/matmul.ts';
+import { matmulKernelAny } from '../backend/matmul.ts';
 import { ShapeError } from './errors.ts';
 import { execute, type OpImpl } from './exec.ts';
 import { notify } from './observer.ts';
@@ -40,10 +40,12 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const a3 = expand(a2);
   const b3 = expand(b2);
   const impl: OpImpl = {
+    name: 'matmul',
     kernel: () => {
       throw new Error('matmul runs through its own kernel engine');
     },
-    run: ([x, y]) => matmulKernelRun({ batch, m, k, n, transA, transB }, x, y),
+    // webasm/cpu: synchronous; webgpu: a Promise (execute handles both).
+    run: ([x, y]) => matmulKernelAny({ batch, m, k, n, transA, transB }, x, y),
   };
   let out = notify(op, [a3, b3], execute([a3, b3], [batch, m, n], impl), { transA, transB });
   out = reshape(out, [...batchShape, m, n]);

@@ -4,7 +4,7 @@
  * so autodiff can record it. The VJP rules live in src/autodiff/rules.ts.
  */
 import { ArgumentError, ShapeError } from './errors.ts';
-import { contiguousRead, reduce, stridedMap, type StridedRead } from './codegen.ts';
+import { contiguousRead, floorDiv, reduce, splitIndex, stridedMap, type StridedRead } from './codegen.ts';
 import { execute, type OpImpl } from './exec.ts';
 import { notify } from './observer.ts';
 import {
@@ -33,14 +33,16 @@ function toTensor(op: string, v: TensorLike, what: string): Tensor {
 // Elementwise
 
 /** Polynomial erf (Eigen/XLA float32 form, |error| ~ 1 ulp); plain arithmetic, so it runs in every kernel language. */
-const ERF = (() => {
-  const x = 'Math.min(Math.max(x0, -4), 4)';
+/** erf of the expression `v` (must be a plain variable name) as kernel-language arithmetic. */
+export function erfExpr(v: string): string {
+  const x = `Math.min(Math.max(${v}, -4), 4)`;
   const x2 = `(${x} * ${x})`;
   const horner = (cs: number[]) => cs.reduce<string>((acc, c, i) => (i === 0 ? `${c}` : `(${acc}) * ${x2} + (${c})`), '');
   const alpha = [-2.72614225801306e-10, 2.77068142495902e-8, -2.10102402082508e-6, -5.69250639462346e-5, -7.34990630326855e-4, -2.95459980854025e-3, -1.60960333262415e-2];
   const beta = [-1.45660718464996e-5, -2.13374055278905e-4, -1.68282697438203e-3, -7.37332916720468e-3, -1.42647390514189e-2];
   return `(${x} * (${horner(alpha)}) / (${horner(beta)}))`;
-})();
+}
+const ERF = erfExpr('x0');
 
 export const UNARY = {
   neg: '-x0',
@@ -270,11 +272,11 @@ function embedImpl(inShape: Shape, outShape: Shape, start: readonly number[], st
   const key = `embed|${inShape}|${outShape}|${start}|${step}|${fill}`;
   const inStrides = stridesOf(inShape);
   const rank = outShape.length;
-  const kernelSource = () => {
+  const kernelSource = (gpu: boolean) => {
     let body = 'let r = this.thread.x;\nlet off = 0;\nlet inside = 1;\n';
     for (let d = rank - 1; d >= 0; d--) {
-      body += `const c${d} = r % ${outShape[d]};\nr = (r - c${d}) / ${outShape[d]};\n`;
-      body += `const u${d} = c${d} - ${start[d]};\nconst q${d} = Math.floor(u${d} / ${step[d]});\n`;
+      body += splitIndex('r', `c${d}`, outShape[d], gpu);
+      body += `const u${d} = c${d} - ${start[d]};\n` + floorDiv(`u${d}`, step[d], `q${d}`, gpu);
       body += `if (u${d} < 0 || q${d} >= ${inShape[d]} || u${d} - q${d} * ${step[d]} != 0) { inside = 0; }\n`;
       body += `off += q${d} * ${inStrides[d]};\n`;
     }
@@ -297,7 +299,7 @@ function embedImpl(inShape: Shape, outShape: Shape, start: readonly number[], st
       }
     }
   };
-  return { kernel: () => ({ key, source: kernelSource() }), host };
+  return { name: 'embed', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
 }
 
 /** Constant padding: `widths[d] = [before, after]` for each axis (missing axes get [0, 0]). */
@@ -337,8 +339,8 @@ function concatImpl(shapes: Shape[], outShape: Shape, axis: number): OpImpl {
   const inner = outShape.slice(axis + 1).reduce((a, b) => a * b, 1);
   const blocks = shapes.map((s) => s[axis] * inner);
   const row = outShape[axis] * inner;
-  const kernelSource = () => {
-    let body = `const o = Math.floor(this.thread.x / ${row});\nconst w = this.thread.x - o * ${row};\n`;
+  const kernelSource = (gpu: boolean) => {
+    let body = floorDiv('this.thread.x', row, 'o', gpu) + `const w = this.thread.x - o * ${row};\n`;
     let start = 0;
     blocks.forEach((b, k) => {
       const cond = k === blocks.length - 1 ? 'true' : `w < ${start + b}`;
@@ -357,7 +359,7 @@ function concatImpl(shapes: Shape[], outShape: Shape, axis: number): OpImpl {
       }
     }
   };
-  return { kernel: () => ({ key, source: kernelSource() }), host };
+  return { name: 'concat', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
 }
 
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
@@ -420,12 +422,10 @@ export function take(x: Tensor, indices: Tensor, axis = 0): Tensor {
 
 function takeImpl(outer: number, n: number, inner: number, count: number): OpImpl {
   const key = `take|${outer}|${n}|${inner}|${count}`;
-  const kernelSource = () =>
+  const kernelSource = (gpu: boolean) =>
     `function (a0, a1) {
-const o = Math.floor(this.thread.x / ${count * inner});
-const rest = this.thread.x - o * ${count * inner};
-const j = Math.floor(rest / ${inner});
-const k = rest - j * ${inner};
+${floorDiv('this.thread.x', count * inner, 'o', gpu)}const rest = this.thread.x - o * ${count * inner};
+${floorDiv('rest', inner, 'j', gpu)}const k = rest - j * ${inner};
 return a0[o * ${n * inner} + a1[j] * ${inner} + k];
 }`;
   const host = () => (ins: Float32Array[], out: Float32Array) => {
@@ -439,7 +439,7 @@ return a0[o * ${n * inner} + a1[j] * ${inner} + k];
       }
     }
   };
-  return { kernel: () => ({ key, source: kernelSource() }), host };
+  return { name: 'take', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
 }
 
 /** The transpose of `take`: out has `size` entries on `axis`; out[..., indices[i], ...] += g[..., i, ...]. */
@@ -454,13 +454,12 @@ export function scatterAdd(g: Tensor, indices: Tensor, axis: number, size: numbe
   const outShape = [...g.shape.slice(0, ax), size, ...g.shape.slice(ax + indices.rank)];
   const key = `scatterAdd|${outer}|${size}|${inner}|${count}`;
   const impl: OpImpl = {
-    kernel: () => ({
+    name: 'scatterAdd',
+    kernel: (gpu) => ({
       key,
       source: `function (a0, a1) {
-const o = Math.floor(this.thread.x / ${size * inner});
-const rest = this.thread.x - o * ${size * inner};
-const s = Math.floor(rest / ${inner});
-const k = rest - s * ${inner};
+${floorDiv('this.thread.x', size * inner, 'o', gpu)}const rest = this.thread.x - o * ${size * inner};
+${floorDiv('rest', inner, 's', gpu)}const k = rest - s * ${inner};
 let acc = 0;
 for (let j = 0; j < ${count}; j++) {
   if (a1[j] == s) { acc += a0[o * ${count * inner} + j * ${inner} + k]; }

@@ -1,0 +1,154 @@
+/**
+ * Fused row-wise ops over the last axis: softmax, layer normalisation (without the affine part) and
+ * GELU, each with a fused gradient op. Written from primitives they take 5-10 passes over the data
+ * forward and more backward; fused they take one or two (docs/benchmarks.md). Each is still a gpu.js
+ * kernel (the reference on cpu/webgpu/webgl2) with a host loop on webasm; their VJP rules are in
+ * src/autodiff/rules.ts like every other op.
+ */
+import { assertTensor, type Tensor } from './tensor.ts';
+import { floorDiv } from './codegen.ts';
+import { ShapeError } from './errors.ts';
+import { execute, type OpImpl } from './exec.ts';
+import { notify } from './observer.ts';
+import { erfExpr } from './ops.ts';
+import { fmt, sameShape } from './shape.ts';
+
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+type RowOp = 'softmax' | 'softmaxGrad' | 'normalize' | 'normalizeGrad';
+
+function rowShape(op: string, x: Tensor): { rows: number; C: number } {
+  if (x.rank === 0) throw new ShapeError(op, `expected a tensor of rank >= 1, got shape ${fmt(x.shape)}`);
+  const C = x.shape[x.rank - 1];
+  return { rows: C === 0 ? 0 : x.size / C, C };
+}
+
+function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
+  const key = `${op}|${C}|${eps}`;
+  const kernel = (gpu: boolean) => {
+    const head = `${floorDiv('this.thread.x', C, 'row', gpu)}const base = row * ${C};\n`;
+    const stats = `let mu = 0;\nfor (let j = 0; j < ${C}; j++) { mu += a0[base + j]; }\nmu = mu / ${C};\n` +
+      `let vr = 0;\nfor (let j = 0; j < ${C}; j++) { const d = a0[base + j] - mu; vr += d * d; }\n` +
+      `const inv = 1 / Math.sqrt(vr / ${C} + ${eps});\n`;
+    let body: string;
+    switch (op) {
+      case 'softmax':
+        body = `let m = a0[base];\nfor (let j = 1; j < ${C}; j++) { m = Math.max(m, a0[base + j]); }\n` +
+          `let s = 0;\nfor (let j = 0; j < ${C}; j++) { s += Math.exp(a0[base + j] - m); }\n` +
+          `return Math.exp(a0[this.thread.x] - m) / s;\n`;
+        break;
+      case 'softmaxGrad': // a0 = y, a1 = g: y * (g - sum(g * y))
+        body = `let s = 0;\nfor (let j = 0; j < ${C}; j++) { s += a0[base + j] * a1[base + j]; }\n` +
+          `return a0[this.thread.x] * (a1[this.thread.x] - s);\n`;
+        break;
+      case 'normalize':
+        body = stats + `return (a0[this.thread.x] - mu) * inv;\n`;
+        break;
+      case 'normalizeGrad': // a0 = x, a1 = g: (g - mean(g) - xhat * mean(g * xhat)) * inv
+        body = stats + `let mg = 0;\nlet mgx = 0;\nfor (let j = 0; j < ${C}; j++) { mg += a1[base + j]; mgx += a1[base + j] * (a0[base + j] - mu) * inv; }\n` +
+          `return (a1[this.thread.x] - mg / ${C} - (a0[this.thread.x] - mu) * inv * mgx / ${C}) * inv;\n`;
+        break;
+    }
+    const args = op === 'softmax' || op === 'normalize' ? 'a0' : 'a0, a1';
+    return { key, source: `function (${args}) {\n${head}${body}}` };
+  };
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    const [a, g] = ins;
+    const rows = out.length / C;
+    for (let r = 0; r < rows; r++) {
+      const base = r * C;
+      if (op === 'softmax') {
+        let m = a[base];
+        for (let j = 1; j < C; j++) if (a[base + j] > m || a[base + j] !== a[base + j]) m = a[base + j];
+        let s = 0;
+        for (let j = 0; j < C; j++) {
+          const e = Math.exp(a[base + j] - m);
+          out[base + j] = e;
+          s += e;
+        }
+        const inv = 1 / s;
+        for (let j = 0; j < C; j++) out[base + j] *= inv;
+      } else if (op === 'softmaxGrad') {
+        let s = 0;
+        for (let j = 0; j < C; j++) s += a[base + j] * g[base + j];
+        for (let j = 0; j < C; j++) out[base + j] = a[base + j] * (g[base + j] - s);
+      } else {
+        let mu = 0;
+        for (let j = 0; j < C; j++) mu += a[base + j];
+        mu /= C;
+        let vr = 0;
+        for (let j = 0; j < C; j++) {
+          const d = a[base + j] - mu;
+          vr += d * d;
+        }
+        const inv = 1 / Math.sqrt(vr / C + eps);
+        if (op === 'normalize') {
+          for (let j = 0; j < C; j++) out[base + j] = (a[base + j] - mu) * inv;
+        } else {
+          let mg = 0;
+          let mgx = 0;
+          for (let j = 0; j < C; j++) {
+            mg += g[base + j];
+            mgx += g[base + j] * (a[base + j] - mu) * inv;
+          }
+          mg /= C;
+          mgx /= C;
+          for (let j = 0; j < C; j++) out[base + j] = (g[base + j] - mg - (a[base + j] - mu) * inv * mgx) * inv;
+        }
+      }
+    }
+  };
+  return { name: op, kernel, host };
+}
+
+function rowOp(op: RowOp, inputs: Tensor[], eps = 0): Tensor {
+  inputs.forEach((t, i) => assertTensor(op, t, i === 0 ? 'input' : 'cotangent'));
+  const { C } = rowShape(op, inputs[0]);
+  if (inputs.length === 2 && !sameShape(inputs[0].shape, inputs[1].shape)) {
+    throw new ShapeError(op, `shapes ${fmt(inputs[0].shape)} and ${fmt(inputs[1].shape)} differ`);
+  }
+  return notify(op, inputs, execute(inputs, inputs[0].shape, rowImpl(op, C, eps)), { eps });
+}
+
+/** softmax over the last axis. */
+export const softmaxLast = (x: Tensor): Tensor => rowOp('softmax', [x]);
+/** y * (g - sum(g * y)) over the last axis: the VJP of softmax at output y. */
+export const softmaxGrad = (y: Tensor, g: Tensor): Tensor => rowOp('softmaxGrad', [y, g]);
+/** (x - mean) / sqrt(var + eps) over the last axis (biased variance). */
+export const normalizeLast = (x: Tensor, eps: number): Tensor => rowOp('normalize', [x], eps);
+/** The VJP of normalizeLast at x for cotangent g. */
+export const normalizeGrad = (x: Tensor, g: Tensor, eps: number): Tensor => rowOp('normalizeGrad', [x, g], eps);
+
+// ---------------------------------------------------------------------------------------------
+// GELU (erf form)
+
+function geluImpl(grad: boolean): OpImpl {
+  const z = 'x0 * 0.7071067811865476';
+  const cdf = `0.5 * (1 + ${erfExpr('z')})`;
+  const expr = grad ? `x1 * (${cdf} + x0 * Math.exp(-0.5 * x0 * x0) * ${INV_SQRT_2PI})` : `x0 * ${cdf}`;
+  const key = `gelu${grad ? 'Grad' : ''}`;
+  const kernel = () => ({
+    key,
+    source: `function (${grad ? 'a0, a1' : 'a0'}) {\nconst x0 = a0[this.thread.x];\n${grad ? 'const x1 = a1[this.thread.x];\n' : ''}const z = ${z};\nreturn ${expr};\n}`,
+  });
+  const hostFn = new Function('x0', 'x1', `const z = ${z}; return ${expr};`) as (a: number, b: number) => number;
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    const [a, g] = ins;
+    for (let i = 0; i < out.length; i++) out[i] = hostFn(a[i], grad ? g[i] : 0);
+  };
+  return { name: key, kernel: (gpu) => ({ ...kernel(), key: `${key}|${gpu}` }), host };
+}
+
+/** GELU, exact erf form (PyTorch nn.GELU()). */
+export function gelu(x: Tensor): Tensor {
+  assertTensor('gelu', x);
+  return notify('gelu', [x], execute([x], x.shape, geluImpl(false)));
+}
+
+/** g * GELU'(x). */
+export function geluGrad(x: Tensor, g: Tensor): Tensor {
+  assertTensor('geluGrad', x);
+  assertTensor('geluGrad', g, 'cotangent');
+  if (!sameShape(x.shape, g.shape)) throw new ShapeError('geluGrad', `shapes ${fmt(x.shape)} and ${fmt(g.shape)} differ`);
+  return notify('geluGrad', [x, g], execute([x, g], x.shape, geluImpl(true)));
+}
