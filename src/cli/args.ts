@@ -130,6 +130,8 @@ export function parseArgs(cmd: CommandSpec, argv: readonly string[]): E.Either<s
     if (spec === undefined || !word.startsWith('--')) {
       const near = closest(name, [...byName.keys()]);
       tokens.push(E.left(`unknown flag ${word.slice(0, eq < 0 ? undefined : eq)} for 'revgrad ${cmd.name}'${near ? ` (did you mean --${near}?)` : ''}`));
+      // Its value, if it has one, is not a positional argument.
+      if (eq < 0 && i + 1 < argv.length && !argv[i + 1].startsWith('-')) i++;
       continue;
     }
     let text: string;

@@ -71,7 +71,7 @@ export async function main(argv: readonly string[], err: (s: string) => void = (
       return 2;
     }
     if (e instanceof CliError) {
-      err(`revgrad ${name}: error:\n${e.problems.map((p) => (p.startsWith('  ') ? p : `  ${p}`)).join('\n')}\n`);
+      err(`revgrad ${name}: error:\n${e.problems.map((p) => `  ${p}`).join('\n')}\n`);
       return 1;
     }
     err(`revgrad ${name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
