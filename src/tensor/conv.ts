@@ -3,6 +3,7 @@
  * (cross-correlation, zero padding, floor output size; avg pooling counts padding). Everything is
  * computed in a canonical 3-D form [B, C, D, H, W]; 1-D and 2-D inputs gain unit leading spatial axes.
  */
+import { matmulKernelRun } from '../backend/matmul.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
 import { execute, type OpImpl } from './exec.ts';
@@ -106,9 +107,9 @@ function convImpl(part: ConvPart, xs: number[], ws: number[], os: number[], a: C
   const coutPerGroup = Cout / a.groups;
   const key = `conv-${part}|${xs}|${ws}|${os}|${a.stride}|${a.padding}|${a.groups}`;
   // Flat offsets: x[b, c, z, y, x], w[co, ci, kz, ky, kx], o[b, co, z, y, x].
-  const X = (b: string, c: string, z: string, y: string, x: string) => `(((${b} * ${Cin} + ${c}) * ${D} + ${z}) * ${H} + ${y}) * ${W} + ${x}`;
-  const Wt = (co: string, ci: string, z: string, y: string, x: string) => `(((${co} * ${Cg} + ${ci}) * ${KD} + ${z}) * ${KH} + ${y}) * ${KW} + ${x}`;
-  const O = (b: string, co: string, z: string, y: string, x: string) => `(((${b} * ${Cout} + ${co}) * ${OD} + ${z}) * ${OH} + ${y}) * ${OW} + ${x}`;
+  const X = (b: string, c: string, z: string, y: string, x: string) => `((((${b}) * ${Cin} + (${c})) * ${D} + (${z})) * ${H} + (${y})) * ${W} + (${x})`;
+  const Wt = (co: string, ci: string, z: string, y: string, x: string) => `((((${co}) * ${Cg} + (${ci})) * ${KD} + (${z})) * ${KH} + (${y})) * ${KW} + (${x})`;
+  const O = (b: string, co: string, z: string, y: string, x: string) => `((((${b}) * ${Cout} + (${co})) * ${OD} + (${z})) * ${OH} + (${y})) * ${OW} + (${x})`;
   const decode = (names: string[], dims: number[], gpu: boolean) => {
     let s = 'let r = this.thread.x;\n';
     for (let i = names.length - 1; i >= 0; i--) s += splitIndex('r', names[i], dims[i], gpu, i > 0);
@@ -157,48 +158,142 @@ for (let b = 0; b < ${B}; b++) { for (let oz = 0; oz < ${OD}; oz++) { for (let o
 return acc;
 }`;
   };
-  // Host: one loop nest in output order for all three parts (forward accumulates into out,
-  // the gradients scatter-accumulate), walking only the in-bounds kernel taps.
-  const host = () => (ins: Float32Array[], out: Float32Array) => {
+  // Host: grouped/depthwise convs run direct loops over the in-bounds taps; dense convs (groups 1,
+  // e.g. the patch embed) go through im2col and the matmul kernel, which is several times faster.
+  const geom: ConvGeometry = { B, Cin, D, H, W, Cout, Cg, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, coutPerGroup };
+  const host = () =>
+    a.groups === 1 && Cg * KD * KH * KW >= 8 ? convViaMatmul(part, geom) : convDirect(part, geom);
+  return { name: `conv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+}
+
+interface ConvGeometry {
+  readonly B: number; readonly Cin: number; readonly D: number; readonly H: number; readonly W: number;
+  readonly Cout: number; readonly Cg: number; readonly KD: number; readonly KH: number; readonly KW: number;
+  readonly OD: number; readonly OH: number; readonly OW: number;
+  readonly sd: number; readonly sh: number; readonly sw: number;
+  readonly pd: number; readonly ph: number; readonly pw: number;
+  readonly coutPerGroup: number;
+}
+
+/** Direct loops, one specialised nest per part; only in-bounds taps are visited. */
+function convDirect(part: ConvPart, c: ConvGeometry) {
+  const { B, Cin, D, H, W, Cout, Cg, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, coutPerGroup } = c;
+  return (ins: Float32Array[], out: Float32Array) => {
     const [p, q] = ins;
     for (let b = 0; b < B; b++) {
       for (let co = 0; co < Cout; co++) {
         const gi = Math.floor(co / coutPerGroup);
         for (let oz = 0; oz < OD; oz++) {
+          const z0 = oz * sd - pd;
+          const kz0 = Math.max(0, -z0);
+          const kz1 = Math.min(KD, D - z0);
           for (let oy = 0; oy < OH; oy++) {
+            const y0 = oy * sh - ph;
+            const ky0 = Math.max(0, -y0);
+            const ky1 = Math.min(KH, H - y0);
             for (let ox = 0; ox < OW; ox++) {
+              const x0 = ox * sw - pw;
+              const kx0 = Math.max(0, -x0);
+              const kx1 = Math.min(KW, W - x0);
               const o = (((b * Cout + co) * OD + oz) * OH + oy) * OW + ox;
-              let acc = 0;
-              const go = part === 'fwd' ? 0 : part === 'dx' ? p[o] : q[o];
-              for (let ci = 0; ci < Cg; ci++) {
-                const xc = (b * Cin + gi * Cg + ci) * D;
-                const wc = (co * Cg + ci) * KD;
-                for (let kz = 0; kz < KD; kz++) {
-                  const iz = oz * sd - pd + kz;
-                  if (iz < 0 || iz >= D) continue;
-                  for (let ky = 0; ky < KH; ky++) {
-                    const iy = oy * sh - ph + ky;
-                    if (iy < 0 || iy >= H) continue;
-                    const xrow = ((xc + iz) * H + iy) * W;
-                    const wrow = ((wc + kz) * KH + ky) * KW;
-                    for (let kx = 0; kx < KW; kx++) {
-                      const ix = ox * sw - pw + kx;
-                      if (ix < 0 || ix >= W) continue;
-                      if (part === 'fwd') acc += p[xrow + ix] * q[wrow + kx];
-                      else if (part === 'dx') out[xrow + ix] += go * q[wrow + kx];
-                      else out[wrow + kx] += go * p[xrow + ix];
+              if (part === 'fwd') {
+                let acc = 0;
+                for (let ci = 0; ci < Cg; ci++) {
+                  const xc = (b * Cin + gi * Cg + ci) * D;
+                  const wc = (co * Cg + ci) * KD;
+                  for (let kz = kz0; kz < kz1; kz++) {
+                    for (let ky = ky0; ky < ky1; ky++) {
+                      const xrow = ((xc + z0 + kz) * H + y0 + ky) * W + x0;
+                      const wrow = ((wc + kz) * KH + ky) * KW;
+                      for (let kx = kx0; kx < kx1; kx++) acc += p[xrow + kx] * q[wrow + kx];
+                    }
+                  }
+                }
+                out[o] = acc;
+              } else {
+                // dx: p = g, q = w (scatter into out = dx). dw: p = x, q = g (accumulate into out = dw).
+                const go = part === 'dx' ? p[o] : q[o];
+                if (go === 0) continue;
+                for (let ci = 0; ci < Cg; ci++) {
+                  const xc = (b * Cin + gi * Cg + ci) * D;
+                  const wc = (co * Cg + ci) * KD;
+                  for (let kz = kz0; kz < kz1; kz++) {
+                    for (let ky = ky0; ky < ky1; ky++) {
+                      const xrow = ((xc + z0 + kz) * H + y0 + ky) * W + x0;
+                      const wrow = ((wc + kz) * KH + ky) * KW;
+                      if (part === 'dx') for (let kx = kx0; kx < kx1; kx++) out[xrow + kx] += go * q[wrow + kx];
+                      else for (let kx = kx0; kx < kx1; kx++) out[wrow + kx] += go * p[xrow + kx];
                     }
                   }
                 }
               }
-              if (part === 'fwd') out[o] = acc;
             }
           }
         }
       }
     }
   };
-  return { name: `conv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+}
+
+/**
+ * Dense convs as matrix products: col[(ci,kz,ky,kx), (b,oz,oy,ox)] gathers the input taps (zero where
+ * padded); forward = W[Cout, CinK] @ col, dw = G[Cout, B*P] @ colᵀ, dx = col2im(Wᵀ @ G).
+ */
+function convViaMatmul(part: ConvPart, c: ConvGeometry) {
+  const { B, Cin, D, H, W, Cout, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw } = c;
+  const P = OD * OH * OW;
+  const CK = Cin * KD * KH * KW;
+  const BP = B * P;
+  // Visit every (row of col, column of col) pair that reads an in-bounds input element.
+  const walk = (visit: (row: number, col: number, xi: number) => void) => {
+    for (let ci = 0; ci < Cin; ci++) {
+      for (let kz = 0; kz < KD; kz++) {
+        for (let ky = 0; ky < KH; ky++) {
+          for (let kx = 0; kx < KW; kx++) {
+            const row = ((ci * KD + kz) * KH + ky) * KW + kx;
+            for (let b = 0; b < B; b++) {
+              for (let oz = 0; oz < OD; oz++) {
+                const iz = oz * sd - pd + kz;
+                if (iz < 0 || iz >= D) continue;
+                for (let oy = 0; oy < OH; oy++) {
+                  const iy = oy * sh - ph + ky;
+                  if (iy < 0 || iy >= H) continue;
+                  const xbase = (((b * Cin + ci) * D + iz) * H + iy) * W;
+                  const cbase = ((b * OD + oz) * OH + oy) * OW;
+                  for (let ox = 0; ox < OW; ox++) {
+                    const ix = ox * sw - pw + kx;
+                    if (ix >= 0 && ix < W) visit(row, cbase + ox, xbase + ix);
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  };
+  const im2col = (x: Float32Array): Float32Array => {
+    const col = new Float32Array(CK * BP);
+    walk((row, j, xi) => (col[row * BP + j] = x[xi]));
+    return col;
+  };
+  // [B, Cout, P] <-> [Cout, B*P]
+  const toChannelMajor = (g: Float32Array): Float32Array => {
+    const t = new Float32Array(Cout * BP);
+    for (let b = 0; b < B; b++) for (let co = 0; co < Cout; co++) t.set(g.subarray((b * Cout + co) * P, (b * Cout + co + 1) * P), co * BP + b * P);
+    return t;
+  };
+  return (ins: Float32Array[], out: Float32Array) => {
+    if (part === 'fwd') {
+      const y = matmulKernelRun({ batch: 1, m: Cout, k: CK, n: BP, transA: false, transB: false }, ins[1], im2col(ins[0]));
+      for (let b = 0; b < B; b++) for (let co = 0; co < Cout; co++) out.set(y.subarray(co * BP + b * P, co * BP + (b + 1) * P), (b * Cout + co) * P);
+    } else if (part === 'dw') {
+      out.set(matmulKernelRun({ batch: 1, m: Cout, k: BP, n: CK, transA: false, transB: true }, toChannelMajor(ins[1]), im2col(ins[0])));
+    } else {
+      const dcol = matmulKernelRun({ batch: 1, m: CK, k: Cout, n: BP, transA: true, transB: false }, ins[1], toChannelMajor(ins[0]));
+      walk((row, j, xi) => (out[xi] += dcol[row * BP + j]));
+    }
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
