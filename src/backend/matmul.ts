@@ -10,6 +10,12 @@
  * un-interleaved into row-major order in one pass. Numbers and alternatives: docs/perf-notes-matmul.md.
  *
  * cpu (reference backend): one scalar kernel with a 1D output and transposes in the index math.
+ *
+ * webgpu / webgl2 (`matmulKernelAny`): one kernel over a [n, m, batch] grid (x = column, y = row,
+ * z = batch), so all index math stays integer (i32) and exact at any size; the transposes are in the
+ * index math. webgpu kernels return a Promise. A GPU variant of rows4 (4 rows per thread, the same
+ * packing) is kept for benchmarks (`setGpuMatmulVariant`, bench/gpu-check.sh); 'plain' is the default
+ * until a GPU measurement says otherwise.
  */
 import type { GPU, IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend } from './backend.ts';
@@ -48,6 +54,29 @@ export function matmulKernelRun(p: MatmulProblem, a: Float32Array, b: Float32Arr
   if (backend === 'webasm') return runRows4(p, a, b, DEFAULT_ROWS4);
   if (backend === 'cpu') return runPlain(p, a, b);
   throw new Error(`matmulKernelRun: backend '${backend}' is not supported here (synchronous webasm and cpu only)`);
+}
+
+export type GpuMatmulVariant = 'plain' | 'rows4';
+let gpuVariant: GpuMatmulVariant = 'plain';
+
+/** Choose the webgpu/webgl2 matmul kernel (benchmarks). */
+export function setGpuMatmulVariant(variant: GpuMatmulVariant): void {
+  if (variant !== 'plain' && variant !== 'rows4') throw new Error(`matmul: unknown GPU variant '${String(variant)}'`);
+  gpuVariant = variant;
+}
+
+/**
+ * matmulKernelRun on every backend: the same on webasm and cpu; on webgpu (a Promise) and webgl2 the
+ * GPU kernels described above. Same layouts as matmulKernelRun.
+ */
+export function matmulKernelAny(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array | Promise<Float32Array> {
+  const backend = getBackend();
+  if (backend !== 'webgpu' && backend !== 'webgl2') return matmulKernelRun(p, a, b);
+  checkProblem(p, a, b);
+  const { batch, m, k, n } = p;
+  if (batch * m * n === 0) return new Float32Array(0);
+  if (k === 0) return new Float32Array(batch * m * n);
+  return gpuVariant === 'rows4' ? runRows4Gpu(p, a, b) : runGrid(p, a, b);
 }
 
 /** Plain float64 loops, for tests. Same layouts as matmulKernelRun. */
@@ -262,4 +291,53 @@ for (let i = 0; i < ${k}; i++) {
 }
 return s;
 }`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// webgpu / webgl2
+
+/** The kernel's result (or its Promise) as one flat Float32Array of `length` values. */
+function flatAsync(result: unknown, length: number): Float32Array | Promise<Float32Array> {
+  if (result instanceof Promise) return result.then((r) => flatResult(r, length));
+  return flatResult(result, length);
+}
+
+/** One output per thread on a [n, m, batch] grid; every index is an integer expression (i32 on the GPU). */
+function runGrid(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array | Promise<Float32Array> {
+  const { batch, m, k, n, transA, transB } = p;
+  const key = `matmul:grid:b${batch}:m${m}:k${k}:n${n}:ta${+transA}:tb${+transB}`;
+  const output = batch === 1 ? [n, m] : [n, m, batch];
+  const kernel = cachedKernel(key, (gpu) => {
+    const built = gpu.createKernel(gridSource(p), { output } as never) as IKernelRunShortcut;
+    skipOutputShaping(built);
+    return built;
+  });
+  return flatAsync(kernel(a, b), batch * m * n);
+}
+
+function gridSource(p: MatmulProblem): string {
+  const { batch, m, k, n, transA, transB } = p;
+  const z = batch === 1 ? '' : 'this.thread.z * ';
+  const aAt = transA ? `${z ? `${z}${m * k} + ` : ''}i * ${m} + this.thread.y` : `${z ? `${z}${m * k} + ` : ''}this.thread.y * ${k} + i`;
+  const bAt = transB ? `${z ? `${z}${k * n} + ` : ''}this.thread.x * ${k} + i` : `${z ? `${z}${k * n} + ` : ''}i * ${n} + this.thread.x`;
+  return `function (a, b) {
+let s = 0;
+for (let i = 0; i < ${k}; i++) {
+  s += a[${aAt}] * b[${bAt}];
+}
+return s;
+}`;
+}
+
+/** rows4 on a GPU backend: the webasm formulation, whose result may be a Promise. */
+function runRows4Gpu(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array | Promise<Float32Array> {
+  const { batch, m, k, n } = p;
+  const mp = roundUp4(m);
+  const key = `matmul:rows4:u${DEFAULT_ROWS4.unroll}:s0:b${batch}:mp${mp}:k${k}:n${n}`;
+  const kernel = cachedKernel(key, (gpu) => buildRows4(gpu, { batch, mp, k, n }, DEFAULT_ROWS4));
+  const packedA = packRowQuads(a, p, mp);
+  const rowMajorB = p.transB ? transposeBatches(b, batch, n, k) : b;
+  const unpack = (r: unknown) => unpackRowQuads(flatResult(r, batch * mp * n), batch, m, mp, n);
+  const result = kernel(packedA, rowMajorB) as unknown;
+  return result instanceof Promise ? result.then(unpack) : unpack(result);
 }

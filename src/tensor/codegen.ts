@@ -51,11 +51,16 @@ const lit = (v: number): string => (Number.isInteger(v) ? String(v) : String(v))
  * Kernel statements for index math on integer-valued floats (gpu.js computes it in float32).
  *
  * `splitIndex`: `name` = r mod n, then r = floor(r / n), for r >= 0. `floorDiv`: `name` = floor(x / n)
- * for any integer-valued x. On the host targets (webasm: IEEE division, cpu: float64) the plain forms
- * are exact. GPU float32 division is approximate (WGSL allows 2.5 ulp; GLSL more), so an exact multiple
- * can land just below an integer and floor or `%` go one off. There (`gpu`) the quotient is taken from
- * (x + 0.5) / n, half a step away from any integer, and corrected by one step of exact integer
- * arithmetic: every value stays below 2^24, where f32 adds and multiplies of integers are exact.
+ * for an integer-valued x of either sign. On the host targets (webasm: IEEE division, cpu: float64) the
+ * plain forms are exact. GPU float32 division is approximate (WGSL allows 2.5 ulp; GLSL more), so an
+ * exact multiple can land just below an integer and floor or `%` go one off. The GPU form (`gpu`):
+ *  1. q = floor((x + 0.5) / n): x + 0.5 is half a step from any multiple of n, and with |x| < 2^24 a
+ *     division off by a few ulps moves q by at most 7/n + 1, and never so far up that q * n > x + 7;
+ *  2. n >= 8: q is off by at most one; one exact remainder test each way fixes it (x - q * n is exact:
+ *     all values stay below 2^24, where float32 adds and multiplies of integers are exact).
+ *     n < 8: re-divide the exact remainder: q += floor((x - q * n + 0.5) / n), a quotient under 4 in
+ *     magnitude whose error (~1e-6) is far inside its half-step margin (0.5 / n > 0.07).
+ * test/gpu-index.test.ts checks this with a division off by 3 ulps either way, up to 2^24 - 8.
  */
 export function splitIndex(r: string, name: string, n: number, gpu: boolean, updateR = true): string {
   if (!gpu) return `const ${name} = ${r} % ${n};\n` + (updateR ? `${r} = (${r} - ${name}) / ${n};\n` : '');
@@ -65,9 +70,11 @@ export function splitIndex(r: string, name: string, n: number, gpu: boolean, upd
 export function floorDiv(x: string, n: number, name: string, gpu: boolean): string {
   if (!gpu) return `const ${name} = Math.floor(${x} / ${n});\n`;
   if (n === 1) return `const ${name} = ${x};\n`;
-  return `let ${name} = Math.floor(((${x}) + 0.5) / ${n});\n` +
-    `if ((${x}) - ${name} * ${n} < 0) { ${name} -= 1; }\n` +
-    `if ((${x}) - ${name} * ${n} >= ${n}) { ${name} += 1; }\n`;
+  const estimate = `let ${name} = Math.floor((${x} + 0.5) / ${n});\n`;
+  if (n < 8) return estimate + `${name} += Math.floor((${x} - ${name} * ${n} + 0.5) / ${n});\n`;
+  return estimate +
+    `if (${x} - ${name} * ${n} < 0) { ${name} -= 1; }\n` +
+    `if (${x} - ${name} * ${n} >= ${n}) { ${name} += 1; }\n`;
 }
 
 /**

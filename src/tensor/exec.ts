@@ -29,8 +29,8 @@ export type HostImpl = (inputs: Float32Array[], out: Float32Array) => void;
  */
 export const isGpuBackend = (name: BackendName): boolean => name === 'webgpu' || name === 'webgl2';
 
-/** Float32 holds every integer up to 2^24 exactly: the most elements a GPU kernel can index. */
-export const GPU_MAX_ELEMENTS = 2 ** 24;
+/** The most elements a GPU kernel indexes exactly with float32 index math (2^24 - 8; see codegen.ts floorDiv). */
+export const GPU_MAX_ELEMENTS = 2 ** 24 - 8;
 
 export interface OpImpl {
   /** For profiles and errors. */
@@ -112,7 +112,7 @@ function computeNow(impl: OpImpl, inputs: Float32Array[], outSize: number): Floa
 function checkGpuSize(impl: OpImpl, inputs: Float32Array[], outSize: number, backend: BackendName): void {
   const largest = Math.max(outSize, ...inputs.map((x) => x.length));
   if (largest > GPU_MAX_ELEMENTS) {
-    throw new BackendError(`op '${impl.kernel(true).key.split('|')[0]}' on '${backend}': a tensor of ${largest} elements exceeds the ${GPU_MAX_ELEMENTS} (2^24) elements that float32 index math in a GPU kernel addresses exactly; split the work (smaller batch) or use the webasm backend`);
+    throw new BackendError(`op '${impl.name ?? impl.kernel(true).key.split('|')[0]}' on '${backend}': a tensor of ${largest} elements exceeds the ${GPU_MAX_ELEMENTS} elements (about 2^24) that float32 index math in a GPU kernel addresses exactly; split the work (smaller batch) or use the webasm backend`);
   }
 }
 
