@@ -10,3 +10,25 @@ export { softmax, logSoftmax, layerNorm, gelu } from './tensor/composite.ts';
 export { setFastPaths } from './tensor/exec.ts';
 export { vjp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
 export { flattenWithPaths, leaves, mapTree, zipTrees, unflattenLike, toNamed, fromNamed, type PyTree } from './autodiff/pytree.ts';
+export { profileOps } from './tensor/exec.ts';
+export * as random from './random/index.ts';
+export * as nn from './nn/index.ts';
+export {
+  reversible,
+  sequence,
+  stage,
+  stack,
+  type Branch,
+  type BlockOptions,
+  type DriftEntry,
+  type Mode,
+  type ReversibleBlock,
+  type ReversibleSequence,
+  type Stage,
+} from './reversible/index.ts';
+export { parseConfig, parseConfigText, formatProblems, type MViTConfig, type ConfigProblem } from './models/mvit/config.ts';
+export { PRESETS, PRESET_NAMES, presetConfig } from './models/mvit/presets.ts';
+export { buildModel, type MViTModel, type Params } from './models/mvit/model.ts';
+export { loadWeights, saveWeights, paramsFromNamed } from './models/mvit/weights.ts';
+export { checkFixture, formatReport } from './models/mvit/fixture-check.ts';
+export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
