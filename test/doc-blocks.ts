@@ -25,7 +25,7 @@ export function absolutizeImports(source: string, base: string): string {
  * scratch folder) so that `import ... from 'revgrad'` resolves to this package.
  */
 export function runBlock(source: string, base: string): { status: number | null; stdout: string; stderr: string } {
-  const dir = mkdtempSync(join(repo, 'node_modules', '.revgrad-docs-'));
+  const dir = mkdtempSync(join(repo, '.docs-run-'));
   try {
     const file = join(dir, 'example.mts'); // .mts: ESM whatever the folder's package.json says
     writeFileSync(file, absolutizeImports(source, base));
