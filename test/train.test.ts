@@ -273,15 +273,16 @@ test('train: deterministic, and stop + resume reproduces the uninterrupted run b
 });
 
 test("train: 'store' and 'reversible' modes compute the same losses; reversible needs less peak memory", async () => {
-  const model = standIn(4);
+  // Deep and with a large batch, so that activations, not the embedding's gradient, dominate the peak.
+  const model = standIn(8);
   const batch = movingMnistBatches(fakeCfg);
   const quiet: Monitoring = { ...monitoring, evalEvery: 0, driftEvery: 0, ckptEvery: 0 };
-  const rev = await train({ model, batch, settings: settings(3), monitoring: quiet, config: fakeCfg, outDir: null });
-  const sto = await train({ model, batch, settings: settings(3, { mode: 'store' }), monitoring: quiet, config: fakeCfg, outDir: null });
+  const rev = await train({ model, batch, settings: settings(3, { batchSize: 64 }), monitoring: quiet, config: fakeCfg, outDir: null });
+  const sto = await train({ model, batch, settings: settings(3, { batchSize: 64, mode: 'store' }), monitoring: quiet, config: fakeCfg, outDir: null });
   const losses = (r: typeof rev) => (r.records.filter((x) => x.type === 'train') as any[]).map((x) => x.loss);
   close(losses(rev), losses(sto), 1e-4, 'losses');
   const peak = (r: typeof rev) => (r.records.find((x) => x.type === 'train') as any).peakBytes;
-  assert.ok(peak(rev) < peak(sto), `peak reversible ${peak(rev)} vs store ${peak(sto)}`);
+  assert.ok(peak(rev) < 0.8 * peak(sto), `peak reversible ${peak(rev)} vs store ${peak(sto)}`);
 });
 
 test.run();

@@ -283,13 +283,16 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     emit({ type: 'checkpoint', step, path: ckptPath });
   };
 
-  let lastLogits: Tensor | null = null;
-  const lossAndLogits = (p: P, x: Tensor, y: Int32Array, k: Key): Tensor => {
-    const logits = model.apply(p, x, k, { train: true, mode: settings.mode });
-    lastLogits = logits;
-    return crossEntropy(logits, y, settings.labelSmoothing);
+  // Only the params are differentiated: the batch and the key are closed over, so no gradient is
+  // computed for the input clips.
+  const lossAndGrad = (p: P, x: Tensor, y: Int32Array, k: Key) => {
+    let logits: Tensor | null = null;
+    const [loss, g] = valueAndGrad((q: P): Tensor => {
+      logits = model.apply(q, x, k, { train: true, mode: settings.mode });
+      return crossEntropy(logits, y, settings.labelSmoothing);
+    })(p);
+    return { loss, grads: g as P, logits: logits! as Tensor };
   };
-  const vg = valueAndGrad(lossAndLogits, 0);
 
   let step = start;
   let queuedDrift: DriftRecord | null = null;
@@ -298,12 +301,12 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     const { x, y } = opts.batch(foldIn(keys.data, s), 'train', settings.batchSize);
     const k = foldIn(keys.step, s);
     const measured = measureMemory(
-      () => vg(params, x, y, k),
-      ([loss, g]) => [...leaves(g), loss].map((t) => t.storage),
+      () => lossAndGrad(params, x, y, k),
+      (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
     );
-    const [lossT, grads0] = measured.value as [Tensor, P];
+    const { loss: lossT, grads: grads0, logits } = measured.value;
     const loss = lossT.dataSync()[0];
-    const correct = lastLogits === null ? 0 : correctCount(lastLogits, y);
+    const correct = correctCount(logits, y);
     const clipped = settings.clipNorm === null ? { grads: grads0, norm: NaN } : clipGradNorm(grads0, settings.clipNorm);
     const gradNorm = settings.clipNorm === null ? clipGradNorm(grads0, Infinity).norm : clipped.norm;
     const lr = learningRate(settings.schedule, s);
