@@ -15,6 +15,7 @@ import { accuracy, crossEntropy } from '../src/train/loss.ts';
 import { movingMnistBatches, readMetrics, train, type TrainableModel, type TrainSettings, type Monitoring } from '../src/train/loop.ts';
 import { adamwInit, adamwUpdate, clipGradNorm, sgdInit, sgdUpdate, type AdamWHyper } from '../src/train/optim.ts';
 import { learningRate, scheduleDefaults } from '../src/train/schedule.ts';
+import { lineChart, niceTicks, renderReport } from '../src/train/report.ts';
 
 const close = (actual: ArrayLike<number>, expected: readonly number[], tol: number, what: string) => {
   assert.is(actual.length, expected.length, `${what}: length`);
@@ -283,6 +284,34 @@ test("train: 'store' and 'reversible' modes compute the same losses; reversible 
   close(losses(rev), losses(sto), 1e-4, 'losses');
   const peak = (r: typeof rev) => (r.records.find((x) => x.type === 'train') as any).peakBytes;
   assert.ok(peak(rev) < 0.8 * peak(sto), `peak reversible ${peak(rev)} vs store ${peak(sto)}`);
+});
+
+// ---- report ---------------------------------------------------------------------------------------
+
+test('niceTicks: round steps covering the range', () => {
+  assert.equal(niceTicks(0, 1, 5), [0, 0.2, 0.4, 0.6000000000000001, 0.8, 1]);
+  assert.equal(niceTicks(3, 97, 4), [25, 50, 75]);
+});
+
+test('report: self-contained HTML with one SVG chart per curve and the data drawn', () => {
+  const records = [
+    ...Array.from({ length: 20 }, (_, i) => ({ type: 'train', step: i + 1, loss: 3.7 - i * 0.05, acc: i / 40, lr: 1e-3, peakBytes: 1e6 })),
+    { type: 'eval', step: 10, testAcc: 0.1, testLoss: 3.2, clips: 64 },
+    { type: 'eval', step: 20, testAcc: 0.2, testLoss: 2.9, clips: 64 },
+    { type: 'drift', step: 10, max: 3e-7, blocks: [{ block: 0, x1: 1e-7, x2: 3e-7 }, { block: 2, x1: 2e-8, x2: 1e-8 }] },
+    { type: 'drift', step: 20, max: 4e-7, blocks: [{ block: 0, x1: 4e-7, x2: 3e-7 }, { block: 2, x1: 2e-8, x2: 5e-8 }] },
+  ];
+  const memory = [0, 2, 4].map((e) => ({ depth: 6 + e, reversibleBlocks: 4 + e, retained: { reversible: 1e6, store: 2e6 * (1 + e) }, peak: { reversible: 3e6, store: 4e6 * (1 + e) } }));
+  const html = renderReport({ title: 'run <x>', summary: [['steps', '20']], records, memory });
+  assert.is((html.match(/<svg /g) ?? []).length, 5);
+  assert.match(html, 'run &lt;x&gt;');
+  for (const t of ['Loss', 'Accuracy', 'Learning rate', 'Memory vs depth', 'Reconstruction drift']) assert.ok(html.includes(`>${t}`), t);
+  assert.ok(html.includes('layer 0') && html.includes('layer 2'));
+  // Nothing external: no scripts, no links, no URLs but the SVG namespace.
+  assert.not.match(html, /<script|<link|src=|url\(http|@import/);
+  assert.equal([...new Set(html.match(/https?:\/\/[^"' )]+/g))], ['http://www.w3.org/2000/svg']);
+  // A chart with no data says so instead of drawing garbage.
+  assert.match(lineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: [] }), 'no data');
 });
 
 test.run();
