@@ -1,5 +1,5 @@
 /** `revgrad train`: train a Rev-MViT on Moving-MNIST, with checkpoints, resume and an HTML report. */
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig } from '../models/mvit/config.ts';
@@ -50,6 +50,8 @@ export const TRAIN_DEFAULTS = {
 } as const;
 
 export const REPORT_FILE = 'report.html';
+/** Clips per step in the report's memory-vs-depth measurement. */
+const MEMORY_BATCH = 2;
 
 export const trainSpec: CommandSpec = {
   name: 'train',
@@ -284,10 +286,12 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
     let memory: MemoryPoint[] | null = null;
     let memoryNote: string | undefined;
     try {
-      memory = depths.map((extra) => measureMemoryRow(cfg, extra, 2, settings.seed));
+      memory = depths.map((extra) => measureMemoryRow(cfg, extra, MEMORY_BATCH, settings.seed));
+      appendFileSync(join(outDir, METRICS_FILE), JSON.stringify({ type: 'memory', batch: MEMORY_BATCH, rows: memory }) + '\n');
     } catch (e) {
       memoryNote = `Memory vs depth could not be measured: ${(e as Error).message}`;
     }
+    const records = readMetrics(join(outDir, METRICS_FILE));
     const html = renderReport({
       title: `revgrad training run: ${source}`,
       summary: [

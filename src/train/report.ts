@@ -32,11 +32,12 @@ export const escapeHtml = (s: string): string =>
   s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
 
 /** About `count` round tick values covering [lo, hi] (1, 2, 5 × 10^k steps). */
-export function niceTicks(lo: number, hi: number, count = 5): number[] {
+export function niceTicks(lo: number, hi: number, count = 5, integer = false): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const nice = (integer ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]).map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const step = integer ? Math.max(1, nice) : nice;
   const ticks: number[] = [];
   for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) ticks.push(Math.abs(v) < step * 1e-9 ? 0 : v);
   return ticks;
@@ -52,8 +53,22 @@ const defaultFormat = (v: number): string => {
 /** An SVG line chart with axes, ticks, labels and a legend. */
 export function lineChart(spec: ChartSpec): string {
   const W = spec.width ?? 560;
-  const H = spec.height ?? 300;
-  const m = { left: 64, right: 16, top: 30, bottom: 64 };
+  // Legend entries flow left to right and wrap into rows below the x label.
+  const legendX0 = 64;
+  const legend: { s: Series; x: number; row: number }[] = [];
+  {
+    let x = legendX0;
+    let row = 0;
+    for (const s of spec.series) {
+      const w = 30 + s.name.length * 6.5;
+      if (x + w > W - 8 && x > legendX0) [x, row] = [legendX0, row + 1];
+      legend.push({ s, x, row });
+      x += w;
+    }
+  }
+  const legendRows = legend.length === 0 ? 0 : legend[legend.length - 1].row + 1;
+  const H = (spec.height ?? 300) + Math.max(0, legendRows - 1) * 16;
+  const m = { left: 64, right: 16, top: 30, bottom: 48 + 16 * legendRows };
   const pw = W - m.left - m.right;
   const ph = H - m.top - m.bottom;
   const fy = spec.yFormat ?? defaultFormat;
@@ -77,7 +92,7 @@ export function lineChart(spec: ChartSpec): string {
   const sy = (y: number) => m.top + ph - ((tr(y) - y0) / (y1 - y0)) * ph;
   const parts: string[] = [title];
   // Grid and ticks.
-  const xt = niceTicks(x0, x1, 6);
+  const xt = niceTicks(x0, x1, 6, all.every(([x]) => Number.isInteger(x)));
   const ytRaw = spec.logY ? Array.from({ length: y1 - y0 + 1 }, (_, i) => 10 ** (y0 + i)) : niceTicks(y0, y1, 5);
   const yt = spec.logY && ytRaw.length > 8 ? ytRaw.filter((_, i) => i % Math.ceil(ytRaw.length / 8) === 0) : ytRaw;
   for (const t of xt) {
@@ -109,12 +124,10 @@ export function lineChart(spec: ChartSpec): string {
   }
   parts.push('</g>');
   // Legend below the x label.
-  let lx = m.left;
-  const ly = H - 12;
-  for (const s of spec.series) {
+  for (const { s, x: lx, row } of legend) {
+    const ly = m.top + ph + 52 + row * 16;
     parts.push(`<line x1="${lx}" y1="${ly}" x2="${lx + 18}" y2="${ly}" stroke="${s.color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="5 3"' : ''}/>`);
     parts.push(`<text x="${lx + 22}" y="${ly}" dominant-baseline="middle" class="legend">${escapeHtml(s.name)}</text>`);
-    lx += 30 + s.name.length * 6.5;
   }
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" role="img" aria-label="${escapeHtml(spec.title)}">${parts.join('')}</svg>`;
 }
