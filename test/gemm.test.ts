@@ -4,8 +4,10 @@ import fc from 'fast-check';
 import { withBackend } from '../src/backend/backend.ts';
 import { matmulReference, matmulRows4Variant, type MatmulProblem } from '../src/backend/matmul.ts';
 import { sleb, uleb } from '../src/backend/wasm-builder.ts';
+import { execFileSync } from 'node:child_process';
 import {
-  DEFAULT_WASM_GEMM, wasmGemm, wasmGemmMemoryBytes, wasmGemmWith, wasmSimdAvailable, type WasmGemmConfig,
+  wasmGemm, wasmGemmConfig, wasmGemmMemoryBytes, wasmGemmWith, wasmRelaxedSimdAvailable, wasmSimdAvailable,
+  type WasmGemmConfig,
 } from '../src/backend/wasm-gemm.ts';
 
 /** Deterministic values in [-1, 1) so failures reproduce. */
@@ -118,6 +120,47 @@ test('other register tilings and code-generation options are correct too', () =>
   }
 });
 
+test('fused multiply-add variant (relaxed SIMD) is correct where the engine has it', () => {
+  if (wasmRelaxedSimdAvailable()) {
+    const gemm = wasmGemmWith({ ...wasmGemmConfig(), fma: true });
+    for (const [transA, transB] of TRANSPOSES) check(gemm, { batch: 2, m: 37, k: 19, n: 29, transA, transB }, 21, 'fma');
+    return;
+  }
+  // Node 20 has relaxed SIMD behind a V8 flag: check the FMA code path in a child process with it.
+  const script = `
+    import { wasmGemmWith, wasmGemmConfig, wasmRelaxedSimdAvailable } from './src/backend/wasm-gemm.ts';
+    import { matmulReference } from './src/backend/matmul.ts';
+    if (!wasmRelaxedSimdAvailable()) { process.stdout.write('unavailable'); process.exit(0); }
+    if (!wasmGemmConfig().fma) throw new Error('wasmGemm does not pick FMA');
+    const gemm = wasmGemmWith({ mr: 4, nr: 8, unroll: 1, fma: true });
+    let worst = 0;
+    for (const [batch, m, k, n] of [[1, 1, 1, 1], [2, 37, 19, 29], [1, 9, 1024, 10], [1, 64, 96, 50]]) {
+      for (const transA of [false, true]) for (const transB of [false, true]) {
+        const p = { batch, m, k, n, transA, transB };
+        const a = Float32Array.from({ length: batch * m * k }, (_, i) => Math.sin(i * 1.3 + 1));
+        const b = Float32Array.from({ length: batch * k * n }, (_, i) => Math.cos(i * 0.7));
+        const got = gemm(p, a, b), ref = matmulReference(p, a, b);
+        let scale = 0, err = 0;
+        for (let i = 0; i < ref.length; i++) { scale = Math.max(scale, Math.abs(ref[i])); err = Math.max(err, Math.abs(got[i] - ref[i])); }
+        worst = Math.max(worst, scale === 0 ? err : err / scale);
+      }
+    }
+    process.stdout.write(String(worst));`;
+  let out: string;
+  try {
+    out = execFileSync(process.execPath, ['--experimental-wasm-relaxed-simd', '--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: new URL('..', import.meta.url).pathname, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+    }).trim();
+  } catch (e) {
+    const stderr = String((e as { stderr?: unknown }).stderr ?? '');
+    // A Node without that flag: nothing to check here.
+    if (/bad option|unknown option/i.test(stderr)) return;
+    throw e;
+  }
+  if (out === 'unavailable') return;
+  assert.ok(Number(out) <= 1e-5, `fma relative error ${JSON.stringify(out)}`);
+});
+
 test('agrees with the gpu.js rows4 kernel', () => {
   const rows4: Gemm = (p, a, b) => withBackend('webasm', () => matmulRows4Variant(p, a, b, {}));
   const problems: MatmulProblem[] = [
@@ -146,9 +189,9 @@ test('memory is reused: bounded by the largest problem, results stay independent
   const [sa, sb] = inputs(small, 1);
   const first = wasmGemm(small, sa, sb);
   check(wasmGemm, big, 2);
-  const grown = wasmGemmMemoryBytes(DEFAULT_WASM_GEMM);
+  const grown = wasmGemmMemoryBytes(wasmGemmConfig());
   for (let i = 0; i < 5; i++) check(wasmGemm, big, 3 + i);
-  assert.is(wasmGemmMemoryBytes(DEFAULT_WASM_GEMM), grown, 'no growth on repeated problems');
+  assert.is(wasmGemmMemoryBytes(wasmGemmConfig()), grown, 'no growth on repeated problems');
   // The returned array is a copy: later calls do not change it.
   const again = wasmGemm(small, sa, sb);
   assert.equal(Array.from(again), Array.from(first));

@@ -19,6 +19,7 @@
  */
 import type { GPU, IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend } from './backend.ts';
+import { wasmGemm, wasmSimdAvailable } from './wasm-gemm.ts';
 
 export interface MatmulProblem {
   batch: number;
@@ -51,9 +52,26 @@ export function matmulKernelRun(p: MatmulProblem, a: Float32Array, b: Float32Arr
   // An empty reduction is all zeros; gpu.js cannot take zero-length arrays.
   if (k === 0) return new Float32Array(batch * m * n);
   const backend = getBackend();
-  if (backend === 'webasm') return runRows4(p, a, b, DEFAULT_ROWS4);
+  if (backend === 'webasm') {
+    // Node CPU path: the hand-generated wasm SIMD GEMM (wasm-gemm.ts) when the engine has SIMD; the
+    // gpu.js rows4 kernel stays as the fallback and for tests/benchmarks (setWasmGemm(false)).
+    if (useWasmGemm && wasmSimdAvailable()) return wasmGemm(p, a, b);
+    return runRows4(p, a, b, DEFAULT_ROWS4);
+  }
   if (backend === 'cpu') return runPlain(p, a, b);
   throw new Error(`matmulKernelRun: backend '${backend}' is not supported here (synchronous webasm and cpu only)`);
+}
+
+let useWasmGemm = true;
+
+/**
+ * webasm only: route matmulKernelRun to the wasm SIMD GEMM (true, the default) or to the gpu.js rows4
+ * kernel (false). The webgpu/webgl2 and cpu paths are unaffected. Returns the previous setting.
+ */
+export function setWasmGemm(enabled: boolean): boolean {
+  const previous = useWasmGemm;
+  useWasmGemm = enabled;
+  return previous;
 }
 
 export type GpuMatmulVariant = 'plain' | 'rows4';

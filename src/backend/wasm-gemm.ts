@@ -43,7 +43,11 @@ export interface WasmGemmConfig {
   fence?: number;
 }
 
-/** The measured best on the benchmark machine (docs/perf-notes-matmul.md, "hand-written wasm"). */
+/**
+ * The measured best on the benchmark machine (docs/perf-notes-matmul.md, "hand-written wasm SIMD GEMM"):
+ * a 4x8 tile (8 accumulators) with no manual unrolling. `wasmGemm` adds `fma: true` where the engine
+ * has relaxed SIMD (Node 20: only behind --experimental-wasm-relaxed-simd).
+ */
 export const DEFAULT_WASM_GEMM: WasmGemmConfig = { mr: 4, nr: 8, unroll: 1 };
 
 // ---------------------------------------------------------------------------------------------
@@ -258,12 +262,17 @@ export function wasmSimdAvailable(): boolean {
 
 /** Whether the engine accepts relaxed SIMD (f32x4.relaxed_madd); Node 20 only behind a V8 flag. */
 export function wasmRelaxedSimdAvailable(): boolean {
-  try {
-    return WebAssembly.validate(gemmModuleBytes({ ...DEFAULT_WASM_GEMM, fma: true }));
-  } catch {
-    return false;
+  if (relaxedAvailable === undefined) {
+    try {
+      relaxedAvailable = typeof WebAssembly === 'object' && WebAssembly.validate(gemmModuleBytes({ ...DEFAULT_WASM_GEMM, fma: true }));
+    } catch {
+      relaxedAvailable = false;
+    }
   }
+  return relaxedAvailable;
 }
+
+let relaxedAvailable: boolean | undefined;
 
 const PAGE = 65536;
 const align64 = (bytes: number): number => Math.ceil(bytes / 64) * 64;
@@ -354,10 +363,15 @@ function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void 
 }
 
 /**
- * C = op(A) @ op(B) per batch entry with the default tiling; same layouts as matmulKernelRun
+ * C = op(A) @ op(B) per batch entry with `wasmGemmConfig()`; same layouts as matmulKernelRun
  * (a: batch x (transA ? [k,m] : [m,k]), b: batch x (transB ? [n,k] : [k,n]), out: batch x [m,n]).
  * Requires wasmSimdAvailable().
  */
 export function wasmGemm(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array {
-  return wasmGemmWith(DEFAULT_WASM_GEMM)(p, a, b);
+  return wasmGemmWith(wasmGemmConfig())(p, a, b);
+}
+
+/** The configuration `wasmGemm` uses: DEFAULT_WASM_GEMM, fused multiply-add where relaxed SIMD exists. */
+export function wasmGemmConfig(): WasmGemmConfig {
+  return wasmRelaxedSimdAvailable() ? { ...DEFAULT_WASM_GEMM, fma: true } : DEFAULT_WASM_GEMM;
 }
