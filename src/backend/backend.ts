@@ -53,7 +53,8 @@ export function gpuFor(name: BackendName = current): GPU {
 // ---------------------------------------------------------------------------------------------
 // Kernel cache
 
-const CACHE_CAPACITY = 1024;
+/** Kernels kept per backend (LRU). Each webasm kernel holds its own WebAssembly memory. */
+const CACHE_CAPACITY = 256;
 const caches = new Map<BackendName, Map<string, IKernelRunShortcut>>();
 const stats = { compiled: 0, evicted: 0, hits: 0 };
 
@@ -90,16 +91,28 @@ export function cachedKernel(key: string, build: (gpu: GPU) => IKernelRunShortcu
     const oldest = cache.keys().next().value as string;
     const evicted = cache.get(oldest)!;
     cache.delete(oldest);
-    evicted.destroy();
+    release(gpuFor(name), evicted);
     stats.evicted++;
   }
   return kernel;
 }
 
+/**
+ * Destroy a kernel and drop gpu.js's own reference to it: gpu.js 2.24's cpu kernels do not remove
+ * themselves from `gpu.kernels` on destroy, which otherwise keeps every kernel ever built alive.
+ */
+function release(gpu: GPU, kernel: IKernelRunShortcut): void {
+  kernel.destroy();
+  const list = (gpu as unknown as { kernels?: unknown[] }).kernels;
+  const inner = (kernel as unknown as { kernel?: unknown }).kernel;
+  const i = list === undefined ? -1 : list.indexOf(inner);
+  if (i >= 0) list!.splice(i, 1);
+}
+
 /** Destroy every cached kernel (all backends). */
 export function clearKernelCache(): void {
-  for (const cache of caches.values()) {
-    for (const k of cache.values()) k.destroy();
+  for (const [name, cache] of caches) {
+    for (const k of cache.values()) release(gpuFor(name), k);
     cache.clear();
   }
 }
