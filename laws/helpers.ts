@@ -10,6 +10,8 @@ import fc from 'fast-check';
 import { withBackend, type BackendName } from '../src/backend/backend.ts';
 import { setFastPaths } from '../src/tensor/exec.ts';
 import * as R from '../src/index.ts';
+// The tensor `stack` (src/index.ts now exports the reversible-block `stack` under that name).
+import { stack as stackTensors } from '../src/tensor/ops.ts';
 import type { Tensor } from '../src/index.ts';
 
 export const BACKENDS: readonly BackendName[] = ['webasm', 'cpu'];
@@ -438,7 +440,7 @@ export const OP_CASES: readonly OpEntry[] = [
     shapeArb(0, 3).chain((shape) => fc.record({ shape: fc.constant(shape), axis: axisArb(shape.length + 1), count: fc.integer({ min: 1, max: 3 }), seed: seedArb })),
     ({ shape, axis, count, seed }) => ({
       inputs: Array.from({ length: count }, (_, i) => rand(shape, seed + i)),
-      f: (...xs) => R.stack(xs, axis),
+      f: (...xs) => stackTensors(xs, axis),
     }),
   ),
   op(
@@ -597,11 +599,12 @@ export function checkVjp(c: OpCase, seed: number, opts: FdOptions = {}): FdResul
 
 /**
  * Taylor remainders r(h) = |(f(x + h v) - f(x)) · u - <vjp(u), dx>| for the given steps (dx the exact
- * float32 step, as in checkVjp). For a correct VJP r(h) = O(h^2), so r(h) / r(h/2) -> 4; a wrong VJP
+ * float32 step, as in checkVjp). For a correct VJP r(h) = c2 h^2 + c3 h^3 + ..., so r(h) / r(h/2) -> 4; a wrong VJP
  * leaves an O(h) remainder (ratio 2). u is chosen along the second difference f(x+h0 v) + f(x-h0 v) - 2 f(x),
  * so the h^2 coefficient u·(v^T f'' v) is as large as possible rather than accidentally near zero.
+ * Returns the remainders, `curvature` = 2 c2, an estimate `cubic` of |c3| and the round-off `noise` per step.
  */
-export function taylorRemainders(c: OpCase, seed: number, hs: readonly number[]): { remainders: number[]; curvature: number } {
+export function taylorRemainders(c: OpCase, seed: number, hs: readonly number[]): { remainders: number[]; curvature: number; cubic: number; noise: number[] } {
   const wrt = c.wrt ?? c.inputs.map((_, i) => i);
   const vs = new Map(wrt.map((i) => [i, uniform(c.inputs[i].size, seed + 7 + 13 * i)]));
   const shifted = (h: number) => {
@@ -626,21 +629,45 @@ export function taylorRemainders(c: OpCase, seed: number, hs: readonly number[])
     return R.tensor(part, [...t.shape]);
   });
   const grads = pullback((Array.isArray(y) ? cts : cts[0]) as never) as Tensor[];
+  // The odd part of the remainder, (f(x + h0 v) - f(x - h0 v)) · u - <vjp(u), dx>, is ~ (1/3) h0^3 u·f'''(v,v,v):
+  // it estimates the cubic coefficient, so the caller can tell whether h^2 dominates at these steps.
+  const [xp, xm] = [shifted(h0), shifted(-h0)];
+  let odd = 0;
+  for (const i of vs.keys()) {
+    const g = grads[i].dataSync();
+    const a = xp[i].dataSync();
+    const b = xm[i].dataSync();
+    for (let j = 0; j < g.length; j++) odd -= g[j] * (a[j] - b[j]);
+  }
+  for (let j = 0; j < fp.length; j++) odd += uFlat[j] * (fp[j] - fm[j]);
+  const cubic = Math.abs(odd) / (2 * h0 ** 3);
+  // float32 round-off in each remainder, root-mean-square style (independent roundings): 4 ulps of each
+  // f(x), f(x + h v) value weighted by u (unit length), and of each float32 gradient term.
+  const noise: number[] = [];
   const remainders = hs.map((h) => {
     const xs = shifted(h);
     let lin = 0;
+    let linAbs = 0;
     for (const i of vs.keys()) {
       const g = grads[i].dataSync();
       const x1 = xs[i].dataSync();
       const x0 = c.inputs[i].dataSync();
-      for (let j = 0; j < g.length; j++) lin += g[j] * (x1[j] - x0[j]);
+      for (let j = 0; j < g.length; j++) {
+        lin += g[j] * (x1[j] - x0[j]);
+        linAbs += (g[j] * (x1[j] - x0[j])) ** 2;
+      }
     }
     const f1 = flat(c.f(...xs));
     let change = 0;
-    for (let j = 0; j < f1.length; j++) change += uFlat[j] * (f1[j] - f0[j]);
+    let fAbs = 0;
+    for (let j = 0; j < f1.length; j++) {
+      change += uFlat[j] * (f1[j] - f0[j]);
+      fAbs += uFlat[j] ** 2 * (f1[j] ** 2 + f0[j] ** 2);
+    }
+    noise.push(4 * EPS32 * Math.sqrt(fAbs + linAbs));
     return Math.abs(change - lin);
   });
-  return { remainders, curvature: norm / (h0 * h0) };
+  return { remainders, curvature: norm / (h0 * h0), cubic, noise };
 }
 
 /**
