@@ -38,7 +38,7 @@ import { createProgress } from './progress.ts';
 export const TRAIN_DEFAULTS = {
   steps: 150,
   batch: 16,
-  lr: 2e-3,
+  lr: 1e-3,
   warmup: 15,
   weightDecay: ADAMW_DEFAULTS.weightDecay,
   clip: 1.0,
