@@ -17,7 +17,7 @@ export {
   reversible,
   sequence,
   stage,
-  stack,
+  stack as reversibleStack,
   type Branch,
   type BlockOptions,
   type DriftEntry,

@@ -2,13 +2,14 @@
 import { normalizeLast, softmaxLast } from './fused.ts';
 import { add, exp, log, max, mul, sub, sum, transpose } from './ops.ts';
 import { normAxis } from './shape.ts';
-import { view, type Tensor } from './tensor.ts';
+import { assertTensor, view, type Tensor } from './tensor.ts';
 
 /** A view that is not reported to autodiff, so no gradient flows through it. */
 const detach = (t: Tensor): Tensor => view(t, t.shape);
 
 /** softmax along `axis` (fused on the last axis; other axes are moved last and back). */
 export function softmax(x: Tensor, axis = -1): Tensor {
+  assertTensor('softmax', x);
   const ax = normAxis('softmax', axis, x.rank);
   if (ax === x.rank - 1) return softmaxLast(x);
   return transpose(softmaxLast(transpose(x, ax, -1)), ax, -1);

@@ -34,9 +34,10 @@ export interface PoolAttrs {
 }
 
 function triple(op: string, what: string, v: number | readonly number[] | undefined, spatial: number, dflt: number): Triple {
-  const list = v === undefined ? Array(spatial).fill(dflt) : typeof v === 'number' ? Array(spatial).fill(v) : [...v];
-  if (list.length !== spatial || list.some((x) => !Number.isInteger(x) || x < 0)) {
-    throw new ArgumentError(op, `${what} must be ${spatial} non-negative integer(s), got ${JSON.stringify(v)}`);
+  const min = what === 'padding' ? 0 : 1;
+  const list = v === undefined ? Array(spatial).fill(dflt) : typeof v === 'number' ? Array(spatial).fill(v) : Array.isArray(v) ? [...v] : null;
+  if (list === null || list.length !== spatial || list.some((x) => typeof x !== 'number' || !Number.isInteger(x) || x < min)) {
+    throw new ArgumentError(op, `${what} must be ${spatial} integer(s) >= ${min}, got ${JSON.stringify(v)}`);
   }
   return [...Array(3 - spatial).fill(what === 'padding' ? 0 : 1), ...list] as Triple;
 }
@@ -311,23 +312,26 @@ function poolAttrs(op: string, x: Tensor, kernel: readonly number[], stride?: re
 
 const pool5 = (shape: Shape): number[] => (shape.length === 4 ? [1, ...shape] : [...shape]);
 
-function poolOutShape(shape: Shape, a: PoolAttrs): number[] {
+function poolOutShape(op: string, shape: Shape, a: PoolAttrs): number[] {
   const s5 = pool5(shape);
   const o = [0, 1, 2].map((d) => outSize(s5[d + 2], a.kernel[d], a.stride[d], a.padding[d]));
+  if (o.some((n) => n <= 0)) {
+    throw new ShapeError(op, `kernel ${fmt(a.kernel)} with padding ${fmt(a.padding)} is larger than the grid of input ${fmt(shape)}`);
+  }
   return [...shape.slice(0, shape.length - 3), ...o];
 }
 
 export function maxPool3d(x: Tensor, kernel: readonly number[], stride?: readonly number[], padding?: readonly number[]): Tensor {
   assertTensor('maxPool3d', x);
   const a = poolAttrs('maxPool3d', x, kernel, stride, padding);
-  const outShape = poolOutShape(x.shape, a);
+  const outShape = poolOutShape('maxPool3d', x.shape, a);
   return notify('maxPool', [x], execute([x], outShape, poolImpl('max', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
 }
 
 export function avgPool3d(x: Tensor, kernel: readonly number[], stride?: readonly number[], padding?: readonly number[]): Tensor {
   assertTensor('avgPool3d', x);
   const a = poolAttrs('avgPool3d', x, kernel, stride, padding);
-  const outShape = poolOutShape(x.shape, a);
+  const outShape = poolOutShape('avgPool3d', x.shape, a);
   return notify('avgPool', [x], execute([x], outShape, poolImpl('avg', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
 }
 

@@ -44,6 +44,7 @@ export interface OpImpl {
 }
 
 let fastPaths = true;
+const EMPTY_STAND_IN = new Float32Array(1);
 
 /** Turn the host fast paths on or off (off: every op runs its gpu.js kernel). For tests and benchmarks. */
 export function setFastPaths(enabled: boolean): void {
@@ -106,7 +107,9 @@ function computeNow(impl: OpImpl, inputs: Float32Array[], outSize: number): Floa
   }
   const gpu = isGpuBackend(backend);
   if (gpu) checkGpuSize(impl, inputs, outSize, backend);
-  return runKernel(impl.kernel(gpu), inputs, outSize);
+  // gpu.js cannot take zero-length arrays; an empty input is never read, so any stand-in will do.
+  const args = inputs.map((x) => (x.length === 0 ? EMPTY_STAND_IN : x));
+  return runKernel(impl.kernel(gpu), args, outSize);
 }
 
 function checkGpuSize(impl: OpImpl, inputs: Float32Array[], outSize: number, backend: BackendName): void {
@@ -118,9 +121,17 @@ function checkGpuSize(impl: OpImpl, inputs: Float32Array[], outSize: number, bac
 
 /** Run `impl` on `inputs`, giving a new tensor of `outShape`. */
 export function execute(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl): Tensor {
+  const out = executeUnaccounted(inputs, outShape, impl);
+  // The inputs are read while the output exists: log their use after its allocation, so the memory
+  // accounting sees both live at once (as they are).
+  for (const t of inputs) t.storage.markUse();
+  return out;
+}
+
+function executeUnaccounted(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl): Tensor {
   const outSize = sizeOf(outShape);
-  const reads = inputs.map((t) => t.storage.read());
   if (outSize === 0) return fromBuffer(new Float32Array(0), outShape);
+  const reads = inputs.map((t) => t.storage.peek());
   if (reads.every((r): r is Float32Array => r instanceof Float32Array)) {
     return fromBuffer(compute(impl, reads, outSize), outShape);
   }

@@ -18,6 +18,7 @@ import {
   sameShape,
   sizeOf,
   stridesOf,
+  checkIntList,
   type Shape,
 } from './shape.ts';
 import { assertTensor, scalar, Tensor, view } from './tensor.ts';
@@ -225,6 +226,9 @@ export interface SliceSpec {
 export function slice(x: Tensor, start: readonly number[], stop?: readonly (number | null)[], step?: readonly number[]): Tensor {
   const op = 'slice';
   assertTensor(op, x);
+  checkIntList(op, 'start', start);
+  if (stop !== undefined) checkIntList(op, 'stop', stop, true);
+  if (step !== undefined) checkIntList(op, 'step', step);
   const spec: SliceSpec = { start: [], stop: [], step: [] };
   const outShape: number[] = [];
   for (let d = 0; d < x.rank; d++) {
@@ -259,6 +263,12 @@ export function embed(x: Tensor, outShape: readonly number[], start: readonly nu
   assertTensor(op, x);
   checkShape(op, outShape);
   if (outShape.length !== x.rank) throw new ShapeError(op, `output rank ${outShape.length} differs from input rank ${x.rank}`);
+  checkIntList(op, 'start', start);
+  checkIntList(op, 'step', step);
+  if (start.length !== x.rank || step.length !== x.rank || step.some((v) => v < 1)) {
+    throw new ArgumentError(op, `start ${fmt(start)} and step ${fmt(step)} must have ${x.rank} entries, steps positive`);
+  }
+  if (start.some((v) => v < 0)) throw new ShapeError(op, `input ${fmt(x.shape)} placed at ${fmt(start)} starts outside ${fmt(outShape)}`);
   for (let d = 0; d < x.rank; d++) {
     if (x.shape[d] > 0 && start[d] + (x.shape[d] - 1) * step[d] >= outShape[d]) {
       throw new ShapeError(op, `input ${fmt(x.shape)} placed at ${fmt(start)} with steps ${fmt(step)} does not fit in ${fmt(outShape)}`);
@@ -305,6 +315,9 @@ function embedImpl(inShape: Shape, outShape: Shape, start: readonly number[], st
 /** Constant padding: `widths[d] = [before, after]` for each axis (missing axes get [0, 0]). */
 export function pad(x: Tensor, widths: readonly (readonly [number, number])[], value = 0): Tensor {
   assertTensor('pad', x);
+  if (!Array.isArray(widths) || widths.length > x.rank || widths.some((p) => !Array.isArray(p) || p.length !== 2)) {
+    throw new ArgumentError('pad', `widths must be at most ${x.rank} [before, after] pairs, got ${JSON.stringify(widths)}`);
+  }
   const w = x.shape.map((_, d) => widths[d] ?? [0, 0]);
   for (const [b, a] of w) {
     if (!Number.isInteger(b) || !Number.isInteger(a) || b < 0 || a < 0) {
@@ -366,6 +379,10 @@ export function stack(xs: readonly Tensor[], axis = 0): Tensor {
   if (!Array.isArray(xs as unknown) || xs.length === 0) throw new ArgumentError('stack', 'expected a non-empty array of tensors');
   const rank = assertTensor('stack', xs[0], 'element 0').rank;
   const ax = normAxis('stack', axis, rank + 1);
+  if (rank + 1 > 6) {
+    const shape = [...xs[0].shape.slice(0, ax), xs.length, ...xs[0].shape.slice(ax)];
+    throw new ShapeError('stack', `stacking rank-${rank} tensors of shape ${fmt(xs[0].shape)} gives shape ${fmt(shape)} of rank ${rank + 1}, above the maximum rank 6`);
+  }
   return concat(xs.map((t) => reshape(t, [...t.shape.slice(0, ax), 1, ...t.shape.slice(ax)])), ax);
 }
 
@@ -377,11 +394,12 @@ export function split(x: Tensor, sizesOrCount: number | readonly number[], axis 
   const n = x.shape[ax];
   let sizes: number[];
   if (typeof sizesOrCount === 'number') {
-    if (!Number.isInteger(sizesOrCount) || sizesOrCount <= 0 || n % sizesOrCount !== 0) {
+    if (!Number.isInteger(sizesOrCount) || sizesOrCount <= 0 || n % sizesOrCount !== 0 || (n === 0 && sizesOrCount > 1)) {
       throw new ShapeError(op, `axis ${ax} of shape ${fmt(x.shape)} (size ${n}) cannot be split into ${sizesOrCount} equal parts`);
     }
     sizes = Array(sizesOrCount).fill(n / sizesOrCount);
   } else {
+    checkIntList(op, 'sizes', sizesOrCount);
     sizes = [...sizesOrCount];
     if (sizes.reduce((a, b) => a + b, 0) !== n || sizes.some((s) => !Number.isInteger(s) || s < 0)) {
       throw new ShapeError(op, `sizes ${fmt(sizes)} do not add up to ${n} (axis ${ax} of ${fmt(x.shape)})`);
@@ -415,7 +433,7 @@ export function take(x: Tensor, indices: Tensor, axis = 0): Tensor {
   }
   const outer = x.shape.slice(0, ax).reduce((a, b) => a * b, 1);
   const inner = x.shape.slice(ax + 1).reduce((a, b) => a * b, 1);
-  const outShape = [...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)];
+  const outShape = checkShape(op, [...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)]);
   const out = execute([x, indices], outShape, takeImpl(outer, n, inner, indices.size));
   return notify(op, [x, indices], out, { axis: ax });
 }
@@ -447,6 +465,7 @@ export function scatterAdd(g: Tensor, indices: Tensor, axis: number, size: numbe
   const op = 'scatterAdd';
   assertTensor(op, g);
   assertTensor(op, indices, 'indices');
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 0) throw new ArgumentError(op, `size must be a non-negative integer, got ${describe(size)}`);
   const ax = normAxis(op, axis, g.rank - indices.rank + 1);
   const outer = g.shape.slice(0, ax).reduce((a, b) => a * b, 1);
   const inner = g.shape.slice(ax + indices.rank).reduce((a, b) => a * b, 1);

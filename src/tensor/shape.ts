@@ -76,9 +76,9 @@ export function broadcastStrides(shape: Shape, target: Shape): number[] {
 
 /** Normalise an axis (negative counts from the end) and check it is in range. */
 export function normAxis(op: string, axis: number, rank: number): number {
-  if (!Number.isInteger(axis)) throw new ArgumentError(op, `axis ${axis} is not an integer`);
+  if (typeof axis !== 'number' || !Number.isInteger(axis)) throw new ArgumentError(op, `axis ${describe(axis)} is not an integer`);
   const a = axis < 0 ? axis + rank : axis;
-  if (a < 0 || a >= Math.max(rank, 1)) {
+  if (a < 0 || a >= rank) {
     throw new ShapeError(op, `axis ${axis} is out of range for rank ${rank}`);
   }
   return a;
@@ -86,7 +86,20 @@ export function normAxis(op: string, axis: number, rank: number): number {
 
 export function normAxes(op: string, axes: number | readonly number[] | undefined, rank: number): number[] {
   if (axes === undefined) return [...Array(rank).keys()];
+  if (typeof axes !== 'number' && !Array.isArray(axes)) {
+    throw new ArgumentError(op, `axes must be a number or an array of numbers, got ${describe(axes)}`);
+  }
   const list = (typeof axes === 'number' ? [axes] : [...axes]).map((a) => normAxis(op, a, rank));
   if (new Set(list).size !== list.length) throw new ShapeError(op, `repeated axis in [${axes}]`);
   return list.sort((x, y) => x - y);
+}
+
+/** Throws unless `v` is an array of integers (for index lists such as slice bounds). */
+export function checkIntList(op: string, what: string, v: unknown, allowNull = false): readonly (number | null)[] {
+  if (!Array.isArray(v)) throw new ArgumentError(op, `${what} must be an array of integers, got ${describe(v)}`);
+  for (const x of v) {
+    if (x === null && allowNull) continue;
+    if (typeof x !== 'number' || !Number.isInteger(x)) throw new ArgumentError(op, `${what} must be integers, got ${JSON.stringify(v)}`);
+  }
+  return v;
 }

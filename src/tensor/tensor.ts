@@ -32,9 +32,20 @@ export class Storage implements Buffer {
     recordAlloc(this);
   }
 
+  /** The data (or its promise), logging the read for memory accounting. */
   read(): Float32Array | Promise<Float32Array> {
     recordUse(this);
+    return this.peek();
+  }
+
+  /** The data (or its promise) without logging a read. */
+  peek(): Float32Array | Promise<Float32Array> {
     return this.host ?? this.pending!;
+  }
+
+  /** Log a read that happened through `peek`. */
+  markUse(): void {
+    recordUse(this);
   }
 }
 
@@ -134,7 +145,20 @@ function inferShape(values: NestedNumbers): number[] {
     shape.push(v.length);
     v = v[0];
   }
+  checkRagged(values, shape, 0);
   return shape;
+}
+
+/** Every nested array at depth d must have length shape[d] (and numbers only at the bottom). */
+function checkRagged(v: NestedNumbers, shape: readonly number[], depth: number): void {
+  if (depth === shape.length) {
+    if (typeof v !== 'number') throw new ShapeError('tensor', `nested arrays are ragged: expected a number at depth ${depth} of shape ${fmt(shape)}`);
+    return;
+  }
+  if (!Array.isArray(v) || v.length !== shape[depth]) {
+    throw new ShapeError('tensor', `nested arrays are ragged: expected length ${shape[depth]} at depth ${depth} (shape ${fmt(shape)} from the first elements)`);
+  }
+  for (const c of v) checkRagged(c, shape, depth + 1);
 }
 
 /**
@@ -155,10 +179,7 @@ export function tensor(data: ArrayLike<number> | NestedNumbers, shape?: Shape): 
     const list: number[] = [];
     flattenNested(op, data as NestedNumbers, list);
     flat = Float32Array.from(list);
-    inferred = inferShape(data as NestedNumbers);
-    if (sizeOf(inferred) !== flat.length && shape === undefined) {
-      throw new ShapeError(op, `nested arrays are ragged: shape ${fmt(inferred)} implies ${sizeOf(inferred)} values, found ${flat.length}`);
-    }
+    inferred = shape === undefined ? inferShape(data as NestedNumbers) : [flat.length];
   } else {
     throw new ArgumentError(op, `data must be a number, an array or a typed array, got ${describe(data)}`);
   }
@@ -184,6 +205,7 @@ export const scalar = (value: number): Tensor => tensor(value);
 /** [start, stop) with `step`, like numpy.arange. */
 export function arange(start: number, stop?: number, step = 1): Tensor {
   if (stop === undefined) [start, stop] = [0, start];
+  if (!Number.isFinite(start) || !Number.isFinite(stop)) throw new ArgumentError('arange', `start and stop must be finite numbers, got ${start} and ${stop}`);
   if (step === 0 || !Number.isFinite(step)) throw new ArgumentError('arange', `step must be a finite non-zero number, got ${step}`);
   const n = Math.max(0, Math.ceil((stop - start) / step));
   const out = new Float32Array(n);
