@@ -167,6 +167,20 @@ test('check passes on a tiny config; memory --json shows reversible retaining le
   assert.ok(growth('store') > 4 * Math.max(growth('reversible'), 1), JSON.stringify(rows));
 });
 
+test('check-fixture: a PySlowFast fixture passes (exit 0); random bytes are refused (exit 1)', () => {
+  const fixture = join(ROOT, 'test/fixtures/revvit_2d_stack_cls.safetensors');
+  if (existsSync(fixture)) {
+    const r = revgrad('check-fixture', fixture);
+    assert.is(r.code, 0, r.out + r.err);
+    assert.match(r.out, 'PASS');
+  }
+  const bad = join(DIR, 'fixture-corrupt.safetensors');
+  writeFileSync(bad, randomBytes(256));
+  const b = revgrad('check-fixture', bad);
+  assert.is(b.code, 1);
+  assert.match(b.err, 'fixture-corrupt.safetensors');
+});
+
 test.after(() => rmSync(DIR, { recursive: true, force: true }));
 
 test.run();
