@@ -36,8 +36,8 @@ import { createProgress } from './progress.ts';
 
 /** Defaults: what `npm start` runs (tuned to finish in under 5 minutes on a 2-core CPU). */
 export const TRAIN_DEFAULTS = {
-  steps: 150,
-  batch: 16,
+  steps: 300,
+  batch: 8,
   lr: 1e-3,
   warmup: 15,
   weightDecay: ADAMW_DEFAULTS.weightDecay,
