@@ -6,8 +6,8 @@ import { matmulReference, matmulRows4Variant, type MatmulProblem } from '../src/
 import { sleb, uleb } from '../src/backend/wasm-builder.ts';
 import { execFileSync } from 'node:child_process';
 import {
-  wasmGemm, wasmGemmConfig, wasmGemmMemoryBytes, wasmGemmWith, wasmRelaxedSimdAvailable, wasmSimdAvailable,
-  type WasmGemmConfig,
+  setWasmGemmRetainedBytes, wasmGemm, wasmGemmConfig, wasmGemmMemoryBytes, wasmGemmWith, wasmRelaxedSimdAvailable,
+  wasmSimdAvailable, type WasmGemmConfig,
 } from '../src/backend/wasm-gemm.ts';
 
 /** Deterministic values in [-1, 1) so failures reproduce. */
@@ -196,6 +196,17 @@ test('memory is reused: bounded by the largest problem, results stay independent
   const again = wasmGemm(small, sa, sb);
   assert.equal(Array.from(again), Array.from(first));
   assert.is(again.buffer.byteLength, again.byteLength, 'owns its buffer (not a view of wasm memory)');
+});
+
+test('a problem above the retained limit runs, then its memory is released', () => {
+  const previous = setWasmGemmRetainedBytes(1 << 20);
+  try {
+    check(wasmGemm, { batch: 1, m: 300, k: 200, n: 300, transA: false, transB: true }, 9); // ~1.4 MB of wasm memory
+    assert.ok(wasmGemmMemoryBytes() <= 1 << 20, `kept ${wasmGemmMemoryBytes()} bytes`);
+    check(wasmGemm, { batch: 2, m: 7, k: 5, n: 11, transA: false, transB: false }, 10);
+  } finally {
+    setWasmGemmRetainedBytes(previous);
+  }
 });
 
 test('rejects inputs whose length does not match the problem', () => {

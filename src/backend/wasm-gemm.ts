@@ -281,7 +281,21 @@ export type GemmFn = (p: MatmulProblem, a: Float32Array, b: Float32Array) => Flo
 
 interface Instance {
   run: GemmFn;
-  memory: WebAssembly.Memory;
+  memoryBytes(): number;
+}
+
+let retainedBytes = 256 * 2 ** 20;
+
+/**
+ * Wasm memory an instance keeps between calls (default 256 MiB). A call that needs more still runs;
+ * afterwards its instance is replaced by a fresh one of the same compiled module, which releases the
+ * memory. Returns the previous limit.
+ */
+export function setWasmGemmRetainedBytes(bytes: number): number {
+  if (!(bytes >= 0)) throw new Error(`wasmGemm: bad retained byte limit ${bytes}`);
+  const previous = retainedBytes;
+  retainedBytes = bytes;
+  return previous;
 }
 
 const instances = new Map<string, Instance>();
@@ -301,15 +315,18 @@ export function wasmGemmWith(config: WasmGemmConfig): GemmFn {
   return instanceFor(config).run;
 }
 
-/** Bytes of wasm memory held by the instance of `config` (it grows to the largest problem and stays). */
-export function wasmGemmMemoryBytes(config: WasmGemmConfig = DEFAULT_WASM_GEMM): number {
-  return instanceFor(config).memory.buffer.byteLength;
+/**
+ * Bytes of wasm memory held by the instance of `config`: it grows to the largest problem seen and
+ * stays, up to the retained limit (setWasmGemmRetainedBytes).
+ */
+export function wasmGemmMemoryBytes(config: WasmGemmConfig = wasmGemmConfig()): number {
+  return instanceFor(config).memoryBytes();
 }
 
 function instantiate(config: WasmGemmConfig): Instance {
   const module = new WebAssembly.Module(gemmModuleBytes(config));
-  const ex = new WebAssembly.Instance(module, {}).exports as unknown as GemmExports;
   const { mr, nr } = config;
+  let ex = new WebAssembly.Instance(module, {}).exports as unknown as GemmExports;
   let heap = new Float32Array(ex.memory.buffer);
 
   const ensure = (bytes: number): void => {
@@ -348,9 +365,14 @@ function instantiate(config: WasmGemmConfig): Instance {
       ex.compute(paOff, pbOff, cOff, m, n, k, scratchOff);
       out.set(heap.subarray(cOff / 4, cOff / 4 + m * n), z * m * n);
     }
+    if (ex.memory.buffer.byteLength > retainedBytes) {
+      // Release an oversized memory: a new instance shares the compiled (and tiered-up) code.
+      ex = new WebAssembly.Instance(module, {}).exports as unknown as GemmExports;
+      heap = new Float32Array(ex.memory.buffer);
+    }
     return out;
   };
-  return { run, memory: ex.memory };
+  return { run, memoryBytes: () => ex.memory.buffer.byteLength };
 }
 
 function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void {
