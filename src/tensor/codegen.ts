@@ -12,16 +12,24 @@ export interface StridedRead {
   readonly offset: number;
 }
 
-const hostCache = new Map<string, HostImpl>();
+/**
+ * Host loops are generated per loop *structure* (op, expression, rank, input count) with the sizes,
+ * strides and offsets passed at run time, so one function serves every shape of that structure. That
+ * matters for speed: a function specialised per shape runs a handful of times per training step and
+ * never gets past V8's interpreter and baseline tiers; a shared one gets hot and optimised.
+ */
+type ParamHost = (ins: Float32Array[], out: Float32Array, p: readonly number[]) => void;
+const hostCache = new Map<string, ParamHost>();
 
-function hostFn(key: string, build: () => string): () => HostImpl {
+function hostFn(structure: string, build: () => string, params: readonly number[]): () => HostImpl {
   return () => {
-    let fn = hostCache.get(key);
+    let fn = hostCache.get(structure);
     if (fn === undefined) {
-      fn = new Function('ins', 'out', build()) as HostImpl;
-      hostCache.set(key, fn);
+      fn = new Function('ins', 'out', 'p', build()) as ParamHost;
+      hostCache.set(structure, fn);
     }
-    return fn;
+    const f = fn;
+    return (ins, out) => f(ins, out, params);
   };
 }
 
@@ -97,19 +105,28 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     reads.forEach((_, k) => (body += `const x${k} = a${k}[o${k}];\n`));
     return `function (${args.join(', ')}) {\n${body}return ${expr};\n}`;
   };
+  // Runtime params: dims, then each input's strides, then each input's offset.
+  const rank = dims.length;
+  const params = [...dims, ...strides.flat(), ...reads.map((r) => r.offset)];
   const hostSource = (): string => {
-    let s = reads.map((r, k) => `const a${k} = ins[${k}]; const b${k}_ = ${r.offset};`).join('\n') + '\nlet i = 0;\n';
-    let prev = '_';
-    dims.forEach((n, d) => {
-      s += `for (let c${d} = 0; c${d} < ${n}; c${d}++) {\n`;
-      reads.forEach((_, k) => (s += `const b${k}_${d} = b${k}${prev} + c${d} * ${strides[k][d]};\n`));
-      prev = `_${d}`;
+    let s = 'let q = 0;\n';
+    for (let d = 0; d < rank; d++) s += `const D${d} = p[q++];\n`;
+    reads.forEach((_, k) => {
+      for (let d = 0; d < rank; d++) s += `const S${k}_${d} = p[q++];\n`;
     });
+    reads.forEach((_, k) => (s += `const a${k} = ins[${k}];\nconst b${k}_ = p[q++];\n`));
+    s += 'let i = 0;\n';
+    let prev = '_';
+    for (let d = 0; d < rank; d++) {
+      s += `for (let c${d} = 0; c${d} < D${d}; c${d}++) {\n`;
+      reads.forEach((_, k) => (s += `const b${k}_${d} = b${k}${prev} + c${d} * S${k}_${d};\n`));
+      prev = `_${d}`;
+    }
     reads.forEach((_, k) => (s += `const x${k} = a${k}[b${k}${prev}];\n`));
-    s += `out[i++] = ${expr};\n` + '}\n'.repeat(dims.length);
+    s += `out[i++] = ${expr};\n` + '}\n'.repeat(rank);
     return s;
   };
-  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(key, hostSource) };
+  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params) };
 }
 
 /** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
@@ -143,24 +160,27 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
     return `function (a0) {\n${body}}`;
   };
   // Host: walk the input in memory order and accumulate into the output slot (cache friendly).
+  // Runtime params: for each non-unit input dim, its size and its stride in the output (0 if reduced).
+  const outStrides: number[] = new Array(inShape.length).fill(0);
+  let size = 1;
+  for (let i = kept.length - 1; i >= 0; i--) {
+    outStrides[kept[i]] = size;
+    size *= inShape[kept[i]];
+  }
+  const live = inShape.map((_, d) => d).filter((d) => inShape[d] !== 1);
+  const params = live.flatMap((d) => [inShape[d], outStrides[d]]);
   const hostSource = (): string => {
-    const outStrides: number[] = new Array(inShape.length).fill(0);
-    let s = 1;
-    for (let i = kept.length - 1; i >= 0; i--) {
-      outStrides[kept[i]] = s;
-      s *= inShape[kept[i]];
-    }
-    const live = inShape.map((_, d) => d).filter((d) => inShape[d] !== 1);
     let src = `const a = ins[0]; const acc = new Float64Array(out.length).fill(${init}); let i = 0;\n`;
+    live.forEach((_, j) => (src += `const N${j} = p[${2 * j}]; const T${j} = p[${2 * j + 1}];\n`));
     let prev = '0';
-    for (const d of live) {
-      src += `for (let c${d} = 0; c${d} < ${inShape[d]}; c${d}++) {\nconst o${d} = ${prev} + c${d} * ${outStrides[d]};\n`;
-      prev = `o${d}`;
-    }
+    live.forEach((_, j) => {
+      src += `for (let c${j} = 0; c${j} < N${j}; c${j}++) {\nconst o${j} = ${prev} + c${j} * T${j};\n`;
+      prev = `o${j}`;
+    });
     src += `const v = a[i++];\n`;
     src += kind === 'sum' ? `acc[${prev}] += v;\n` : `if (v > acc[${prev}] || v !== v) acc[${prev}] = v;\n`;
     src += '}\n'.repeat(live.length) + 'out.set(acc);\n';
     return src;
   };
-  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(key, hostSource) };
+  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`reduce|${kind}|${live.length}`, hostSource, params) };
 }

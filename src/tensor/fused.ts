@@ -139,13 +139,19 @@ function geluImpl(grad: boolean): OpImpl {
 const x0 = a0[this.thread.x];
 ${grad ? 'const x1 = a1[this.thread.x];\n' : ''}${PHI_STATEMENTS}return ${result};
 }`;
-  const hostFn = new Function('x0', 'x1', `${PHI_STATEMENTS}return ${result};`) as (a: number, b: number) => number;
-  const host = () => (ins: Float32Array[], out: Float32Array) => {
-    const [a, g] = ins;
-    for (let i = 0; i < out.length; i++) out[i] = hostFn(a[i], grad ? g[i] : 0);
-  };
-  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host };
+  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host: () => GELU_HOST[grad ? 1 : 0] };
 }
+
+/** The host loops, built once so V8 optimises them (a loop per call would stay interpreted). */
+const GELU_HOST = [false, true].map((grad) => {
+  const result = grad ? `x1 * (cdf + x0 * Math.exp(-0.5 * x0 * x0) * ${INV_SQRT_2PI})` : 'x0 * cdf';
+  return new Function('ins', 'out', `const a = ins[0]; const g = ins[1];
+for (let i = 0; i < out.length; i++) {
+const x0 = a[i];
+${grad ? 'const x1 = g[i];' : ''}
+${PHI_STATEMENTS}out[i] = ${result};
+}`) as (ins: Float32Array[], out: Float32Array) => void;
+});
 
 /** GELU, exact erf form (PyTorch nn.GELU()). */
 export function gelu(x: Tensor): Tensor {
