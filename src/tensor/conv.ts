@@ -176,64 +176,60 @@ interface ConvGeometry {
   readonly coutPerGroup: number;
 }
 
-/** Direct loops, one specialised nest per part; only in-bounds taps are visited. */
-function convDirect(part: ConvPart, c: ConvGeometry) {
-  const { B, Cin, D, H, W, Cout, Cg, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, coutPerGroup } = c;
-  return (ins: Float32Array[], out: Float32Array) => {
-    const [p, q] = ins;
-    for (let b = 0; b < B; b++) {
-      for (let co = 0; co < Cout; co++) {
-        const gi = Math.floor(co / coutPerGroup);
-        for (let oz = 0; oz < OD; oz++) {
-          const z0 = oz * sd - pd;
-          const kz0 = Math.max(0, -z0);
-          const kz1 = Math.min(KD, D - z0);
-          for (let oy = 0; oy < OH; oy++) {
-            const y0 = oy * sh - ph;
-            const ky0 = Math.max(0, -y0);
-            const ky1 = Math.min(KH, H - y0);
-            for (let ox = 0; ox < OW; ox++) {
-              const x0 = ox * sw - pw;
-              const kx0 = Math.max(0, -x0);
-              const kx1 = Math.min(KW, W - x0);
-              const o = (((b * Cout + co) * OD + oz) * OH + oy) * OW + ox;
-              if (part === 'fwd') {
-                let acc = 0;
-                for (let ci = 0; ci < Cg; ci++) {
-                  const xc = (b * Cin + gi * Cg + ci) * D;
-                  const wc = (co * Cg + ci) * KD;
-                  for (let kz = kz0; kz < kz1; kz++) {
-                    for (let ky = ky0; ky < ky1; ky++) {
-                      const xrow = ((xc + z0 + kz) * H + y0 + ky) * W + x0;
-                      const wrow = ((wc + kz) * KH + ky) * KW;
-                      for (let kx = kx0; kx < kx1; kx++) acc += p[xrow + kx] * q[wrow + kx];
-                    }
-                  }
-                }
-                out[o] = acc;
-              } else {
-                // dx: p = g, q = w (scatter into out = dx). dw: p = x, q = g (accumulate into out = dw).
-                const go = part === 'dx' ? p[o] : q[o];
-                if (go === 0) continue;
-                for (let ci = 0; ci < Cg; ci++) {
-                  const xc = (b * Cin + gi * Cg + ci) * D;
-                  const wc = (co * Cg + ci) * KD;
-                  for (let kz = kz0; kz < kz1; kz++) {
-                    for (let ky = ky0; ky < ky1; ky++) {
-                      const xrow = ((xc + z0 + kz) * H + y0 + ky) * W + x0;
-                      const wrow = ((wc + kz) * KH + ky) * KW;
-                      if (part === 'dx') for (let kx = kx0; kx < kx1; kx++) out[xrow + kx] += go * q[wrow + kx];
-                      else for (let kx = kx0; kx < kx1; kx++) out[wrow + kx] += go * p[xrow + kx];
-                    }
-                  }
-                }
+/**
+ * Direct loops over the in-bounds taps, one function per part built once from one template (a
+ * `part` test inside the inner loop made V8 deoptimise; three shared monomorphic functions stay hot).
+ * fwd: p = x, q = w, out = y. dx: p = g, q = w, out = dx (scatter). dw: p = x, q = g, out = dw.
+ */
+const DIRECT_TEMPLATE = (perOutput: string, inner: string, after: string) => `
+const { B, Cin, D, H, W, Cout, Cg, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, coutPerGroup } = c;
+for (let b = 0; b < B; b++) {
+  for (let co = 0; co < Cout; co++) {
+    const gi = Math.floor(co / coutPerGroup);
+    for (let oz = 0; oz < OD; oz++) {
+      const z0 = oz * sd - pd;
+      const kz0 = Math.max(0, -z0);
+      const kz1 = Math.min(KD, D - z0);
+      for (let oy = 0; oy < OH; oy++) {
+        const y0 = oy * sh - ph;
+        const ky0 = Math.max(0, -y0);
+        const ky1 = Math.min(KH, H - y0);
+        for (let ox = 0; ox < OW; ox++) {
+          const x0 = ox * sw - pw;
+          const kx0 = Math.max(0, -x0);
+          const kx1 = Math.min(KW, W - x0);
+          const o = (((b * Cout + co) * OD + oz) * OH + oy) * OW + ox;
+          ${perOutput}
+          for (let ci = 0; ci < Cg; ci++) {
+            const xc = (b * Cin + gi * Cg + ci) * D;
+            const wc = (co * Cg + ci) * KD;
+            for (let kz = kz0; kz < kz1; kz++) {
+              for (let ky = ky0; ky < ky1; ky++) {
+                const xrow = ((xc + z0 + kz) * H + y0 + ky) * W + x0;
+                const wrow = ((wc + kz) * KH + ky) * KW;
+                for (let kx = kx0; kx < kx1; kx++) ${inner}
               }
             }
           }
+          ${after}
         }
       }
     }
-  };
+  }
+}`;
+
+type DirectLoop = (c: ConvGeometry, p: Float32Array, q: Float32Array, out: Float32Array) => void;
+const directLoop = (perOutput: string, inner: string, after = ''): DirectLoop =>
+  new Function('c', 'p', 'q', 'out', DIRECT_TEMPLATE(perOutput, inner, after)) as DirectLoop;
+const DIRECT: Record<ConvPart, DirectLoop> = {
+  fwd: directLoop('let acc = 0;', 'acc += p[xrow + kx] * q[wrow + kx];', 'out[o] = acc;'),
+  dx: directLoop('const go = p[o]; if (go === 0) continue;', 'out[xrow + kx] += go * q[wrow + kx];'),
+  dw: directLoop('const go = q[o]; if (go === 0) continue;', 'out[wrow + kx] += go * p[xrow + kx];'),
+};
+
+function convDirect(part: ConvPart, c: ConvGeometry) {
+  const loop = DIRECT[part];
+  return (ins: Float32Array[], out: Float32Array) => loop(c, ins[0], ins[1], out);
 }
 
 /**
