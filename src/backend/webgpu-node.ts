@@ -4,7 +4,7 @@
  * In a browser `navigator.gpu` is already there. Node has none; the optional npm package `webgpu` (Dawn's
  * Node bindings, 0.6.x) provides one. Dawn's Vulkan backend finds nothing usable on our machines, but its
  * OpenGL ES backend over EGL works both on Mesa's llvmpipe (CPU; CI) and on NVIDIA drivers, in WebGPU's
- * *compatibility* feature level (docs/backends.md, ../shared/reference/webgpu-node.md). So in Node:
+ * *compatibility* feature level (measured: /work/shared/reference/webgpu-node.md). So in Node:
  *
  *     const status = await initWebGPU();   // once, before setBackend('webgpu')
  *     if (status.ok) setBackend('webgpu');
