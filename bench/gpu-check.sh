@@ -129,7 +129,7 @@ for i, c in enumerate(cases):
     json.dump(c["config"], open(path, "w"))
     print(path, c["batch"], c["name"])
 PY
-      timeout 120 python3 bench/torch_revmvit.py "$cfg" --batch "$batch" --device cuda --steps 10 2>&1 \
+      timeout 120 python3 bench/torch_revmvit.py "$cfg" --batch "$batch" --device cuda --steps 10 </dev/null 2>&1 \
         | sed "s|^|  torch $name b$batch: |" | tee -a "$log" || say "  torch $name b$batch: failed or timed out"
     done
   fi
