@@ -17,7 +17,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as E from 'fp-ts/lib/Either.js';
 import * as Backend from '../src/backend/backend.ts';
-import { setBackend, kernelCacheStats } from '../src/backend/backend.ts';
+import { setBackend, kernelCacheStats, gpuFor } from '../src/backend/backend.ts';
 import { setGpuMatmulVariant, type GpuMatmulVariant } from '../src/backend/matmul.ts';
 import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import * as R from '../src/index.ts';
@@ -63,6 +63,7 @@ async function main(): Promise<number> {
   let failures = 0;
 
   if (!flag('--skip-laws') && !flag('--only-matmul')) failures += await laws();
+  if (!flag('--only-matmul')) await dispatchBench();
   const matmulRows = await matmulBench();
   writeFileSync(join(OUT, 'ours-matmul.json'), JSON.stringify(matmulRows, null, 1));
   const cases = trainCases();
@@ -95,6 +96,38 @@ async function laws(): Promise<number> {
   log(`  ops: ${results.filter((r) => r.group === 'ops' && r.ok).length}/${results.filter((r) => r.group === 'ops').length} primitives pass; ${bad.length} failure(s); ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   for (const r of bad.filter((x) => x.group === 'ops')) log(`  FAIL ops/${r.name}: ${r.detail}`);
   return bad.length;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1b. Dispatch: what keeping tensors on the device would save (measure before redesigning)
+
+async function dispatchBench(): Promise<void> {
+  log('\n== dispatch: a chain of elementwise kernels, per launch ==');
+  log('   (a) our current path: await each kernel, upload its input and read its output back');
+  log('   (b) gpu.js pipeline handles: the output stays on the GPU and feeds the next kernel; one readback at the end');
+  const gpu = gpuFor('webgpu');
+  const src = 'function (a) { return a[this.thread.x] * 1.0001 + 0.5; }';
+  const n = DRY ? 20 : 50;
+  for (const size of DRY ? [4096, 65536] : [4096, 1 << 20, 8 << 20]) {
+    const plain = gpu.createKernel(src, { output: [size] }) as unknown as (x: unknown) => Promise<Float32Array>;
+    const piped = gpu.createKernel(src, { output: [size], pipeline: true, immutable: true } as never) as unknown as (x: unknown) => Promise<{ toArray(): Promise<Float32Array>; delete(): void }>;
+    let x: Float32Array = new Float32Array(size).fill(1);
+    x = await plain(x);
+    let t0 = performance.now();
+    for (let i = 0; i < n; i++) x = await plain(x);
+    const a = (performance.now() - t0) / n;
+    let h = await piped(new Float32Array(size).fill(1));
+    t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const next = await piped(h);
+      h.delete();
+      h = next;
+    }
+    const last = await h.toArray();
+    const b = (performance.now() - t0) / n;
+    h.delete();
+    log(`  ${String(size).padStart(8)} floats: (a) ${ms(a).padStart(9)}   (b) ${ms(b).padStart(9)}   ${(a / b).toFixed(1)}x  (check ${last[0].toFixed(3)} = ${x[0].toFixed(3)})`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
