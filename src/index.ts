@@ -1,5 +1,7 @@
 /** revgrad: functional reverse-mode autodiff on gpu.js kernels, with reversible combinators. */
-export { getBackend, setBackend, withBackend, kernelCacheStats, clearKernelCache, type BackendName } from './backend/backend.ts';
+export { getBackend, setBackend, withBackend, kernelCacheStats, clearKernelCache, setKernelCacheCapacity, type BackendName } from './backend/backend.ts';
+export { selectBackend, type BackendRequest, type Selection } from './backend/select.ts';
+export { initWebGPU } from './backend/webgpu-node.ts';
 export { measureMemory, type MemoryReport } from './backend/memory.ts';
 export { Tensor, tensor, zeros, ones, full, arange, scalar, zerosLike, onesLike, isTensor } from './tensor/tensor.ts';
 export * from './tensor/errors.ts';

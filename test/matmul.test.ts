@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { gpuFor, withBackend, type BackendName } from '../src/backend/backend.ts';
-import { matmulKernelRun, matmulReference, type MatmulProblem } from '../src/backend/matmul.ts';
+import { matmulKernelRun, matmulReference, setWasmGemm, type MatmulProblem } from '../src/backend/matmul.ts';
 
 const BACKENDS: BackendName[] = ['webasm', 'cpu'];
 
@@ -95,8 +95,13 @@ test('a repeated problem reuses its kernel and gives the same bits', () => {
   assert.equal(Array.from(second), Array.from(first));
 });
 
-test('webasm matmuls run as wasm kernels (no silent fallback to cpu)', () => {
-  checkProblem('webasm', { batch: 2, m: 5, k: 3, n: 7, transA: true, transB: true }, 9);
+test('webasm matmuls on the gpu.js path run as wasm kernels (no silent fallback to cpu)', () => {
+  const previous = setWasmGemm(false);
+  try {
+    checkProblem('webasm', { batch: 2, m: 5, k: 3, n: 7, transA: true, transB: true }, 9);
+  } finally {
+    setWasmGemm(previous);
+  }
   // `kernels` is public at runtime but missing from gpu.js's typings.
   const kernels = (gpuFor('webasm') as unknown as { kernels: object[] }).kernels;
   const kinds = new Set(kernels.map((k) => k.constructor.name));

@@ -43,6 +43,9 @@ export function withBackend<A>(name: BackendName, fn: () => A): A {
 export function gpuFor(name: BackendName = current): GPU {
   let gpu = gpus.get(name);
   if (gpu === undefined) {
+    if (name === 'webgpu' && (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu === undefined) {
+      throw new Error("backend 'webgpu': no navigator.gpu here; in Node call `await initWebGPU()` (or `await selectBackend('webgpu')`) first");
+    }
     applyGpuJsPatches();
     gpu = new GPU({ mode: name } as ConstructorParameters<typeof GPU>[0]);
     gpus.set(name, gpu);
@@ -53,8 +56,26 @@ export function gpuFor(name: BackendName = current): GPU {
 // ---------------------------------------------------------------------------------------------
 // Kernel cache
 
-/** Kernels kept per backend (LRU). Each webasm kernel holds its own WebAssembly memory. */
-const CACHE_CAPACITY = 256;
+/**
+ * Kernels kept per backend (LRU). A training step of a small Rev-MViT uses ~600 distinct kernels on the
+ * kernel-only backends, and a recompile costs milliseconds (a shader compile on a GPU); each webasm
+ * kernel holds its own WebAssembly memory, but webasm runs few kernels (host loops do the rest).
+ */
+let cacheCapacity = 2048;
+
+/** Change how many kernels each backend keeps compiled (evicting the least recently used now if needed). */
+export function setKernelCacheCapacity(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`setKernelCacheCapacity: expected a positive integer, got ${n}`);
+  cacheCapacity = n;
+  for (const [name, cache] of caches) {
+    while (cache.size > cacheCapacity) {
+      const oldest = cache.keys().next().value as string;
+      release(gpuFor(name), cache.get(oldest)!);
+      cache.delete(oldest);
+      stats.evicted++;
+    }
+  }
+}
 const caches = new Map<BackendName, Map<string, IKernelRunShortcut>>();
 const stats = { compiled: 0, evicted: 0, hits: 0 };
 
@@ -87,7 +108,7 @@ export function cachedKernel(key: string, build: (gpu: GPU) => IKernelRunShortcu
   const kernel = build(gpuFor(name));
   stats.compiled++;
   cache.set(key, kernel);
-  if (cache.size > CACHE_CAPACITY) {
+  if (cache.size > cacheCapacity) {
     const oldest = cache.keys().next().value as string;
     const evicted = cache.get(oldest)!;
     cache.delete(oldest);

@@ -7,20 +7,14 @@
  * them i32 again; measured 1.4-2x on every loop kernel with identical outputs
  * (see docs/design.md). Small enough to upstream as is.
  */
-import { createRequire } from 'node:module';
+import { WebAssemblyFunctionNode } from 'gpu.js';
 
 let applied = false;
 
 export function applyGpuJsPatches(): void {
   if (applied) return;
   applied = true;
-  let FunctionNode: { prototype: Record<string, unknown> } | undefined;
-  try {
-    const require = createRequire(import.meta.url);
-    FunctionNode = require('gpu.js/src/backend/web-assembly/function-node').WebAssemblyFunctionNode;
-  } catch {
-    return; // browser bundles: the webasm emitter is patched at build time or not present
-  }
+  const FunctionNode = WebAssemblyFunctionNode as unknown as { prototype: Record<string, unknown> } | undefined;
   if (FunctionNode === undefined) return;
   for (const method of ['emitFunction', 'emitVectorFunction']) {
     const original = FunctionNode.prototype[method] as ((...a: unknown[]) => unknown) | undefined;

@@ -50,7 +50,7 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   const batches = getNum(args, 'batches') ?? Math.ceil((getNum(args, 'clips') ?? 512) / batch);
   const seed = getNum(args, 'seed') ?? weights.seed ?? 0;
   const t0 = performance.now();
-  const r = evaluate(
+  const r = await evaluate(
     model,
     params.right,
     movingMnistBatches(cfg),

@@ -28,6 +28,8 @@ export class Storage implements Buffer {
         this.pending = null;
         return d;
       });
+      // A failure surfaces when the data is read; a tensor nobody reads must not crash the process.
+      this.pending.catch(() => undefined);
     }
     recordAlloc(this);
   }

@@ -202,21 +202,21 @@ export function readMetrics(path: string): Record<string, unknown>[] {
 const due = (every: number, step: number, last: number) => step === last || (every > 0 && step % every === 0);
 
 /** Test accuracy and loss on `batches` fixed held-out batches. */
-export function evaluate<P>(model: TrainableModel<P>, params: P, batch: BatchFn, keys: RunKeys, m: Pick<Monitoring, 'evalBatches' | 'evalBatchSize' | 'headAct'>, mode: Mode = 'reversible') {
+export async function evaluate<P>(model: TrainableModel<P>, params: P, batch: BatchFn, keys: RunKeys, m: Pick<Monitoring, 'evalBatches' | 'evalBatchSize' | 'headAct'>, mode: Mode = 'reversible') {
   let correct = 0;
   let total = 0;
   let lossSum = 0;
   for (let i = 0; i < m.evalBatches; i++) {
     const { x, y } = batch(foldIn(keys.eval, i), 'test', m.evalBatchSize);
     const out = model.apply(params, x, evalModelKey(keys), { train: false, mode });
-    correct += correctCount(out, y);
+    correct += await correctCount(out, y);
     total += y.length;
     if (m.headAct === 'softmax') {
-      const p = out.dataSync();
+      const p = await out.data();
       const k = out.shape[1];
       for (let b = 0; b < y.length; b++) lossSum -= Math.log(Math.max(p[b * k + y[b]], 1e-12));
     } else if (m.headAct === 'none') {
-      lossSum += crossEntropy(out, y).dataSync()[0] * y.length;
+      lossSum += (await crossEntropy(out, y).data())[0] * y.length;
     }
   }
   return { testAcc: total === 0 ? 0 : correct / total, testLoss: m.headAct === 'sigmoid' || total === 0 ? null : lossSum / total, clips: total };
@@ -305,13 +305,14 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
       (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
     );
     const { loss: lossT, grads: grads0, logits } = measured.value;
-    const loss = lossT.dataSync()[0];
-    const correct = correctCount(logits, y);
-    const clipped = settings.clipNorm === null ? { grads: grads0, norm: NaN } : clipGradNorm(grads0, settings.clipNorm);
-    const gradNorm = settings.clipNorm === null ? clipGradNorm(grads0, Infinity).norm : clipped.norm;
+    // Values are read with `await` so the loop also runs on asynchronous backends (webgpu).
+    const loss = (await lossT.data())[0];
+    const correct = await correctCount(logits, y);
+    const clipped = clipGradNorm(grads0, settings.clipNorm ?? Infinity);
+    const gradNorm = (await clipped.norm.data())[0];
     const lr = learningRate(settings.schedule, s);
     if (monitoring.driftEvery > 0 && due(monitoring.driftEvery, s + 1, settings.steps)) {
-      const entries = model.drift(params, x, k).map((e) => ({ block: e.block, x1: e.x1.dataSync()[0], x2: e.x2.dataSync()[0] }));
+      const entries = await Promise.all(model.drift(params, x, k).map(async (e) => ({ block: e.block, x1: (await e.x1.data())[0], x2: (await e.x2.data())[0] })));
       const max = entries.reduce((m, e) => Math.max(m, e.x1, e.x2), 0);
       // emitted after the train record of this step, below
       queuedDrift = { type: 'drift', step: s + 1, max, blocks: entries };
@@ -319,8 +320,6 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     const updated = adamwUpdate(params, clipped.grads, optState, { lr, ...settings.optimizer }, (n) => model.noDecay(n));
     params = updated.params;
     optState = updated.state;
-    // Force the update now, so the step time includes it.
-    for (const t of leaves(params)) t.dataSync();
     const stepMs = performance.now() - t0;
     step = s + 1;
     emit({
@@ -339,7 +338,7 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
       queuedDrift = null;
     }
     if (monitoring.evalEvery > 0 && due(monitoring.evalEvery, step, settings.steps)) {
-      emit({ type: 'eval', step, ...evaluate(model, params, opts.batch, keys, monitoring, settings.mode) });
+      emit({ type: 'eval', step, ...(await evaluate(model, params, opts.batch, keys, monitoring, settings.mode)) });
     }
     const stopping = opts.shouldStop?.() === true;
     if (due(monitoring.ckptEvery, step, settings.steps) || stopping) checkpoint(step);

@@ -42,13 +42,13 @@ export function argmaxRows(values: Float32Array, rows: number, cols: number): In
 }
 
 /** Number of rows whose argmax is the label. */
-export function correctCount(logits: Tensor, labels: ArrayLike<number>): number {
+export async function correctCount(logits: Tensor, labels: ArrayLike<number>): Promise<number> {
   const [b, k] = checkLabels('accuracy', logits, labels);
-  const pred = argmaxRows(logits.dataSync(), b, k);
+  const pred = argmaxRows(await logits.data(), b, k);
   let n = 0;
   for (let i = 0; i < b; i++) if (pred[i] === labels[i]) n++;
   return n;
 }
 
 /** Fraction of rows whose argmax is the label. */
-export const accuracy = (logits: Tensor, labels: ArrayLike<number>): number => correctCount(logits, labels) / labels.length;
+export const accuracy = async (logits: Tensor, labels: ArrayLike<number>): Promise<number> => (await correctCount(logits, labels)) / labels.length;

@@ -6,9 +6,9 @@
  * The arithmetic follows PyTorch's single-tensor (`foreach=False`) implementations op for op, in
  * float32, so one step gives the numbers `torch.optim.SGD` / `torch.optim.AdamW` give.
  */
-import { flattenWithPaths, mapTree, unflattenLike, type PyTree } from '../autodiff/pytree.ts';
-import { add, div, mul, sqrt, sub, sum } from '../tensor/ops.ts';
-import { zerosLike, type Tensor } from '../tensor/tensor.ts';
+import { flattenWithPaths, leaves, mapTree, unflattenLike, type PyTree } from '../autodiff/pytree.ts';
+import { add, div, minimum, mul, sqrt, sub, sum } from '../tensor/ops.ts';
+import { zeros, zerosLike, type Tensor } from '../tensor/tensor.ts';
 
 /** Params whose name this returns true for get no weight decay. */
 export type NoDecay = (name: string) => boolean;
@@ -146,16 +146,14 @@ export function sgdUpdate<P>(
  * (the norm of the per-tensor norms), and every gradient multiplied by
  * min(1, max_norm / (total + 1e-6)). Returns the clipped grads and the norm before clipping.
  */
-export function clipGradNorm<G>(grads: G, maxNorm: number): { grads: G; norm: number } {
-  const gs = flattenWithPaths(grads);
-  let sq = 0;
-  for (const [, g] of gs) {
-    const n = Math.fround(Math.sqrt(sum(mul(g, g)).dataSync()[0]));
-    sq += n * n;
-  }
-  const norm = Math.fround(Math.sqrt(sq));
-  const coef = Math.min(1, Math.fround(maxNorm / Math.fround(norm + 1e-6)));
-  if (!Number.isFinite(maxNorm) || coef === 1) return { grads, norm };
+export function clipGradNorm<G>(grads: G, maxNorm: number): { grads: G; norm: Tensor } {
+  // All in tensor ops, as torch.nn.utils.clip_grad_norm_ does: nothing is read back to the host, so
+  // it also runs on asynchronous backends (webgpu); the norm is a scalar tensor for logging.
+  // torch: the norm of the per-tensor norms.
+  const norms = leaves(grads).map((g) => sqrt(sum(mul(g, g))));
+  const norm = sqrt(norms.reduce<Tensor>((acc, n) => add(acc, mul(n, n)), zeros([])));
+  if (!Number.isFinite(maxNorm)) return { grads, norm };
+  const coef = minimum(div(maxNorm, add(norm, 1e-6)), 1);
   return { grads: mapTree(grads, (g) => mul(g, coef)), norm };
 }
 
