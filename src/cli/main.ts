@@ -5,12 +5,14 @@
  * Exit status: 0 success; 1 a failure (missing or corrupt file, invalid config, failed check);
  * 2 bad usage (unknown flag, bad number, missing argument); 130 interrupted.
  */
-import { realpathSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as E from 'fp-ts/lib/Either.js';
 import { helpText, parseArgs, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 import { checkFixtureSpec, checkSpec, memorySpec, runCheck, runCheckFixture, runMemory } from './check-cmd.ts';
 import { CliError } from './common.ts';
+import { selectBackend } from '../backend/select.ts';
+import { initWebGPU, type WebGPUStatus } from '../backend/webgpu-node.ts';
 import { evalSpec, runEval } from './eval-cmd.ts';
 import { runTrain, trainSpec } from './train-cmd.ts';
 
@@ -38,7 +40,21 @@ export function mainHelp(): string {
     '',
     'With no arguments, `npm start` runs `revgrad train` with the defaults: a small Rev-MViT on',
     'Moving-MNIST for a few minutes, writing a new runs/<timestamp>/ with a report.html.',
+    '',
+    'Backend: a hardware WebGPU adapter when one answers (Node: the optional `webgpu` package), else',
+    'webasm; set REVGRAD_BACKEND=webasm|cpu|webgpu to choose (REVGRAD_VERBOSE=1 prints the choice).',
   ].join('\n');
+}
+
+/**
+ * For 'auto' in the CLI: probe WebGPU only where a GPU device node exists (Linux: /dev/nvidia*, /dev/dri
+ * render nodes). A machine without one can only offer a software adapter, which 'auto' refuses anyway,
+ * and starting Dawn there just prints its warnings.
+ */
+async function probeWebGPUIfGpu(): Promise<WebGPUStatus> {
+  const nodes = (dir: string, re: RegExp) => (existsSync(dir) ? readdirSync(dir).some((f) => re.test(f)) : false);
+  const hasGpu = process.platform !== 'linux' || nodes('/dev', /^nvidia\d/) || nodes('/dev/dri', /^renderD/);
+  return hasGpu ? initWebGPU() : { ok: false, reason: 'no GPU device node (/dev/nvidia*, /dev/dri/renderD*)' };
 }
 
 /** Run the CLI on `argv` (the words after `revgrad`); returns the exit status. */
@@ -64,6 +80,9 @@ export async function main(argv: readonly string[], err: (s: string) => void = (
     return 0;
   }
   try {
+    // 'auto': a hardware WebGPU adapter when one answers, else webasm; REVGRAD_BACKEND forces a choice.
+    const selection = await selectBackend('auto', { probes: process.env.REVGRAD_BACKEND ? {} : { webgpu: probeWebGPUIfGpu } });
+    if (process.env.REVGRAD_VERBOSE) err(`revgrad: backend ${selection.backend} (${selection.reason})\n`);
     return await cmd.run(parsed.right);
   } catch (e) {
     if (e instanceof UsageError) {
