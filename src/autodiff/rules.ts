@@ -18,6 +18,8 @@ export interface RuleContext {
   readonly y: Tensor | undefined;
   readonly shapes: readonly Shape[];
   readonly attrs: Attrs;
+  /** needs[i]: whether input i needs a cotangent; expensive rules skip the others (return null). */
+  readonly needs: readonly boolean[];
 }
 
 export interface Rule {
@@ -43,9 +45,12 @@ export const RULES: Readonly<Record<string, Rule>> = {
   relu: { save: ['output'], vjp: (g, { y }) => [o.mul(g, o.greater(y!, 0))] },
   sign: noGrad(1),
 
-  add: { save: [], vjp: (g, { shapes }) => [o.sumTo(g, shapes[0]), o.sumTo(g, shapes[1])] },
+  add: { save: [], vjp: (g, { shapes, needs }) => [needs[0] ? o.sumTo(g, shapes[0]) : null, needs[1] ? o.sumTo(g, shapes[1]) : null] },
   sub: { save: [], vjp: (g, { shapes }) => [o.sumTo(g, shapes[0]), o.sumTo(o.neg(g), shapes[1])] },
-  mul: { save: ['inputs'], vjp: (g, { x: [a, b] }) => [o.sumTo(o.mul(g, b), a.shape), o.sumTo(o.mul(g, a), b.shape)] },
+  mul: {
+    save: ['inputs'],
+    vjp: (g, { x: [a, b], needs }) => [needs[0] ? o.sumTo(o.mul(g, b), a.shape) : null, needs[1] ? o.sumTo(o.mul(g, a), b.shape) : null],
+  },
   div: {
     save: ['inputs'],
     vjp: (g, { x: [a, b] }) => [o.sumTo(o.div(g, b), a.shape), o.sumTo(o.neg(o.div(o.mul(g, a), o.mul(b, b))), b.shape)],
@@ -130,18 +135,18 @@ export const RULES: Readonly<Record<string, Rule>> = {
   matmul: {
     // C = op(A) op(B) with op = transpose where flagged; operands share one batch axis here.
     save: ['inputs'],
-    vjp: (g, { x: [a, b], attrs }) => {
+    vjp: (g, { x: [a, b], attrs, needs }) => {
       const { transA, transB } = attrs as { transA: boolean; transB: boolean };
-      const ga = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
-      const gb = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
+      const ga = !needs[0] ? null : transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
+      const gb = !needs[1] ? null : transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
       return [ga, gb];
     },
   },
   conv: {
     save: ['inputs'],
-    vjp: (g, { x: [x, w], attrs }) => {
+    vjp: (g, { x: [x, w], attrs, needs }) => {
       const a = attrs as unknown as ConvAttrs;
-      return [convTranspose(g, w, x.shape, a), convWeightGrad(x, g, w.shape, a)];
+      return [needs[0] ? convTranspose(g, w, x.shape, a) : null, needs[1] ? convWeightGrad(x, g, w.shape, a) : null];
     },
   },
   convTranspose: {

@@ -45,11 +45,13 @@ setOpObserver((op: string, inputs: readonly Tensor[], output: Tensor, attrs: Att
     const savedInputs = rule.save.includes('inputs') ? inputs : [];
     const savedOutput = rule.save.includes('output') ? [output] : [];
     const shapes = inputs.map((t) => t.shape);
+    // Which inputs need a cotangent at all (e.g. not the data a network is applied to).
+    const needs = inputs.map((t) => trace.tracked.has(t.id));
     trace.push({
       inputs,
       outputs: [output],
       saved: [...savedInputs, ...savedOutput],
-      backward: ([g]) => (g === null ? inputs.map(() => null) : rule.vjp(g, { x: savedInputs, y: savedOutput[0], shapes, attrs })),
+      backward: ([g]) => (g === null ? inputs.map(() => null) : rule.vjp(g, { x: savedInputs, y: savedOutput[0], shapes, attrs, needs })),
     });
   }
 });

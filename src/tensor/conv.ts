@@ -288,13 +288,13 @@ function convViaMatmul(part: ConvPart, c: ConvGeometry) {
   const P = OD * OH * OW;
   const CK = Cin * KD * KH * KW;
   const BP = B * P;
-  // Visit every (row of col, column of col) pair that reads an in-bounds input element.
-  const walk = (visit: (row: number, col: number, xi: number) => void) => {
+  // col[(ci,kz,ky,kx), (b,oz,oy,ox)] <- x (im2col), or dx += col (col2im), over the in-bounds taps.
+  const transfer = (x: Float32Array, col: Float32Array, toCol: boolean) => {
     for (let ci = 0; ci < Cin; ci++) {
       for (let kz = 0; kz < KD; kz++) {
         for (let ky = 0; ky < KH; ky++) {
           for (let kx = 0; kx < KW; kx++) {
-            const row = ((ci * KD + kz) * KH + ky) * KW + kx;
+            const rowBase = (((ci * KD + kz) * KH + ky) * KW + kx) * BP;
             for (let b = 0; b < B; b++) {
               for (let oz = 0; oz < OD; oz++) {
                 const iz = oz * sd - pd + kz;
@@ -302,12 +302,12 @@ function convViaMatmul(part: ConvPart, c: ConvGeometry) {
                 for (let oy = 0; oy < OH; oy++) {
                   const iy = oy * sh - ph + ky;
                   if (iy < 0 || iy >= H) continue;
-                  const xbase = (((b * Cin + ci) * D + iz) * H + iy) * W;
-                  const cbase = ((b * OD + oz) * OH + oy) * OW;
-                  for (let ox = 0; ox < OW; ox++) {
-                    const ix = ox * sw - pw + kx;
-                    if (ix >= 0 && ix < W) visit(row, cbase + ox, xbase + ix);
-                  }
+                  const xbase = (((b * Cin + ci) * D + iz) * H + iy) * W - pw + kx;
+                  const cbase = rowBase + ((b * OD + oz) * OH + oy) * OW;
+                  const ox0 = Math.max(0, Math.ceil((pw - kx) / sw));
+                  const ox1 = Math.min(OW, Math.floor((W - 1 + pw - kx) / sw) + 1);
+                  if (toCol) for (let ox = ox0; ox < ox1; ox++) col[cbase + ox] = x[xbase + ox * sw];
+                  else for (let ox = ox0; ox < ox1; ox++) x[xbase + ox * sw] += col[cbase + ox];
                 }
               }
             }
@@ -318,7 +318,7 @@ function convViaMatmul(part: ConvPart, c: ConvGeometry) {
   };
   const im2col = (x: Float32Array): Float32Array => {
     const col = new Float32Array(CK * BP);
-    walk((row, j, xi) => (col[row * BP + j] = x[xi]));
+    transfer(x, col, true);
     return col;
   };
   // [B, Cout, P] <-> [Cout, B*P]
@@ -335,7 +335,7 @@ function convViaMatmul(part: ConvPart, c: ConvGeometry) {
       out.set(matmulKernelRun({ batch: 1, m: Cout, k: BP, n: CK, transA: false, transB: true }, toChannelMajor(ins[1]), im2col(ins[0])));
     } else {
       const dcol = matmulKernelRun({ batch: 1, m: CK, k: Cout, n: BP, transA: true, transB: false }, ins[1], toChannelMajor(ins[0]));
-      walk((row, j, xi) => (out[xi] += dcol[row * BP + j]));
+      transfer(out, dcol, false);
     }
   };
 }

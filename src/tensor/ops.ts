@@ -126,6 +126,19 @@ export function where(cond: TensorLike, a: TensorLike, b: TensorLike): Tensor {
   return notify(op, ts, out);
 }
 
+/**
+ * A fused elementwise expression over broadcast inputs, `expr` in x0, x1, ... (JavaScript arithmetic and
+ * Math.* that gpu.js also compiles). Not differentiable (autodiff has no rule for it): it is for
+ * optimizer updates and similar bookkeeping, where one pass replaces a chain of ops. `expr` becomes
+ * code, so it must come from the library, never from user input.
+ */
+export function elementwise(name: string, expr: string, inputs: readonly TensorLike[]): Tensor {
+  const ts = inputs.map((t, i) => toTensor(name, t, `input ${i}`));
+  const shape = ts.reduce<number[]>((acc, t) => broadcastShapes(name, acc, t.shape), []);
+  const reads = ts.map((t) => ({ strides: broadcastStrides(t.shape, shape), offset: 0 }));
+  return notify('elementwise', ts, execute(ts, shape, stridedMap(name, shape, reads, expr)), { name });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reductions
 
@@ -293,18 +306,31 @@ function embedImpl(inShape: Shape, outShape: Shape, start: readonly number[], st
     body += `if (inside == 1) { return a0[off]; }\nreturn ${fill};\n`;
     return `function (a0) {\n${body}}`;
   };
+  // Host: fill, then write the input row by row (a block copy where the last axis has step 1),
+  // advancing the output offset like an odometer over the outer axes.
   const host = () => (ins: Float32Array[], out: Float32Array) => {
     if (fill !== 0) out.fill(fill);
     const src = ins[0];
+    if (src.length === 0) return;
+    if (rank === 0) {
+      out[0] = src[0];
+      return;
+    }
     const outStrides = stridesOf(outShape);
-    const base = start.reduce((o, s, d) => o + s * outStrides[d], 0);
-    const idx = new Array(rank).fill(0);
-    for (let i = 0; i < src.length; i++) {
-      let o = base;
-      for (let d = 0; d < rank; d++) o += idx[d] * step[d] * outStrides[d];
-      out[o] = src[i];
-      for (let d = rank - 1; d >= 0; d--) {
+    const jump = outStrides.map((st, d) => st * step[d]);
+    const last = rank - 1;
+    const n = inShape[last];
+    const rows = src.length / n;
+    const idx = new Array<number>(last).fill(0);
+    let o = start.reduce((acc, st, d) => acc + st * outStrides[d], 0);
+    for (let r = 0; r < rows; r++) {
+      const si = r * n;
+      if (jump[last] === 1) out.set(src.subarray(si, si + n), o);
+      else for (let j = 0; j < n; j++) out[o + j * jump[last]] = src[si + j];
+      for (let d = last - 1; d >= 0; d--) {
+        o += jump[d];
         if (++idx[d] < inShape[d]) break;
+        o -= inShape[d] * jump[d];
         idx[d] = 0;
       }
     }

@@ -7,8 +7,8 @@
  * float32, so one step gives the numbers `torch.optim.SGD` / `torch.optim.AdamW` give.
  */
 import { flattenWithPaths, leaves, mapTree, unflattenLike, type PyTree } from '../autodiff/pytree.ts';
-import { add, div, minimum, mul, sqrt, sub, sum } from '../tensor/ops.ts';
-import { zeros, zerosLike, type Tensor } from '../tensor/tensor.ts';
+import { add, div, elementwise, minimum, mul, sqrt, sub, sum } from '../tensor/ops.ts';
+import { scalar, zeros, zerosLike, type Tensor } from '../tensor/tensor.ts';
 
 /** Params whose name this returns true for get no weight decay. */
 export type NoDecay = (name: string) => boolean;
@@ -68,13 +68,21 @@ export function adamwUpdate<P>(
   const newP: Tensor[] = [];
   const newM: Tensor[] = [];
   const newV: Tensor[] = [];
+  // Three fused passes per tensor (the same arithmetic as PyTorch's single-tensor AdamW, op for op).
+  const oneMinusB1 = scalar(1 - beta1);
+  const b2 = scalar(beta2);
+  const oneMinusB2 = scalar(1 - beta2);
+  const step_ = scalar(stepSize);
+  const bc2 = scalar(bc2Sqrt);
+  const eps_ = scalar(eps);
+  const decay = scalar(1 - lr * weightDecay);
+  const keep = scalar(1);
   ps.forEach(([name, p0], i) => {
     const g = gs[i];
-    const p = weightDecay !== 0 && !noDecay(name) ? mul(p0, 1 - lr * weightDecay) : p0;
-    const m = add(ms[i], mul(sub(g, ms[i]), 1 - beta1));
-    const v = add(mul(vs[i], beta2), mul(mul(g, g), 1 - beta2));
-    const denom = add(div(sqrt(v), bc2Sqrt), eps);
-    newP.push(sub(p, mul(div(m, denom), stepSize)));
+    const m = elementwise('adamw-m', 'x0 + (x1 - x0) * x2', [ms[i], g, oneMinusB1]);
+    const v = elementwise('adamw-v', 'x0 * x2 + x1 * x1 * x3', [vs[i], g, b2, oneMinusB2]);
+    const d = weightDecay !== 0 && !noDecay(name) ? decay : keep;
+    newP.push(elementwise('adamw-p', 'x0 * x3 - x4 * x1 / (Math.sqrt(x2) / x5 + x6)', [p0, m, v, d, step_, bc2, eps_]));
     newM.push(m);
     newV.push(v);
   });
