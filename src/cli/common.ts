@@ -8,7 +8,7 @@ import { MOVING_MNIST_CLASSES } from '../train/loop.ts';
 import { getStr, type FlagSpec, type ParsedArgs } from './args.ts';
 
 /** The preset `revgrad train` and `npm start` use when none is given. */
-export const DEFAULT_PRESET: string = PRESET_NAMES.includes('REV_MVIT_MINI' as never) ? 'REV_MVIT_MINI' : 'REV_MVIT_TINY';
+export const DEFAULT_PRESET: string = 'REV_MVIT_MNIST';
 
 /** A runtime failure (missing file, corrupt checkpoint, bad config): printed, exit status 1. */
 export class CliError extends Error {

@@ -36,15 +36,15 @@ import { createProgress } from './progress.ts';
 
 /** Defaults: what `npm start` runs (tuned to finish in under 5 minutes on a 2-core CPU). */
 export const TRAIN_DEFAULTS = {
-  steps: 300,
-  batch: 8,
-  lr: 1e-3,
-  warmup: 15,
+  steps: 900,
+  batch: 16,
+  lr: 2e-3,
+  warmup: 50,
   weightDecay: ADAMW_DEFAULTS.weightDecay,
   clip: 1.0,
   labelSmoothing: 0.1,
   seed: 0,
-  evalClips: 96,
+  evalClips: 256,
   evalBatch: 32,
   reportDepths: [0, 2, 4],
 } as const;
