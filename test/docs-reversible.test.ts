@@ -6,44 +6,14 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { DEPTHS, measure, table, TABLE_MARKERS } from '../bench/reversible-memory.ts';
 import { withBackend } from '../src/index.ts';
+import { absolutizeImports, repo, runBlock, runnableBlocks } from './doc-blocks.ts';
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const docsDir = join(repo, 'docs');
 const doc = readFileSync(join(docsDir, 'reversible.md'), 'utf8');
-
-/** Fenced blocks whose info string is exactly `ts runnable`. */
-export function runnableBlocks(markdown: string): string[] {
-  const blocks: string[] = [];
-  const fence = /^```ts runnable[ \t]*\n([\s\S]*?)^```[ \t]*$/gm;
-  for (let m = fence.exec(markdown); m !== null; m = fence.exec(markdown)) blocks.push(m[1]);
-  return blocks;
-}
-
-/** Relative module specifiers (`from '../src/x.ts'`, `import '../x.ts'`) made absolute, resolved from `base`. */
-export function absolutizeImports(source: string, base: string): string {
-  return source.replace(/(\bfrom\s+|\bimport\s+|\bimport\(\s*)(['"])(\.\.?\/[^'"]+)\2/g, (_all, lead: string, q: string, spec: string) => `${lead}${q}${resolve(base, spec)}${q}`);
-}
-
-function runBlock(source: string): { status: number | null; stdout: string; stderr: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'revgrad-docs-'));
-  try {
-    const file = join(dir, 'example.ts');
-    writeFileSync(file, absolutizeImports(source, docsDir));
-    const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
-    delete env.FORCE_COLOR; // console.log would colour numbers
-    const r = spawnSync(process.execPath, ['--import', 'tsx', file], { cwd: repo, env, encoding: 'utf8', timeout: 120_000 });
-    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 /** The plain ``` block right after "It prints": the documented output of the runnable example. */
 function documentedOutput(markdown: string): string[] {
@@ -63,7 +33,7 @@ test('helpers: runnable blocks are found and relative imports rewritten', () => 
 test('docs/reversible.md: the runnable example runs and prints what the docs show', () => {
   const blocks = runnableBlocks(doc);
   assert.is(blocks.length, 1, 'expected one ```ts runnable block');
-  const { status, stdout, stderr } = runBlock(blocks[0]);
+  const { status, stdout, stderr } = runBlock(blocks[0], docsDir);
   assert.is(status, 0, `example failed (exit ${status}):\n${stderr}`);
   const printed = stdout.trimEnd().split('\n');
   const documented = documentedOutput(doc);
