@@ -386,10 +386,11 @@ perBackend("bytes kept for backward: constant in depth (1..32) in 'reversible' m
       };
       const rev = DEPTHS.map((D) => measure(D, 'reversible'));
       const sto = DEPTHS.map((D) => measure(D, 'store'));
-      for (const m of rev) {
-        assert.is(m.residual, rev[0].residual, `reversible residual bytes ${rev.map((r) => r.residual)}`);
-        assert.is(m.peak, rev[0].peak, `reversible peak bytes ${rev.map((r) => r.peak)}`);
-      }
+      for (const m of rev) assert.is(m.residual, rev[0].residual, `reversible residual bytes ${rev.map((r) => r.residual)}`);
+      // Peak: identical for every depth from 2 on. Depth 1 may peak a little lower: its only block is
+      // also the first, so nothing overlaps rebuilding a previous block's inputs in its backward pass.
+      for (const m of rev.slice(1)) assert.is(m.peak, rev[1].peak, `reversible peak bytes ${rev.map((r) => r.peak)}`);
+      assert.ok(rev[0].peak <= rev[1].peak, `reversible peak bytes ${rev.map((r) => r.peak)}`);
       // store: exactly affine in D with a positive per-block cost, so depth 32 keeps 32 blocks' worth.
       const perBlock = sto[1].residual - sto[0].residual;
       assert.ok(perBlock > 0);
