@@ -39,7 +39,7 @@ import {
   type BackendName,
   type Tensor,
 } from '../src/index.ts';
-import { foldIn, key, normal, split, type Key } from '../src/random/index.ts';
+import { foldIn, normal, split, type Key } from '../src/random/index.ts';
 import { dropout, dropPath, linear, mlp, type LinearParams } from '../src/nn/index.ts';
 import { reversible, sequence, type AnyBlock, type BlockParams, type Branch, type Pair } from '../src/reversible/index.ts';
 

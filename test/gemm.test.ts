@@ -2,50 +2,18 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { withBackend } from '../src/backend/backend.ts';
-import { matmulReference, matmulRows4Variant, type MatmulProblem } from '../src/backend/matmul.ts';
+import { matmulRows4Variant, type MatmulProblem } from '../src/backend/matmul.ts';
 import { sleb, uleb } from '../src/backend/wasm-builder.ts';
 import { execFileSync } from 'node:child_process';
+import { checkGemm, matmulProblem, problemInputs, relativeError, TRANSPOSES, type Gemm } from './matmul-helpers.ts';
 import {
   setWasmGemmRetainedBytes, wasmGemm, wasmGemmConfig, wasmGemmMemoryBytes, wasmGemmWith, wasmRelaxedSimdAvailable,
   wasmSimdAvailable, type WasmGemmConfig,
 } from '../src/backend/wasm-gemm.ts';
 
-/** Deterministic values in [-1, 1) so failures reproduce. */
-function randomArray(length: number, seed: number): Float32Array {
-  const out = new Float32Array(length);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
+const check = (gemm: Gemm, p: MatmulProblem, seed: number, what = 'wasmGemm'): void => checkGemm(gemm, p, seed, what);
+const inputs = problemInputs;
 
-/** Largest |got - ref| relative to max|ref|. */
-function relativeError(got: Float32Array, ref: ArrayLike<number>): number {
-  let scale = 0;
-  for (let i = 0; i < ref.length; i++) scale = Math.max(scale, Math.abs(ref[i]));
-  let err = 0;
-  for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(got[i] - ref[i]));
-  return scale === 0 ? err : err / scale;
-}
-
-type Gemm = (p: MatmulProblem, a: Float32Array, b: Float32Array) => Float32Array;
-
-function inputs(p: MatmulProblem, seed: number): [Float32Array, Float32Array] {
-  return [randomArray(p.batch * p.m * p.k, seed), randomArray(p.batch * p.k * p.n, seed + 7919)];
-}
-
-function check(gemm: Gemm, p: MatmulProblem, seed: number, what = 'wasmGemm'): void {
-  const [a, b] = inputs(p, seed);
-  const got = gemm(p, a, b);
-  const ref = matmulReference(p, a, b);
-  assert.is(got.length, ref.length, `${what} ${JSON.stringify(p)}: length`);
-  const err = relativeError(got, ref);
-  assert.ok(err <= 1e-5, `${what} ${JSON.stringify(p)}: relative error ${err}`);
-}
-
-const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
 
 test('LEB128 encoders', () => {
   assert.equal(uleb(0), [0]);
@@ -92,14 +60,7 @@ test('K = 1024 stays within rtol 1e-5', () => {
 });
 
 test('random problems (fast-check)', () => {
-  const problem = fc.record({
-    batch: fc.integer({ min: 1, max: 3 }),
-    m: fc.integer({ min: 1, max: 40 }),
-    k: fc.integer({ min: 1, max: 70 }),
-    n: fc.integer({ min: 1, max: 40 }),
-    transA: fc.boolean(),
-    transB: fc.boolean(),
-  });
+  const problem = matmulProblem(40, 70, 40);
   fc.assert(fc.property(problem, fc.integer({ min: 1, max: 1e6 }), (p, seed) => check(wasmGemm, p, seed)), {
     numRuns: 150,
     seed: 7,

@@ -2,41 +2,15 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { gpuFor, withBackend, type BackendName } from '../src/backend/backend.ts';
-import { matmulKernelRun, matmulReference, setWasmGemm, type MatmulProblem } from '../src/backend/matmul.ts';
+import { matmulKernelRun, setWasmGemm, type MatmulProblem } from '../src/backend/matmul.ts';
+import { checkGemm, matmulProblem, randomArray, TRANSPOSES } from './matmul-helpers.ts';
 
 const BACKENDS: BackendName[] = ['webasm', 'cpu'];
 
-/** Deterministic values in [-1, 1) so failures reproduce. */
-function randomArray(length: number, seed: number): Float32Array {
-  const out = new Float32Array(length);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
-
-/** Largest |got - ref| relative to max|ref| (f32 accumulation vs f64; rtol 1e-5 for K <= 1024). */
-function relativeError(got: Float32Array, ref: Float64Array): number {
-  let scale = 0;
-  for (const v of ref) scale = Math.max(scale, Math.abs(v));
-  let err = 0;
-  for (let i = 0; i < ref.length; i++) err = Math.max(err, Math.abs(got[i] - ref[i]));
-  return scale === 0 ? err : err / scale;
-}
-
 function checkProblem(backend: BackendName, p: MatmulProblem, seed: number): void {
-  const a = randomArray(p.batch * p.m * p.k, seed);
-  const b = randomArray(p.batch * p.k * p.n, seed + 7919);
-  const got = withBackend(backend, () => matmulKernelRun(p, a, b));
-  const ref = matmulReference(p, a, b);
-  assert.is(got.length, ref.length, `${backend} ${JSON.stringify(p)}: length`);
-  const err = relativeError(got, ref);
-  assert.ok(err <= 1e-5, `${backend} ${JSON.stringify(p)}: relative error ${err}`);
+  checkGemm((q, a, b) => withBackend(backend, () => matmulKernelRun(q, a, b)), p, seed, backend);
 }
 
-const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
 
 for (const backend of BACKENDS) {
   test(`${backend}: tiny and edge shapes, all transposes`, () => {
@@ -58,14 +32,7 @@ for (const backend of BACKENDS) {
   });
 
   test(`${backend}: random problems`, () => {
-    const problem = fc.record({
-      batch: fc.integer({ min: 1, max: 3 }),
-      m: fc.integer({ min: 1, max: 24 }),
-      k: fc.integer({ min: 1, max: 40 }),
-      n: fc.integer({ min: 1, max: 24 }),
-      transA: fc.boolean(),
-      transB: fc.boolean(),
-    });
+    const problem = matmulProblem(24, 40, 24);
     fc.assert(fc.property(problem, fc.integer({ min: 1, max: 1e6 }), (p, seed) => checkProblem(backend, p, seed)), {
       numRuns: 40,
       seed: 42,

@@ -7,7 +7,7 @@ import type { Attrs } from '../tensor/observer.ts';
 import * as o from '../tensor/ops.ts';
 import { avgPool3d, avgPoolGrad, conv, convTranspose, convWeightGrad, maxPoolGrad, type ConvAttrs, type PoolAttrs } from '../tensor/conv.ts';
 import { matmul } from '../tensor/matmul.ts';
-import { gelu, geluGrad, normalizeGrad, normalizeLast, softmaxGrad } from '../tensor/fused.ts';
+import { geluGrad, normalizeGrad, softmaxGrad } from '../tensor/fused.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 
