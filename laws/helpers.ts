@@ -474,6 +474,23 @@ export const OP_CASES: readonly OpEntry[] = [
     inputs: [rand(x, seed), rand(w, seed + 1)],
     f: (a, b) => R.conv(a, b, opts),
   }), true),
+  op(
+    'depthwiseConv3d',
+    fc.record({
+      n: fc.integer({ min: 1, max: 2 }),
+      c: fc.integer({ min: 1, max: 3 }),
+      kernel: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+      extra: fc.tuple(fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 2 })),
+      stride: fc.tuple(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 2 })),
+      padding: fc.tuple(fc.integer({ min: 0, max: 1 }), fc.integer({ min: 0, max: 1 }), fc.integer({ min: 0, max: 1 })),
+      seed: seedArb,
+    }),
+    ({ n, c, kernel, extra, stride, padding, seed }) => ({
+      inputs: [rand([n, ...kernel.map((k, i) => k + extra[i]), c], seed), rand([c, 1, ...kernel], seed + 1)],
+      f: (a, b) => R.depthwiseConv3d(a, b, { stride, padding }),
+    }),
+    true,
+  ),
   op('maxPool3d', poolArb, ({ x, kernel, stride, padding, seed }) => ({
     inputs: [R.tensor(distinct(sizeOf(x), seed), x)],
     f: (a) => R.maxPool3d(a, kernel, stride, padding),

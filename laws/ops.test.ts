@@ -358,4 +358,27 @@ test('every backend runs each case independently of the order of backends (no st
   assert.equal(Array.from(withBackend('cpu', run)), Array.from(first));
 });
 
+test('depthwiseConv3d on channels-last equals conv with groups = C on channels-first', () => {
+  assertProperty(
+    fc.property(
+      fc.record({ n: fc.integer({ min: 1, max: 2 }), c: fc.integer({ min: 1, max: 4 }), d: fc.integer({ min: 1, max: 4 }), hw: fc.integer({ min: 2, max: 6 }), k: fc.integer({ min: 1, max: 3 }), s: fc.integer({ min: 1, max: 2 }), seed: seedArb }),
+      ({ n, c, d, hw, k, s, seed }) => {
+        const kd = Math.min(k, d);
+        const x = R.tensor(uniform(n * d * hw * hw * c, seed), [n, d, hw, hw, c]);
+        const w = R.tensor(uniform(c * kd * k * k, seed + 1), [c, 1, kd, k, k]);
+        const stride = [1, s, s];
+        const padding = [Math.floor(kd / 2), Math.floor(k / 2), Math.floor(k / 2)];
+        for (const mode of MODES) {
+          const [ours, ref] = mode.run(() => [
+            R.depthwiseConv3d(x, w, { stride, padding }),
+            R.permute(R.conv(R.permute(x, [0, 4, 1, 2, 3]), w, { stride, padding, groups: c }), [0, 2, 3, 4, 1]),
+          ]);
+          near(ours.dataSync(), Float64Array.from(ref.dataSync()), 1e-6, `${mode.name}: depthwise vs grouped conv`, 1e-6);
+        }
+      },
+    ),
+    { numRuns: 15 },
+  );
+});
+
 test.run();

@@ -8,6 +8,7 @@ export * from './tensor/errors.ts';
 export * from './tensor/ops.ts';
 export { matmul, type MatmulOptions } from './tensor/matmul.ts';
 export { conv, maxPool3d, avgPool3d, type ConvOptions } from './tensor/conv.ts';
+export { depthwiseConv3d } from './tensor/depthwise.ts';
 export { softmax, logSoftmax, layerNorm, gelu } from './tensor/composite.ts';
 export { setFastPaths } from './tensor/exec.ts';
 export { vjp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';

@@ -8,6 +8,7 @@ import * as o from '../tensor/ops.ts';
 import { avgPool3d, avgPoolGrad, conv, convTranspose, convWeightGrad, maxPoolGrad, type ConvAttrs, type PoolAttrs } from '../tensor/conv.ts';
 import { matmul } from '../tensor/matmul.ts';
 import { geluGrad, normalizeGrad, softmaxGrad } from '../tensor/fused.ts';
+import { depthwiseConv3d, depthwiseConv3dGradInput, depthwiseConv3dGradWeight, type DepthwiseAttrs } from '../tensor/depthwise.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 
@@ -198,5 +199,27 @@ export const RULES: Readonly<Record<string, Rule>> = {
       o.mul(o.mul(h, g), o.mul(o.mul(o.exp(o.mul(o.mul(x, x), -0.5)), 1 / Math.sqrt(2 * Math.PI)), o.sub(2, o.mul(x, x)))),
       geluGrad(x, h),
     ],
+  },
+  depthwiseConv3d: {
+    save: ['inputs'],
+    vjp: (g, { x: [x, w], attrs, needs }) => {
+      const a = attrs as unknown as DepthwiseAttrs;
+      return [needs[0] ? depthwiseConv3dGradInput(g, w, x.shape, a) : null, needs[1] ? depthwiseConv3dGradWeight(x, g, w.shape, a) : null];
+    },
+  },
+  depthwiseConv3dGradInput: {
+    // Linear in both operands: adjoint w.r.t. g is the forward conv, w.r.t. w the weight gradient.
+    save: ['inputs'],
+    vjp: (h, { x: [g, w], attrs }) => {
+      const a = attrs as unknown as DepthwiseAttrs;
+      return [depthwiseConv3d(h, w, a), depthwiseConv3dGradWeight(h, g, w.shape, a)];
+    },
+  },
+  depthwiseConv3dGradWeight: {
+    save: ['inputs'],
+    vjp: (h, { x: [x, g], attrs }) => {
+      const a = attrs as unknown as DepthwiseAttrs;
+      return [depthwiseConv3dGradInput(g, h, x.shape, a), depthwiseConv3d(x, h, a)];
+    },
   },
 };

@@ -6,7 +6,8 @@
 import { dropout, layerNorm, linear, type LinearParams, type NormParams } from '../../nn/index.ts';
 import { foldIn, type Key } from '../../random/index.ts';
 import { softmax } from '../../tensor/composite.ts';
-import { avgPool3d, conv, maxPool3d } from '../../tensor/conv.ts';
+import { avgPool3d, maxPool3d } from '../../tensor/conv.ts';
+import { depthwiseConv3d } from '../../tensor/depthwise.ts';
 import { matmul } from '../../tensor/matmul.ts';
 import { add, concat, mul, permute, reshape, slice, take, transpose } from '../../tensor/ops.ts';
 import { tensor, type Tensor } from '../../tensor/tensor.ts';
@@ -45,25 +46,26 @@ export interface AttentionSpec {
 
 const prod = (xs: readonly number[]) => xs.reduce((a, b) => a * b, 1);
 
-/** The pooling op of a PoolSpec on [B*h, C, T, H, W]. */
+/** The pooling op of a PoolSpec on channels-last tokens [B*h, T, H, W, C]. */
 export function poolOp(mode: PoolMode, spec: PoolSpec, weight?: Tensor): (x: Tensor) => Tensor {
-  if (mode === 'avg') return (x) => avgPool3d(x, spec.kernel, spec.stride, spec.padding);
-  if (mode === 'max') return (x) => maxPool3d(x, spec.kernel, spec.stride, spec.padding);
-  return (x) => conv(x, weight!, { stride: spec.stride, padding: spec.padding, groups: x.shape[1] });
+  if (mode === 'conv' || mode === 'conv_unshared') return (x) => depthwiseConv3d(x, weight!, { stride: spec.stride, padding: spec.padding });
+  const pool = mode === 'avg' ? avgPool3d : maxPool3d;
+  return (x) => permute(pool(permute(x, [0, 4, 1, 2, 3]), spec.kernel, spec.stride, spec.padding), [0, 2, 3, 4, 1]);
 }
 
 /**
  * attention_pool: t [B, h, L, C] (cls token first when hasCls) pooled over the (T, H, W) grid; the cls
- * token is not pooled but is normed. Returns the pooled tensor and its grid.
+ * token is not pooled but is normed. Returns the pooled tensor and its grid. The tokens are already
+ * channels-last, so pooling needs no permutes.
  */
 export function attentionPool(t: Tensor, pool: ((x: Tensor) => Tensor) | null, thw: Vec3, hasCls: boolean, norm: NormParams | null): [Tensor, Vec3] {
   if (pool === null) return [t, thw];
   const [B, h, L, C] = t.shape;
   const cls = hasCls ? slice(t, [0, 0, 0, 0], [B, h, 1, C]) : null;
   const body = hasCls ? slice(t, [0, 0, 1, 0], [B, h, L, C]) : t;
-  const pooled = pool(permute(reshape(body, [B * h, thw[0], thw[1], thw[2], C]), [0, 4, 1, 2, 3]));
-  const grid = pooled.shape.slice(2) as Vec3;
-  let out = transpose(reshape(pooled, [B, h, C, prod(grid)]), 2, 3);
+  const pooled = pool(reshape(body, [B * h, thw[0], thw[1], thw[2], C]));
+  const grid = pooled.shape.slice(1, 4) as Vec3;
+  let out = reshape(pooled, [B, h, prod(grid), C]);
   if (cls !== null) out = concat([cls, out], 2);
   if (norm !== null) out = layerNorm(norm, out, 1e-6);
   return [out, grid];
