@@ -25,7 +25,7 @@ import { assertTensor, scalar, Tensor, view } from './tensor.ts';
 
 export type TensorLike = Tensor | number;
 
-function toTensor(op: string, v: TensorLike, what: string): Tensor {
+export function toTensor(op: string, v: TensorLike, what: string): Tensor {
   if (typeof v === 'number') return scalar(v);
   return assertTensor(op, v, what);
 }
@@ -124,19 +124,6 @@ export function where(cond: TensorLike, a: TensorLike, b: TensorLike): Tensor {
   const reads = ts.map((t) => ({ strides: broadcastStrides(t.shape, shape), offset: 0 }));
   const out = execute(ts, shape, stridedMap(op, shape, reads, '(x0 != 0 ? x1 : x2)'));
   return notify(op, ts, out);
-}
-
-/**
- * A fused elementwise expression over broadcast inputs, `expr` in x0, x1, ... (JavaScript arithmetic and
- * Math.* that gpu.js also compiles). Not differentiable (autodiff has no rule for it): it is for
- * optimizer updates and similar bookkeeping, where one pass replaces a chain of ops. `expr` becomes
- * code, so it must come from the library, never from user input.
- */
-export function elementwise(name: string, expr: string, inputs: readonly TensorLike[]): Tensor {
-  const ts = inputs.map((t, i) => toTensor(name, t, `input ${i}`));
-  const shape = ts.reduce<number[]>((acc, t) => broadcastShapes(name, acc, t.shape), []);
-  const reads = ts.map((t) => ({ strides: broadcastStrides(t.shape, shape), offset: 0 }));
-  return notify('elementwise', ts, execute(ts, shape, stridedMap(name, shape, reads, expr)), { name });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
  * float32, so one step gives the numbers `torch.optim.SGD` / `torch.optim.AdamW` give.
  */
 import { flattenWithPaths, leaves, mapTree, unflattenLike, type PyTree } from '../autodiff/pytree.ts';
-import { add, div, elementwise, minimum, mul, sqrt, sub, sum } from '../tensor/ops.ts';
+import { elementwise } from '../tensor/elementwise.ts';
+import { add, div, minimum, mul, sqrt, sub, sum } from '../tensor/ops.ts';
 import { scalar, zeros, zerosLike, type Tensor } from '../tensor/tensor.ts';
 
 /** Params whose name this returns true for get no weight decay. */
