@@ -9,7 +9,7 @@
 import type { IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
 import { BackendError } from './errors.ts';
-import { fromBuffer, type Tensor } from './tensor.ts';
+import { fromBuffer, type DeviceHandle, type Tensor } from './tensor.ts';
 import { sizeOf, type Shape } from './shape.ts';
 
 export interface KernelSpec {
@@ -60,6 +60,20 @@ export function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: num
   const result = kernel(...inputs) as unknown;
   if (result instanceof Promise) return result.then((r) => asFlat(r, outSize));
   return asFlat(result, outSize);
+}
+
+/**
+ * webgpu: run the kernel in gpu.js pipeline mode, so the result stays in a GPU buffer (a handle) that
+ * the next kernels bind directly; it is copied to the host only when someone reads it. `immutable`
+ * gives every call its own output buffer. Arguments are host arrays or handles, and the kernel is built
+ * for one of each (part of the cache key).
+ */
+function runKernelOnDevice(spec: KernelSpec, args: readonly (Float32Array | DeviceHandle)[], outSize: number): Promise<DeviceHandle> {
+  const kinds = args.map((a) => (a instanceof Float32Array ? `a${a.length}` : 'h')).join(',');
+  const kernel: IKernelRunShortcut = cachedKernel(`${spec.key}#${outSize}#${kinds}#device`, (gpu) =>
+    gpu.createKernel(spec.source, { output: [outSize], pipeline: true, immutable: true }),
+  );
+  return Promise.resolve((kernel as unknown as (...a: unknown[]) => Promise<DeviceHandle>)(...args));
 }
 
 function asFlat(result: unknown, size: number): Float32Array {
@@ -119,6 +133,33 @@ function checkGpuSize(impl: OpImpl, inputs: Float32Array[], outSize: number, bac
   }
 }
 
+let keptAlive: unknown = null;
+/** An observable use of `v`, so engines cannot drop it from the closure early. */
+function keepAlive(v: unknown): void {
+  keptAlive = v;
+  void keptAlive;
+  keptAlive = null;
+}
+
+/** webgpu: inputs bind as their GPU buffers where they have one, else as host data; the result stays on the device. */
+function executeOnDevice(inputs: readonly Tensor[], outSize: number, outShape: Shape, impl: OpImpl): Tensor {
+  // The input storages stay referenced until the kernel has consumed their buffers: a storage that is
+  // garbage-collected releases its GPU buffer (tensor.ts), and a pending op holds only the promise.
+  const storages = inputs.map((t) => t.storage);
+  const args = storages.map((st) => st.device ?? st.peek());
+  const handle = Promise.all(args).then(async (resolved) => {
+    const result = await withBackend('webgpu', () => {
+      const hostSizes = resolved.filter((a): a is Float32Array => a instanceof Float32Array);
+      checkGpuSize(impl, hostSizes, outSize, 'webgpu');
+      const bound = resolved.map((a) => (a instanceof Float32Array && a.length === 0 ? EMPTY_STAND_IN : a));
+      return runKernelOnDevice(impl.kernel(true), bound, outSize);
+    });
+    keepAlive(storages);
+    return result;
+  });
+  return fromBuffer({ device: handle }, outShape);
+}
+
 /** Run `impl` on `inputs`, giving a new tensor of `outShape`. */
 export function execute(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl): Tensor {
   const out = executeUnaccounted(inputs, outShape, impl);
@@ -131,6 +172,7 @@ export function execute(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl
 function executeUnaccounted(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl): Tensor {
   const outSize = sizeOf(outShape);
   if (outSize === 0) return fromBuffer(new Float32Array(0), outShape);
+  if (getBackend() === 'webgpu' && impl.run === undefined) return executeOnDevice(inputs, outSize, outShape, impl);
   const reads = inputs.map((t) => t.storage.peek());
   if (reads.every((r): r is Float32Array => r instanceof Float32Array)) {
     return fromBuffer(compute(impl, reads, outSize), outShape);

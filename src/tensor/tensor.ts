@@ -10,28 +10,55 @@ import { newBufferId, recordAlloc, recordUse, type Buffer } from '../backend/mem
 import { ArgumentError, BackendError, ShapeError } from './errors.ts';
 import { checkShape, describe, fmt, sizeOf, type Shape } from './shape.ts';
 
+/** A GPU-resident kernel result (gpu.js WebGPUBufferResult). */
+export interface DeviceHandle {
+  toArray(): Promise<unknown>;
+  delete(): void;
+}
+
+/** GPU buffers are released when their tensors are garbage-collected. */
+const deviceBuffers =
+  typeof FinalizationRegistry === 'undefined'
+    ? null
+    : new FinalizationRegistry<Promise<DeviceHandle>>((handle) => {
+        handle.then((h) => h.delete(), () => undefined);
+      });
+
 export class Storage implements Buffer {
   readonly id = newBufferId();
   readonly bytes: number;
   host: Float32Array | null;
   pending: Promise<Float32Array> | null;
+  /** webgpu: the result as a GPU buffer (a gpu.js pipeline handle), read back only when asked for. */
+  readonly device: Promise<DeviceHandle> | null;
 
-  constructor(size: number, data: Float32Array | Promise<Float32Array>) {
+  constructor(size: number, data: Float32Array | Promise<Float32Array> | { readonly device: Promise<DeviceHandle> }) {
     this.bytes = size * 4;
+    this.host = null;
+    this.pending = null;
+    this.device = null;
     if (data instanceof Float32Array) {
       this.host = data;
-      this.pending = null;
+    } else if (data instanceof Promise) {
+      this.pending = this.settle(data);
     } else {
-      this.host = null;
-      this.pending = data.then((d) => {
-        this.host = d;
-        this.pending = null;
-        return d;
-      });
+      this.device = data.device;
       // A failure surfaces when the data is read; a tensor nobody reads must not crash the process.
-      this.pending.catch(() => undefined);
+      this.device.catch(() => undefined);
+      deviceBuffers?.register(this, this.device);
     }
     recordAlloc(this);
+  }
+
+  private settle(data: Promise<Float32Array>): Promise<Float32Array> {
+    const p = data.then((d) => {
+      this.host = d;
+      this.pending = null;
+      return d;
+    });
+    // A failure surfaces when the data is read; a tensor nobody reads must not crash the process.
+    p.catch(() => undefined);
+    return p;
   }
 
   /** The data (or its promise), logging the read for memory accounting. */
@@ -40,9 +67,18 @@ export class Storage implements Buffer {
     return this.peek();
   }
 
-  /** The data (or its promise) without logging a read. */
+  /** The data (or its promise) without logging a read; a device buffer is copied back on first use. */
   peek(): Float32Array | Promise<Float32Array> {
-    return this.host ?? this.pending!;
+    if (this.host !== null) return this.host;
+    if (this.pending === null && this.device !== null) {
+      this.pending = this.settle(
+        this.device.then(async (h) => {
+          const data = await h.toArray();
+          return data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>);
+        }),
+      );
+    }
+    return this.pending!;
   }
 
   /** Log a read that happened through `peek`. */
@@ -115,8 +151,8 @@ export function assertTensor(op: string, v: unknown, what = 'argument'): Tensor 
   return v;
 }
 
-/** A tensor over freshly computed host data or a pending device result. @internal */
-export function fromBuffer(data: Float32Array | Promise<Float32Array>, shape: Shape): Tensor {
+/** A tensor over freshly computed host data, a pending result, or a GPU-resident one. @internal */
+export function fromBuffer(data: Float32Array | Promise<Float32Array> | { readonly device: Promise<DeviceHandle> }, shape: Shape): Tensor {
   return new Tensor(new Storage(sizeOf(shape), data), shape);
 }
 
