@@ -1,5 +1,7 @@
 /** matmul with batch broadcasting (torch.matmul semantics), on the backend's matmul kernels. */
+import { getBackend } from '../backend/backend.ts';
 import { matmulKernelAny } from '../backend/matmul.ts';
+import { splitIndex } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import { execute, type OpImpl } from './exec.ts';
 import { notify } from './observer.ts';
@@ -39,17 +41,34 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   };
   const a3 = expand(a2);
   const b3 = expand(b2);
+  const problem = { batch, m, k, n, transA, transB };
+  // webgpu runs the kernel below on device-resident operands; the other backends use the matmul engine
+  // (wasm GEMM on webasm, gpu.js kernels on cpu and webgl2).
   const impl: OpImpl = {
     name: 'matmul',
-    kernel: () => {
-      throw new Error('matmul runs through its own kernel engine');
-    },
-    // webasm/cpu: synchronous; webgpu: a Promise (execute handles both).
-    run: ([x, y]) => matmulKernelAny({ batch, m, k, n, transA, transB }, x, y),
+    kernel: (gpu) => ({ key: `matmul|${batch}|${m}|${k}|${n}|${transA}|${transB}`, source: matmulSource(problem, gpu) }),
+    run: getBackend() === 'webgpu' ? undefined : ([x, y]) => matmulKernelAny(problem, x, y),
   };
   let out = notify(op, [a3, b3], execute([a3, b3], [batch, m, n], impl), { transA, transB });
   out = reshape(out, [...batchShape, m, n]);
   if (a.rank === 1) out = reshape(out, [...batchShape, n]);
   if (b.rank === 1) out = reshape(out, out.shape.slice(0, -1));
   return out;
+}
+
+/** One output per thread over a flat [batch, m, n] output, with exact integer index decoding on GPUs. */
+function matmulSource(p: { batch: number; m: number; k: number; n: number; transA: boolean; transB: boolean }, gpu: boolean): string {
+  const { m, k, n, transA, transB } = p;
+  const aAt = transA ? `z * ${m * k} + i * ${m} + row` : `z * ${m * k} + row * ${k} + i`;
+  const bAt = transB ? `z * ${k * n} + col * ${k} + i` : `z * ${k * n} + i * ${n} + col`;
+  return `function (a, b) {
+let r = this.thread.x;
+${splitIndex('r', 'col', n, gpu)}${splitIndex('r', 'row', m, gpu)}const z = r;
+let s = 0;
+for (let i = 0; i < ${k}; i++) {
+  s += a[${aAt}] * b[${bAt}];
+}
+return s;
+}
+`;
 }
