@@ -227,55 +227,8 @@ const DIRECT: Record<ConvPart, DirectLoop> = {
   dw: directLoop('const go = q[o]; if (go === 0) continue;', 'out[wrow + kx] += go * p[xrow + kx];'),
 };
 
-/**
- * Depthwise convs (one input channel per output channel, as in attention pooling) loop tap-major:
- * for each channel plane and kernel tap, a multiply-add over the output rows the tap reaches, so the
- * bounds are computed once per tap instead of once per output element.
- */
-const DEPTHWISE_TEMPLATE = (perTap: string, inner: string, afterTap: string) => `
-const { B, Cin, D, H, W, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw } = c;
-const inPlane = D * H * W;
-const outPlane = OD * OH * OW;
-for (let plane = 0; plane < B * Cin; plane++) {
-  const xb = plane * inPlane;
-  const ob = plane * outPlane;
-  const wb = (plane % Cin) * KD * KH * KW;
-  for (let kz = 0; kz < KD; kz++) {
-    const oz0 = Math.max(0, Math.ceil((pd - kz) / sd));
-    const oz1 = Math.min(OD, Math.floor((D - 1 + pd - kz) / sd) + 1);
-    for (let ky = 0; ky < KH; ky++) {
-      const oy0 = Math.max(0, Math.ceil((ph - ky) / sh));
-      const oy1 = Math.min(OH, Math.floor((H - 1 + ph - ky) / sh) + 1);
-      for (let kx = 0; kx < KW; kx++) {
-        const ox0 = Math.max(0, Math.ceil((pw - kx) / sw));
-        const ox1 = Math.min(OW, Math.floor((W - 1 + pw - kx) / sw) + 1);
-        const wi = wb + (kz * KH + ky) * KW + kx;
-        ${perTap}
-        for (let oz = oz0; oz < oz1; oz++) {
-          const iz = oz * sd - pd + kz;
-          for (let oy = oy0; oy < oy1; oy++) {
-            const orow = ob + (oz * OH + oy) * OW;
-            const irow = xb + (iz * H + oy * sh - ph + ky) * W - pw + kx;
-            for (let ox = ox0; ox < ox1; ox++) ${inner}
-          }
-        }
-        ${afterTap}
-      }
-    }
-  }
-}`;
-
-const depthwiseLoop = (perTap: string, inner: string, afterTap = ''): DirectLoop =>
-  new Function('c', 'p', 'q', 'out', DEPTHWISE_TEMPLATE(perTap, inner, afterTap)) as DirectLoop;
-const DEPTHWISE: Record<ConvPart, DirectLoop> = {
-  fwd: depthwiseLoop('const wv = q[wi];', 'out[orow + ox] += wv * p[irow + ox * sw];'),
-  dx: depthwiseLoop('const wv = q[wi];', 'out[irow + ox * sw] += wv * p[orow + ox];'),
-  dw: depthwiseLoop('let acc = 0;', 'acc += p[irow + ox * sw] * q[orow + ox];', 'out[wi] += acc;'),
-};
-
 function convDirect(part: ConvPart, c: ConvGeometry) {
-  const depthwise = c.Cg === 1 && c.coutPerGroup === 1;
-  const loop = (depthwise ? DEPTHWISE : DIRECT)[part];
+  const loop = DIRECT[part];
   return (ins: Float32Array[], out: Float32Array) => loop(c, ins[0], ins[1], out);
 }
 
