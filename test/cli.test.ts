@@ -157,6 +157,9 @@ test('check passes on a tiny config; memory --json shows reversible retaining le
   assert.is(c.code, 0, c.out + c.err);
   assert.match(c.out, 'Inverse error per reversible block');
   assert.match(c.out, 'PASS');
+  // The default preset pools K, so norm_k.bias has an analytically zero gradient (round-off only).
+  const d = revgrad('check');
+  assert.is(d.code, 0, d.out + d.err);
   const m = revgrad('memory', '--config', tinyPath, '--extra', '0,4', '--json');
   assert.is(m.code, 0, m.err);
   const rows = (JSON.parse(m.out) as { rows: { depth: number; retained: { reversible: number; store: number } }[] }).rows;
