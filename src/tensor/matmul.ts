@@ -33,6 +33,13 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (k !== k2) {
     throw new ShapeError(op, `inner dimensions differ: ${fmt(a.shape)}${transA ? 'ᵀ' : ''} @ ${fmt(b.shape)}${transB ? 'ᵀ' : ''} (${k} vs ${k2})`);
   }
+  // A stack of matrices times one matrix (x @ Wᵀ in every linear layer): fold the stack into the rows,
+  // one larger product instead of a batch of small ones over copies of b (and b's gradient comes out
+  // of one product instead of a batch reduced afterwards).
+  if (b.rank === 2 && a.rank > 2 && !transA) {
+    const rows = reshape(a, [-1, k]);
+    return reshape(matmul(rows, b, { transB }), [...a.shape.slice(0, -1), n]);
+  }
   const batchShape = broadcastShapes(op, a2.shape.slice(0, -2), b2.shape.slice(0, -2));
   const batch = batchShape.reduce((x, y) => x * y, 1);
   const expand = (t: Tensor) => {
