@@ -34,6 +34,7 @@ export function createProgress(total: number, start: number, opts: { tty?: boole
   const ms = new Window(10);
   let testAcc = '-';
   let peak = 0;
+  let batch = 1;
   const fmtPct = (v: number) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '-');
   const payload = () => ({
     loss: Number.isFinite(loss.mean) ? loss.mean.toFixed(3) : '-',
@@ -41,7 +42,18 @@ export function createProgress(total: number, start: number, opts: { tty?: boole
     test: testAcc,
     cps: Number.isFinite(ms.mean) ? ((1000 * batch) / ms.mean).toFixed(1) : '-',
   });
-  let batch = 1;
+  /** The running statistics both displays show, updated from every train and eval record. */
+  const absorb = (r: LoopRecord) => {
+    if (r.type === 'train') {
+      loss.push(r.loss);
+      acc.push(r.acc);
+      ms.push(r.stepMs);
+      batch = (r.clipsPerSec * r.stepMs) / 1000;
+      peak = Math.max(peak, r.peakBytes);
+    } else if (r.type === 'eval') {
+      testAcc = fmtPct(r.testAcc);
+    }
+  };
 
   if (tty && !opts.quiet) {
     const bar = new cliProgress.SingleBar(
@@ -58,16 +70,9 @@ export function createProgress(total: number, start: number, opts: { tty?: boole
     bar.start(total, start, payload());
     return {
       onRecord(r) {
-        if (r.type === 'train') {
-          loss.push(r.loss);
-          acc.push(r.acc);
-          ms.push(r.stepMs);
-          batch = r.clipsPerSec * r.stepMs / 1000;
-          bar.update(r.step, payload());
-        } else if (r.type === 'eval') {
-          testAcc = fmtPct(r.testAcc);
-          bar.update(payload());
-        }
+        absorb(r);
+        if (r.type === 'train') bar.update(r.step, payload());
+        else if (r.type === 'eval') bar.update(payload());
       },
       log(line) {
         // Clear the bar's line, print, and let the bar redraw below.
@@ -84,19 +89,14 @@ export function createProgress(total: number, start: number, opts: { tty?: boole
   };
   return {
     onRecord(r) {
+      absorb(r);
       if (r.type === 'train') {
-        loss.push(r.loss);
-        acc.push(r.acc);
-        ms.push(r.stepMs);
-        batch = r.clipsPerSec * r.stepMs / 1000;
-        peak = Math.max(peak, r.peakBytes);
         if (r.step % every === 0 || r.step === total || r.step === start + 1) {
           const p = payload();
           const eta = ((total - r.step) * ms.mean) / 1000;
           write(`step ${r.step}/${total}  loss ${p.loss}  acc ${p.acc}  lr ${r.lr.toExponential(2)}  ${p.cps} clips/s  peak ${formatBytes(peak)}  ETA ${formatDuration(eta)}`);
         }
       } else if (r.type === 'eval') {
-        testAcc = fmtPct(r.testAcc);
         write(`eval at step ${r.step}: test accuracy ${testAcc} on ${r.clips} clips${r.testLoss === null ? '' : `, test loss ${r.testLoss.toFixed(3)}`}`);
       } else if (r.type === 'drift') {
         write(`drift at step ${r.step}: max reconstruction error ${r.max.toExponential(2)} over ${r.blocks.length} blocks`);
