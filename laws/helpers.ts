@@ -563,6 +563,25 @@ export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
  *    The central difference divides this by 2h ~ 0.02, so it is the term that forbids much smaller h.
  */
 export function checkVjp(c: OpCase, seed: number, opts: FdOptions = {}): FdResult {
+  const check = fdCheck(c, seed, opts);
+  let step = check.next();
+  while (!step.done) step = check.next(step.value.dataSync());
+  return step.value;
+}
+
+/** checkVjp reading results asynchronously (every backend, webgpu included). */
+export async function checkVjpAsync(c: OpCase, seed: number, opts: FdOptions = {}): Promise<FdResult> {
+  const check = fdCheck(c, seed, opts);
+  let step = check.next();
+  while (!step.done) step = check.next(await step.value.data());
+  return step.value;
+}
+
+/**
+ * The check itself, independent of how data is read: it yields each tensor whose values it needs and
+ * is resumed with them, so one body serves the synchronous and the asynchronous driver.
+ */
+function* fdCheck(c: OpCase, seed: number, opts: FdOptions): Generator<Tensor, FdResult, Float32Array> {
   const h = opts.h ?? 1e-2;
   const rtol = opts.rtol ?? 2e-3;
   const ulps = opts.ulps ?? 64;
@@ -576,7 +595,7 @@ export function checkVjp(c: OpCase, seed: number, opts: FdOptions = {}): FdResul
   const minus = [...c.inputs];
   const dxs = new Map<number, Float64Array>();
   for (const i of wrt) {
-    const x = c.inputs[i].dataSync();
+    const x = yield c.inputs[i];
     const v = uniform(x.length, seed + 7 + 13 * i);
     const xp = Float32Array.from(x, (xi, j) => xi + h * v[j]);
     const xm = Float32Array.from(x, (xi, j) => xi - h * v[j]);
@@ -589,7 +608,7 @@ export function checkVjp(c: OpCase, seed: number, opts: FdOptions = {}): FdResul
   for (const [i, dx] of dxs) {
     const g = grads[i];
     if (g.shape.join(',') !== c.inputs[i].shape.join(',')) throw new Error(`gradient ${i} has shape [${g.shape}], input [${c.inputs[i].shape}]`);
-    const gd = g.dataSync();
+    const gd = yield g;
     for (let j = 0; j < dx.length; j++) {
       analytic += gd[j] * dx[j];
       absTerms += Math.abs(gd[j] * dx[j]);
@@ -600,16 +619,16 @@ export function checkVjp(c: OpCase, seed: number, opts: FdOptions = {}): FdResul
   let numeric = 0;
   let absNumeric = 0;
   let roundScale = 0;
-  fp.forEach((t, k) => {
-    const a = t.dataSync();
-    const b = fm[k].dataSync();
+  for (let k = 0; k < fp.length; k++) {
+    const a = yield fp[k];
+    const b = yield fm[k];
     const uk = us[k];
     for (let j = 0; j < a.length; j++) {
       numeric += uk[j] * (a[j] - b[j]);
       absNumeric += Math.abs(uk[j] * (a[j] - b[j]));
       roundScale += Math.abs(uk[j]) * (Math.abs(a[j]) + Math.abs(b[j]));
     }
-  });
+  }
   const tol = rtol * Math.max(absTerms, absNumeric) + ulps * EPS32 * roundScale + 1e-30;
   return { analytic, numeric, tol, ok: Math.abs(analytic - numeric) <= tol };
 }

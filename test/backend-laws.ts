@@ -26,7 +26,7 @@ import type { Tensor } from '../src/index.ts';
 import { dropout, dropPath, linear, mlp, type LinearParams } from '../src/nn/index.ts';
 import { foldIn, key, normal, split, type Key } from '../src/random/index.ts';
 import { reversible, sequence, type AnyBlock, type BlockParams, type Branch, type Pair } from '../src/reversible/index.ts';
-import { EPS32, OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
+import { checkVjpAsync, OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
 
 export interface LawResult {
   readonly group: 'ops' | 'reversible' | 'fixture';
@@ -79,57 +79,6 @@ function evaluate(c: OpCase, seed: number): Tensor[] {
   const grads = pullback((Array.isArray(y) ? cts : cts[0]) as never) as Tensor[];
   const wrt = c.wrt ?? c.inputs.map((_, i) => i);
   return [...ys, ...wrt.map((i) => grads[i])];
-}
-
-/** laws/helpers.ts checkVjp, reading results asynchronously (same math, same tolerances). */
-async function checkVjpAsync(c: OpCase, seed: number): Promise<{ ok: boolean; analytic: number; numeric: number; tol: number }> {
-  const h = 1e-2;
-  const rtol = 2e-3;
-  const ulps = 64;
-  const wrt = c.wrt ?? c.inputs.map((_, i) => i);
-  const [y, pullback] = R.vjp(c.f, ...c.inputs);
-  const ys = leavesOf(y);
-  const us = ys.map((t, k) => uniform(t.size, seed + 101 * k));
-  const cts = us.map((d, k) => R.tensor(d, [...ys[k].shape]));
-  const grads = pullback((Array.isArray(y) ? cts : cts[0]) as never) as Tensor[];
-  const plus = [...c.inputs];
-  const minus = [...c.inputs];
-  const dxs = new Map<number, Float64Array>();
-  for (const i of wrt) {
-    const x = await c.inputs[i].data();
-    const v = uniform(x.length, seed + 7 + 13 * i);
-    const xp = Float32Array.from(x, (xi, j) => xi + h * v[j]);
-    const xm = Float32Array.from(x, (xi, j) => xi - h * v[j]);
-    plus[i] = R.tensor(xp, [...c.inputs[i].shape]);
-    minus[i] = R.tensor(xm, [...c.inputs[i].shape]);
-    dxs.set(i, Float64Array.from(xp, (p, j) => p - xm[j]));
-  }
-  const fp = leavesOf(c.f(...plus));
-  const fm = leavesOf(c.f(...minus));
-  let analytic = 0;
-  let absTerms = 0;
-  for (const [i, dx] of dxs) {
-    const gd = await grads[i].data();
-    for (let j = 0; j < dx.length; j++) {
-      analytic += gd[j] * dx[j];
-      absTerms += Math.abs(gd[j] * dx[j]);
-    }
-  }
-  let numeric = 0;
-  let absNumeric = 0;
-  let roundScale = 0;
-  for (let k = 0; k < fp.length; k++) {
-    const a = await fp[k].data();
-    const b = await fm[k].data();
-    const uk = us[k];
-    for (let j = 0; j < a.length; j++) {
-      numeric += uk[j] * (a[j] - b[j]);
-      absNumeric += Math.abs(uk[j] * (a[j] - b[j]));
-      roundScale += Math.abs(uk[j]) * (Math.abs(a[j]) + Math.abs(b[j]));
-    }
-  }
-  const tol = rtol * Math.max(absTerms, absNumeric) + ulps * EPS32 * roundScale + 1e-30;
-  return { ok: Math.abs(analytic - numeric) <= tol, analytic, numeric, tol };
 }
 
 export interface OpLawOptions {
