@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { init as jaxInit, jit, nn, numpy as np } from '@jax-js/jax';
+import { randomArray } from '../test/matmul-helpers.ts';
 
 export interface Row {
   op: string;
@@ -79,16 +80,8 @@ export function adaptiveMedianMs(fn: () => unknown): number {
   return once > 100 ? medianMs(fn, { minRuns: 3, minMs: 0, warmup: 0 }) : medianMs(fn);
 }
 
-/** Deterministic values in [-1, 1). */
-export function seededArray(length: number, seed = 1): Float32Array {
-  const out = new Float32Array(length);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    s ^= s << 13; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
+/** Deterministic values in [-1, 1) (the tests' xorshift, so benches and tests draw the same data). */
+export const seededArray = randomArray;
 
 export const matmulRow = (c: MatmulCase, impl: string, ms: number, note?: string): Row => ({
   op: 'matmul', shape: c.label, impl, ms, gflops: matmulFlops(c) / ms / 1e6, note,
