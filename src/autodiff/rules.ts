@@ -5,10 +5,10 @@
  */
 import type { Attrs } from '../tensor/observer.ts';
 import * as o from '../tensor/ops.ts';
-import { avgPool3d, avgPoolGrad, conv, convTranspose, convWeightGrad, maxPoolGrad, type ConvAttrs, type PoolAttrs } from '../tensor/conv.ts';
+import { avgPool3d, avgPoolGrad, conv, convTranspose, convWeightGrad, maxPoolGrad, type PoolAttrs } from '../tensor/conv.ts';
 import { matmul } from '../tensor/matmul.ts';
 import { geluGrad, normalizeGrad, softmaxGrad } from '../tensor/fused.ts';
-import { depthwiseConv3d, depthwiseConv3dGradInput, depthwiseConv3dGradWeight, type DepthwiseAttrs } from '../tensor/depthwise.ts';
+import { depthwiseConv3d, depthwiseConv3dGradInput, depthwiseConv3dGradWeight } from '../tensor/depthwise.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 
@@ -33,6 +33,36 @@ const noGrad = (n: number): Rule => ({ save: [], vjp: () => Array(n).fill(null) 
 
 /** Gradient share of a for max/min(a, b): 1 where a wins, 1/2 on ties (as PyTorch). */
 const winShare = (a: Tensor, b: Tensor, cmp: 'greater' | 'less') => o.add(o.binary(cmp, a, b), o.mul(o.equal(a, b), 0.5));
+
+/**
+ * The rules of a convolution y = conv(x, w) and of its two gradient ops. gradInput(g, w) and
+ * gradWeight(x, g) are linear in both operands, so the adjoints of each are the other two ops.
+ */
+function convolutionRules<A>(
+  name: string, inputName: string, weightName: string,
+  fwd: (x: Tensor, w: Tensor, a: A) => Tensor,
+  gradInput: (g: Tensor, w: Tensor, xShape: Shape, a: A) => Tensor,
+  gradWeight: (x: Tensor, g: Tensor, wShape: Shape, a: A) => Tensor,
+): Record<string, Rule> {
+  const attrsOf = (attrs: Attrs) => attrs as unknown as A;
+  return {
+    [name]: {
+      save: ['inputs'],
+      vjp: (g, { x: [x, w], attrs, needs }) => [
+        needs[0] ? gradInput(g, w, x.shape, attrsOf(attrs)) : null,
+        needs[1] ? gradWeight(x, g, w.shape, attrsOf(attrs)) : null,
+      ],
+    },
+    [inputName]: {
+      save: ['inputs'],
+      vjp: (h, { x: [g, w], attrs }) => [fwd(h, w, attrsOf(attrs)), gradWeight(h, g, w.shape, attrsOf(attrs))],
+    },
+    [weightName]: {
+      save: ['inputs'],
+      vjp: (h, { x: [x, g], attrs }) => [gradInput(g, h, x.shape, attrsOf(attrs)), fwd(x, h, attrsOf(attrs))],
+    },
+  };
+}
 
 export const RULES: Readonly<Record<string, Rule>> = {
   neg: { save: [], vjp: (g) => [o.neg(g)] },
@@ -143,28 +173,7 @@ export const RULES: Readonly<Record<string, Rule>> = {
       return [ga, gb];
     },
   },
-  conv: {
-    save: ['inputs'],
-    vjp: (g, { x: [x, w], attrs, needs }) => {
-      const a = attrs as unknown as ConvAttrs;
-      return [needs[0] ? convTranspose(g, w, x.shape, a) : null, needs[1] ? convWeightGrad(x, g, w.shape, a) : null];
-    },
-  },
-  convTranspose: {
-    // Linear in both operands: the adjoint w.r.t. g is the forward conv, w.r.t. w the weight gradient.
-    save: ['inputs'],
-    vjp: (h, { x: [g, w], attrs }) => {
-      const a = attrs as unknown as ConvAttrs;
-      return [conv(h, w, a), convWeightGrad(h, g, w.shape, a)];
-    },
-  },
-  convWeightGrad: {
-    save: ['inputs'],
-    vjp: (h, { x: [x, g], attrs }) => {
-      const a = attrs as unknown as ConvAttrs;
-      return [convTranspose(g, h, x.shape, a), conv(x, h, a)];
-    },
-  },
+  ...convolutionRules('conv', 'convTranspose', 'convWeightGrad', conv, convTranspose, convWeightGrad),
   maxPool: { save: ['inputs'], vjp: (g, { x: [x], attrs }) => [maxPoolGrad(x, g, attrs as unknown as PoolAttrs)] },
   avgPool: { save: [], vjp: (g, { shapes, attrs }) => [avgPoolGrad(g, shapes[0], attrs as unknown as PoolAttrs)] },
   avgPoolGrad: { save: [], vjp: (h, { attrs }) => [avgPool3d(h, (attrs as unknown as PoolAttrs).kernel, (attrs as unknown as PoolAttrs).stride, (attrs as unknown as PoolAttrs).padding)] },
@@ -200,26 +209,5 @@ export const RULES: Readonly<Record<string, Rule>> = {
       geluGrad(x, h),
     ],
   },
-  depthwiseConv3d: {
-    save: ['inputs'],
-    vjp: (g, { x: [x, w], attrs, needs }) => {
-      const a = attrs as unknown as DepthwiseAttrs;
-      return [needs[0] ? depthwiseConv3dGradInput(g, w, x.shape, a) : null, needs[1] ? depthwiseConv3dGradWeight(x, g, w.shape, a) : null];
-    },
-  },
-  depthwiseConv3dGradInput: {
-    // Linear in both operands: adjoint w.r.t. g is the forward conv, w.r.t. w the weight gradient.
-    save: ['inputs'],
-    vjp: (h, { x: [g, w], attrs }) => {
-      const a = attrs as unknown as DepthwiseAttrs;
-      return [depthwiseConv3d(h, w, a), depthwiseConv3dGradWeight(h, g, w.shape, a)];
-    },
-  },
-  depthwiseConv3dGradWeight: {
-    save: ['inputs'],
-    vjp: (h, { x: [x, g], attrs }) => {
-      const a = attrs as unknown as DepthwiseAttrs;
-      return [depthwiseConv3dGradInput(g, h, x.shape, a), depthwiseConv3d(x, h, a)];
-    },
-  },
+  ...convolutionRules('depthwiseConv3d', 'depthwiseConv3dGradInput', 'depthwiseConv3dGradWeight', depthwiseConv3d, depthwiseConv3dGradInput, depthwiseConv3dGradWeight),
 };
