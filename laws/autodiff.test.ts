@@ -353,4 +353,37 @@ test('(f) stopGradient blocks gradients', () => {
   );
 });
 
+// --- grad of grad --------------------------------------------------------------------------
+
+// Second derivatives compose from the same rules: the Hessian-vector product <grad(x -> <grad f(x), v>), d>
+// must match the central difference of <grad f(x), v> along d. Smooth functions only (layerNorm's and
+// max-pool's gradients are not differentiable again and say so).
+const CONV_W = rand([3, 3, 2], 99);
+const SECOND_ORDER: Record<string, (x: Tensor) => Tensor> = {
+  'tanh * exp': (x) => R.sum(R.mul(R.tanh(x), R.exp(R.mul(x, 0.5)))),
+  'matmul': (x) => R.sum(R.square(R.matmul(x, R.transpose(x)))),
+  'conv': (x) => R.sum(R.square(R.conv(R.reshape(x, [1, 3, 4]), CONV_W, { padding: 1 }))),
+  'softmax': (x) => R.sum(R.mul(R.softmax(x), x)),
+  'gelu': (x) => R.sum(R.mul(R.gelu(x), x)),
+};
+
+for (const [name, f] of Object.entries(SECOND_ORDER)) {
+  test(`grad of grad of ${name} matches finite differences of the gradient`, () => {
+    for (const backend of BACKENDS) {
+      withBackend(backend, () => {
+        for (const seed of [1, 2, 3]) {
+          const x = rand([3, 4], seed);
+          const v = rand([3, 4], seed + 10);
+          const d = rand([3, 4], seed + 20);
+          const gv = (y: Tensor) => R.sum(R.mul(R.grad(f)(y), v));
+          const analytic = R.sum(R.mul(R.grad(gv)(x), d)).itemSync();
+          const h = 1e-2;
+          const numeric = (gv(R.add(x, R.mul(d, h))).itemSync() - gv(R.sub(x, R.mul(d, h))).itemSync()) / (2 * h);
+          assert.ok(Math.abs(analytic - numeric) <= 2e-3 * Math.max(1, Math.abs(numeric)), `${backend} seed ${seed}: ${analytic} vs ${numeric}`);
+        }
+      });
+    }
+  });
+}
+
 test.run();

@@ -5,7 +5,7 @@
  * backprop does.
  */
 import { setOpObserver, type Attrs } from '../tensor/observer.ts';
-import { add } from '../tensor/ops.ts';
+import { add, reshape } from '../tensor/ops.ts';
 import { ArgumentError, ShapeError } from '../tensor/errors.ts';
 import { fmt, sameShape } from '../tensor/shape.ts';
 import { ones, Tensor, view, zeros } from '../tensor/tensor.ts';
@@ -110,8 +110,10 @@ export interface Pullback<P, O> {
 export function vjp<P extends unknown[], O>(f: (...primals: P) => O, ...primals: P): [O, Pullback<P, O>] {
   const trace = new Trace();
   const primalLeaves = primals.map((p) => leaves(p));
-  // Each primal leaf gets its own identity, so a tensor passed twice gets two cotangents.
-  const inputs = primalLeaves.map((ls) => ls.map((t) => view(t, t.shape)));
+  // Each primal leaf gets its own identity, so a tensor passed twice gets two cotangents. The identity
+  // is a recorded reshape: an enclosing trace that tracks the primal then sees this vjp's forward and
+  // pullback as functions of it, which is what makes grad of grad correct.
+  const inputs = primalLeaves.map((ls) => ls.map((t) => reshape(t, [...t.shape])));
   for (const ls of inputs) for (const t of ls) trace.tracked.add(t.id);
   const traced = primals.map((p, i) => unflattenLike(p, inputs[i])) as P;
   traces.push(trace);
