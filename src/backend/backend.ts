@@ -12,8 +12,6 @@ import { applyGpuJsPatches } from './gpujs-patch.ts';
 export type BackendName = 'webasm' | 'cpu' | 'webgpu' | 'webgl2';
 export const BACKENDS: readonly BackendName[] = ['webasm', 'cpu', 'webgpu', 'webgl2'];
 
-/** webgpu kernels return Promises; the others run synchronously. */
-export const isAsyncBackend = (name: BackendName): boolean => name === 'webgpu';
 
 let current: BackendName = 'webasm';
 const gpus = new Map<BackendName, GPU>();

@@ -50,7 +50,6 @@ const EMPTY_STAND_IN = new Float32Array(1);
 export function setFastPaths(enabled: boolean): void {
   fastPaths = enabled;
 }
-export const fastPathsEnabled = (): boolean => fastPaths;
 
 export function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
   // Sizes are part of the key: a kernel is built for one output size and one set of input lengths.

@@ -5,7 +5,7 @@
  * or pending (a Promise from an asynchronous webgpu kernel). Ops accept both, so the same program runs
  * on every backend; `await t.data()` always works and `t.dataSync()` works once the data is on the host.
  */
-import { getBackend, isAsyncBackend } from '../backend/backend.ts';
+import { getBackend } from '../backend/backend.ts';
 import { newBufferId, recordAlloc, recordUse, type Buffer } from '../backend/memory.ts';
 import { ArgumentError, BackendError, ShapeError } from './errors.ts';
 import { checkShape, describe, fmt, sizeOf, type Shape } from './shape.ts';
@@ -251,5 +251,3 @@ export function arange(start: number, stop?: number, step = 1): Tensor {
   return fromBuffer(out, [n]);
 }
 
-/** Whether the current backend returns results asynchronously. */
-export const backendIsAsync = (): boolean => isAsyncBackend(getBackend());
