@@ -5,7 +5,19 @@ import type { MViTConfig } from '../models/mvit/config.ts';
 import { restoreTree, readWeights } from '../train/checkpoint.ts';
 import { evaluate, movingMnistBatches, runKeys } from '../train/loop.ts';
 import { getBool, getNum, getStr, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
-import { CliError, configFromJson, CONFIG_FLAGS, model as buildModel, movingMnistProblems, resolveConfig, unwrap } from './common.ts';
+import {
+  capLines,
+  checkResources,
+  CliError,
+  configFromJson,
+  CONFIG_FLAGS,
+  MEMORY_FLAG,
+  memoryLimit,
+  model as buildModel,
+  movingMnistProblems,
+  resolveConfig,
+  unwrap,
+} from './common.ts';
 
 export const evalSpec: CommandSpec = {
   name: 'eval',
@@ -20,6 +32,7 @@ export const evalSpec: CommandSpec = {
     { name: 'seed', kind: 'int', min: 0, arg: 'N', help: 'seed of the evaluation keys', defaultText: "the checkpoint's seed (the clips its training run evaluated on)" },
     { name: 'mode', kind: 'enum', values: ['reversible', 'store'], help: 'forward mode (the results agree)', defaultText: 'reversible' },
     { name: 'json', kind: 'bool', help: 'print the result as JSON' },
+    MEMORY_FLAG,
   ],
   details: 'The test clips are built from digits never used for training (a fixed train/test split of the MNIST samples).',
 };
@@ -30,9 +43,12 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   if (path === undefined) usage.push('--checkpoint FILE is required');
   if (args.flags.has('clips') && args.flags.has('batches')) usage.push('give either --clips or --batches, not both');
   if (usage.length > 0) throw new UsageError(usage, 'eval');
+  const limit = memoryLimit(args, 'eval');
   if (!existsSync(path!)) throw new CliError([`--checkpoint ${path}: no such file`]);
   if (statSync(path!).isDirectory()) throw new CliError([`--checkpoint ${path}: is a directory, expected a .safetensors file`]);
-  const weights = unwrap(readWeights(path!));
+  const read = readWeights(path!);
+  if (E.isLeft(read)) throw new CliError(read.left.problems);
+  const weights = read.right;
   let cfg: MViTConfig;
   if (args.flags.has('preset') || args.flags.has('config')) {
     cfg = unwrap(resolveConfig(args, null)).cfg;
@@ -43,10 +59,11 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   }
   const mm = movingMnistProblems(cfg, path!);
   if (mm.length > 0) throw new CliError(mm);
+  const batch = getNum(args, 'batch') ?? 32;
+  checkResources(cfg, { batch, purpose: 'eval' }, limit, path!);
   const model = buildModel(cfg);
   const params = restoreTree(model.init(runKeys(0).init), weights.params, path);
-  if (E.isLeft(params)) throw new CliError([`${path} does not fit the model:`, ...params.left.map((p) => `  ${p}`)]);
-  const batch = getNum(args, 'batch') ?? 32;
+  if (E.isLeft(params)) throw new CliError([`${path} does not fit the model:`, ...capLines(params.left.map((p) => `  ${p}`))]);
   const batches = getNum(args, 'batches') ?? Math.ceil((getNum(args, 'clips') ?? 512) / batch);
   const seed = getNum(args, 'seed') ?? weights.seed ?? 0;
   const t0 = performance.now();

@@ -1,10 +1,11 @@
 /** `revgrad train`: train a Rev-MViT on Moving-MNIST, with checkpoints, resume and an HTML report. */
-import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig } from '../models/mvit/config.ts';
 import { paramCount } from '../models/mvit/params-spec.ts';
-import { loadCheckpoint } from '../train/checkpoint.ts';
+import { describeValue } from '../io/json.ts';
+import { loadCheckpoint, type LoadedCheckpoint } from '../train/checkpoint.ts';
 import {
   CHECKPOINT_FILE,
   METRICS_FILE,
@@ -20,11 +21,15 @@ import { renderReport, type MemoryPoint } from '../train/report.ts';
 import { scheduleDefaults, scheduleProblems } from '../train/schedule.ts';
 import { getBool, getList, getNum, getStr, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 import {
+  capLines,
+  checkResources,
   CliError,
   configFromJson,
   CONFIG_FLAGS,
   DEFAULT_PRESET,
   formatBytes,
+  MEMORY_FLAG,
+  memoryLimit,
   formatDuration,
   model as buildModel,
   movingMnistProblems,
@@ -78,6 +83,7 @@ export const trainSpec: CommandSpec = {
     { name: 'report-depths', kind: 'int-list', min: 0, arg: 'A,B,..', help: 'extra last-stage blocks measured for the report\'s memory chart', defaultText: TRAIN_DEFAULTS.reportDepths.join(',') },
     { name: 'no-report', kind: 'bool', help: 'do not write report.html' },
     { name: 'quiet', kind: 'bool', help: 'no progress output' },
+    MEMORY_FLAG,
   ],
   details: [
     'Every random choice comes from keys derived from --seed and the step number, so a run killed at any',
@@ -125,19 +131,93 @@ function settingsFromFlags(args: ParsedArgs): TrainSettings {
   };
 }
 
-/** Settings as stored in a checkpoint, checked. */
-function settingsFromCheckpoint(training: Record<string, unknown>, path: string): TrainSettings {
+/** Settings as stored in a checkpoint, checked field by field (types too: a string "0.1" is not a number). */
+function settingsFromCheckpoint(training: Record<string, unknown>, metaSeed: number, path: string): TrainSettings {
   const s = training as unknown as TrainSettings;
-  const problems = [
-    ...(typeof s.schedule === 'object' && s.schedule !== null ? scheduleProblems(s.schedule) : ['no schedule']),
-    ...(typeof s.optimizer === 'object' && s.optimizer !== null ? [] : ['no optimizer settings']),
-    ...settingsProblems(s),
-  ];
-  if (problems.length > 0) throw new CliError([`${path}: the stored training settings are not usable:`, ...problems.map((p) => `  ${p}`)]);
+  const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  const problems: string[] = [];
+  if (!(Number.isSafeInteger(s.seed) && s.seed >= 0)) problems.push(`seed must be a non-negative integer, got ${describeValue(s.seed, 40)}`);
+  else if (s.seed !== metaSeed) problems.push(`seed ${s.seed} differs from the checkpoint's seed ${metaSeed}`);
+  const sched = s.schedule as unknown as Record<string, unknown> | undefined;
+  if (typeof sched !== 'object' || sched === null) problems.push('no schedule');
+  else {
+    for (const k of ['baseLr', 'totalSteps', 'warmupSteps', 'warmupStartLr', 'endLr']) if (!num(sched[k])) problems.push(`schedule.${k} must be a number, got ${describeValue(sched[k], 40)}`);
+    if (typeof sched.cosineAfterWarmup !== 'boolean') problems.push(`schedule.cosineAfterWarmup must be true or false, got ${describeValue(sched.cosineAfterWarmup, 40)}`);
+    if (problems.length === 0) problems.push(...scheduleProblems(s.schedule));
+  }
+  const o = s.optimizer as unknown as Record<string, unknown> | undefined;
+  if (typeof o !== 'object' || o === null) problems.push('no optimizer settings');
+  else {
+    for (const k of ['beta1', 'beta2']) if (!(num(o[k]) && (o[k] as number) >= 0 && (o[k] as number) < 1)) problems.push(`optimizer.${k} must be a number in [0, 1), got ${describeValue(o[k], 40)}`);
+    if (!(num(o.eps) && (o.eps as number) > 0)) problems.push(`optimizer.eps must be a number > 0, got ${describeValue(o.eps, 40)}`);
+    if (!(num(o.weightDecay) && (o.weightDecay as number) >= 0)) problems.push(`optimizer.weightDecay must be a number >= 0, got ${describeValue(o.weightDecay, 40)}`);
+  }
+  if (s.clipNorm !== null && !num(s.clipNorm)) problems.push(`clipNorm must be a number or null, got ${describeValue(s.clipNorm, 40)}`);
+  if (!num(s.labelSmoothing)) problems.push(`labelSmoothing must be a number, got ${describeValue(s.labelSmoothing, 40)}`);
+  problems.push(...settingsProblems(s).filter((p) => !p.startsWith('seed')));
+  if (problems.length > 0) throw new CliError([`${path}: the stored training settings are not usable:`, ...capLines(problems.map((p) => `  ${p}`))]);
   return s;
 }
 
 const OUR_FILES = [CHECKPOINT_FILE, METRICS_FILE, REPORT_FILE];
+/** Where --force puts the run it replaces until the new run has written its first checkpoint. */
+export const SET_ASIDE_DIR = '.replaced-by-force';
+/** Temporary files of an atomic checkpoint write: `.<file>.<pid>.<12 hex>.tmp` (src/io/safetensors.ts). */
+const TEMP_FILE = /^\.(.+)\.(\d+)\.[0-9a-f]{12}\.tmp$/;
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/** Remove the temporary files that writers killed mid-write (kill -9, power loss) left behind. */
+function removeStaleTempFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((f) => {
+    const m = TEMP_FILE.exec(f);
+    if (m === null || !OUR_FILES.includes(m[1]!) || isAlive(Number(m[2]))) return false;
+    rmSync(join(dir, f), { force: true });
+    return true;
+  });
+}
+
+/**
+ * A --force run that was stopped before its first checkpoint left the replaced run set aside: put it
+ * back (the new run's partial files go). Once the new run has a checkpoint, the set-aside run is removed.
+ */
+function settleSetAside(dir: string): string | null {
+  const aside = join(dir, SET_ASIDE_DIR);
+  if (!existsSync(aside)) return null;
+  if (existsSync(join(dir, CHECKPOINT_FILE))) {
+    rmSync(aside, { recursive: true, force: true });
+    return null;
+  }
+  for (const f of OUR_FILES) rmSync(join(dir, f), { force: true });
+  for (const f of readdirSync(aside)) renameSync(join(aside, f), join(dir, f));
+  rmSync(aside, { recursive: true, force: true });
+  return `restored the run that an interrupted --force had set aside in ${aside} (the new run never reached its first checkpoint)`;
+}
+
+/** Create DIR if needed and prove it writable with a probe file, so a read-only place fails before any work. */
+function checkWritable(dir: string): void {
+  const probe = join(dir, `.revgrad-write-test.${process.pid}`);
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(probe, '');
+    rmSync(probe);
+  } catch (e) {
+    try {
+      rmSync(probe, { force: true });
+    } catch {
+      // Nothing was created.
+    }
+    throw new CliError([`--out ${dir}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`]);
+  }
+}
 
 export async function runTrain(args: ParsedArgs): Promise<number> {
   const resume = getBool(args, 'resume');
@@ -147,21 +227,48 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   if (resume && force) usage.push('give either --resume or --force, not both');
   if (resume && !given('out')) usage.push('--resume needs --out DIR (the run to continue)');
   if (usage.length > 0) throw new UsageError(usage, 'train');
+  const limit = memoryLimit(args, 'train');
 
   const outDir = getStr(args, 'out') ?? freshRunDir();
   const ckptPath = join(outDir, CHECKPOINT_FILE);
   if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new CliError([`--out ${outDir}: exists and is not a directory`]);
+  const quiet = getBool(args, 'quiet');
+  const say = (line: string) => {
+    if (!quiet) process.stdout.write(line + '\n');
+  };
+  // Leftovers of an interrupted run are settled first: they decide what the directory holds.
+  let restored: string | null = null;
+  try {
+    restored = existsSync(outDir) ? settleSetAside(outDir) : null;
+  } catch {
+    // A directory we cannot change: checkWritable below says so.
+  }
+  // Notices about the user's files are printed even with --quiet.
+  if (restored !== null) process.stdout.write(restored + '\n');
 
   let cfg: MViTConfig;
   let source: string;
   let settings: TrainSettings;
-  let resumeFrom: ReturnType<typeof loadCheckpoint> extends E.Either<unknown, infer R> ? R | undefined : never;
+  let resumeFrom: LoadedCheckpoint | undefined;
+  let replacing: string[] = [];
   if (resume) {
-    if (!existsSync(ckptPath)) throw new CliError([`--resume: ${outDir} has no ${CHECKPOINT_FILE} to continue from`]);
-    const ck = unwrap(loadCheckpoint(ckptPath));
+    if (!existsSync(ckptPath)) {
+      const stoppedEarly = existsSync(join(outDir, METRICS_FILE));
+      throw new CliError([
+        stoppedEarly
+          ? `--resume: ${outDir} has no ${CHECKPOINT_FILE}: the run was stopped before its first checkpoint, so there is nothing to continue; start it over with --force`
+          : `--resume: ${outDir} has no ${CHECKPOINT_FILE} to continue from`,
+      ]);
+    }
+    const loaded = loadCheckpoint(ckptPath);
+    if (E.isLeft(loaded)) throw new CliError(loaded.left.problems);
+    const ck = loaded.right;
     cfg = unwrap(configFromJson(ck.meta.config, `${ckptPath} (stored config)`));
-    settings = settingsFromCheckpoint(ck.meta.training, ckptPath);
+    settings = settingsFromCheckpoint(ck.meta.training, ck.meta.seed, ckptPath);
     source = `${ckptPath} at step ${ck.meta.step}`;
+    if (ck.meta.step > settings.steps) {
+      throw new CliError([`${ckptPath}: the checkpoint is at step ${ck.meta.step}, beyond the ${settings.steps} steps of its run; it cannot be resumed`]);
+    }
     // Flags that would change the run must agree with the checkpoint.
     const conflicts: string[] = [];
     if (given('preset') || given('config')) {
@@ -195,19 +302,37 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
     if (settings.schedule.warmupSteps >= settings.steps) problems.push(`--warmup ${settings.schedule.warmupSteps} must be less than --steps ${settings.steps}`);
     if (problems.length > 0) throw new UsageError(problems, 'train');
     if (existsSync(outDir)) {
-      const ours = readdirSync(outDir).filter((f) => OUR_FILES.includes(f));
-      if (ours.length > 0 && !force) {
+      replacing = readdirSync(outDir).filter((f) => OUR_FILES.includes(f));
+      if (replacing.length > 0 && !force) {
         throw new CliError([
-          `--out ${outDir} already holds a run (${ours.join(', ')}); nothing is overwritten.`,
-          '  Use --resume to continue it, --force to replace it, or another --out.',
+          replacing.includes(CHECKPOINT_FILE)
+            ? `--out ${outDir} already holds a run (${replacing.join(', ')}); nothing is overwritten. Use --resume to continue it, --force to replace it, or another --out.`
+            : `--out ${outDir} holds a run that was stopped before its first checkpoint (${replacing.join(', ')}, no ${CHECKPOINT_FILE}): there is nothing to resume; use --force to start it over, or another --out.`,
         ]);
       }
-      if (force) for (const f of ours) rmSync(join(outDir, f));
     }
     resumeFrom = undefined;
   }
+  // Everything is validated before the directory is touched: the task, the memory, the permissions.
   const mm = movingMnistProblems(cfg, source);
   if (mm.length > 0) throw new CliError(mm);
+  checkResources(cfg, { batch: settings.batchSize, purpose: 'train', mode: settings.mode }, limit, source);
+  checkWritable(outDir);
+  const stale = removeStaleTempFiles(outDir);
+  if (stale.length > 0) process.stdout.write(`removed ${stale.length} temporary file${stale.length === 1 ? '' : 's'} of an interrupted checkpoint write: ${stale.join(', ')}\n`);
+  // --force: the old run is set aside, and removed once the new one has written its first checkpoint.
+  const aside = join(outDir, SET_ASIDE_DIR);
+  if (replacing.length > 0) {
+    mkdirSync(aside, { recursive: true });
+    for (const f of replacing) renameSync(join(outDir, f), join(aside, f));
+  }
+  const dropSetAside = () => {
+    if (replacing.length > 0 && existsSync(aside)) rmSync(aside, { recursive: true, force: true });
+  };
+  const restoreSetAside = () => {
+    if (replacing.length > 0 && existsSync(aside) && !existsSync(ckptPath)) settleSetAside(outDir);
+  };
+  if (resumeFrom !== undefined && resumeFrom.meta.step === settings.steps) say(`the run in ${outDir} is already complete (step ${settings.steps} of ${settings.steps}); nothing to train`);
 
   const steps = settings.steps;
   const every = (flag: string, fallback: number) => {
@@ -226,11 +351,6 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   };
 
   const model = buildModel(cfg);
-  const quiet = getBool(args, 'quiet');
-  const say = (line: string) => {
-    if (!quiet) process.stdout.write(line + '\n');
-  };
-  mkdirSync(outDir, { recursive: true });
   const start = resumeFrom?.meta.step ?? 0;
   say(
     `${resumeFrom ? 'resuming' : 'training'} ${source}: ${paramCount(model.specs).toLocaleString('en-US')} params, ` +
@@ -256,9 +376,15 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
       config: cfg,
       outDir,
       resume: resumeFrom,
-      onRecord: (r) => progress.onRecord(r),
+      onRecord: (r) => {
+        if (r.type === 'checkpoint') dropSetAside();
+        progress.onRecord(r);
+      },
       shouldStop: () => stopRequested,
     });
+  } catch (e) {
+    restoreSetAside();
+    throw e;
   } finally {
     progress.stop();
     process.off('SIGINT', onSignal);
