@@ -13,7 +13,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as E from 'fp-ts/lib/Either.js';
 import { measureMemory } from '../src/backend/memory.ts';
-import { main } from '../src/cli/main.ts';
+import { CliError } from '../src/cli/common.ts';
+import { errorMessage, main } from '../src/cli/main.ts';
 import { measureMemoryRow } from '../src/cli/memory.ts';
 import { decodeSafetensors } from '../src/io/safetensors.ts';
 import { parseConfig } from '../src/models/mvit/config.ts';
@@ -21,6 +22,7 @@ import { checkFixture } from '../src/models/mvit/fixture-check.ts';
 import { presetConfig } from '../src/models/mvit/presets.ts';
 import { estimateResources } from '../src/models/mvit/resources.ts';
 import { tensor } from '../src/tensor/tensor.ts';
+import { ShapeError } from '../src/tensor/errors.ts';
 import { add } from '../src/tensor/ops.ts';
 import { tensorsChecksum } from '../src/train/checkpoint.ts';
 import { TINY_CONFIG } from './hostile/inputs.ts';
@@ -276,6 +278,25 @@ test('measureMemory does not keep the buffers it logs alive (a measured step use
     during = process.memoryUsage().arrayBuffers - before;
   });
   assert.ok(during < 64 * 2 ** 20, `${(during / 2 ** 20).toFixed(0)} MiB of array buffers still reachable inside measureMemory`);
+});
+
+test('every kind of failure prints one clean message: problems, typed errors, memory, file system, bugs', () => {
+  const enospc = Object.assign(new Error("ENOSPC: no space left on device, write"), { code: 'ENOSPC', syscall: 'write' });
+  const cases: [unknown, RegExp][] = [
+    [new CliError(['one problem']), /^revgrad x: error: one problem\n$/],
+    [new CliError(Array.from({ length: 80 }, (_, i) => `problem ${i}`)), /^revgrad x: error:\n  problem 0\n[^]*  problem 49\n  \.\.\. and 30 more\n$/],
+    [new ShapeError('matmul', 'shapes [2, 3] and [4, 5] do not fit'), /^revgrad x: error: matmul: shapes \[2, 3\] and \[4, 5\] do not fit\n$/],
+    [new RangeError('Array buffer allocation failed'), /^revgrad x: error: out of memory \(Array buffer allocation failed\); use a smaller --batch or config\n$/],
+    [new RangeError('Maximum call stack size exceeded'), /^revgrad x: error: the input nests too deeply to process/],
+    [enospc, /^revgrad x: error: ENOSPC: no space left on device, write\n$/],
+    [new TypeError("Cannot read properties of undefined (reading 'x')"), /^revgrad x: internal error: TypeError: Cannot read properties of undefined \(reading 'x'\) \(REVGRAD_DEBUG=1 prints the stack\)\n$/],
+    ['a string', /^revgrad x: internal error: a string/],
+  ];
+  for (const [e, want] of cases) {
+    const text = errorMessage('revgrad x', e);
+    assert.match(text, want);
+    assert.not.match(text, /^\s+at /m);
+  }
 });
 
 test.after(() => rmSync(DIR, { recursive: true, force: true }));

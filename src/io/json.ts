@@ -120,7 +120,8 @@ export function parseJson(text: string, source: string, limits: JsonLimits = {})
  * cyclic values cost little and never throw.
  */
 export function describeValue(value: unknown, maxLength = 80): string {
-  if (value === undefined) return 'nothing';
+  const cut = (text: string) => (text.length > maxLength ? `${text.slice(0, Math.max(0, maxLength - 3))}...`.slice(0, maxLength) : text);
+  if (value === undefined) return cut('nothing');
   const out: string[] = [];
   let length = 0;
   const budget = maxLength + 1;
@@ -175,5 +176,5 @@ export function describeValue(value: unknown, maxLength = 80): string {
     // A getter that throws, a Proxy: render what there is.
     text = out.join('') || Object.prototype.toString.call(value);
   }
-  return text.length > maxLength ? `${text.slice(0, maxLength - 3)}...` : text;
+  return cut(text);
 }
