@@ -5,9 +5,9 @@
  */
 import type { Attrs } from '../tensor/observer.ts';
 import * as o from '../tensor/ops.ts';
-import { avgPool3d, avgPoolGrad, conv, convTranspose, convWeightGrad, maxPoolGrad, type PoolAttrs } from '../tensor/conv.ts';
+import { avgPool3d, avgPoolGrad, conv, convTranspose, convWeightGrad, maxPoolGrad, maxPoolSelect, type PoolAttrs } from '../tensor/conv.ts';
 import { matmul } from '../tensor/matmul.ts';
-import { geluGrad, normalizeGrad, softmaxGrad } from '../tensor/fused.ts';
+import { geluGrad, normalizeGrad, normalizeLast, softmaxGrad } from '../tensor/fused.ts';
 import { depthwiseConv3d, depthwiseConv3dGradInput, depthwiseConv3dGradWeight } from '../tensor/depthwise.ts';
 import type { Shape } from '../tensor/shape.ts';
 import type { Tensor } from '../tensor/tensor.ts';
@@ -152,7 +152,8 @@ export const RULES: Readonly<Record<string, Rule>> = {
     vjp: (g, { shapes, attrs }) => {
       const start = attrs.start as number[];
       const step = attrs.step as number[];
-      const stop = shapes[0].map((n, d) => start[d] + (n - 1) * step[d] + 1);
+      // An empty axis stops where it starts (start - step + 1 could be negative: slice would count it from the end).
+      const stop = shapes[0].map((n, d) => (n === 0 ? start[d] : start[d] + (n - 1) * step[d] + 1));
       return [o.slice(g, start, stop, step)];
     },
   },
@@ -177,12 +178,11 @@ export const RULES: Readonly<Record<string, Rule>> = {
   maxPool: { save: ['inputs'], vjp: (g, { x: [x], attrs }) => [maxPoolGrad(x, g, attrs as unknown as PoolAttrs)] },
   avgPool: { save: [], vjp: (g, { shapes, attrs }) => [avgPoolGrad(g, shapes[0], attrs as unknown as PoolAttrs)] },
   avgPoolGrad: { save: [], vjp: (h, { attrs }) => [avgPool3d(h, (attrs as unknown as PoolAttrs).kernel, (attrs as unknown as PoolAttrs).stride, (attrs as unknown as PoolAttrs).padding)] },
-  maxPoolGrad: {
-    save: [],
-    vjp: () => {
-      throw new Error('autodiff: second derivatives through max pooling are not supported');
-    },
-  },
+  // maxPoolGrad(x, g) scatters g to each window's first maximum and maxPoolSelect(x, h) gathers from
+  // there: each is linear in its second operand and the other's transpose; in x both are piecewise
+  // constant (zero derivative almost everywhere).
+  maxPoolGrad: { save: ['inputs'], vjp: (h, { x: [x], attrs }) => [null, maxPoolSelect(x, h, attrs as unknown as PoolAttrs)] },
+  maxPoolSelect: { save: ['inputs'], vjp: (k, { x: [x], attrs }) => [null, maxPoolGrad(x, k, attrs as unknown as PoolAttrs)] },
 
   softmax: { save: ['output'], vjp: (g, { y }) => [softmaxGrad(y!, g)] },
   softmaxGrad: {
@@ -195,9 +195,23 @@ export const RULES: Readonly<Record<string, Rule>> = {
   },
   normalize: { save: ['inputs'], vjp: (g, { x: [x], attrs }) => [normalizeGrad(x, g, attrs.eps as number)] },
   normalizeGrad: {
-    save: [],
-    vjp: () => {
-      throw new Error('autodiff: second derivatives through layerNorm are not supported');
+    // out = J(x)ᵀ g with J normalize's Jacobian, which is symmetric: the cotangent of g is normalizeGrad(x, h).
+    // In x, with s = 1/sqrt(var + eps), xhat = (x - mean) s, m = mean(g xhat), k = mean(h xhat) per row:
+    // d<h, out>/dx = -s² (xhat (mean((g - ḡ)(h - h̄)) - 3 m k) + k (g - ḡ) + m (h - h̄)).
+    save: ['inputs'],
+    vjp: (h, { x: [x, g], attrs, needs }) => {
+      const eps = attrs.eps as number;
+      if (!needs[0]) return [null, normalizeGrad(x, h, eps)];
+      const row = (t: Tensor) => o.mean(t, -1, true);
+      const xhat = normalizeLast(x, eps);
+      const s2 = o.div(1, o.add(row(o.square(o.sub(x, row(x)))), eps));
+      const gc = o.sub(g, row(g));
+      const hc = o.sub(h, row(h));
+      const m = row(o.mul(g, xhat));
+      const k = row(o.mul(h, xhat));
+      const c = o.sub(row(o.mul(gc, hc)), o.mul(o.mul(m, k), 3));
+      const dx = o.neg(o.mul(s2, o.add(o.mul(xhat, c), o.add(o.mul(k, gc), o.mul(m, hc)))));
+      return [dx, normalizeGrad(x, h, eps)];
     },
   },
   gelu: { save: ['inputs'], vjp: (g, { x: [x] }) => [geluGrad(x, g)] },

@@ -336,11 +336,16 @@ export function maxPoolGrad(x: Tensor, g: Tensor, a: PoolAttrs): Tensor {
   return notify('maxPoolGrad', [x, g], execute([x, g], x.shape, poolImpl('maxGrad', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
 }
 
+/** h at each window's first maximal element of x: the transpose of maxPoolGrad in its cotangent (and max pooling's JVP). */
+export function maxPoolSelect(x: Tensor, h: Tensor, a: PoolAttrs): Tensor {
+  return notify('maxPoolSelect', [x, h], execute([x, h], poolOutShape('maxPoolSelect', x.shape, a), poolImpl('maxSelect', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
+}
+
 export function avgPoolGrad(g: Tensor, inputShape: Shape, a: PoolAttrs): Tensor {
   return notify('avgPoolGrad', [g], execute([g], inputShape, poolImpl('avgGrad', pool5(inputShape), a)), a as unknown as Record<string, unknown>);
 }
 
-function poolImpl(part: 'max' | 'avg' | 'maxGrad' | 'avgGrad', xs: number[], a: PoolAttrs): OpImpl {
+function poolImpl(part: 'max' | 'avg' | 'maxSelect' | 'maxGrad' | 'avgGrad', xs: number[], a: PoolAttrs): OpImpl {
   const [B, C, D, H, W] = xs;
   const [KD, KH, KW] = a.kernel;
   const [sd, sh, sw] = a.stride;
@@ -353,16 +358,17 @@ function poolImpl(part: 'max' | 'avg' | 'maxGrad' | 'avgGrad', xs: number[], a: 
   if (iz >= 0 && iz < ${D} && iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W}) { ${body} }
 } } }`;
   const kernelSource = (gpu: boolean): string => {
-    if (part === 'max' || part === 'avg') {
-      return `function (xa) {
+    if (part === 'max' || part === 'avg' || part === 'maxSelect') {
+      return `function (${part === 'maxSelect' ? 'xa, ha' : 'xa'}) {
 let r = this.thread.x;
 ${gpu ? splitIndex('r', 'ox', OW, true) + splitIndex('r', 'oy', OH, true) + splitIndex('r', 'oz', OD, true) : `const ox = r % ${OW}; r = (r - ox) / ${OW};
 const oy = r % ${OH}; r = (r - oy) / ${OH};
 const oz = r % ${OD}; r = (r - oz) / ${OD};`}
 const base = r * ${D * H * W};
-let acc = ${part === 'max' ? '-Infinity' : '0'};
-${window(`const v = xa[base + (iz * ${H} + iy) * ${W} + ix]; ${part === 'max' ? 'if (v > acc) { acc = v; }' : 'acc += v;'}`)}
-return ${part === 'max' ? 'acc' : `acc / ${K}`};
+let acc = ${part === 'avg' ? '0' : '-Infinity'};
+${part === 'maxSelect' ? 'let arg = -1;' : ''}
+${window(`const v = xa[base + (iz * ${H} + iy) * ${W} + ix]; ${part === 'avg' ? 'acc += v;' : part === 'max' ? 'if (v > acc) { acc = v; }' : `if (v > acc) { acc = v; arg = (iz * ${H} + iy) * ${W} + ix; }`}`)}
+${part === 'maxSelect' ? 'if (arg < 0) { return 0; }\nreturn ha[base + arg];' : `return ${part === 'max' ? 'acc' : `acc / ${K}`};`}
 }`;
     }
     // Gradients: for each input element, visit every window that contains it.
@@ -392,7 +398,7 @@ return acc;
   };
   const host = () => (ins: Float32Array[], out: Float32Array) => {
     const src = ins[0];
-    const grad = part === 'maxGrad' ? ins[1] : part === 'avgGrad' ? ins[0] : null;
+    const grad = part === 'maxGrad' || part === 'maxSelect' ? ins[1] : part === 'avgGrad' ? ins[0] : null;
     for (let plane = 0; plane < B * C; plane++) {
       const base = plane * D * H * W;
       const gbase = plane * OD * OH * OW;
@@ -424,6 +430,7 @@ return acc;
             }
             if (part === 'avg') out[o] = acc / K;
             else if (part === 'max') out[o] = best;
+            else if (part === 'maxSelect') out[o] = arg >= 0 ? grad![arg] : 0;
             else if (part === 'maxGrad' && arg >= 0) out[arg] += grad![o];
           }
         }
