@@ -10,6 +10,8 @@ import { floorDiv } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import { execute, type OpImpl } from './exec.ts';
 import { notify } from './observer.ts';
+import { wasmKernelsOn } from '../backend/wasm-memory.ts';
+import { wasmGelu, wasmRowOp } from '../backend/wasm-rowops.ts';
 import { fmt, sameShape } from './shape.ts';
 
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -51,7 +53,9 @@ function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
     const args = op === 'softmax' || op === 'normalize' ? 'a0' : 'a0, a1';
     return { key, source: `function (${args}) {\n${head}${body}}` };
   };
-  const host = () => (ins: Float32Array[], out: Float32Array) => {
+  // webasm fast path: generated wasm SIMD (wasm-rowops.ts); the loop below where it is off or missing.
+  const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmRowOp(op, ins, out, C, eps) : hostLoop);
+  const hostLoop = (ins: Float32Array[], out: Float32Array) => {
     const [a, g] = ins;
     const rows = out.length / C;
     for (let r = 0; r < rows; r++) {
@@ -139,7 +143,8 @@ function geluImpl(grad: boolean): OpImpl {
 const x0 = a0[this.thread.x];
 ${grad ? 'const x1 = a1[this.thread.x];\n' : ''}${PHI_STATEMENTS}return ${result};
 }`;
-  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host: () => GELU_HOST[grad ? 1 : 0] };
+  const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmGelu(grad, ins, out) : GELU_HOST[grad ? 1 : 0]);
+  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host };
 }
 
 /** The host loops, built once so V8 optimises them (a loop per call would stay interpreted). */
