@@ -110,8 +110,11 @@ function checkJvp(c: OpCase, seed: number): void {
   const cts = us.map((u, k) => R.tensor(u, [...ys[k].shape]));
   const jtu = pullback((Array.isArray(y) ? cts : cts[0]) as never);
   const viaVjp = treeDot(jtu, tangents);
+  // Relative to the products' sizes, with a floor of 1e-6 |u| |t| where J is ~0 and its entries round-off
+  // (layerNorm over 2 values: the output is ±1 whatever x is).
+  const norm = (ts: unknown) => Math.sqrt(treeDot(ts, ts));
   const scale = sumAbsProducts(jtu, tangents) + absAnalytic;
-  if (!(Math.abs(viaVjp - analytic) <= 1e-5 * scale + 1e-30)) throw new Error(`<u, J t> = ${analytic} but <Jᵀu, t> = ${viaVjp}`);
+  if (!(Math.abs(viaVjp - analytic) <= 1e-5 * scale + 1e-6 * norm(cts) * norm(tangents) + 1e-30)) throw new Error(`<u, J t> = ${analytic} but <Jᵀu, t> = ${viaVjp}`);
 }
 
 for (const entry of OP_CASES) {
@@ -176,6 +179,11 @@ function checkHvp(c: OpCase, seed: number): void {
   const gp = gradAll(plus);
   const gm = gradAll(minus);
   const wrt = c.wrt ?? c.inputs.map((_, i) => i);
+  // An output that does not move along the direction (layerNorm over 2 values is ±1 whatever x is) has a
+  // Hessian of round-off, which the difference quotient magnifies 1/2h times: nothing to compare.
+  const [f0, f1, f2] = [c.inputs, plus, minus].map((xs) => leavesOf(c.f(...xs)).flatMap((t) => Array.from(t.dataSync())));
+  const fMax = maxAbs(f0);
+  const moves = f0.some((v, j) => Math.abs(f1[j] - v) > 4 * EPS32 * fMax || Math.abs(f2[j] - v) > 4 * EPS32 * fMax);
   let analytic = 0;
   let absAnalytic = 0;
   let numeric = 0;
@@ -193,7 +201,7 @@ function checkHvp(c: OpCase, seed: number): void {
     }
   }
   const tol = 3e-3 * Math.max(absAnalytic, absNumeric) + 64 * EPS32 * round + 1e-30;
-  if (!(Math.abs(analytic - numeric) <= tol)) throw new Error(`<z, H t> = ${analytic}, finite difference of the gradient ${numeric}, tol ${tol}`);
+  if (moves && !(Math.abs(analytic - numeric) <= tol)) throw new Error(`<z, H t> = ${analytic}, finite difference of the gradient ${numeric}, tol ${tol}`);
   // Symmetry: <H t1, t2> = <t1, H t2> for a second tangent t2.
   const t2 = fdPair(c, seed + 1000, h).tangents;
   const h2 = R.hvp(s, c.inputs, t2);
@@ -201,7 +209,7 @@ function checkHvp(c: OpCase, seed: number): void {
   const rhs = treeDot(tangents, h2);
   // Relative to the products' sizes, with a floor of 1e-6 |t1| |t2| where H is ~0 and its entries round-off
   // (sqrt(x)² = x: the two products are ~1e-13 and not proportional).
-  const norm = (ts: Tensor[]) => Math.sqrt(treeDot(ts, ts));
+  const norm = (ts: unknown) => Math.sqrt(treeDot(ts, ts));
   const scale = sumAbsProducts(hv, t2) + sumAbsProducts(tangents, h2);
   if (!(Math.abs(lhs - rhs) <= 2e-5 * scale + 1e-6 * norm(tangents) * norm(t2) + 1e-30)) throw new Error(`<H t1, t2> = ${lhs} but <t1, H t2> = ${rhs}`);
 }

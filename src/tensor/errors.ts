@@ -27,7 +27,7 @@ export class BackendError extends RevgradError {
   override name = 'BackendError';
 }
 
-/** Differentiation cannot go on: an op without a VJP rule, an op that has no gradient, a custom VJP breaking its contract. */
+/** Differentiation cannot go on: an op declared not differentiable (NotDifferentiableError), a custom VJP breaking its contract. */
 export class AutodiffError extends RevgradError {
   override name = 'AutodiffError';
   constructor(readonly op: string, message: string) {
