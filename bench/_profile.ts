@@ -1,0 +1,31 @@
+import { readFileSync } from 'node:fs';
+import * as E from 'fp-ts/lib/Either.js';
+import { valueAndGrad } from '../src/autodiff/tape.ts';
+import { parseConfig } from '../src/models/mvit/config.ts';
+import { buildModel } from '../src/models/mvit/model.ts';
+import { key, normal, randint } from '../src/random/index.ts';
+import { crossEntropy } from '../src/train/loss.ts';
+import { ADAMW_DEFAULTS, adamwInit, adamwUpdate } from '../src/train/optim.ts';
+import { profileOps } from '../src/tensor/exec.ts';
+const cfg = parseConfig(JSON.parse(readFileSync(new URL('./revmvit-tiny.json', import.meta.url), 'utf8')));
+if (E.isLeft(cfg)) throw new Error('cfg');
+const model = buildModel(cfg.right);
+let params = model.init(key(0));
+let state = adamwInit(params);
+const x = normal(key(1), [8, 1, 8, 32, 32]);
+const y = randint(key(2), 8, 0, 40);
+const mode = (process.argv[2] ?? 'reversible') as 'reversible' | 'store';
+const step = (i: number) => {
+  const [loss, grads] = valueAndGrad((p: typeof params) => crossEntropy(model.apply(p, x, key(3 + i), { train: true, mode }), y))(params);
+  ({ params, state } = adamwUpdate(params, grads, state, ADAMW_DEFAULTS, model.noDecay));
+  loss.dataSync();
+};
+for (let i = 0; i < 5; i++) step(i);
+const t0 = performance.now();
+const { ops } = profileOps(() => { for (let i = 0; i < 5; i++) step(i); });
+const total = (performance.now() - t0) / 5;
+let inOps = 0, calls = 0;
+const rows = [...ops.entries()].sort((a, b) => b[1].ms - a[1].ms);
+for (const [, v] of rows) { inOps += v.ms; calls += v.calls; }
+console.log(`step ${total.toFixed(1)} ms, in ops ${(inOps / 5).toFixed(1)} ms, calls/step ${calls / 5}`);
+for (const [k, v] of rows.slice(0, 30)) console.log(k.padEnd(20), (v.ms / 5).toFixed(2).padStart(8), String(v.calls / 5).padStart(6));
