@@ -5,6 +5,8 @@
  * kernel (the reference on cpu/webgpu/webgl2) with a host loop on webasm, and a primitive with its VJP
  * rule like every other op.
  */
+import { wasmKernelsOn } from '../backend/wasm-memory.ts';
+import { wasmGelu, wasmRowOp } from '../backend/wasm-rowops.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
 import { floorDiv } from './codegen.ts';
 import { ShapeError } from './errors.ts';
@@ -52,7 +54,9 @@ function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
     const args = op === 'softmax' || op === 'normalize' ? 'a0' : 'a0, a1';
     return { key, source: `function (${args}) {\n${head}${body}}` };
   };
-  const host = () => (ins: Float32Array[], out: Float32Array) => {
+  // webasm fast path: generated wasm SIMD (wasm-rowops.ts); the loop below where it is off or missing.
+  const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmRowOp(op, ins, out, C, eps) : hostLoop);
+  const hostLoop = (ins: Float32Array[], out: Float32Array) => {
     const [a, g] = ins;
     const rows = out.length / C;
     for (let r = 0; r < rows; r++) {
@@ -163,7 +167,8 @@ function geluImpl(grad: boolean): OpImpl {
 const x0 = a0[this.thread.x];
 ${grad ? 'const x1 = a1[this.thread.x];\n' : ''}${PHI_STATEMENTS}return ${result};
 }`;
-  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host: () => GELU_HOST[grad ? 1 : 0] };
+  const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmGelu(grad, ins, out) : GELU_HOST[grad ? 1 : 0]);
+  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host };
 }
 
 /** The host loops, built once so V8 optimises them (a loop per call would stay interpreted). */
