@@ -15,9 +15,10 @@
  */
 import { recording } from '../autodiff/tape.ts';
 import { getBackend } from '../backend/backend.ts';
-import { fastPathsOn } from '../tensor/exec.ts';
+import { fastPathsEnabled } from '../tensor/exec.ts';
+import { BackendError } from '../tensor/errors.ts';
 import { keyFromBits, TracedKey } from '../random/traced.ts';
-import { activeTrace, ProgramBuilder, tracing, type Program } from '../tensor/trace.ts';
+import { activeTrace, ProgramBuilder, prune, tracing, type Program } from '../tensor/trace.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { fillTemplate, flattenArgs, leafTensor, replaceLeaves, resultTemplate, type ResultTemplate } from './args.ts';
 import { lowerCpu } from './cpu.ts';
@@ -60,7 +61,7 @@ interface Compiled {
 
 function resolveLowering(requested: Lowering): 'interpret' | 'cpu' {
   if (requested !== 'auto') return requested;
-  return getBackend() === 'webasm' && fastPathsOn() ? 'cpu' : 'interpret';
+  return getBackend() === 'webasm' && fastPathsEnabled() ? 'cpu' : 'interpret';
 }
 
 export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOptions = {}): Jitted<A, R> {
@@ -68,14 +69,14 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOp
   const cache = new Map<string, Compiled>();
   const stats = { traces: 0, replays: 0, inlined: 0 };
 
-  const trace = (args: A, lowering: 'interpret' | 'cpu'): Omit<Compiled, 'executable'> & { lowering: 'interpret' | 'cpu' } => {
+  const trace = (args: A): Omit<Compiled, 'executable'> => {
     const { leaves } = flattenArgs(args);
     const builder = new ProgramBuilder();
     const abstract = leaves.map((l) => (l.kind === 'tensor' ? builder.input(l.tensor.shape) : new TracedKey(builder.input([2])).asKey()));
     const outputs: Tensor[] = [];
     const template = tracing(builder, () => resultTemplate(f(...replaceLeaves(args, abstract)), (t) => outputs.push(t) - 1));
     stats.traces++;
-    return { program: builder.finish(outputs), template, lowering };
+    return { program: prune(builder.finish(outputs)), template };
   };
 
   const compiled = (args: A): { entry: Compiled; leaves: ReturnType<typeof flattenArgs>['leaves'] } => {
@@ -84,7 +85,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOp
     const key = `${getBackend()}|${lowering}|${signature}`;
     let entry = cache.get(key);
     if (entry === undefined) {
-      const t = trace(args, lowering);
+      const t = trace(args);
       entry = { program: t.program, template: t.template, executable: lowering === 'cpu' ? lowerCpu(t.program) : lowerInterpret(t.program) };
       if (cache.size >= capacity) cache.delete(cache.keys().next().value!);
     } else {
@@ -102,12 +103,19 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOp
     const { entry, leaves } = compiled(args);
     const outs = entry.executable.run(leaves.map(leafTensor));
     stats.replays++;
-    const values = entry.template.leaves.map((l) => (l.kind === 'tensor' ? outs[l.output] : keyFromBits(outs[l.output].dataSync())));
+    const values = entry.template.leaves.map((l) => (l.kind === 'tensor' ? outs[l.output] : keyOutput(outs[l.output])));
     return fillTemplate(entry.template, values) as R;
   }) as Jitted<A, R>;
   Object.defineProperty(jitted, 'stats', { get: () => ({ ...stats }) });
   Object.defineProperty(jitted, 'program', { value: (...args: A) => compiled(args).entry.program });
   return jitted;
+}
+
+/** A key the program returns (its bits are computed on the host, so they are there at once). */
+function keyOutput(t: Tensor) {
+  const bits = t.storage.peek();
+  if (bits instanceof Promise) throw new BackendError('jit: a key returned by a jitted function is still pending on the device');
+  return keyFromBits(bits);
 }
 
 export type { Program, Eqn } from '../tensor/trace.ts';

@@ -43,8 +43,10 @@ export interface OpImpl {
   readonly kernel?: (gpu: boolean) => KernelSpec;
   /** Ops with their own kernel engine (matmul) run through this instead of `kernel`. */
   readonly run?: (inputs: Float32Array[], outSize: number) => Float32Array | Promise<Float32Array>;
-  /** Fast host loop writing into `out`; used on webasm when fast paths are on. */
+  /** Fast host loop writing into `out` (zero-filled, unless `fills`); used on webasm when fast paths are on. */
   readonly host?: () => HostImpl;
+  /** The host loop writes every output element, so `out` need not be zeroed first (jit's reused buffers). */
+  readonly fills?: boolean;
 }
 
 let fastPaths = true;
@@ -54,6 +56,9 @@ const EMPTY_STAND_IN = new Float32Array(1);
 export function setFastPaths(enabled: boolean): void {
   fastPaths = enabled;
 }
+
+/** Whether host fast paths are on (jit lowers to fused host loops only then). */
+export const fastPathsEnabled = (): boolean => fastPaths;
 
 export function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
   // Sizes are part of the key: a kernel is built for one output size and one set of input lengths.

@@ -98,6 +98,20 @@ export class ProgramBuilder {
   }
 }
 
+/** The program without the equations and constants its outputs do not depend on. */
+export function prune(program: Program): Program {
+  const needed = new Uint8Array(program.sizes.length);
+  for (const o of program.outputs) needed[o.id] = 1;
+  const kept: Eqn[] = [];
+  for (let i = program.eqns.length - 1; i >= 0; i--) {
+    const e = program.eqns[i];
+    if (needed[e.output] === 0) continue;
+    kept.push(e);
+    for (const id of e.inputs) needed[id] = 1;
+  }
+  return { ...program, eqns: kept.reverse(), consts: program.consts.filter((c) => needed[c.id] === 1) };
+}
+
 let active: ProgramBuilder | null = null;
 
 /** The builder recording now, if any (jit inlines a jitted function called while tracing). */
