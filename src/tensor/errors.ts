@@ -50,3 +50,14 @@ export class InternalError extends RevgradError {
     super(`${where}: ${message} (an internal error of revgrad; please report it)`);
   }
 }
+
+/**
+ * What `jit` cannot trace: reading a traced value's data on the host (data-dependent control flow or
+ * host math), or an argument it cannot turn into a program input.
+ */
+export class TraceError extends RevgradError {
+  override name = 'TraceError';
+  constructor(message: string) {
+    super(`jit: ${message}`);
+  }
+}
