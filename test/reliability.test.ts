@@ -235,12 +235,12 @@ test('an output directory that cannot be written is refused before any work', as
   }
 });
 
-test('check-fixture checks every parameter shape against the fixture\'s own config', () => {
+test('check-fixture checks every parameter shape against the fixture\'s own config', async () => {
   const src = join(process.cwd(), 'test/fixtures/revvit_2d_full.safetensors');
   const path = join(DIR, 'nc11.safetensors');
   writeFileSync(path, readFileSync(src));
   editFile(path, (m) => (m.config = JSON.stringify({ ...JSON.parse(m.config!), MODEL: { ...JSON.parse(m.config!).MODEL, NUM_CLASSES: 11 } })), false);
-  const r = checkFixture(path);
+  const r = await checkFixture(path);
   assert.ok(E.isLeft(r), 'a fixture whose head does not fit its config passed');
   if (E.isLeft(r)) {
     assert.match(r.left, /the fixture does not fit its config/);

@@ -24,6 +24,7 @@ import { restoreTree, saveCheckpoint, type LoadedCheckpoint } from './checkpoint
 import { correctCount, crossEntropy } from './loss.ts';
 import { adamwInit, adamwUpdate, clipGradNorm, type AdamWHyper, type AdamWState } from './optim.ts';
 import { learningRate, type CosineSchedule } from './schedule.ts';
+import { ArgumentError, DataError } from '../tensor/errors.ts';
 
 /** What the loop needs of a model (MViTModel satisfies it). */
 export interface TrainableModel<P = PyTree> {
@@ -236,23 +237,23 @@ export function settingsProblems(s: TrainSettings): string[] {
   return p;
 }
 
-/** Run (or continue) training. Synchronous backends only (webasm, cpu). */
+/** Run (or continue) training, on every backend (values are read with `await t.data()`). */
 export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
   const { model, settings, monitoring, outDir } = opts;
   const problems = settingsProblems(settings);
-  if (problems.length > 0) throw new Error(`train: ${problems.join('; ')}`);
+  if (problems.length > 0) throw new ArgumentError('train', problems.join('; '));
   const keys = runKeys(settings.seed);
   let params: P = model.init(keys.init);
   let optState: AdamWState<P> = adamwInit(params);
   let start = 0;
   if (opts.resume !== undefined) {
     const ck = opts.resume;
-    if (ck.optim === null) throw new Error(`train: ${ck.path} holds no optimizer state, so the run cannot be continued exactly`);
+    if (ck.optim === null) throw new DataError(ck.path, 'train: the checkpoint holds no optimizer state, so the run cannot be continued exactly');
     const p = restoreTree(params, ck.params, ck.path);
     const m = restoreTree(optState.m, ck.optim.m, `${ck.path} (optim.m)`);
     const v = restoreTree(optState.v, ck.optim.v, `${ck.path} (optim.v)`);
     const errs = [p, m, v].flatMap((r) => (E.isLeft(r) ? r.left : []));
-    if (errs.length > 0) throw new Error(`train: cannot resume:\n  ${errs.join('\n  ')}`);
+    if (errs.length > 0) throw new DataError(ck.path, `train: cannot resume:\n  ${errs.join('\n  ')}`);
     params = (p as E.Right<P>).right;
     const optimStep = Number((ck.meta.optimizer as { step?: unknown }).step ?? ck.meta.step);
     optState = { step: optimStep, m: (m as E.Right<P>).right, v: (v as E.Right<P>).right };
@@ -280,9 +281,9 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     optimizer: { name: 'adamw', ...settings.optimizer },
     training: settings as unknown as Record<string, unknown>,
   });
-  const checkpoint = (step: number) => {
+  const checkpoint = async (step: number) => {
     if (ckptPath === null) return;
-    saveCheckpoint(ckptPath, params, optState as AdamWState<unknown>, meta(step));
+    await saveCheckpoint(ckptPath, params, optState as AdamWState<unknown>, meta(step));
     emit({ type: 'checkpoint', step, path: ckptPath });
   };
 
@@ -344,11 +345,11 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
       emit({ type: 'eval', step, ...(await evaluate(model, params, opts.batch, keys, monitoring, settings.mode)) });
     }
     const stopping = opts.shouldStop?.() === true;
-    if (due(monitoring.ckptEvery, step, settings.steps) || stopping) checkpoint(step);
+    if (due(monitoring.ckptEvery, step, settings.steps) || stopping) await checkpoint(step);
     if (stopping) break;
     // Let timers (progress bar) and signals run between steps.
     await new Promise<void>((r) => setImmediate(r));
   }
-  if (start >= settings.steps && ckptPath !== null && !existsSync(ckptPath)) checkpoint(step);
+  if (start >= settings.steps && ckptPath !== null && !existsSync(ckptPath)) await checkpoint(step);
   return { params, optState, step, records, checkpointPath: ckptPath };
 }

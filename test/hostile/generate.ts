@@ -76,7 +76,7 @@ async function generate(): Promise<CorpusCase[]> {
     const fixture = tinyFixture();
     const fixturePath = join(scratch, 'f.safetensors');
     writeFileSync(fixturePath, fixture);
-    if (E.isLeft(checkFixture(fixturePath))) throw new Error('the base fixture does not load');
+    if (E.isLeft(await checkFixture(fixturePath))) throw new Error('the base fixture does not load');
     write('checkpoint.safetensors', checkpoint);
     write('fixture.safetensors', fixture);
     for (const [kind, mutate] of Object.entries(mutations)) {
@@ -95,7 +95,7 @@ async function generate(): Promise<CorpusCase[]> {
       for (let seed = 0, kept = 0; seed < 40 && kept < 1; seed++) {
         const bytes = mutate(fixture, rngOf(seed));
         writeFileSync(fixturePath, bytes);
-        if (E.isRight(checkFixture(fixturePath, ['reversible']))) continue;
+        if (E.isRight(await checkFixture(fixturePath, ['reversible']))) continue;
         const name = `fixture.${kind}.${seed}.safetensors`;
         write(name, bytes);
         cases.push({ name: `check-fixture: ${name}`, argv: ['check-fixture', `{corpus}/${name}`], expect: 1 });
