@@ -74,7 +74,7 @@ export interface UnpickleOptions {
   readonly source?: string;
   /** Largest int, in bytes of its two's-complement encoding (default 64). */
   readonly maxIntBytes?: number;
-  /** Most live items on the stack plus marks (default 10 million). */
+  /** Most live items on the stack plus marks (default 1 million; Python's pickler batches items by 1000). */
   readonly maxStack?: number;
 }
 
@@ -118,7 +118,7 @@ export function describePy(v: PyValue | undefined, depth = 0): string {
 export function unpickle(bytes: Uint8Array, options: UnpickleOptions): PyValue {
   const source = options.source ?? 'pickle';
   const maxIntBytes = options.maxIntBytes ?? 64;
-  const maxStack = options.maxStack ?? 10_000_000;
+  const maxStack = options.maxStack ?? 1_000_000;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const latin1 = new TextDecoder('latin1');
   const utf8 = new TextDecoder('utf-8', { fatal: true });
