@@ -138,8 +138,9 @@ export const exportSpec: CommandSpec = {
     'The YAML holds the full model config, the run\'s schedule and optimizer as SOLVER (lr as used:',
     'BASE_LR_SCALE_NUM_SHARDS off), its label smoothing as MIXUP (ENABLE, PROB 0), RNG_SEED, and TRAIN with',
     'CHECKPOINT_FILE_PATH = OUT\'s name and CHECKPOINT_EPOCH_RESET True, so PySlowFast starts from these',
-    'weights at epoch 0 with a fresh optimizer. Train on N machines with:',
-    '  python tools/run_net.py --cfg MODEL.yaml NUM_GPUS 8 NUM_SHARDS N SHARD_ID i TRAIN.CHECKPOINT_FILE_PATH /path/MODEL.pyth',
+    'weights at epoch 0 with a fresh optimizer. Train on N machines (machine i of N) with:',
+    '  python tools/run_net.py --cfg MODEL.yaml --init_method tcp://HOST0:9999 --num_shards N --shard_id i \\',
+    '    NUM_GPUS 8 TRAIN.CHECKPOINT_FILE_PATH /path/MODEL.pyth DATA.PATH_TO_DATA_DIR /path/data',
   ].join('\n'),
 };
 
@@ -171,8 +172,8 @@ export async function runExport(args: ParsedArgs): Promise<number> {
   const extra: SlowFastTree = { ...training, TRAIN: { CHECKPOINT_FILE_PATH: basename(out!), CHECKPOINT_EPOCH_RESET: true } };
   const header = [
     `Exported by revgrad from ${basename(checkpoint!)} (step ${meta.step} of ${settings.steps}, seed ${meta.seed}).`,
-    `Schedule: revgrad's ${settings.steps} steps as ${maxEpoch} epochs; warmup ${settings.schedule.warmupSteps} steps as WARMUP_EPOCHS.`,
-    'Add what PySlowFast needs for your data: TRAIN.DATASET, DATA.PATH_TO_DATA_DIR, TRAIN.BATCH_SIZE, NUM_GPUS, NUM_SHARDS.',
+    `Schedule: revgrad's ${settings.steps} steps as ${maxEpoch} epochs (the warmup keeps its fraction: ${settings.schedule.warmupSteps} of ${settings.steps} steps).`,
+    'Add what PySlowFast needs for your data: TRAIN.DATASET, DATA.PATH_TO_DATA_DIR, TRAIN.BATCH_SIZE, NUM_GPUS (and --num_shards).',
   ];
   const yaml = slowFastYaml(cfg, extra, header);
   // What PySlowFast will read must be the model that was trained: check the text before writing it.
@@ -189,7 +190,7 @@ export async function runExport(args: ParsedArgs): Promise<number> {
   writeFileAtomic(yamlPath, new TextEncoder().encode(yaml));
   process.stdout.write(
     `${out}: ${params.size} tensors (${formatBytes(sizeOf(params.values()))}) at step ${meta.step}\n${yamlPath}: PySlowFast config (${cfg.MVIT.DEPTH} layers, ${settings.optimizer.name === 'sgd' ? 'SGD' : 'AdamW'}, MAX_EPOCH ${maxEpoch})\n` +
-      `train it: python tools/run_net.py --cfg ${yamlPath} NUM_GPUS 8 NUM_SHARDS N TRAIN.CHECKPOINT_FILE_PATH ${out}\n`,
+      `train it on N machines: python tools/run_net.py --cfg ${yamlPath} --init_method tcp://HOST0:9999 --num_shards N --shard_id i NUM_GPUS 8 TRAIN.CHECKPOINT_FILE_PATH ${out} DATA.PATH_TO_DATA_DIR ...\n`,
   );
   return 0;
 }
