@@ -25,6 +25,7 @@
 import { readFileSync } from 'node:fs';
 import { chain, isLeft, left, map, right, type Either } from 'fp-ts/lib/Either.js';
 import { pipe } from 'fp-ts/lib/function.js';
+import { RevgradError } from '../tensor/errors.ts';
 import { writeFileAtomic } from './atomic.ts';
 
 export interface NamedArray {
@@ -49,7 +50,7 @@ type SafetensorsErrorCode =
   | 'name'
   | 'io';
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends RevgradError {
   override readonly name = 'SafetensorsError';
   readonly code: SafetensorsErrorCode;
   /** The file (or the `source` given to `decodeSafetensors`) the error is about. */
