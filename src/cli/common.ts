@@ -6,6 +6,7 @@ import { MAX_REPORTED_PROBLEMS, parseConfig, parseConfigText, type ConfigProblem
 import { bytesText, resourceProblem, type EstimateOptions, type MemoryLimit } from '../models/mvit/resources.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
+import { isYamlPath, readYamlConfig, type SlowFastTree } from '../models/mvit/yaml-config.ts';
 import { MOVING_MNIST_CLASSES } from '../train/loop.ts';
 import { getStr, UsageError, type FlagSpec, type ParsedArgs } from './args.ts';
 import { RevgradError } from '../tensor/errors.ts';
@@ -23,7 +24,7 @@ export class CliError extends RevgradError {
 
 export const CONFIG_FLAGS: readonly FlagSpec[] = [
   { name: 'preset', kind: 'string', arg: 'NAME', help: `a named config: ${PRESET_NAMES.join(', ')}` },
-  { name: 'config', kind: 'string', arg: 'FILE.json', help: 'a PySlowFast-style config (partial; merged over the defaults)' },
+  { name: 'config', kind: 'string', arg: 'FILE', help: 'a PySlowFast YAML config (.yaml, _BASE_ followed) or a JSON one (partial; merged over the defaults)' },
 ];
 
 const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] => [
@@ -44,6 +45,8 @@ export interface ResolvedConfig {
   /** 'preset NAME' or the file path. */
   readonly source: string;
   readonly presetName: string | null;
+  /** For a YAML config: every section of the file (SOLVER, MIXUP, ...), decoded as PySlowFast decodes it. */
+  readonly tree?: SlowFastTree;
 }
 
 /** The config named by --preset or --config (or the default preset), with every problem listed. */
@@ -54,8 +57,12 @@ export function resolveConfig(args: ParsedArgs, fallback: string | null = DEFAUL
   if (file !== undefined) {
     if (!existsSync(file)) return E.left([`--config ${file}: no such file`]);
     const stat = statSync(file);
-    if (stat.isDirectory()) return E.left([`--config ${file}: is a directory, expected a JSON file`]);
+    if (stat.isDirectory()) return E.left([`--config ${file}: is a directory, expected a YAML or JSON file`]);
     if (stat.size > MAX_CONFIG_BYTES) return E.left([`--config ${file}: ${formatBytes(stat.size)}, more than the ${formatBytes(MAX_CONFIG_BYTES)} a config may have`]);
+    if (isYamlPath(file)) {
+      const yaml = readYamlConfig(file);
+      return E.isLeft(yaml) ? E.left(formatConfigProblems(yaml.left, file)) : E.right({ cfg: yaml.right.cfg, source: file, presetName: null, tree: yaml.right.tree });
+    }
     let text: string;
     try {
       text = readFileSync(file, 'utf8');
@@ -66,7 +73,7 @@ export function resolveConfig(args: ParsedArgs, fallback: string | null = DEFAUL
     return E.isLeft(parsed) ? E.left(formatConfigProblems(parsed.left, file)) : E.right({ cfg: parsed.right, source: file, presetName: null });
   }
   const name = preset ?? fallback;
-  if (name === null) return E.left(['give --preset NAME or --config FILE.json']);
+  if (name === null) return E.left(['give --preset NAME or --config FILE (.yaml or .json)']);
   const parsed = presetConfig(name);
   return E.isLeft(parsed) ? E.left(formatConfigProblems(parsed.left, `--preset ${name}`)) : E.right({ cfg: parsed.right, source: `preset ${name}`, presetName: name });
 }
@@ -134,8 +141,9 @@ export function checkResources(cfg: MViTConfig, opts: EstimateOptions, limit: Me
   if (problem !== null) throw new CliError([problem]);
 }
 
-export const unwrap = <A>(e: E.Either<string[], A>): A => {
-  if (E.isLeft(e)) throw new CliError(e.left);
+/** The value, or a CliError of the problems (a list, or a typed error such as CheckpointError that carries one). */
+export const unwrap = <A>(e: E.Either<readonly string[] | { readonly problems: readonly string[] }, A>): A => {
+  if (E.isLeft(e)) throw new CliError('problems' in e.left ? e.left.problems : (e.left as readonly string[]));
   return e.right;
 };
 

@@ -14,6 +14,7 @@ import { capLines, CliError } from './common.ts';
 import { RevgradError } from '../tensor/errors.ts';
 import { selectBackend } from '../backend/select.ts';
 import { initWebGPU, type WebGPUStatus } from '../backend/webgpu-node.ts';
+import { convertSpec, exportSpec, runConvert, runExport } from './convert-cmd.ts';
 import { evalSpec, runEval } from './eval-cmd.ts';
 import { runTrain, trainSpec } from './train-cmd.ts';
 
@@ -28,6 +29,8 @@ export const COMMANDS: readonly Command[] = [
   { spec: memorySpec, run: runMemory },
   { spec: checkSpec, run: runCheck },
   { spec: checkFixtureSpec, run: runCheckFixture },
+  { spec: convertSpec, run: runConvert },
+  { spec: exportSpec, run: runExport },
 ];
 
 export function mainHelp(): string {
