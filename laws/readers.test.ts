@@ -1,6 +1,6 @@
 /**
  * Fuzz laws for every reader of untrusted input: the JSON scanner, safetensors, training checkpoints and
- * weights, configs and PySlowFast fixtures. Each is fed seeded mutations of valid inputs of the kinds the
+ * weights, JSON and YAML configs, .pyth checkpoints and PySlowFast fixtures. Each is fed seeded mutations of valid inputs of the kinds the
  * issue-16 probe used (test/hostile/mutations.ts) and must answer with a value or a typed error, never a
  * throw; what it accepts must be sound (finite weights, a matching checksum, a config whose resources
  * can be estimated). Bounded here; `node --import tsx bench/fuzz-readers.ts` runs the long version.
@@ -18,8 +18,11 @@ import { formatProblems, MAX_DEPTH, MAX_LIST_ENTRIES, parseConfig, parseConfigTe
 import { checkFixture } from '../src/models/mvit/fixture-check.ts';
 import { estimateResources } from '../src/models/mvit/resources.ts';
 import { decodeCheckpoint, decodeWeights, tensorsChecksum } from '../src/train/checkpoint.ts';
-import { configMutations, deepJson, joinFile, rngOf, safetensorsMutations, splitFile } from '../test/hostile/mutations.ts';
-import { HOSTILE_CONFIG, tinyCheckpointBytes } from '../test/hostile/inputs.ts';
+import { decodePyth, encodePyth, pyDict, PythError, stateDictOf } from '../src/io/pyth.ts';
+import { openZip, writeZip } from '../src/io/zip.ts';
+import { readYamlConfig, slowFastYaml } from '../src/models/mvit/yaml-config.ts';
+import { configMutations, deepJson, joinFile, pythMutations, rngOf, safetensorsMutations, splitFile, yamlMutations } from '../test/hostile/mutations.ts';
+import { HOSTILE_CONFIG, TINY_CONFIG, tinyCheckpointBytes } from '../test/hostile/inputs.ts';
 
 const SAFETENSORS_CODES = ['truncated', 'header', 'json', 'dtype', 'offsets', 'shape', 'name', 'io'];
 
@@ -171,6 +174,63 @@ test('configs: every mutation of a config text parses to problems or to a config
       return !Number.isNaN(est.totalBytes) && !Number.isNaN(est.largestTensor.bytes);
     }),
     { numRuns: 300 },
+  );
+});
+
+test('YAML configs: every mutation (deep nesting, alias bombs, python tags, _BASE_ loops) gives problems or a bounded config, never a throw', () => {
+  const cfg = parseConfig(TINY_CONFIG);
+  assert.ok(E.isRight(cfg));
+  if (E.isLeft(cfg)) return;
+  const base = slowFastYaml(cfg.right);
+  // An alias inside itself used to overflow the stack of the tree walk (found by this law).
+  const cyclic = readYamlConfig('/c.yaml', { readText: () => 'MVIT:\n  DEPTH: &a [*a]\n' });
+  assert.ok(E.isLeft(cyclic) && cyclic.left[0]!.message.includes('cyclic value'), JSON.stringify(cyclic));
+  const mutations = yamlMutations();
+  fc.assert(
+    fc.property(fc.constantFrom(...Object.keys(mutations)), fc.integer({ min: 0, max: 2 ** 31 - 1 }), (kind, seed) => {
+      const files: Record<string, string> = { '/c/c.yaml': mutations[kind]!(base, rngOf(seed)), '/c/self.yaml': '_BASE_: ./self.yaml\n', '/c/missing.yaml': '' };
+      const readText = (path: string) => {
+        const text = files[path];
+        if (text === undefined) throw Object.assign(new Error(`ENOENT: no such file, open '${path}'`), { code: 'ENOENT' });
+        return text;
+      };
+      const r = noThrow(`readYamlConfig after ${kind}/${seed}`, () => readYamlConfig('/c/c.yaml', { readText }));
+      if (E.isLeft(r)) return r.left.length > 0 && r.left.every((p) => typeof p.message === 'string');
+      assert.ok(r.right.cfg.MVIT.DEPTH <= MAX_DEPTH && r.right.cfg.DATA.INPUT_CHANNEL_NUM.length <= MAX_LIST_ENTRIES);
+      noThrow('estimateResources', () => estimateResources(r.right.cfg, { batch: 2, purpose: 'train' }));
+      return true;
+    }),
+    { numRuns: 150 },
+  );
+});
+
+test('.pyth checkpoints: the issue\'s mutations of the archive and of its pickle give a typed PythError or the weights, never a throw', () => {
+  const params = decodeWeights(CHECKPOINT, 'c');
+  assert.ok(E.isRight(params));
+  if (E.isLeft(params)) return;
+  const pyth = encodePyth(pyDict([['epoch', 3], ['model_state', pyDict(params.right.params, true)], ['cfg', 'MODEL: {NUM_CLASSES: 40}']]));
+  const mutations = pythMutations({
+    open: (bytes) => {
+      try {
+        const a = openZip(bytes, 'm');
+        return { names: [...a.entries.keys()], read: (n) => a.read(n) };
+      } catch {
+        return null;
+      }
+    },
+    write: (files) => writeZip(files),
+  });
+  fc.assert(
+    fc.property(fc.constantFrom(...Object.keys(mutations)), fc.integer({ min: 0, max: 2 ** 31 - 1 }), (kind, seed) => {
+      const bytes = mutations[kind]!(pyth, rngOf(seed));
+      const r = noThrow(`decodePyth after ${kind}/${seed}`, () => {
+        const file = decodePyth(bytes, 'm.pyth');
+        return E.isLeft(file) ? file : stateDictOf(file.right);
+      });
+      if (E.isLeft(r)) return r.left instanceof PythError && r.left.message.startsWith('m.pyth');
+      return [...r.right.values()].every((t) => t.data.length === t.shape.reduce((a, b) => a * b, 1));
+    }),
+    { numRuns: 150 },
   );
 });
 

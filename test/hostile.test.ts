@@ -70,7 +70,8 @@ test('every hostile input ends in a clean error and the documented exit status (
 });
 
 test('the same, as child processes, for a sample of the corpus', () => {
-  const sample = CASES.filter((_, i) => i % 25 === 0);
+  // Arguments with NUL bytes cannot be passed to a process.
+  const sample = CASES.filter((c, i) => i % 25 === 0 && !c.argv.some((a) => a.includes('\u0000')));
   for (const c of sample) {
     const argv = prepare(c, CASES.indexOf(c));
     const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), ...argv], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });

@@ -5,7 +5,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig } from '../models/mvit/config.ts';
 import { paramCount } from '../models/mvit/params-spec.ts';
 import { describeValue } from '../io/json.ts';
-import { loadCheckpoint, type LoadedCheckpoint } from '../train/checkpoint.ts';
+import { loadCheckpoint, optimizerHyperProblems, type LoadedCheckpoint } from '../train/checkpoint.ts';
 import {
   CHECKPOINT_FILE,
   METRICS_FILE,
@@ -163,11 +163,7 @@ function settingsFromCheckpoint(training: Record<string, unknown>, metaSeed: num
   }
   const o = s.optimizer as unknown as Record<string, unknown> | undefined;
   if (typeof o !== 'object' || o === null) problems.push('no optimizer settings');
-  else {
-    for (const k of ['beta1', 'beta2']) if (!(num(o[k]) && (o[k] as number) >= 0 && (o[k] as number) < 1)) problems.push(`optimizer.${k} must be a number in [0, 1), got ${describeValue(o[k], 40)}`);
-    if (!(num(o.eps) && (o.eps as number) > 0)) problems.push(`optimizer.eps must be a number > 0, got ${describeValue(o.eps, 40)}`);
-    if (!(num(o.weightDecay) && (o.weightDecay as number) >= 0)) problems.push(`optimizer.weightDecay must be a number >= 0, got ${describeValue(o.weightDecay, 40)}`);
-  }
+  else problems.push(...optimizerHyperProblems(o).map((p) => `optimizer.${p}`));
   if (s.clipNorm !== null && !num(s.clipNorm)) problems.push(`clipNorm must be a number or null, got ${describeValue(s.clipNorm, 40)}`);
   if (!num(s.labelSmoothing)) problems.push(`labelSmoothing must be a number, got ${describeValue(s.labelSmoothing, 40)}`);
   problems.push(...settingsProblems(s).filter((p) => !p.startsWith('seed')));

@@ -178,3 +178,31 @@ export function describeValue(value: unknown, maxLength = 80): string {
   }
   return cut(text);
 }
+
+/**
+ * Why a parsed value (from YAML, whose aliases can make cycles, or from code) cannot be walked
+ * recursively: 'cyclic', 'deep' (more than `maxDepth` levels), 'large' (more than `maxNodes` objects and
+ * arrays), or null. Iterative, and bounded by `maxNodes`.
+ */
+export function structureProblem(value: unknown, maxDepth = MAX_JSON_DEPTH, maxNodes = 1_000_000): 'cyclic' | 'deep' | 'large' | null {
+  // Depth-first with an explicit stack; `onPath` holds the ancestors of the node being expanded.
+  const onPath = new Set<object>();
+  const stack: { node: object; depth: number; exit: boolean }[] = [];
+  if (typeof value === 'object' && value !== null) stack.push({ node: value, depth: 1, exit: false });
+  let nodes = 0;
+  while (stack.length > 0) {
+    const { node, depth, exit } = stack.pop()!;
+    if (exit) {
+      onPath.delete(node);
+      continue;
+    }
+    if (onPath.has(node)) return 'cyclic';
+    if (depth > maxDepth) return 'deep';
+    if (++nodes > maxNodes) return 'large';
+    onPath.add(node);
+    stack.push({ node, depth, exit: true });
+    const children = Array.isArray(node) ? node : node instanceof Map ? [...node.values()] : Object.values(node);
+    for (const child of children) if (typeof child === 'object' && child !== null) stack.push({ node: child, depth: depth + 1, exit: false });
+  }
+  return null;
+}

@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, unflattenLike } from '../autodiff/pytree.ts';
-import { parseJson } from '../io/json.ts';
+import { describeValue, parseJson } from '../io/json.ts';
 import {
   decodeSafetensors,
   readSafetensorsFile,
@@ -267,15 +267,32 @@ function uintField(metadata: Record<string, string>, field: string, problems: st
   return undefined;
 }
 
-/** AdamW's stored hyperparameters and step: the values a run would otherwise silently turn into NaN. */
-function optimizerProblems(o: Record<string, unknown>): string[] {
+/**
+ * The optimizer hyperparameters of stored settings (AdamW's betas and eps; SGD's momentum, dampening and
+ * nesterov; the weight decay of both): the values a run would otherwise silently turn into NaN.
+ */
+export function optimizerHyperProblems(o: Record<string, unknown>): string[] {
   const p: string[] = [];
   const num = (k: string) => (typeof o[k] === 'number' && Number.isFinite(o[k]) ? (o[k] as number) : NaN);
-  if (o.name !== undefined && o.name !== 'adamw') p.push(`__metadata__ 'optimizer' name must be "adamw", got ${short(String(o.name))}`);
-  for (const k of ['beta1', 'beta2']) if (!(num(k) >= 0 && num(k) < 1)) p.push(`__metadata__ 'optimizer' ${k} must be a number in [0, 1), got ${short(JSON.stringify(o[k]))}`);
-  if (!(num('eps') > 0)) p.push(`__metadata__ 'optimizer' eps must be a number > 0, got ${short(JSON.stringify(o.eps))}`);
-  if (!(num('weightDecay') >= 0)) p.push(`__metadata__ 'optimizer' weightDecay must be a number >= 0, got ${short(JSON.stringify(o.weightDecay))}`);
-  if (o.step !== undefined && !(Number.isSafeInteger(o.step) && (o.step as number) >= 0)) p.push(`__metadata__ 'optimizer' step must be a non-negative integer, got ${short(JSON.stringify(o.step))}`);
+  const got = (k: string) => `got ${describeValue(o[k], 40)}`;
+  if (o.name === 'sgd') {
+    if (!(num('momentum') >= 0)) p.push(`momentum must be a number >= 0, ${got('momentum')}`);
+    if (!(num('dampening') >= 0 && num('dampening') <= 1)) p.push(`dampening must be a number in [0, 1], ${got('dampening')}`);
+    if (typeof o.nesterov !== 'boolean') p.push(`nesterov must be true or false, ${got('nesterov')}`);
+  } else {
+    for (const k of ['beta1', 'beta2']) if (!(num(k) >= 0 && num(k) < 1)) p.push(`${k} must be a number in [0, 1), ${got(k)}`);
+    if (!(num('eps') > 0)) p.push(`eps must be a number > 0, ${got('eps')}`);
+  }
+  if (!(num('weightDecay') >= 0)) p.push(`weightDecay must be a number >= 0, ${got('weightDecay')}`);
+  return p;
+}
+
+/** The stored optimizer's name and step, and its hyperparameters. */
+function optimizerProblems(o: Record<string, unknown>): string[] {
+  const p: string[] = [];
+  if (o.name !== undefined && o.name !== 'adamw' && o.name !== 'sgd') p.push(`__metadata__ 'optimizer' name must be "adamw" or "sgd", got ${describeValue(o.name, 40)}`);
+  p.push(...optimizerHyperProblems(o).map((q) => `__metadata__ 'optimizer' ${q}`));
+  if (o.step !== undefined && !(Number.isSafeInteger(o.step) && (o.step as number) >= 0)) p.push(`__metadata__ 'optimizer' step must be a non-negative integer, got ${describeValue(o.step, 40)}`);
   return p;
 }
 

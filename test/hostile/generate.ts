@@ -1,7 +1,8 @@
 /**
  * Writes the hostile-input corpus of test/hostile.test.ts into test/hostile/corpus/: mutated checkpoints
- * (for `eval` and `train --resume`), mutated fixtures (`check-fixture`), mutated configs (`train`,
- * `check`, `memory`, `eval --config`) and hostile argument lists, with a manifest.json naming the
+ * (for `eval`, `train --resume`, `convert` and `export`), mutated fixtures (`check-fixture`), mutated JSON
+ * and YAML configs (`train`, `check`, `memory`, `eval --config`), mutated .pyth files (`convert`) and
+ * hostile argument lists, with a manifest.json naming the
  * command line of each case and the exit status it must end with (1 runtime, 2 usage).
  *
  *   node --import tsx test/hostile/generate.ts
@@ -23,8 +24,11 @@ import { buildModel } from '../../src/models/mvit/model.ts';
 import { estimateResources } from '../../src/models/mvit/resources.ts';
 import { normal, foldIn, key } from '../../src/random/index.ts';
 import { decodeCheckpoint, decodeWeights, tensorsChecksum } from '../../src/train/checkpoint.ts';
+import { decodePyth, encodePyth, pyDict, stateDictOf } from '../../src/io/pyth.ts';
+import { openZip, writeZip } from '../../src/io/zip.ts';
+import { readYamlConfig, slowFastYaml } from '../../src/models/mvit/yaml-config.ts';
 import { HOSTILE_CONFIG, TINY_CONFIG, tinyCheckpointBytes } from './inputs.ts';
-import { configMutations, joinFile, rngOf, safetensorsMutations, splitFile } from './mutations.ts';
+import { configMutations, joinFile, pythMutations, rngOf, safetensorsMutations, splitFile, yamlMutations } from './mutations.ts';
 
 export interface CorpusCase {
   readonly name: string;
@@ -88,8 +92,14 @@ async function generate(): Promise<CorpusCase[]> {
         if (!forEval && !forResume) continue;
         const name = `checkpoint.${kind}.${seed}.safetensors`;
         write(name, bytes);
-        if (forEval) cases.push({ name: `eval: ${name}`, argv: ['eval', '--checkpoint', `{corpus}/${name}`, '--clips', '2', '--batch', '2'], expect: 1 });
-        if (forResume) cases.push({ name: `resume: ${name}`, argv: ['train', '--out', '{tmp}/run', '--resume', '--quiet'], checkpoint: name, expect: 1 });
+        if (forEval) {
+          cases.push({ name: `eval: ${name}`, argv: ['eval', '--checkpoint', `{corpus}/${name}`, '--clips', '2', '--batch', '2'], expect: 1 });
+          if (kept === 0) cases.push({ name: `convert: ${name}`, argv: ['convert', `{corpus}/${name}`, '{tmp}/out.pyth'], expect: 1 });
+        }
+        if (forResume) {
+          cases.push({ name: `resume: ${name}`, argv: ['train', '--out', '{tmp}/run', '--resume', '--quiet'], checkpoint: name, expect: 1 });
+          cases.push({ name: `export: ${name}`, argv: ['export', '--checkpoint', `{corpus}/${name}`, '--out', '{tmp}/model.pyth'], expect: 1 });
+        }
         kept++;
       }
       for (let seed = 0, kept = 0; seed < 40 && kept < 1; seed++) {
@@ -121,6 +131,51 @@ async function generate(): Promise<CorpusCase[]> {
         kept++;
       }
     }
+    // PySlowFast YAML configs, and torch.save checkpoints for `convert`.
+    const base = parseConfig(TINY_CONFIG);
+    if (E.isLeft(base)) throw new Error('TINY_CONFIG is invalid');
+    const yamlText = slowFastYaml(base.right);
+    write('self.yaml', '_BASE_: ./self.yaml\n');
+    for (const [kind, mutate] of Object.entries(yamlMutations())) {
+      for (let seed = 0, kept = 0; seed < 20 && kept < 1; seed++) {
+        const name = `config.${kind}.${seed}.yaml`;
+        write(name, mutate(yamlText, rngOf(seed)));
+        const parsed = readYamlConfig(join(CORPUS_DIR, name));
+        if (E.isRight(parsed) && estimateResources(parsed.right.cfg, { batch: 16, purpose: 'train', mode: 'store' }).totalBytes < 2 ** 31) {
+          rmSync(join(CORPUS_DIR, name));
+          continue;
+        }
+        const cmd = commands[n++ % commands.length]!;
+        cases.push({ name: `${cmd[0]}: ${name}`, argv: [...cmd, '--config', `{corpus}/${name}`, '--max-memory', CORPUS_MEMORY], expect: 1 });
+        kept++;
+      }
+    }
+    const weights = decodeWeights(checkpoint, 'c');
+    if (E.isLeft(weights)) throw new Error('the base checkpoint does not load');
+    const pyth = encodePyth(pyDict([['epoch', 3], ['model_state', pyDict(weights.right.params, true)], ['cfg', yamlText]]));
+    write('model.pyth', pyth);
+    const zip = {
+      open: (bytes: Uint8Array) => {
+        try {
+          const a = openZip(bytes, 'm');
+          return { names: [...a.entries.keys()], read: (name: string) => a.read(name) };
+        } catch {
+          return null;
+        }
+      },
+      write: writeZip,
+    };
+    for (const [kind, mutate] of Object.entries(pythMutations(zip))) {
+      for (let seed = 0, kept = 0; seed < 20 && kept < 2; seed++) {
+        const bytes = mutate(pyth, rngOf(seed));
+        const file = decodePyth(bytes, 'm');
+        if (E.isRight(file) && E.isRight(stateDictOf(file.right))) continue;
+        const name = `model.${kind}.${seed}.pyth`;
+        write(name, bytes);
+        cases.push({ name: `convert: ${name}`, argv: ['convert', `{corpus}/${name}`, '{tmp}/out.safetensors'], expect: 1 });
+        kept++;
+      }
+    }
     const usage: readonly (readonly string[])[] = [
       ['train', '--steps', '1e999'],
       ['train', '--steps', '-1'],
@@ -146,6 +201,11 @@ async function generate(): Promise<CorpusCase[]> {
       ['check-fixture'],
       ['check-fixture', 'a', 'b'],
       ['nonsense'],
+      ['convert'],
+      ['convert', 'a.pyth'],
+      ['convert', 'a.pyth', 'b.safetensors', 'c'],
+      ['export', '--out', 'x.pyth'],
+      ['export', '--checkpoint', 'x', '--max-epoch', '0'],
       ['train', '\u0000'],
       ['train', `--${'x'.repeat(10_000)}`],
     ];

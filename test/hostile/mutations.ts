@@ -335,3 +335,73 @@ export function configMutations(): Record<string, TextMutation> {
     'not-object': (_t, r) => pick(r, ['[]', '1', '"x"', 'null', 'true', '', ' ', '[{}]']),
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mutations of PySlowFast YAML configs (text; PyYAML's dialect)
+
+/** Indented mappings `depth` levels deep (YAML block style). */
+export const deepYaml = (depth: number): string => Array.from({ length: depth }, (_, i) => `${' '.repeat(i)}k${i}:`).join('\n') + ' 1\n';
+
+export function yamlMutations(): Record<string, TextMutation> {
+  const lineEdit = (t: string, r: Rand, f: (line: string) => string) => {
+    const lines = t.split('\n');
+    const i = int(r, 0, Math.max(0, lines.length - 1));
+    lines[i] = f(lines[i] ?? '');
+    return lines.join('\n');
+  };
+  return {
+    'line-value': (t, r) =>
+      lineEdit(t, r, (l) => (l.includes(':') ? `${l.slice(0, l.indexOf(':') + 1)} ${pick(r, ['1e999', '-5', 'abc', '[', '{', '!!python/object:os.system', '*missing', '&a [*a]', '(1, 2', '1000000000', 'None', '[' + '1,'.repeat(10000) + '1]', '"unterminated'])}` : l)),
+    'line-drop': (t, r) => lineEdit(t, r, () => ''),
+    'indent-break': (t, r) => lineEdit(t, r, (l) => `\t${l}`),
+    'duplicate-key': (t, r) => {
+      const lines = t.split('\n').filter((l) => /^\s+\w+:/.test(l));
+      return lines.length > 0 ? t.replace(/\n(\s+)(\w+):/, (m) => `${m} 1\n${pick(r, lines)}`) : t;
+    },
+    'deep-block': (_t, r) => deepYaml(pick(r, [100, 2000, 10000])),
+    'deep-flow': (_t, r) => `MVIT: {DEPTH: ${'['.repeat(pick(r, [65, 5000, 50000]))}}`,
+    'alias-bomb': () => ['a: &a [x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 12 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`)].join('\n'),
+    'python-tags': () => 'MVIT: !!python/object/apply:os.system ["echo pwned"]\n',
+    'base-self': () => '_BASE_: ./self.yaml\n',
+    'base-missing': (_t, r) => `_BASE_: ${pick(r, ['missing.yaml', '/etc/shadow', 'https://example.com/x.yaml', '~/x.yaml', '', '../../../../../etc/passwd'])}\n`,
+    truncate: (t, r) => t.slice(0, int(r, 0, Math.max(0, t.length - 1))),
+    garbage: (_t, r) => String.fromCharCode(...Array.from({ length: int(r, 0, 200) }, () => int(r, 0, 0xffff))),
+    'huge-list': (t) => `${t}\nDATA:\n  INPUT_CHANNEL_NUM: [${Array.from({ length: 20_000 }, () => '1').join(', ')}]\n`,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mutations of torch.save checkpoints (.pyth): the zip, and the pickle inside it
+
+export interface ZipAccess {
+  readonly open: (bytes: Uint8Array) => { names: string[]; read: (name: string) => Uint8Array } | null;
+  readonly write: (files: readonly (readonly [string, Uint8Array])[]) => Uint8Array;
+}
+
+/** Byte mutations of the archive, and pickle mutations re-zipped (with correct CRCs) to reach the unpickler. */
+export function pythMutations(zip: ZipAccess): Record<string, BytesMutation> {
+  const bytesLevel = safetensorsMutations();
+  const rezip =
+    (edit: (pkl: Uint8Array, r: Rand) => Uint8Array): BytesMutation =>
+    (bytes, r) => {
+      const a = zip.open(bytes);
+      if (a === null) return bytesLevel.bitflip!(bytes, r);
+      return zip.write(a.names.map((n) => [n, n.endsWith('data.pkl') ? edit(a.read(n), r) : a.read(n)] as const));
+    };
+  // Pickle protocol 2 opcodes: MARK '(', EMPTY_LIST ']', APPEND 'a', STOP '.', BININT1 'K'.
+  const nested = (depth: number) => new Uint8Array([0x80, 2, ...Array.from({ length: depth }, () => 0x5d), ...Array.from({ length: depth - 1 }, () => 0x61), 0x2e]);
+  return {
+    bitflip: bytesLevel.bitflip!,
+    truncate: bytesLevel.truncate!,
+    append: bytesLevel.append!,
+    'tail-bitflip': (b, r) => flipBits(b, r, Math.max(0, b.length - 200), b.length),
+    'pickle-bitflip': rezip((p, r) => flipBits(p, r, 0, p.length)),
+    'pickle-truncate': rezip((p, r) => p.slice(0, int(r, 0, Math.max(0, p.length - 1)))),
+    'pickle-opcodes': rezip((p, r) => {
+      const out = p.slice();
+      for (let i = int(r, 1, 6); i > 0; i--) out[int(r, 0, out.length - 1)] = pick(r, [0x28, 0x5d, 0x61, 0x2e, 0x4b, 0x68, 0x71, 0x52, 0x62, 0x63, 0x8c, 0x94, 0x30, 0x31, 0x32]);
+      return out;
+    }),
+    'pickle-deep': rezip((_p, r) => nested(pick(r, [1000, 50_000]))),
+  };
+}
