@@ -4,7 +4,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
-import { MOVING_MNIST_CLASSES } from '../train/loop.ts';
+import { NUM_CLASSES as MOVING_MNIST_CLASSES } from '../data/moving-mnist.ts';
 import { getStr, type FlagSpec, type ParsedArgs } from './args.ts';
 
 /** The preset `revgrad train` and `npm start` use when none is given. */
