@@ -12,30 +12,16 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import { movingMnistBatches, type KeyedBatches } from '../data/moving-mnist.ts';
+import type { KeyedBatches } from '../data/moving-mnist.ts';
 import { foldIn, key as makeKey, split, type Key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
 import { checkpointToFile, CHECKPOINT_FILE, restoreTrainState, type LoadedCheckpoint } from '../train/checkpoint.ts';
 import { crossEntropy } from '../train/loss.ts';
+import type { Optimizer } from '../train/optim.ts';
 import { evaluate, train, type Batch, type HeadActivation, type LoopRecord, type TrainableModel, type TrainResult } from '../train/loop.ts';
 import { appendMetric, METRICS_FILE, startMetrics } from '../train/metrics-file.ts';
-import { adamw, type AdamWOptions } from '../train/optim.ts';
-import { warmupCosineSchedule, type CosineSchedule } from '../train/schedule.ts';
+import { settingsOptimizer, settingsProblems, type TrainSettings } from '../train/settings.ts';
 import { CliError } from './common.ts';
-
-/** Everything that determines the numbers a run computes (stored in every checkpoint). */
-export interface TrainSettings {
-  readonly seed: number;
-  readonly steps: number;
-  readonly batchSize: number;
-  readonly mode: Mode;
-  readonly schedule: CosineSchedule;
-  /** AdamW β1, β2, ε and weight decay (the lr comes from the schedule). */
-  readonly optimizer: Required<Pick<AdamWOptions, 'beta1' | 'beta2' | 'eps' | 'weightDecay'>>;
-  /** Max global gradient norm; null for no clipping. */
-  readonly clipNorm: number | null;
-  readonly labelSmoothing: number;
-}
 
 /** How a run is observed (not part of its numbers). */
 export interface Monitoring {
@@ -73,27 +59,12 @@ export function* evalBatches(source: KeyedBatches, keys: RunKeys, batches: numbe
   for (let i = 0; i < batches; i++) yield source(foldIn(keys.eval, i), 'test', size);
 }
 
-export function settingsProblems(s: TrainSettings): string[] {
-  const p: string[] = [];
-  if (!Number.isSafeInteger(s.seed)) p.push(`seed must be an integer, got ${s.seed}`);
-  if (!(Number.isSafeInteger(s.steps) && s.steps >= 1)) p.push(`steps must be a positive integer, got ${s.steps}`);
-  if (!(Number.isSafeInteger(s.batchSize) && s.batchSize >= 1)) p.push(`batch size must be a positive integer, got ${s.batchSize}`);
-  if (s.mode !== 'reversible' && s.mode !== 'store') p.push(`mode must be 'reversible' or 'store', got '${s.mode}'`);
-  if (s.clipNorm !== null && !(s.clipNorm > 0)) p.push(`clip norm must be positive, got ${s.clipNorm}`);
-  if (!(s.labelSmoothing >= 0 && s.labelSmoothing < 1)) p.push(`label smoothing must be in [0, 1), got ${s.labelSmoothing}`);
-  return p;
-}
-
-/** The run's optimizer: AdamW on the cosine schedule, no decay where the model says so. */
-export const runOptimizer = (settings: TrainSettings, noDecay: (name: string) => boolean) =>
-  adamw({ lr: warmupCosineSchedule(settings.schedule), ...settings.optimizer, noDecay });
-
 export interface RunOptions<P> {
-  readonly model: TrainableModel<P> & { init(key: Key): P; noDecay(name: string): boolean };
+  readonly model: TrainableModel<P> & { init(key: Key): P; noDecay(name: string, zeroWd1dParam?: boolean): boolean };
   /** Batches for the model's input (the CLI: movingMnistBatches(cfg)). */
-  readonly batches?: KeyedBatches;
-  /** The model config (stored in checkpoints); with DATA and MVIT sections it also shapes the default batches. */
-  readonly config: Parameters<typeof movingMnistBatches>[0] | Record<string, unknown>;
+  readonly batches: KeyedBatches;
+  /** The model config, stored in checkpoints. */
+  readonly config: unknown;
   readonly settings: TrainSettings;
   readonly monitoring: Monitoring;
   /** Where metrics.jsonl and checkpoint.safetensors go; null keeps everything in memory. */
@@ -106,12 +77,12 @@ export interface RunOptions<P> {
 }
 
 /** Run (or continue) a Moving-MNIST training run with its files. */
-export async function runMovingMnist<P>(opts: RunOptions<P>): Promise<TrainResult<P, 'm' | 'v'>> {
+export async function runMovingMnist<P>(opts: RunOptions<P>): Promise<TrainResult<P, string>> {
   const { model, settings, monitoring, outDir } = opts;
   const problems = settingsProblems(settings);
   if (problems.length > 0) throw new CliError(problems);
   const keys = runKeys(settings.seed);
-  const optimizer = runOptimizer(settings, (n) => model.noDecay(n));
+  const optimizer: Optimizer<string> = settingsOptimizer(settings, (n, zeroWd1dParam) => model.noDecay(n, zeroWd1dParam));
   const params = model.init(keys.init);
   let resume;
   if (opts.resume !== undefined) {
@@ -120,7 +91,7 @@ export async function runMovingMnist<P>(opts: RunOptions<P>): Promise<TrainResul
     resume = restored.right;
   }
   const start = resume?.step ?? 0;
-  const batches = opts.batches ?? movingMnistBatches(opts.config as Parameters<typeof movingMnistBatches>[0]);
+  const { batches } = opts;
   const metricsPath = outDir === null ? null : join(outDir, METRICS_FILE);
   if (outDir !== null) {
     mkdirSync(outDir, { recursive: true });
@@ -131,7 +102,7 @@ export async function runMovingMnist<P>(opts: RunOptions<P>): Promise<TrainResul
     seed: settings.seed,
     key: keys.root,
     config: opts.config,
-    optimizer: { name: optimizer.name, ...settings.optimizer },
+    optimizer: { ...settings.optimizer, name: optimizer.name },
     training: settings as unknown as Record<string, unknown>,
   });
   const result = await train({
@@ -170,3 +141,5 @@ export const evaluateRun = <P>(model: TrainableModel<P>, params: P, batches: Key
   const keys = runKeys(seed);
   return evaluate(model, params, evalBatches(batches, keys, m.evalBatches, m.evalBatchSize), { key: evalModelKey(keys), mode, headAct: m.headAct });
 };
+
+export { settingsProblems, type TrainSettings };
