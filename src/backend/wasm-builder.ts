@@ -9,6 +9,7 @@
  * Only the opcodes the GEMM needs are listed; adding one is one table entry (opcode numbers from the
  * WebAssembly core spec, 1.0 plus fixed-width SIMD and bulk memory).
  */
+import { InternalError } from '../tensor/errors.ts';
 
 export type ValType = 'i32' | 'i64' | 'f32' | 'f64' | 'v128';
 
@@ -16,7 +17,7 @@ const VALTYPE: Record<ValType, number> = { i32: 0x7f, i64: 0x7e, f32: 0x7d, f64:
 
 /** Unsigned LEB128. */
 export function uleb(value: number): number[] {
-  if (!Number.isInteger(value) || value < 0) throw new Error(`uleb: bad value ${value}`);
+  if (!Number.isInteger(value) || value < 0) throw new InternalError('wasm-builder', `uleb: bad value ${value}`);
   const out: number[] = [];
   let v = value;
   do {
@@ -30,7 +31,7 @@ export function uleb(value: number): number[] {
 
 /** Signed LEB128 (i32/i64 constants). */
 export function sleb(value: number): number[] {
-  if (!Number.isInteger(value)) throw new Error(`sleb: bad value ${value}`);
+  if (!Number.isInteger(value)) throw new InternalError('wasm-builder', `sleb: bad value ${value}`);
   const out: number[] = [];
   let v = value;
   for (;;) {
@@ -248,7 +249,7 @@ export class FunctionBuilder {
 
   /** The function's locals declaration followed by its code, as a code-section entry body. */
   body(): number[] {
-    if (this.labels.length !== 0) throw new Error(`${this.name}: unclosed block`);
+    if (this.labels.length !== 0) throw new InternalError('wasm-builder', `${this.name}: unclosed block`);
     const groups: [number, ValType][] = [];
     for (const t of this.localTypes) {
       const last = groups[groups.length - 1];
@@ -270,7 +271,7 @@ export class FunctionBuilder {
 
   private depth(label: Label): number {
     const at = this.labels.lastIndexOf(label);
-    if (at < 0) throw new Error(`${this.name}: branch to a label that is not open`);
+    if (at < 0) throw new InternalError('wasm-builder', `${this.name}: branch to a label that is not open`);
     return this.labels.length - 1 - at;
   }
 }
