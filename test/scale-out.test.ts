@@ -112,7 +112,7 @@ print(len(ms), float(sum(v.double().sum() for v in ms.values())))`, out], { enco
   }
 });
 
-(hasTorch ? test : test.skip)("PySlowFast's own load_checkpoint takes what export and convert write (test path, and train path with CHECKPOINT_EPOCH_RESET)", () => {
+(hasTorch ? test : test.skip)("load_checkpoint's steps (PySlowFast) take what export and convert write (test path, and train path with CHECKPOINT_EPOCH_RESET)", () => {
   const dir = mkdtempSync(join(tmpdir(), 'revgrad-pyslowfast-'));
   try {
     const reference = 'test/fixtures/revmvit_video_conv_avg_full.pyth';
@@ -123,7 +123,7 @@ print(len(ms), float(sum(v.double().sum() for v in ms.values())))`, out], { enco
     // export's layout {epoch, model_state, cfg}, and convert's {model_state, cfg}.
     writeFileSync(join(dir, 'export.pyth'), encodePyth(pyDict([['epoch', -1], ['model_state', state], ['cfg', 'MODEL:\n  NUM_CLASSES: 10\n']])));
     writeFileSync(join(dir, 'convert.pyth'), encodePyth(pyDict([['model_state', state], ['cfg', 'MODEL:\n  NUM_CLASSES: 10\n']])));
-    const r = spawnSync(PYTHON, ['test/fixtures/pyslowfast/load_with_pyslowfast.py', reference, join(dir, 'export.pyth'), join(dir, 'convert.pyth')], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+    const r = spawnSync(PYTHON, ['test/fixtures/pyslowfast/load_like_pyslowfast.py', reference, join(dir, 'export.pyth'), join(dir, 'convert.pyth')], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
     assert.is(r.status, 0, r.stderr);
     const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
     assert.equal(lines, [
