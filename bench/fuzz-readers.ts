@@ -96,7 +96,7 @@ try {
     decodeWeights(b, 'm');
     if (E.isLeft(r)) return `refused: ${r.left.code}`;
     const c = r.right;
-    for (const [, t] of [...c.params, ...(c.optim ? [...c.optim.m, ...c.optim.v] : [])]) if (!t.data.every(Number.isFinite)) unsound('non-finite value');
+    for (const [, t] of [...c.params, ...[...(c.optim?.values() ?? [])].flatMap((slot) => [...slot])]) if (!t.data.every(Number.isFinite)) unsound('non-finite value');
     parseConfig(c.meta.config);
     return 'accepted';
   });

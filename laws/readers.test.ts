@@ -141,7 +141,7 @@ test('checkpoints: every mutation gives a CheckpointError or a sound checkpoint;
       }
       if (E.isRight(ck)) {
         const c = ck.right;
-        const all = [...c.params, ...(c.optim ? [...c.optim.m, ...c.optim.v] : [])];
+        const all = [...c.params, ...[...(c.optim?.values() ?? [])].flatMap((slot) => [...slot])];
         assert.ok(all.every(([, t]) => t.data.every(Number.isFinite)), `${kind}/${seed}: accepted non-finite values`);
         assert.ok(Number.isSafeInteger(c.meta.step) && c.meta.step >= 0 && Number.isSafeInteger(c.meta.seed) && c.meta.seed >= 0);
         if (c.metadata.checksum !== undefined) {

@@ -6,8 +6,8 @@ import { MAX_REPORTED_PROBLEMS, parseConfig, parseConfigText, type ConfigProblem
 import { bytesText, resourceProblem, type EstimateOptions, type MemoryLimit } from '../models/mvit/resources.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
+import { NUM_CLASSES as MOVING_MNIST_CLASSES } from '../data/moving-mnist.ts';
 import { isYamlPath, readYamlConfig, type SlowFastTree } from '../models/mvit/yaml-config.ts';
-import { MOVING_MNIST_CLASSES } from '../train/loop.ts';
 import { getStr, UsageError, type FlagSpec, type ParsedArgs } from './args.ts';
 import { RevgradError } from '../tensor/errors.ts';
 

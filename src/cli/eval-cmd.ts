@@ -3,8 +3,11 @@ import { existsSync, statSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig } from '../models/mvit/config.ts';
 import { restoreTree, readWeights } from '../train/checkpoint.ts';
-import { evaluate, movingMnistBatches, runKeys } from '../train/loop.ts';
+import { movingMnistBatches } from '../data/moving-mnist.ts';
 import { getBool, getNum, getStr, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
+import { evaluateRun, runKeys } from './train-run.ts';
+import { weightsFromPyth } from './convert-cmd.ts';
+import { isTorchCheckpointPath } from '../models/mvit/weights.ts';
 import {
   capLines,
   checkResources,
@@ -24,7 +27,7 @@ export const evalSpec: CommandSpec = {
   summary: 'test accuracy of a checkpoint on held-out Moving-MNIST clips',
   usage: 'revgrad eval --checkpoint FILE [--clips N | --batches N] [--batch N] [--json]',
   flags: [
-    { name: 'checkpoint', kind: 'string', arg: 'FILE', help: 'a revgrad checkpoint, or any state_dict in safetensors (then give --preset or --config)' },
+    { name: 'checkpoint', kind: 'string', arg: 'FILE', help: 'a revgrad checkpoint, any state_dict in safetensors, or a PySlowFast .pyth (without a stored config, give --preset or --config)' },
     ...CONFIG_FLAGS.map((f) => ({ ...f, help: `${f.help}; only for files that store no config` })),
     { name: 'clips', kind: 'int', min: 1, arg: 'N', help: 'number of test clips', defaultText: '512' },
     { name: 'batches', kind: 'int', min: 1, arg: 'N', help: 'number of test batches (instead of --clips)' },
@@ -45,10 +48,9 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   if (usage.length > 0) throw new UsageError(usage, 'eval');
   const limit = memoryLimit(args, 'eval');
   if (!existsSync(path!)) throw new CliError([`--checkpoint ${path}: no such file`]);
-  if (statSync(path!).isDirectory()) throw new CliError([`--checkpoint ${path}: is a directory, expected a .safetensors file`]);
-  const read = readWeights(path!);
-  if (E.isLeft(read)) throw new CliError(read.left.problems);
-  const weights = read.right;
+  if (statSync(path!).isDirectory()) throw new CliError([`--checkpoint ${path}: is a directory, expected a .safetensors or .pyth file`]);
+  // A PySlowFast checkpoint (.pyth) is read directly: its model_state, and its cfg as the config.
+  const weights = isTorchCheckpointPath(path!) ? { ...weightsFromPyth(path!), seed: undefined, step: undefined } : unwrap(readWeights(path!));
   let cfg: MViTConfig;
   if (args.flags.has('preset') || args.flags.has('config')) {
     cfg = unwrap(resolveConfig(args, null)).cfg;
@@ -67,11 +69,11 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   const batches = getNum(args, 'batches') ?? Math.ceil((getNum(args, 'clips') ?? 512) / batch);
   const seed = getNum(args, 'seed') ?? weights.seed ?? 0;
   const t0 = performance.now();
-  const r = await evaluate(
+  const r = await evaluateRun(
     model,
     params.right,
     movingMnistBatches(cfg),
-    runKeys(seed),
+    seed,
     { evalBatches: batches, evalBatchSize: batch, headAct: cfg.MODEL.HEAD_ACT },
     (getStr(args, 'mode') ?? 'reversible') as 'reversible' | 'store',
   );

@@ -12,7 +12,7 @@ import { foldIn, key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { crossEntropy } from '../train/loss.ts';
-import { MOVING_MNIST_CLASSES, movingMnistBatches } from '../train/loop.ts';
+import { NUM_CLASSES as MOVING_MNIST_CLASSES, movingMnistBatches } from '../data/moving-mnist.ts';
 
 export interface MemoryRow {
   readonly extra: number;
@@ -39,12 +39,12 @@ export function measureMemoryRow(cfg: MViTConfig, extra: number, batch: number, 
   const clips = movingMnistBatches(c)(foldIn(root, 1), 'train', batch);
   // Moving-MNIST has 40 classes; any other head gets its labels folded into range.
   const x = clips.x;
-  const y = c.MODEL.NUM_CLASSES === MOVING_MNIST_CLASSES ? clips.y : clips.y.map((l) => l % c.MODEL.NUM_CLASSES);
+  const labels = c.MODEL.NUM_CLASSES === MOVING_MNIST_CLASSES ? clips.labels : clips.labels.map((l) => l % c.MODEL.NUM_CLASSES);
   const k = foldIn(root, 2);
   const retained = {} as Record<Mode, number>;
   const peak = {} as Record<Mode, number>;
   for (const mode of ['reversible', 'store'] as const) {
-    const loss = (p: unknown): Tensor => crossEntropy(model.apply(p as never, x, k, { train: true, mode }), y);
+    const loss = (p: unknown): Tensor => crossEntropy(model.apply(p as never, x, k, { train: true, mode }), labels);
     const report = measureMemory(
       () => {
         const [out, pullback] = vjp(loss, params);

@@ -5,7 +5,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { parseConfig } from '../../src/models/mvit/config.ts';
 import { buildModel } from '../../src/models/mvit/model.ts';
 import { saveCheckpoint } from '../../src/train/checkpoint.ts';
-import { runKeys } from '../../src/train/loop.ts';
+import { runKeys } from '../../src/cli/train-run.ts';
 import { adamwInit, ADAMW_DEFAULTS } from '../../src/train/optim.ts';
 import { scheduleDefaults } from '../../src/train/schedule.ts';
 
