@@ -58,7 +58,13 @@ export {
   type EvalRecord,
   type DriftRecord,
   type CheckpointRecord,
+  type NonFiniteRecord,
+  type StopReason,
+  MAX_CONSECUTIVE_SKIPS,
+  nonFiniteLeaves,
 } from './train/loop.ts';
+export { InterruptedError, newInterruptFlag, requestInterrupt, watchInterrupts } from './tensor/interrupt.ts';
+export { parseJson, describeValue, JsonError, MAX_JSON_DEPTH } from './io/json.ts';
 export {
   decodePyth,
   encodePyth,

@@ -5,7 +5,9 @@ import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig } from '../models/mvit/config.ts';
 import { paramCount } from '../models/mvit/params-spec.ts';
 import { describeValue } from '../io/json.ts';
-import { CHECKPOINT_FILE, loadCheckpoint, optimizerHyperProblems, type LoadedCheckpoint } from '../train/checkpoint.ts';
+import { newInterruptFlag, requestInterrupt } from '../tensor/interrupt.ts';
+import { CHECKPOINT_FILE, loadCheckpoint, optimizerHyperProblems, previousCheckpointPath, type LoadedCheckpoint } from '../train/checkpoint.ts';
+import { MAX_CONSECUTIVE_SKIPS, type NonFiniteRecord } from '../train/loop.ts';
 import { METRICS_FILE, readMetrics } from '../train/metrics-file.ts';
 import { ADAMW_DEFAULTS } from '../train/optim.ts';
 import { renderReport, type MemoryPoint } from '../train/report.ts';
@@ -30,9 +32,9 @@ import {
   unwrap,
 } from './common.ts';
 import { measureMemoryRow } from './memory.ts';
-import { createProgress } from './progress.ts';
-import { movingMnistBatches } from '../data/moving-mnist.ts';
-import { runMovingMnist, settingsProblems, type Monitoring, type TrainSettings } from './train-run.ts';
+import { createProgress, nonFiniteLine } from './progress.ts';
+import { runTraining, type TrainOutcome } from './train-worker.ts';
+import { settingsProblems, type Monitoring, type TrainSettings } from './train-run.ts';
 
 /** Defaults: what `npm start` runs (tuned to finish in under 5 minutes on a 2-core CPU). */
 export const TRAIN_DEFAULTS = {
@@ -78,6 +80,7 @@ export const trainSpec: CommandSpec = {
     { name: 'report-depths', kind: 'int-list', min: 0, arg: 'A,B,..', help: 'extra last-stage blocks measured for the report\'s memory chart', defaultText: TRAIN_DEFAULTS.reportDepths.join(',') },
     { name: 'no-report', kind: 'bool', help: 'do not write report.html' },
     { name: 'quiet', kind: 'bool', help: 'no progress output' },
+    { name: 'on-nan', kind: 'enum', values: ['stop', 'skip'], help: 'a step with a non-finite loss or gradient is never applied: stop the run, or skip its batch', defaultText: 'stop' },
     MEMORY_FLAG,
   ],
   details: [
@@ -164,7 +167,9 @@ function settingsFromCheckpoint(training: Record<string, unknown>, metaSeed: num
   return s;
 }
 
-const OUR_FILES = [CHECKPOINT_FILE, METRICS_FILE, REPORT_FILE];
+/** Written when a run stops on a non-finite step: what went non-finite, and where the last good state is. */
+export const NONFINITE_FILE = 'nonfinite.json';
+const OUR_FILES = [CHECKPOINT_FILE, previousCheckpointPath(CHECKPOINT_FILE), METRICS_FILE, REPORT_FILE, NONFINITE_FILE];
 /** Where --force puts the run it replaces until the new run has written its first checkpoint. */
 export const SET_ASIDE_DIR = '.replaced-by-force';
 /** Temporary files of an atomic checkpoint write: `.<file>.<pid>.<12 hex>.tmp` (src/io/safetensors.ts). */
@@ -369,32 +374,31 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
     `${resumeFrom ? 'resuming' : 'training'} ${source}: ${paramCount(model.specs).toLocaleString('en-US')} params, ` +
       `${steps} steps x ${settings.batchSize} clips, lr ${settings.schedule.baseLr}, mode ${settings.mode}, seed ${settings.seed} -> ${outDir}`,
   );
-  let stopRequested = false;
+  const onNonFinite = (getStr(args, 'on-nan') ?? 'stop') as 'stop' | 'skip';
+  // Signals: the first stops the run between two ops (it saves the last completed step), the second quits.
+  const flag = newInterruptFlag();
+  let signals = 0;
   const onSignal = () => {
-    if (stopRequested) process.exit(130);
-    stopRequested = true;
-    progress.log('stopping after this step (a checkpoint will be written); press Ctrl-C again to quit now');
+    if (++signals > 1) process.exit(130);
+    requestInterrupt(flag);
+    progress.log('stopping (the last completed step will be saved); press Ctrl-C again to quit now');
   };
   const progress = createProgress(steps, start, { quiet });
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const t0 = performance.now();
-  let result;
+  let outcome: TrainOutcome;
+  let lastNonFinite: NonFiniteRecord | undefined;
   try {
-    result = await runMovingMnist({
-      model,
-      batches: movingMnistBatches(cfg),
-      settings,
-      monitoring,
-      config: storedConfig ?? cfg,
-      outDir,
-      resume: resumeFrom,
-      onRecord: (r) => {
+    outcome = await runTraining(
+      { cfg, storedConfig: storedConfig ?? cfg, settings, monitoring, outDir, resumePath: resumeFrom === undefined ? null : ckptPath, onNonFinite },
+      flag,
+      (r) => {
         if (r.type === 'checkpoint') dropSetAside();
+        if (r.type === 'nonfinite') lastNonFinite = r;
         progress.onRecord(r);
       },
-      shouldStop: () => stopRequested,
-    });
+    );
   } catch (e) {
     restoreSetAside();
     throw e;
@@ -403,9 +407,20 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+  restoreSetAside();
   const seconds = (performance.now() - t0) / 1000;
-  if (result.step < steps) {
-    say(`stopped at step ${result.step}/${steps}; checkpoint ${ckptPath}. Continue with: revgrad train --out ${outDir} --resume`);
+  const saved = outcome.lastCheckpoint ?? (existsSync(ckptPath) ? resumeFrom?.meta.step : undefined);
+  const kept = saved !== undefined ? `${ckptPath} holds the last good state (step ${saved})` : 'no checkpoint was written';
+  if (outcome.stopped === 'nonfinite' && lastNonFinite !== undefined) {
+    const diagnostic = join(outDir, NONFINITE_FILE);
+    writeFileSync(diagnostic, JSON.stringify({ ...lastNonFinite, lastGoodCheckpoint: saved ?? null, onNonFinite, settings }, null, 1) + '\n');
+    throw new CliError([
+      `${nonFiniteLine(lastNonFinite)}, and the run stopped (--on-nan ${onNonFinite}${onNonFinite === 'skip' ? `: ${lastNonFinite.what === 'parameters' ? 'the parameters themselves are not finite' : `${MAX_CONSECUTIVE_SKIPS} steps in a row`}` : ''}).`,
+      `${kept}; what went non-finite is in ${diagnostic}.`,
+    ]);
+  }
+  if (outcome.stopped !== undefined) {
+    say(`stopped at step ${outcome.step}/${steps}; ${kept}.${saved !== undefined ? ` Continue with: revgrad train --out ${outDir} --resume` : ''}`);
     return 130;
   }
   const records = readMetrics(join(outDir, METRICS_FILE));

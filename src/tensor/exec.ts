@@ -9,6 +9,7 @@
 import type { IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
 import { BackendError, InternalError } from './errors.ts';
+import { checkInterrupt } from './interrupt.ts';
 import { fromBuffer, type DeviceHandle, type Tensor } from './tensor.ts';
 import { sizeOf, type Shape } from './shape.ts';
 
@@ -175,6 +176,7 @@ function executeOnDevice(inputs: readonly Tensor[], outSize: number, outShape: S
 
 /** Run `impl` on `inputs`, giving a new tensor of `outShape`. */
 export function execute(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl): Tensor {
+  checkInterrupt();
   const out = executeUnaccounted(inputs, outShape, impl);
   // The inputs are read while the output exists: log their use after its allocation, so the memory
   // accounting sees both live at once (as they are).

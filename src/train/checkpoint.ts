@@ -10,7 +10,9 @@
  * checksum, whose metadata is malformed (nested JSON is depth-limited), or that holds a non-finite
  * value: training never continues from, and evaluation never reports on, NaN or infinite weights.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, linkSync, renameSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, unflattenLike } from '../autodiff/pytree.ts';
 import { describeValue, parseJson } from '../io/json.ts';
@@ -163,11 +165,32 @@ export async function saveCheckpoint(path: string, params: unknown, optState: { 
  * and `meta(step)`, and reports the path.
  */
 export const checkpointToFile =
-  <P, Slot extends string>(path: string, meta: (step: number) => CheckpointMeta) =>
+  <P, Slot extends string>(path: string, meta: (step: number) => CheckpointMeta, opts: { readonly keepPrevious?: boolean } = {}) =>
   async (state: TrainState<P, Slot>): Promise<string> => {
+    if (opts.keepPrevious === true) keepAsPrevious(path);
     await saveCheckpoint(path, state.params, state.optState, meta(state.step));
     return path;
   };
+
+/** `DIR/checkpoint.safetensors` -> `DIR/checkpoint.prev.safetensors`. */
+export const previousCheckpointPath = (path: string): string => path.replace(/(\.safetensors)?$/, '.prev$1');
+
+/**
+ * The checkpoint at `path` becomes `previousCheckpointPath(path)` before a new one replaces it. A hard
+ * link renamed into place (a copy where links are not supported): at every moment both names hold a
+ * complete file, so a kill during the next write still leaves the last and the one before.
+ */
+function keepAsPrevious(path: string): void {
+  if (!existsSync(path)) return;
+  const previous = previousCheckpointPath(path);
+  const temporary = join(dirname(previous), `.${basename(previous)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    linkSync(path, temporary);
+  } catch {
+    copyFileSync(path, temporary);
+  }
+  renameSync(temporary, previous);
+}
 
 function metadataJson(metadata: Record<string, string>, field: string, problems: string[]): unknown {
   const text = metadata[field];

@@ -9,12 +9,13 @@
  * after step c computes exactly what the uninterrupted run computes when the batch source is a function
  * of the step (an iterable source continues from wherever its iterator stands).
  */
-import { leaves } from '../autodiff/pytree.ts';
+import { flattenWithPaths, leaves } from '../autodiff/pytree.ts';
 import { valueAndGrad } from '../autodiff/tape.ts';
 import { measureMemory } from '../backend/memory.ts';
 import { foldIn, key as makeKey, type Key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
 import { ArgumentError } from '../tensor/errors.ts';
+import { InterruptedError } from '../tensor/interrupt.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { correctCount, crossEntropy } from './loss.ts';
 import { clipGradNorm, type OptState, type Optimizer } from './optim.ts';
@@ -82,7 +83,28 @@ export interface CheckpointRecord {
   /** Where the checkpoint went, as the `save` callback said. */
   readonly path?: string;
 }
-export type LoopRecord = TrainRecord | EvalRecord | DriftRecord | CheckpointRecord;
+/**
+ * A step whose loss, gradients or parameters were not finite. It was not applied: the params and the
+ * optimizer state are those of the step before. `tensors` names the non-finite ones (gradients, or the
+ * parameters an earlier update broke), in the order of the parameters, at most 20.
+ */
+export interface NonFiniteRecord {
+  readonly type: 'nonfinite';
+  /** The step that failed (1-based, as in train records). */
+  readonly step: number;
+  /** 'loss': the loss is not finite (the forward pass overflowed); 'gradients': the loss is, some gradient is not; 'parameters': the params entering the step are not. */
+  readonly what: 'loss' | 'gradients' | 'parameters';
+  readonly loss: number;
+  readonly gradNorm: number;
+  readonly tensors: readonly { readonly name: string; readonly nonFinite: number; readonly size: number; readonly first: number }[];
+  /** The gradient computed first in the backward pass among the non-finite ones (the last in parameter order). */
+  readonly firstInBackward: string | null;
+  readonly action: 'skipped' | 'stopped';
+}
+export type LoopRecord = TrainRecord | EvalRecord | DriftRecord | CheckpointRecord | NonFiniteRecord;
+
+/** Why `train` returned before its last step. */
+export type StopReason = 'requested' | 'interrupted' | 'nonfinite';
 
 /** What the model's eval-mode output is: logits ('none'), or probabilities after a softmax or sigmoid. */
 export type HeadActivation = 'softmax' | 'sigmoid' | 'none';
@@ -134,11 +156,24 @@ export interface TrainOptions<P, Slot extends string> {
   readonly onRecord?: (r: LoopRecord) => void;
   /** Stop early (after the current step) when this returns true; a checkpoint is written first. */
   readonly shouldStop?: () => boolean;
+  /**
+   * A step whose loss or gradients are not finite is never applied. 'stop' (default): the run stops,
+   * saving the last good state; 'skip': the batch is skipped and the run goes on (stopping after
+   * MAX_CONSECUTIVE_SKIPS in a row, or at once when the parameters themselves are not finite).
+   */
+  readonly onNonFinite?: 'stop' | 'skip';
 }
 
 export interface TrainResult<P, Slot extends string> extends TrainState<P, Slot> {
   readonly records: readonly LoopRecord[];
+  /** Set when the run returned before its last step. */
+  readonly stopped?: StopReason;
+  /** The step of the last checkpoint saved (its state was checked finite), if any. */
+  readonly lastCheckpoint?: number;
 }
+
+/** With `onNonFinite: 'skip'`, this many non-finite steps in a row stop the run anyway. */
+export const MAX_CONSECUTIVE_SKIPS = 20;
 
 /** Batches of a source in order; a function source is called with the step index from `start` on. */
 async function* batchesOf(op: string, source: BatchSource, start: number): AsyncGenerator<Batch> {
@@ -207,15 +242,23 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
   let params: P = opts.resume?.params ?? opts.params;
   let optState: OptState<P, Slot> = opts.resume?.optState ?? optimizer.init(params);
   const start = opts.resume?.step ?? 0;
+  const onNonFinite = opts.onNonFinite ?? 'stop';
+  if (onNonFinite !== 'stop' && onNonFinite !== 'skip') throw new ArgumentError('train', `onNonFinite must be 'stop' or 'skip', got '${String(onNonFinite)}'`);
   let step = start;
+  let stopped: StopReason | undefined;
+  let lastCheckpoint: number | undefined;
   const records: LoopRecord[] = [];
   const emit = (r: LoopRecord) => {
     records.push(r);
     opts.onRecord?.(r);
   };
+  // A state is saved only when every param and every optimizer slot is finite: the file on disk is
+  // always the last good state, even when a run goes non-finite between two checkpoints.
   const checkpoint = async () => {
-    if (opts.checkpoint === undefined) return;
+    if (opts.checkpoint === undefined || lastCheckpoint === step) return;
+    if ((await nonFiniteLeaves([params, optState], 1)).length > 0) return;
     const path = await opts.checkpoint.save({ step, params, optState });
+    lastCheckpoint = step;
     emit(typeof path === 'string' ? { type: 'checkpoint', step, path } : { type: 'checkpoint', step });
   };
 
@@ -230,43 +273,96 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
     return { loss, grads, logits: logits as unknown as Tensor };
   };
 
-  if (steps === undefined || start < steps) {
-    for await (const b of batchesOf('train', opts.data, start)) {
-      const s = step;
-      const t0 = performance.now();
-      const { x, labels } = checkBatch('train', b, s);
-      const k = foldIn(stepKey, s);
-      const measured = measureMemory(
-        () => lossAndGrad(params, x, labels, k),
-        (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
-      );
-      const { loss: lossT, grads: grads0, logits } = measured.value;
-      const loss = await lossT.item();
-      const correct = await correctCount(logits, labels);
-      const clipped = clipGradNorm(grads0, opts.clipNorm ?? Infinity);
-      const gradNorm = await clipped.norm.item();
-      const lr = optimizer.learningRate(optState.step);
-      let drift: DriftRecord | null = null;
-      if (driftEvery > 0 && due(driftEvery, s + 1, steps)) {
-        const blocks = await Promise.all(model.drift!(params, x, k).map(async (e) => ({ block: e.block, x1: await e.x1.item(), x2: await e.x2.item() })));
-        drift = { type: 'drift', step: s + 1, max: blocks.reduce((m, e) => Math.max(m, e.x1, e.x2), 0), blocks };
+  let skipped = 0;
+  try {
+    if (steps === undefined || start < steps) {
+      for await (const b of batchesOf('train', opts.data, start)) {
+        const s = step;
+        const t0 = performance.now();
+        const { x, labels } = checkBatch('train', b, s);
+        const k = foldIn(stepKey, s);
+        const measured = measureMemory(
+          () => lossAndGrad(params, x, labels, k),
+          (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
+        );
+        const { loss: lossT, grads: grads0, logits } = measured.value;
+        const loss = await lossT.item();
+        const correct = await correctCount(logits, labels);
+        const clipped = clipGradNorm(grads0, opts.clipNorm ?? Infinity);
+        const gradNorm = await clipped.norm.item();
+        if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+          // Not applied: params and optimizer state stay those of step s.
+          const record = await diagnoseNonFinite(s + 1, loss, gradNorm, params, grads0);
+          const giveUp = onNonFinite === 'stop' || record.what === 'parameters' || skipped + 1 >= MAX_CONSECUTIVE_SKIPS;
+          emit({ ...record, action: giveUp ? 'stopped' : 'skipped' });
+          if (giveUp) {
+            stopped = 'nonfinite';
+            break;
+          }
+          skipped++;
+          step = s + 1;
+          if (steps !== undefined && step === steps) break;
+          await yieldToEventLoop();
+          continue;
+        }
+        skipped = 0;
+        const lr = optimizer.learningRate(optState.step);
+        let drift: DriftRecord | null = null;
+        if (driftEvery > 0 && due(driftEvery, s + 1, steps)) {
+          const blocks = await Promise.all(model.drift!(params, x, k).map(async (e) => ({ block: e.block, x1: await e.x1.item(), x2: await e.x2.item() })));
+          drift = { type: 'drift', step: s + 1, max: blocks.reduce((m, e) => Math.max(m, e.x1, e.x2), 0), blocks };
+        }
+        ({ params, state: optState } = optimizer.update(clipped.grads, optState, params));
+        step = s + 1;
+        const stepMs = performance.now() - t0;
+        emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes: measured.peakBytes });
+        if (drift !== null) emit(drift);
+        if (opts.eval !== undefined && opts.eval.every > 0 && due(opts.eval.every, step, steps)) {
+          emit({ type: 'eval', step, ...(await evaluate(model, params, opts.eval.data(), { mode, ...opts.eval })) });
+        }
+        const stopping = opts.shouldStop?.() === true;
+        if ((opts.checkpoint !== undefined && due(opts.checkpoint.every, step, steps)) || stopping) await checkpoint();
+        if (stopping) stopped = 'requested';
+        if (stopping || step === steps) break;
+        await yieldToEventLoop();
       }
-      ({ params, state: optState } = optimizer.update(clipped.grads, optState, params));
-      const stepMs = performance.now() - t0;
-      step = s + 1;
-      emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes: measured.peakBytes });
-      if (drift !== null) emit(drift);
-      if (opts.eval !== undefined && opts.eval.every > 0 && due(opts.eval.every, step, steps)) {
-        emit({ type: 'eval', step, ...(await evaluate(model, params, opts.eval.data(), { mode, ...opts.eval })) });
-      }
-      const stopping = opts.shouldStop?.() === true;
-      if ((opts.checkpoint !== undefined && due(opts.checkpoint.every, step, steps)) || stopping) await checkpoint();
-      if (stopping || step === steps) break;
-      await yieldToEventLoop();
     }
+  } catch (e) {
+    // An interrupt between two ops: the state is that of the last completed step (values are immutable,
+    // and `params`, `optState` and `step` change together after an update returns).
+    if (!(e instanceof InterruptedError)) throw e;
+    stopped = 'interrupted';
   }
-  // A source that ended before `steps` (or an open-ended run): the last state is still saved.
-  const last = records.at(-1);
-  if (step > start && !(last?.type === 'checkpoint' && last.step === step)) await checkpoint();
-  return { params, optState, step, records };
+  // A source that ended before `steps`, an open-ended run, or a stop: the last good state is saved.
+  if (step > start) await checkpoint();
+  return { params, optState, step, records, ...(stopped !== undefined ? { stopped } : {}), ...(lastCheckpoint !== undefined ? { lastCheckpoint } : {}) };
+}
+
+/** Leaves of `tree` (tensors) holding NaN or infinities, by path, at most `max`. Reads every leaf. */
+export async function nonFiniteLeaves(tree: unknown, max = 20): Promise<{ name: string; nonFinite: number; size: number; first: number }[]> {
+  const out: { name: string; nonFinite: number; size: number; first: number }[] = [];
+  for (const [name, t] of flattenWithPaths(tree)) {
+    const d = await t.data();
+    let count = 0;
+    let first = -1;
+    for (let i = 0; i < d.length; i++) {
+      if (!Number.isFinite(d[i]!)) {
+        if (count === 0) first = i;
+        count++;
+      }
+    }
+    if (count > 0) out.push({ name, nonFinite: count, size: d.length, first });
+    if (out.length >= max) break;
+  }
+  return out;
+}
+
+/** What went non-finite in step `step`: the params entering it, else the gradients, else only the loss. */
+async function diagnoseNonFinite<P>(step: number, loss: number, gradNorm: number, params: P, grads: P): Promise<Omit<NonFiniteRecord, 'action'>> {
+  const badParams = await nonFiniteLeaves(params);
+  if (badParams.length > 0) return { type: 'nonfinite', step, what: 'parameters', loss, gradNorm, tensors: badParams, firstInBackward: null };
+  const badGrads = await nonFiniteLeaves(grads, Infinity);
+  const firstInBackward = badGrads.at(-1)?.name ?? null;
+  const what = Number.isFinite(loss) ? 'gradients' : 'loss';
+  return { type: 'nonfinite', step, what, loss, gradNorm, tensors: badGrads.slice(0, 20), firstInBackward };
 }
