@@ -24,7 +24,7 @@ import { estimateResources } from '../src/models/mvit/resources.ts';
 import { tensor } from '../src/tensor/tensor.ts';
 import { ShapeError } from '../src/tensor/errors.ts';
 import { add } from '../src/tensor/ops.ts';
-import { tensorsChecksum } from '../src/train/checkpoint.ts';
+import { loadCheckpoint, tensorsChecksum } from '../src/train/checkpoint.ts';
 import { TINY_CONFIG } from './hostile/inputs.ts';
 import { joinFile, splitFile } from './hostile/mutations.ts';
 
@@ -278,6 +278,34 @@ test('measureMemory does not keep the buffers it logs alive (a measured step use
     during = process.memoryUsage().arrayBuffers - before;
   });
   assert.ok(during < 64 * 2 ** 20, `${(during / 2 ** 20).toFixed(0)} MiB of array buffers still reachable inside measureMemory`);
+});
+
+test('a diverging run (--lr 1e6) stops on the first non-finite step, naming it; the checkpoint (and the one before) stay good', async () => {
+  const out = join(DIR, 'diverge');
+  const diverging = ['--config', cfgPath, '--steps', '8', '--batch', '2', '--eval-clips', '2', '--no-report', '--quiet', '--lr', '1e6', '--warmup', '0'];
+  const r = await revgrad('train', ...diverging, '--ckpt-every', '1', '--out', out);
+  assert.is(r.code, 1, r.err);
+  const m = /step (\d+): the (loss is NaN|gradient norm is \w+)[^\n]*; the step was not applied, and the run stopped \(--on-nan stop\)/.exec(r.err);
+  assert.ok(m !== null, r.err);
+  const failed = Number(m![1]);
+  assert.match(r.err, `${join(out, 'checkpoint.safetensors')} holds the last good state (step ${failed - 1}); what went non-finite is in ${join(out, 'nonfinite.json')}`);
+  const diagnostic = JSON.parse(readFileSync(join(out, 'nonfinite.json'), 'utf8'));
+  assert.is(diagnostic.step, failed);
+  assert.ok(diagnostic.tensors.length > 0 && typeof diagnostic.firstInBackward === 'string');
+  const ck = loadCheckpoint(join(out, 'checkpoint.safetensors'));
+  const prev = loadCheckpoint(join(out, 'checkpoint.prev.safetensors'));
+  assert.ok(E.isRight(ck) && E.isRight(prev), 'the last checkpoints do not load');
+  if (E.isRight(ck) && E.isRight(prev)) {
+    assert.is(ck.right.meta.step, failed - 1);
+    assert.is(prev.right.meta.step, failed - 2);
+  }
+  const ev = await revgrad('eval', '--checkpoint', join(out, 'checkpoint.safetensors'), '--clips', '2', '--batch', '2', '--json');
+  assert.is(ev.code, 0, ev.err);
+  // --on-nan skip: the non-finite steps are skipped and counted, the run ends.
+  const skip = await revgrad('train', ...diverging, '--out', join(DIR, 'diverge-skip'), '--on-nan', 'skip');
+  assert.is(skip.code, 0, skip.err);
+  const skipped = readFileSync(join(DIR, 'diverge-skip', 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"nonfinite"'));
+  assert.ok(skipped.length > 0 && skipped.every((l) => l.includes('"action":"skipped"')), skipped.join('\n'));
 });
 
 test('every kind of failure prints one clean message: problems, typed errors, memory, file system, bugs', () => {

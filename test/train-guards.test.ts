@@ -77,8 +77,9 @@ test("onNonFinite 'skip': the NaN batch is skipped (no update, no optimizer step
 
 test('a finite loss with a non-finite gradient is caught, and the gradient computed first in the backward pass is named', async () => {
   // An op that passes values through but whose gradient is NaN: the loss stays finite.
-  const poison = customVjp((x: Tensor) => [x, null], () => [mul(full([2, 2], NaN), 1)]);
-  const poisoned: TrainableModel<Linear> = { apply: (p, x) => nn.linear({ weight: poison(p.weight), bias: p.bias }, x) };
+  // Applied to the logits, its NaN cotangent reaches the bias (the last op: first in the backward pass) and the weight.
+  const poison = customVjp((x: Tensor) => [x, null], () => [mul(full([8, 2], NaN), 1)]);
+  const poisoned: TrainableModel<Linear> = { apply: (p, x) => poison(nn.linear(p, x)) };
   const records: LoopRecord[] = [];
   const r = await train({ ...base, model: poisoned, data: (s: number) => batchAt(s), steps: 3, onRecord: (x) => records.push(x) });
   const bad = records.find((x) => x.type === 'nonfinite') as NonFiniteRecord;
@@ -86,8 +87,8 @@ test('a finite loss with a non-finite gradient is caught, and the gradient compu
   assert.is(bad.step, 1);
   assert.is(bad.what, 'gradients');
   assert.ok(Number.isFinite(bad.loss));
-  assert.equal(bad.tensors.map((t) => [t.name, t.nonFinite]), [['weight', 4]]);
-  assert.is(bad.firstInBackward, 'weight');
+  assert.equal(bad.tensors.map((t) => [t.name, t.nonFinite]), [['weight', 4], ['bias', 2]]);
+  assert.is(bad.firstInBackward, 'bias');
 });
 
 test('parameters an update made non-finite are named, and never checkpointed', async () => {

@@ -389,13 +389,17 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   const t0 = performance.now();
   let outcome: TrainOutcome;
   let lastNonFinite: NonFiniteRecord | undefined;
+  let skippedSteps = 0;
   try {
     outcome = await runTraining(
       { cfg, storedConfig: storedConfig ?? cfg, settings, monitoring, outDir, resumePath: resumeFrom === undefined ? null : ckptPath, onNonFinite },
       flag,
       (r) => {
         if (r.type === 'checkpoint') dropSetAside();
-        if (r.type === 'nonfinite') lastNonFinite = r;
+        if (r.type === 'nonfinite') {
+          lastNonFinite = r;
+          if (r.action === 'skipped') skippedSteps++;
+        }
         progress.onRecord(r);
       },
     );
@@ -413,7 +417,9 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   const kept = saved !== undefined ? `${ckptPath} holds the last good state (step ${saved})` : 'no checkpoint was written';
   if (outcome.stopped === 'nonfinite' && lastNonFinite !== undefined) {
     const diagnostic = join(outDir, NONFINITE_FILE);
-    writeFileSync(diagnostic, JSON.stringify({ ...lastNonFinite, lastGoodCheckpoint: saved ?? null, onNonFinite, settings }, null, 1) + '\n');
+    // JSON has no NaN or Infinity: non-finite numbers are written as strings.
+    const finiteOrText = (_k: string, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v);
+    writeFileSync(diagnostic, JSON.stringify({ ...lastNonFinite, lastGoodCheckpoint: saved ?? null, onNonFinite, settings }, finiteOrText, 1) + '\n');
     throw new CliError([
       `${nonFiniteLine(lastNonFinite)}, and the run stopped (--on-nan ${onNonFinite}${onNonFinite === 'skip' ? `: ${lastNonFinite.what === 'parameters' ? 'the parameters themselves are not finite' : `${MAX_CONSECUTIVE_SKIPS} steps in a row`}` : ''}).`,
       `${kept}; what went non-finite is in ${diagnostic}.`,
@@ -431,7 +437,8 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   say(
     `done: ${steps} steps in ${formatDuration(seconds)} (this session), ${meanMs.toFixed(0)} ms/step, ` +
       `${((settings.batchSize * 1000) / meanMs).toFixed(1)} clips/s, peak ${formatBytes(peak)}` +
-      (lastEval?.testAcc !== undefined ? `, test accuracy ${(100 * lastEval.testAcc).toFixed(1)}%` : ''),
+      (lastEval?.testAcc !== undefined ? `, test accuracy ${(100 * lastEval.testAcc).toFixed(1)}%` : '') +
+      (skippedSteps > 0 ? `; ${skippedSteps} step${skippedSteps === 1 ? ' was' : 's were'} skipped (non-finite, --on-nan skip)` : ''),
   );
   say(`checkpoint: ${ckptPath}`);
 
