@@ -187,11 +187,14 @@ test('a flipped data bit fails the checksum; NaN weights are refused by eval and
   mkdirSync(flipped);
   writeFileSync(join(flipped, 'checkpoint.safetensors'), readFileSync(join(run, 'checkpoint.safetensors')));
   editFile(join(flipped, 'checkpoint.safetensors'), (_m, data) => (data[data.length - 3]! ^= 0x10), false);
+  writeFileSync(join(flipped, 'checkpoint.prev.safetensors'), readFileSync(join(run, 'checkpoint.safetensors')));
   for (const argv of [['eval', '--checkpoint', join(flipped, 'checkpoint.safetensors')], ['train', '--out', flipped, '--resume']]) {
     const r = await revgrad(...argv);
     assert.is(r.code, 1);
     assert.match(r.err, /the tensors do not match the stored checksum .*: the file is corrupt/);
   }
+  const hinted = await revgrad('train', '--out', flipped, '--resume');
+  assert.match(hinted.err, `checkpoint.prev.safetensors holds the checkpoint before it; to continue from there: mv ${join(flipped, 'checkpoint.prev.safetensors')} ${join(flipped, 'checkpoint.safetensors')}`);
   const nan = join(DIR, 'nan');
   mkdirSync(nan);
   writeFileSync(join(nan, 'checkpoint.safetensors'), readFileSync(join(run, 'checkpoint.safetensors')));

@@ -90,7 +90,8 @@ export const trainSpec: CommandSpec = {
     'Every random choice comes from keys derived from --seed and the step number, so a run killed at any',
     'point and continued with --resume ends with the same weights, bit for bit, as an uninterrupted run.',
     'With --resume the run\'s settings come from the checkpoint; flags that would change them are refused.',
-    'Ctrl-C stops after the current step and writes a checkpoint.',
+    'Ctrl-C stops between two ops and saves the last completed step; a second Ctrl-C quits at once. A step whose loss',
+    'or gradients are not finite is never applied (--on-nan).',
   ].join('\n'),
 };
 
@@ -273,7 +274,11 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
       ]);
     }
     const loaded = loadCheckpoint(ckptPath);
-    if (E.isLeft(loaded)) throw new CliError(loaded.left.problems);
+    if (E.isLeft(loaded)) {
+      const previous = previousCheckpointPath(ckptPath);
+      const hint = existsSync(previous) ? [`${previous} holds the checkpoint before it; to continue from there: mv ${previous} ${ckptPath}`] : [];
+      throw new CliError([...loaded.left.problems, ...hint]);
+    }
     const ck = loaded.right;
     cfg = unwrap(configFromJson(ck.meta.config, `${ckptPath} (stored config)`));
     storedConfig = ck.meta.config;
