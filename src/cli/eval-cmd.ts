@@ -39,7 +39,7 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   } else if (weights.config !== undefined) {
     cfg = unwrap(configFromJson(weights.config, `${path} (stored config)`));
   } else {
-    throw new CliError([`${path} stores no config; give --preset NAME or --config FILE.json for its model`]);
+    throw new CliError([`${path} stores no config; give --preset NAME or --config FILE for its model`]);
   }
   const mm = movingMnistProblems(cfg, path!);
   if (mm.length > 0) throw new CliError(mm);
