@@ -23,6 +23,7 @@ import { dropout, layerNorm, linear, type LinearParams, type NormParams } from '
 import { foldIn, key, normal, split, type Key } from '../src/random/index.ts';
 import { reversible, sequence, type BlockParams, type Pair } from '../src/reversible/index.ts';
 import { assertClose, assertProperty, BACKENDS, dot, EPS32, maxAbs, OP_CASES, rand, seedArb, shapeArb, uniform, type OpCase } from './helpers.ts';
+import { jit } from '../src/jit/index.ts';
 
 const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
 const f64 = (t: Tensor): Float64Array => Float64Array.from(t.dataSync());
@@ -343,6 +344,19 @@ test('(c) one level keeps only the residuals; an enclosing level sees forward as
       assert.ok(outer.residualBytes > 4 * 20, `${backend}: outer level keeps ${outer.residualBytes} bytes`);
     });
   }
+});
+
+test('(c) inside a custom op\'s forward at a single level nothing records, so a jitted function there runs as a program', () => {
+  const inner = jit((x: Tensor) => R.tanh(R.mul(x, 2)));
+  const op = R.customVjp((x: Tensor) => [inner(x), x] as [Tensor, Tensor], (x: Tensor, g: Tensor) => [R.mul(g, R.mul(R.sub(1, R.square(R.tanh(R.mul(x, 2)))), 2))]);
+  const x = rand([3, 4], 7);
+  const g = R.grad((t: Tensor) => R.sum(op(R.exp(t))))(x);
+  assert.is(inner.stats.replays, 1, 'forward ran the compiled program');
+  assert.is(inner.stats.inlined, 0);
+  assertClose(g, R.grad((t: Tensor) => R.sum(R.tanh(R.mul(R.exp(t), 2))))(x), 1e-5, 1e-7, 'gradient');
+  // At second order the enclosing level records forward, so the jitted function runs eagerly there.
+  R.grad((t: Tensor) => R.sum(R.grad((u: Tensor) => R.sum(op(u)))(t)))(x);
+  assert.is(inner.stats.inlined, 1);
 });
 
 test('(c) the hvp law fails if enclosing levels do not see forward (the old behaviour: second derivative 0)', () => {

@@ -45,6 +45,23 @@ export function erfExpr(v: string): string {
 }
 const ERF = erfExpr('x0');
 
+/**
+ * sin or cos of the variable `v` as kernel-language arithmetic: Cody-Waite reduction by π/2 (three-part
+ * constant), then cephes' float32 minimax polynomials on [-π/4, π/4] picked by quadrant. GPU sin/cos carry no
+ * accuracy guarantee (SwiftShader's are off by 5e-5); this is float32-accurate on every backend for |x| < 3e4
+ * (k·1.5703125 stays exact), and identical code everywhere.
+ */
+export function sinCosExpr(v: string, cos: boolean): string {
+  const k = `Math.floor(${v} * 0.6366197723675814 + 0.5)`;
+  const r = `(((${v} - ${k} * 1.5703125) - ${k} * 0.0004837512969970703) - ${k} * 7.549789954891882e-8)`;
+  const r2 = `(${r} * ${r})`;
+  const s = `(${r} * (1 + ${r2} * (-0.16666654611 + ${r2} * (0.0083321608736 - ${r2} * 0.00019515295891))))`;
+  const c = `(1 + ${r2} * (-0.5 + ${r2} * (0.04166664568298827 + ${r2} * (-0.001388731625493765 + ${r2} * 0.00002443315711809948))))`;
+  const kq = cos ? `(${k} + 1)` : k;
+  const q = `(${kq} - 4 * Math.floor(${kq} * 0.25))`;
+  return `(${q} == 0 ? ${s} : (${q} == 1 ? ${c} : (${q} == 2 ? -${s} : -${c})))`;
+}
+
 /** The output shape of elementwise ops: the inputs broadcast together. */
 const broadcastAll = (op: string, shapes: readonly Shape[]): Shape => shapes.reduce<Shape>((acc, s) => broadcastShapes(op, acc, s), []);
 
@@ -81,8 +98,8 @@ export const UNARY = {
   erf: elementwisePrimitive('erf', ERF, 'inputs', (g, { x }) => [mul(g, mul(exp(neg(mul(x[0], x[0]))), TWO_OVER_SQRT_PI))]),
   relu: elementwisePrimitive('relu', '(x0 > 0 ? x0 : 0)', 'output', (g, { y }) => [mul(g, greater(y!, 0))]),
   sign: elementwisePrimitive('sign', '(x0 > 0 ? 1 : (x0 < 0 ? -1 : 0))', 'nothing', noGradient),
-  sin: elementwisePrimitive('sin', 'Math.sin(x0)', 'inputs', (g, { x }) => [mul(g, cos(x[0]))]),
-  cos: elementwisePrimitive('cos', 'Math.cos(x0)', 'inputs', (g, { x }) => [neg(mul(g, sin(x[0])))]),
+  sin: elementwisePrimitive('sin', sinCosExpr('x0', false), 'inputs', (g, { x }) => [mul(g, cos(x[0]))]),
+  cos: elementwisePrimitive('cos', sinCosExpr('x0', true), 'inputs', (g, { x }) => [neg(mul(g, sin(x[0])))]),
 } as const;
 export type UnaryOp = keyof typeof UNARY;
 
