@@ -13,7 +13,8 @@ import * as assert from 'uvu/assert';
 import { pickle, PyDict, PyPersistent, PyReduce, PyRef, PyTuple, type PickleOut } from '../src/io/pickle.ts';
 import { decodePyth, encodePyth, pyDict, readPythFile, stateDictOf, tensorToFloat32, TorchTensor, type PythFile } from '../src/io/pyth.ts';
 import { readSafetensorsFile, type NamedArray } from '../src/io/safetensors.ts';
-import { writeZip } from '../src/io/zip.ts';
+import { crc32, crc32Tables, openZip, writeZip } from '../src/io/zip.ts';
+import { zipSync } from 'fflate';
 import { parseConfigText } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { presetConfig } from '../src/models/mvit/presets.ts';
@@ -224,6 +225,14 @@ function findBytes(haystack: Uint8Array, needle: Uint8Array): number {
   throw new Error('not found');
 }
 
+test('CRC-32: the standard check value, and the table version equals the one in use at every length', () => {
+  assert.is(crc32Tables(new TextEncoder().encode('123456789')), 0xcbf43926);
+  for (let n = 0; n < 70; n++) {
+    const b = Uint8Array.from({ length: n * 13 }, (_, i) => (i * 31 + n) & 255);
+    assert.is(crc32Tables(b), crc32(b), `length ${b.length}`);
+  }
+});
+
 test('encodePyth then decodePyth gives back every tensor bit for bit, in order, as an OrderedDict', () => {
   const tensors = new Map<string, NamedArray>([
     ['b.weight', { shape: [2, 3], data: new Float32Array([1, -0, NaN, Infinity, 1e-45, 3.5]) }],
@@ -246,6 +255,13 @@ test('encodePyth then decodePyth gives back every tensor bit for bit, in order, 
   // torch's layout: data 64-byte aligned inside the archive.
   const payload = findBytes(bytes, new Uint8Array(new Float32Array([7, 8, 9]).buffer));
   assert.is(payload % 64, 0);
+
+  // The same archive re-zipped with deflate by another writer (fflate) reads the same.
+  const entries = Object.fromEntries([...openZip(bytes).entries.keys()].map((name) => [name, openZip(bytes).read(name)]));
+  const deflated = zipSync(entries, { level: 6 });
+  assert.ok(deflated.length < bytes.length);
+  const again = right(stateDictOf(right(decodePyth(deflated, 'deflated.pyth'))));
+  for (const [name, t] of tensors) assert.equal(bits(again.get(name)!.data), bits(t.data), name);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
  * the export. Also the SGD path of the training loop that a YAML's OPTIMIZING_METHOD selects.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { valueAndGrad } from '../src/autodiff/tape.ts';
 import { flattenWithPaths } from '../src/autodiff/pytree.ts';
 import { PyDict } from '../src/io/pickle.ts';
-import { decodePyth, stateDictOf } from '../src/io/pyth.ts';
+import { decodePyth, encodePyth, pyDict, readPythFile, stateDictOf } from '../src/io/pyth.ts';
 import { readSafetensorsFile } from '../src/io/safetensors.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { readYamlConfig } from '../src/models/mvit/yaml-config.ts';
@@ -79,7 +79,11 @@ test('train from a PySlowFast YAML, export to .pyth + YAML, convert back: same w
     assert.equal(back.right.tree.MIXUP, { ENABLE: true, PROB: 0, LABEL_SMOOTH_VALUE: 0.2 });
     assert.equal(back.right.tree.TRAIN, { CHECKPOINT_FILE_PATH: 'model.pyth', CHECKPOINT_EPOCH_RESET: true });
 
-    // Back from PySlowFast: convert to safetensors keeps the weights and the config (eval needs no --config).
+    // Back from PySlowFast: eval reads the .pyth directly (its cfg is the config) ...
+    const evaluated = cli('eval', '--checkpoint', out, '--clips', '2', '--batch', '2', '--json');
+    assert.is(evaluated.status, 0, evaluated.stderr);
+    assert.is(JSON.parse(evaluated.stdout).clips, 2);
+    // ... and convert to safetensors keeps the weights and the config (eval needs no --config).
     const imported = join(dir, 'imported.safetensors');
     const converted = cli('convert', out, imported);
     assert.is(converted.status, 0, converted.stderr);
@@ -103,6 +107,30 @@ print(len(ms), float(sum(v.double().sum() for v in ms.values())))`, out], { enco
       const ours = [...ck.right.params.values()].reduce((s, a) => s + a.data.reduce((t, x) => t + x, 0), 0);
       assert.ok(Math.abs(total! - ours) <= 1e-6 * Math.max(1, Math.abs(ours)), `${total} vs ${ours}`);
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+(hasTorch ? test : test.skip)("load_checkpoint's steps (PySlowFast) take what export and convert write (test path, and train path with CHECKPOINT_EPOCH_RESET)", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'revgrad-pyslowfast-'));
+  try {
+    const reference = 'test/fixtures/revmvit_video_conv_avg_full.pyth';
+    const file = readPythFile(reference);
+    const weights = E.isRight(file) ? stateDictOf(file.right) : file;
+    if (E.isLeft(weights)) return assert.unreachable(weights.left.message);
+    const state = pyDict(weights.right, true);
+    // export's layout {epoch, model_state, cfg}, and convert's {model_state, cfg}.
+    writeFileSync(join(dir, 'export.pyth'), encodePyth(pyDict([['epoch', -1], ['model_state', state], ['cfg', 'MODEL:\n  NUM_CLASSES: 10\n']])));
+    writeFileSync(join(dir, 'convert.pyth'), encodePyth(pyDict([['model_state', state], ['cfg', 'MODEL:\n  NUM_CLASSES: 10\n']])));
+    const r = spawnSync(PYTHON, ['test/fixtures/pyslowfast/load_like_pyslowfast.py', reference, join(dir, 'export.pyth'), join(dir, 'convert.pyth')], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+    assert.is(r.status, 0, r.stderr);
+    const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    assert.equal(lines, [
+      // Without the reset PySlowFast's train path wants the optimizer state that "epoch" implies: export's YAML sets the reset.
+      { file: 'export.pyth', test_path_epoch: -1, weights_equal: true, train_reset_epoch: -1, train_reset_weights_equal: true, train_epoch: "KeyError 'optimizer_state'" },
+      { file: 'convert.pyth', test_path_epoch: -1, weights_equal: true, train_reset_epoch: -1, train_reset_weights_equal: true, train_epoch: -1 },
+    ]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

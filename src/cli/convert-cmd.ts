@@ -7,7 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { PyDict } from '../io/pickle.ts';
 import { readPythFile, stateDictOf, writePythFileAtomic, pyDict, type PythDict, type PythOut } from '../io/pyth.ts';
-import { writeSafetensorsFileAtomic } from '../io/safetensors.ts';
+import { writeSafetensorsFileAtomic, type NamedArray } from '../io/safetensors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
 import { parseConfig, type MViTConfig } from '../models/mvit/config.ts';
 import { isTorchCheckpointPath } from '../models/mvit/weights.ts';
@@ -78,29 +78,36 @@ export async function runConvert(args: ParsedArgs): Promise<number> {
   return isTorchCheckpointPath(input!) ? pythToSafetensors(input!, output!, getStr(args, 'key')) : safetensorsToPyth(input!, output!);
 }
 
-function pythToSafetensors(input: string, output: string, key: string | undefined): number {
-  const file = readPythFile(input);
+/** A checkpoint's weights, and its cfg (PySlowFast YAML text) as a config when it is a valid one. */
+export function weightsFromPyth(path: string, key?: string): { params: Map<string, NamedArray>; config?: unknown; epoch?: number; notes: string[] } {
+  const file = readPythFile(path);
   if (E.isLeft(file)) throw new CliError([file.left.message]);
   const tensors = stateDictOf(file.right, key);
   if (E.isLeft(tensors)) throw new CliError([tensors.left.message]);
-  const metadata: Record<string, string> = { source: basename(input) };
-  const notes: string[] = [];
+  const out: { params: Map<string, NamedArray>; config?: unknown; epoch?: number; notes: string[] } = { params: tensors.right, notes: [] };
   const root = file.right.root;
-  if (root instanceof PyDict) {
-    const epoch = root.get('epoch');
-    if (typeof epoch === 'number') metadata.epoch = String(epoch);
-    const cfgText = root.get('cfg');
-    if (typeof cfgText === 'string') {
-      const tree = parseSlowFastYamlText(cfgText, `${input} (cfg)`);
-      const cfg = E.chain((t: SlowFastTree) => parseConfig(t))(tree);
-      if (E.isRight(cfg) && E.isRight(tree)) metadata.config = JSON.stringify({ ...cfg.right, ...solverSections(tree.right) });
-      else notes.push(`its cfg is not a usable model config, so none was kept (${(E.isLeft(cfg) ? cfg.left : []).slice(0, 2).map((p) => `${p.path}: ${p.message}`).join('; ')})`);
-    }
+  if (!(root instanceof PyDict)) return out;
+  const epoch = root.get('epoch');
+  if (typeof epoch === 'number') out.epoch = epoch;
+  const cfgText = root.get('cfg');
+  if (typeof cfgText === 'string') {
+    const tree = parseSlowFastYamlText(cfgText, `${path} (cfg)`);
+    const cfg = E.chain((t: SlowFastTree) => parseConfig(t))(tree);
+    if (E.isRight(cfg) && E.isRight(tree)) out.config = { ...cfg.right, ...solverSections(tree.right) };
+    else out.notes.push(`its cfg is not a usable model config (${(E.isLeft(cfg) ? cfg.left : []).slice(0, 2).map((p) => `${p.path}: ${p.message}`).join('; ')})`);
   }
-  writeSafetensorsFileAtomic(output, tensors.right, metadata);
+  return out;
+}
+
+function pythToSafetensors(input: string, output: string, key: string | undefined): number {
+  const { params, config, epoch, notes } = weightsFromPyth(input, key);
+  const metadata: Record<string, string> = { source: basename(input) };
+  if (epoch !== undefined) metadata.epoch = String(epoch);
+  if (config !== undefined) metadata.config = JSON.stringify(config);
+  writeSafetensorsFileAtomic(output, params, metadata);
   process.stdout.write(
-    `${output}: ${tensors.right.size} tensors (${formatBytes(sizeOf(tensors.right.values()))}) from ${input}` +
-      `${metadata.config ? ', with its config' : ''}${notes.length > 0 ? `; ${notes.join('; ')}` : ''}\n`,
+    `${output}: ${params.size} tensors (${formatBytes(sizeOf(params.values()))}) from ${input}` +
+      `${config !== undefined ? ', with its config' : ''}${notes.length > 0 ? `; ${notes.join('; ')}, so none was kept` : ''}\n`,
   );
   return 0;
 }
