@@ -8,6 +8,7 @@
 import { GPU } from 'gpu.js';
 import type { IKernelRunShortcut } from 'gpu.js';
 import { applyGpuJsPatches } from './gpujs-patch.ts';
+import { prepareNavigatorGpu } from './webgpu-device.ts';
 
 export type BackendName = 'webasm' | 'cpu' | 'webgpu' | 'webgl2';
 export const BACKENDS: readonly BackendName[] = ['webasm', 'cpu', 'webgpu', 'webgl2'];
@@ -45,6 +46,7 @@ export function gpuFor(name: BackendName = current): GPU {
       throw new Error("backend 'webgpu': no navigator.gpu here; in Node call `await initWebGPU()` (or `await selectBackend('webgpu')`) first");
     }
     applyGpuJsPatches();
+    if (name === 'webgpu') prepareNavigatorGpu();
     gpu = new GPU({ mode: name } as ConstructorParameters<typeof GPU>[0]);
     gpus.set(name, gpu);
   }

@@ -3,6 +3,7 @@
  * literals and (b) the same computation as a generated TypeScript loop for the host fast path. Both are
  * built from one description, so they cannot drift apart; the laws check that they agree.
  */
+import { mapKernel, reduceKernel } from '../backend/wgsl-kernels.ts';
 import type { HostImpl, OpImpl } from './exec.ts';
 import { stridesOf, type Shape } from './shape.ts';
 
@@ -126,7 +127,8 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     s += `out[i++] = ${expr};\n` + '}\n'.repeat(rank);
     return s;
   };
-  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params) };
+  const wgsl = () => mapKernel({ name, dims, strides, offsets: reads.map((r) => r.offset), lets: [], outputs: [expr] });
+  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params), wgsl };
 }
 
 /** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
@@ -182,5 +184,7 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
     src += '}\n'.repeat(live.length) + 'out.set(acc);\n';
     return src;
   };
-  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`reduce|${kind}|${live.length}`, hostSource, params) };
+  const wgsl = () =>
+    reduceKernel({ kind, kept: kept.map((d) => inShape[d]), keptStrides: kept.map((d) => strides[d]), reduced: red.map((d) => inShape[d]), reducedStrides: red.map((d) => strides[d]) });
+  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`reduce|${kind}|${live.length}`, hostSource, params), wgsl };
 }

@@ -8,6 +8,7 @@
  */
 import type { IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
+import type { WgslKernel } from '../backend/wgsl-kernels.ts';
 import { BackendError } from './errors.ts';
 import { fromBuffer, type DeviceHandle, type Tensor } from './tensor.ts';
 import { sizeOf, type Shape } from './shape.ts';
@@ -41,6 +42,18 @@ export interface OpImpl {
   readonly run?: (inputs: Float32Array[], outSize: number) => Float32Array | Promise<Float32Array>;
   /** Fast host loop writing into `out`; used on webasm when fast paths are on. */
   readonly host?: () => HostImpl;
+  /**
+   * The op as a WGSL kernel for webgpu device plans (src/backend/webgpu-plan.ts): u32 index math,
+   * shared-memory reductions and tiles. Absent: a plan runs the op's gpu.js kernel.
+   */
+  readonly wgsl?: (ctx: WgslContext) => WgslKernel;
+}
+
+/** What a WGSL kernel generator may take into account. */
+export interface WgslContext {
+  readonly outSize: number;
+  /** The device's maxComputeInvocationsPerWorkgroup. */
+  readonly maxThreads: number;
 }
 
 let fastPaths = true;
@@ -159,9 +172,21 @@ function executeOnDevice(inputs: readonly Tensor[], outSize: number, outShape: S
   return fromBuffer({ device: handle }, outShape);
 }
 
+/** Sees every executed op with its inputs and result (device-plan capture, src/tensor/plan.ts). */
+export type ExecuteHook = (impl: OpImpl, inputs: readonly Tensor[], output: Tensor) => void;
+let executeHook: ExecuteHook | null = null;
+
+/** Install (or with null remove) the execute hook; returns the previous one. */
+export function setExecuteHook(hook: ExecuteHook | null): ExecuteHook | null {
+  const previous = executeHook;
+  executeHook = hook;
+  return previous;
+}
+
 /** Run `impl` on `inputs`, giving a new tensor of `outShape`. */
 export function execute(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl): Tensor {
   const out = executeUnaccounted(inputs, outShape, impl);
+  if (executeHook !== null) executeHook(impl, inputs, out);
   // The inputs are read while the output exists: log their use after its allocation, so the memory
   // accounting sees both live at once (as they are).
   for (const t of inputs) t.storage.markUse();

@@ -11,6 +11,7 @@ import { ShapeError } from './errors.ts';
 import { execute, type OpImpl } from './exec.ts';
 import { notify } from './observer.ts';
 import { fmt, sameShape } from './shape.ts';
+import { mapFromStatements, mapKernel, rowKernel } from '../backend/wgsl-kernels.ts';
 
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
@@ -97,7 +98,7 @@ function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
       }
     }
   };
-  return { name: op, kernel, host };
+  return { name: op, kernel, host, wgsl: ({ outSize }) => rowKernel(op, C === 0 ? 0 : outSize / C, C, eps) };
 }
 
 function rowOp(op: RowOp, inputs: Tensor[], eps = 0): Tensor {
@@ -139,7 +140,12 @@ function geluImpl(grad: boolean): OpImpl {
 const x0 = a0[this.thread.x];
 ${grad ? 'const x1 = a1[this.thread.x];\n' : ''}${PHI_STATEMENTS}return ${result};
 }`;
-  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host: () => GELU_HOST[grad ? 1 : 0] };
+  return {
+    name: key,
+    kernel: (gpu) => ({ key: `${key}|${gpu}`, source }),
+    host: () => GELU_HOST[grad ? 1 : 0],
+    wgsl: ({ outSize }) => mapKernel(mapFromStatements(key, outSize, grad ? 2 : 1, PHI_STATEMENTS, result)),
+  };
 }
 
 /** The host loops, built once so V8 optimises them (a loop per call would stay interpreted). */

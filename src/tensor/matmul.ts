@@ -1,6 +1,7 @@
 /** matmul with batch broadcasting (torch.matmul semantics), on the backend's matmul kernels. */
 import { getBackend } from '../backend/backend.ts';
 import { matmulKernelAny } from '../backend/matmul.ts';
+import { chooseTiling, matmulKernel } from '../backend/wgsl-kernels.ts';
 import { splitIndex } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import { execute, type OpImpl } from './exec.ts';
@@ -55,6 +56,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     name: 'matmul',
     kernel: (gpu) => ({ key: `matmul|${batch}|${m}|${k}|${n}|${transA}|${transB}`, source: matmulSource(problem, gpu) }),
     run: getBackend() === 'webgpu' ? undefined : ([x, y]) => matmulKernelAny(problem, x, y),
+    wgsl: ({ maxThreads }) => matmulKernel(problem, chooseTiling(problem, maxThreads)),
   };
   let out = notify(op, [a3, b3], execute([a3, b3], [batch, m, n], impl), { transA, transB });
   out = reshape(out, [...batchShape, m, n]);
