@@ -1,0 +1,295 @@
+/**
+ * Laws of webgpu device plans, written once for Node (test/webgpu-plan.test.ts, Dawn over Mesa
+ * llvmpipe) and the browser page (test/browser/laws-page.ts, Chromium's SwiftShader WebGPU):
+ *  - matmul: the tiled WGSL matmul, for generated shapes, transposes, batches and every tiling, equals
+ *    float64 products within float32 rounding, and the gpu.js matmul kernel (the reference) within 1e-5;
+ *  - ops: every OP_CASES entry (forward and VJP) captured as a program and replayed as a device plan
+ *    (WGSL kernels where the op has one, its gpu.js kernel otherwise) equals eager webasm within
+ *    1e-5 · max|webasm|, the backend laws' tolerance;
+ *  - step: a small Rev-MViT training step (forward, backward, weight-decayed SGD) replayed on the device:
+ *    after a warm-up run each step makes at most 4 submissions, exactly 1 readback and creates no
+ *    pipeline and no buffer, and its losses and parameters equal eager webasm's over three steps.
+ *
+ * Nothing here uses Node APIs.
+ */
+import fc from 'fast-check';
+import * as E from 'fp-ts/lib/Either.js';
+import { withBackend } from '../src/backend/backend.ts';
+import { counterDelta, webgpuCounters, webgpuDevice, type WebGPUCounters } from '../src/backend/webgpu-device.ts';
+import { DevicePlan } from '../src/backend/webgpu-plan.ts';
+import { matmulKernel, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingThreads, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
+import { flattenWithPaths, unflattenLike } from '../src/autodiff/pytree.ts';
+import * as R from '../src/index.ts';
+import type { Tensor } from '../src/index.ts';
+import { formatProblems, parseConfig } from '../src/models/mvit/config.ts';
+import { buildModel } from '../src/models/mvit/model.ts';
+import { foldIn, key, normal, split } from '../src/random/index.ts';
+import { logSoftmax } from '../src/tensor/composite.ts';
+import { captureProgram, DeviceProgram } from '../src/tensor/plan.ts';
+import { OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
+
+export interface PlanLawResult {
+  readonly group: 'plan';
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail: string;
+  readonly ms: number;
+}
+
+const now = (): number => (typeof performance !== 'undefined' ? performance.now() : Date.now());
+
+async function law(name: string, body: () => Promise<string>): Promise<PlanLawResult> {
+  const t0 = now();
+  try {
+    return { group: 'plan', name, ok: true, detail: await body(), ms: now() - t0 };
+  } catch (e) {
+    return { group: 'plan', name, ok: false, detail: (e instanceof Error ? e.message : String(e)).slice(0, 3000), ms: now() - t0 };
+  }
+}
+
+function fail(msg: string): never {
+  throw new Error(msg);
+}
+
+/** The largest |got - want| over max(max|want|, 1e-30): the backend laws' measure. */
+function relDiff(got: Float32Array, want: ArrayLike<number>): number {
+  if (got.length !== want.length) return Infinity;
+  let scale = 1e-30;
+  let d = 0;
+  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
+  for (let i = 0; i < want.length; i++) {
+    const e = Math.abs(got[i] - want[i]);
+    if (!(e <= d) && !(Number.isNaN(got[i]) && Number.isNaN(want[i]))) d = Number.isNaN(e) ? Infinity : e;
+  }
+  return d / scale;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiled matmul
+
+const TILINGS: readonly [string, MatmulTiling][] = [['small', TILE_SMALL], ['medium', TILE_MEDIUM], ['large', TILE_LARGE]];
+
+/** Generated products on every tiling the device allows, against float64 and the gpu.js kernel. */
+export async function matmulLaw(samples = 8): Promise<PlanLawResult> {
+  return law('tiled WGSL matmul = float64 and the gpu.js kernel', async () => {
+    const { device } = await webgpuDevice();
+    const maxThreads = device.limits.maxComputeInvocationsPerWorkgroup;
+    const dim = fc.integer({ min: 1, max: 150 });
+    const cases = fc.sample(
+      fc.record({ batch: fc.integer({ min: 1, max: 3 }), m: dim, k: fc.integer({ min: 0, max: 150 }), n: dim, transA: fc.boolean(), transB: fc.boolean(), seed: fc.integer({ min: 1, max: 1e6 }) }),
+      { seed: 20261129, numRuns: samples },
+    );
+    let worst = 0;
+    let worstGpujs = 0;
+    let ran = 0;
+    for (const c of cases) {
+      const a = uniform(c.batch * c.m * c.k, c.seed);
+      const b = uniform(c.batch * c.k * c.n, c.seed + 1);
+      const ref = new Float64Array(c.batch * c.m * c.n);
+      for (let z = 0; z < c.batch; z++) {
+        for (let i = 0; i < c.m; i++) {
+          for (let j = 0; j < c.n; j++) {
+            let s = 0;
+            for (let t = 0; t < c.k; t++) s += a[z * c.m * c.k + (c.transA ? t * c.m + i : i * c.k + t)] * b[z * c.k * c.n + (c.transB ? j * c.k + t : t * c.n + j)];
+            ref[(z * c.m + i) * c.n + j] = s;
+          }
+        }
+      }
+      // The reference kernel: eager matmul on webgpu runs the gpu.js kernel.
+      const ta = R.tensor(a, c.transA ? [c.batch, c.k, c.m] : [c.batch, c.m, c.k]);
+      const tb = R.tensor(b, c.transB ? [c.batch, c.n, c.k] : [c.batch, c.k, c.n]);
+      const gpujs = await withBackend('webgpu', () => R.matmul(ta, tb, { transA: c.transA, transB: c.transB })).data();
+      for (const [name, tiling] of TILINGS) {
+        if (tilingThreads(tiling) > maxThreads) continue;
+        const plan = await DevicePlan.compile({
+          buffers: [a.length, b.length, ref.length],
+          steps: [{ kind: 'wgsl', kernel: matmulKernel(c, tiling), inputs: [0, 1], outputs: [2] }],
+          reads: [2],
+          label: `matmul ${name}`,
+        });
+        try {
+          plan.write(0, a);
+          plan.write(1, b);
+          const [got] = await plan.run();
+          // float32 accumulation of k terms of magnitude <= 1: error bound ~ k * 2^-24 * sum|a||b| <= k^2 * 6e-8.
+          const bound = Math.max(1, c.k) * Math.max(1, c.k) * 1.2e-7 + 1e-7;
+          for (let i = 0; i < ref.length; i++) {
+            const e = Math.abs(got[i] - ref[i]);
+            if (!(e <= bound)) fail(`${name} tiling, ${JSON.stringify(c)}: element ${i} is ${got[i]}, float64 ${ref[i]} (error ${e} > ${bound})`);
+            worst = Math.max(worst, e / bound);
+          }
+          const dg = relDiff(got, gpujs);
+          if (!(dg <= 1e-5)) fail(`${name} tiling, ${JSON.stringify(c)}: differs from the gpu.js kernel by ${dg} of max|C|`);
+          worstGpujs = Math.max(worstGpujs, dg);
+          ran++;
+        } finally {
+          plan.destroy();
+        }
+      }
+    }
+    return `${ran} products (${cases.length} shapes x tilings up to ${maxThreads} threads): worst error ${(worst * 100).toFixed(1)}% of the float32 bound, ${worstGpujs.toExponential(1)} of max|C| from the gpu.js kernel`;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every op in a plan
+
+/** laws/ops.test.ts `evaluate`: outputs, then input cotangents for a fixed output cotangent. */
+function evaluate(c: OpCase, seed: number): Tensor[] {
+  const [y, pullback] = R.vjp(c.f, ...c.inputs);
+  const ys = Array.isArray(y) ? y : [y];
+  const cts = ys.map((t, k) => R.tensor(uniform(t.size, seed + k), [...t.shape]));
+  const grads = pullback((Array.isArray(y) ? cts : cts[0]) as never) as Tensor[];
+  const wrt = c.wrt ?? c.inputs.map((_, i) => i);
+  return [...ys, ...wrt.map((i) => grads[i])];
+}
+
+export interface PlanOpLawOptions {
+  readonly samples?: number;
+  readonly seed?: number;
+  readonly only?: readonly string[];
+}
+
+/** Each OP_CASES entry's forward and VJP as a device plan, against eager webasm. */
+export async function planOpLaws(opts: PlanOpLawOptions = {}): Promise<PlanLawResult[]> {
+  const results: PlanLawResult[] = [];
+  for (const entry of OP_CASES) {
+    if (opts.only !== undefined && !opts.only.includes(entry.name)) continue;
+    results.push(
+      await law(`op ${entry.name}`, async () => {
+        const params = fc.sample(entry.arb, { seed: opts.seed ?? 20261127, numRuns: opts.samples ?? 2 });
+        let worst = 0;
+        const gpujs = new Set<string>();
+        for (let s = 0; s < params.length; s++) {
+          const c = withBackend('webasm', () => entry.build(params[s]));
+          const captured = captureProgram((ins) => ({ outputs: evaluate({ ...c, inputs: [...ins] }, 1000 + s), state: [] }), c.inputs, [], `op ${entry.name}`);
+          const want = captured.outputs.map((t) => t.dataSync());
+          const program = await DeviceProgram.compile(captured.program, []);
+          try {
+            program.gpujsOps.forEach((_, k) => gpujs.add(k));
+            const got = await program.run(c.inputs.map((t) => t.dataSync()));
+            want.forEach((w, k) => {
+              const d = relDiff(got[k], w);
+              if (!(d <= 1e-5)) fail(`case ${s}, result ${k} (outputs, then input cotangents) [${captured.outputs[k].shape}]: ${d.toExponential(2)} of max|webasm| off`);
+              worst = Math.max(worst, d);
+            });
+          } finally {
+            program.destroy();
+          }
+        }
+        return `${params.length} cases equal to webasm (worst ${worst.toExponential(1)} of max|webasm|)${gpujs.size > 0 ? `; gpu.js kernels for ${[...gpujs].join(', ')}` : ''}`;
+      }),
+    );
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A training step
+
+/** The small video Rev-MViT of the shared fixtures (revmvit_video_conv_avg_full): pooling, relative positions, conv patches. */
+export const SMALL_REVMVIT = {
+  DATA: { NUM_FRAMES: 4, TRAIN_CROP_SIZE: 16, TEST_CROP_SIZE: 16, INPUT_CHANNEL_NUM: [3] },
+  MODEL: { NUM_CLASSES: 10, DROPOUT_RATE: 0.0, HEAD_ACT: 'softmax' },
+  MVIT: {
+    PATCH_2D: false, PATCH_KERNEL: [3, 3, 3], PATCH_STRIDE: [2, 2, 2], PATCH_PADDING: [1, 1, 1],
+    EMBED_DIM: 8, NUM_HEADS: 1, DEPTH: 5, MLP_RATIO: 4.0, QKV_BIAS: false, SEPARATE_QKV: false, MODE: 'conv',
+    CLS_EMBED_ON: false, USE_ABS_POS: true, SEP_POS_EMBED: true,
+    DIM_MUL: [[1, 2.0], [3, 2.0]], HEAD_MUL: [[1, 2.0], [3, 2.0]], POOL_Q_STRIDE: [[1, 1, 2, 2], [3, 1, 2, 2]],
+    POOL_KVQ_KERNEL: [3, 3, 3], POOL_KV_STRIDE_ADAPTIVE: [1, 4, 4],
+    REL_POS_SPATIAL: true, REL_POS_TEMPORAL: true, RESIDUAL_POOLING: true, USE_MEAN_POOLING: false,
+    DROPOUT_RATE: 0.0, DROPPATH_RATE: 0.0,
+    REV: { ENABLE: true, BUFFER_LAYERS: [1, 3], RES_PATH: 'conv', PRE_Q_FUSION: 'avg', RESPATH_FUSE: 'concat' },
+  },
+};
+
+export interface StepLawReport extends PlanLawResult {
+  /** Device work per steady-state step (the mean of the measured steps). */
+  readonly perStep?: WebGPUCounters;
+  readonly losses?: readonly number[];
+}
+
+/** One-hot targets for labels. */
+function oneHot(labels: readonly number[], classes: number): Tensor {
+  const t = new Float32Array(labels.length * classes);
+  labels.forEach((y, i) => (t[i * classes + y] = 1));
+  return R.tensor(t, [labels.length, classes]);
+}
+
+/**
+ * Capture one training step of a Rev-MViT (reversible backward, mean cross-entropy, SGD with weight
+ * decay) and replay it `steps` times on fresh batches; compare with eager webasm and count the device work.
+ */
+export async function stepLaw(opts: { batch?: number; steps?: number; config?: object } = {}): Promise<StepLawReport> {
+  const batch = opts.batch ?? 2;
+  const steps = opts.steps ?? 3;
+  let perStep: WebGPUCounters | undefined;
+  let losses: number[] | undefined;
+  const result = await law(`training step replayed on the device (b${batch}, ${steps} steps)`, async () => {
+    const parsed = parseConfig(opts.config ?? SMALL_REVMVIT);
+    if (E.isLeft(parsed)) fail(formatProblems(parsed.left));
+    const cfg = parsed.right;
+    const model = buildModel(cfg);
+    const classes = cfg.MODEL.NUM_CLASSES;
+    const [kInit, kData, kStep] = split(key(2026), 3);
+    const shape = [batch, cfg.DATA.INPUT_CHANNEL_NUM[0], cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE];
+    const batches = Array.from({ length: steps + 1 }, (_, s) =>
+      withBackend('webasm', () => ({ x: normal(foldIn(kData, s), shape), t: oneHot(Array.from({ length: batch }, (_, i) => (i * 7 + s * 3) % classes), classes) })),
+    );
+    const p0 = withBackend('webasm', () => model.init(kInit));
+    const named = flattenWithPaths(p0);
+    const lr = 0.05;
+    const wd = 1e-3;
+    const stepFn = (inputs: readonly Tensor[], state: readonly Tensor[]) => {
+      const [x, target] = inputs;
+      const params = unflattenLike(p0, [...state]);
+      const [loss, grads] = R.valueAndGrad((q: typeof p0) =>
+        R.mul(R.neg(R.sum(R.mul(logSoftmax(model.apply(q, x, kStep, { train: true, mode: 'reversible' }), -1), target))), 1 / batch),
+      )(params);
+      const gs = flattenWithPaths(grads).map(([, g]) => g);
+      return { outputs: [loss], state: state.map((p, i) => R.sub(R.mul(p, 1 - lr * wd), R.mul(gs[i], lr))) };
+    };
+    // Eager webasm: the reference losses and final parameters (the first batch is the warm-up's).
+    let ps = named.map(([, t]) => t);
+    const wantLoss: number[] = [];
+    withBackend('webasm', () => {
+      for (const b of batches) {
+        const r = stepFn([b.x, b.t], ps);
+        wantLoss.push(r.outputs[0].dataSync()[0]);
+        ps = [...r.state];
+      }
+    });
+    const captured = captureProgram(stepFn, [batches[0].x, batches[0].t], named.map(([, t]) => t), 'revmvit step');
+    const program = await DeviceProgram.compile(captured.program, named.map(([, t]) => t.dataSync()));
+    try {
+      const got: number[] = [];
+      const run = async (s: number) => (await program.run([batches[s].x.dataSync(), batches[s].t.dataSync()]))[0][0];
+      got.push(await run(0)); // warm-up: the first run may still allocate (a readback staging buffer)
+      const before = webgpuCounters();
+      for (let s = 1; s <= steps; s++) got.push(await run(s));
+      const total = counterDelta(before, webgpuCounters());
+      perStep = Object.fromEntries(Object.entries(total).map(([k, v]) => [k, v / steps])) as unknown as WebGPUCounters;
+      losses = got;
+      if (total.submits > 4 * steps) fail(`${total.submits} submissions in ${steps} steps (at most 4 per step)`);
+      if (total.readbacks !== steps) fail(`${total.readbacks} readbacks in ${steps} steps (1 per step)`);
+      if (total.pipelines !== 0) fail(`${total.pipelines} pipelines created after the warm-up`);
+      if (total.buffers !== 0) fail(`${total.buffers} buffers created after the warm-up`);
+      got.forEach((l, s) => {
+        if (!(Math.abs(l - wantLoss[s]) <= 1e-5 * Math.max(1, Math.abs(wantLoss[s])))) fail(`step ${s}: loss ${l}, eager webasm ${wantLoss[s]}`);
+      });
+      let worst = 0;
+      for (let i = 0; i < ps.length; i++) {
+        const d = relDiff(await program.readState(i), ps[i].dataSync());
+        if (!(d <= 1e-4)) fail(`parameter ${named[i][0]} after ${steps + 1} steps: ${d.toExponential(2)} of its max off eager webasm`);
+        worst = Math.max(worst, d);
+      }
+      if (!(got[got.length - 1] < got[0])) fail(`the loss did not fall: ${got.join(', ')}`);
+      return `${captured.program.nodes.length} ops in ${program.dispatches} dispatches; per step ${total.submits / steps} submission(s), ${total.readbacks / steps} readback(s), ` +
+        `${total.pipelines} new pipelines, ${total.buffers} new buffers, ${(total.uploadBytes / steps / 1024).toFixed(1)} KiB uploaded; losses ${got.map((l) => l.toFixed(4)).join(' ')} = eager webasm; ` +
+        `parameters within ${worst.toExponential(1)}; gpu.js kernels for ${[...program.gpujsOps].map(([k, n]) => `${k} x${n}`).join(', ') || 'none'}`;
+    } finally {
+      program.destroy();
+    }
+  });
+  return { ...result, perStep, losses };
+}
