@@ -17,7 +17,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { withBackend } from '../src/backend/backend.ts';
 import { counterDelta, webgpuCounters, webgpuDevice, type WebGPUCounters } from '../src/backend/webgpu-device.ts';
 import { DevicePlan } from '../src/backend/webgpu-plan.ts';
-import { matmulKernel, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingThreads, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
+import { fusedKernel, matmulKernel, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingThreads, type FusedGroup, type FusedNode, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
 import { flattenWithPaths, unflattenLike } from '../src/autodiff/pytree.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
@@ -132,6 +132,95 @@ export async function matmulLaw(samples = 8): Promise<PlanLawResult> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fused elementwise groups
+
+/** Ops a generated group draws from: the ops.ts expressions, with inputs kept in their domains. */
+const GROUP_OPS: readonly [string, number, string][] = [
+  ['add', 2, 'x0 + x1'], ['sub', 2, 'x0 - x1'], ['mul', 2, 'x0 * x1'], ['maximum', 2, 'Math.max(x0, x1)'],
+  ['neg', 1, '-x0'], ['tanh', 1, 'Math.tanh(x0)'], ['abs', 1, 'Math.abs(x0)'], ['sqrtAbs', 1, 'Math.sqrt(Math.abs(x0))'],
+  ['greater', 2, '(x0 > x1 ? 1 : 0)'], ['where', 3, '(x0 != 0 ? x1 : x2)'], ['expHalf', 1, 'Math.exp(0.5 * Math.tanh(x0))'],
+];
+
+/**
+ * Generated groups (broadcast reads, offsets, constants, chains of GROUP_OPS, two outputs) as one WGSL
+ * kernel equal the same expressions evaluated in float64 on the host, within 1e-5 of max|result|.
+ */
+export async function fusedLaw(samples = 6): Promise<PlanLawResult> {
+  return law('fused elementwise groups as one WGSL kernel = host evaluation', async () => {
+    const arb = fc.record({
+      shape: fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 3 }),
+      inputs: fc.integer({ min: 1, max: 3 }),
+      broadcast: fc.array(fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }), { minLength: 3, maxLength: 3 }),
+      offsets: fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 3, maxLength: 3 }),
+      ops: fc.array(fc.record({ op: fc.integer({ min: 0, max: GROUP_OPS.length - 1 }), args: fc.array(fc.nat(), { minLength: 3, maxLength: 3 }) }), { minLength: 1, maxLength: 8 }),
+      constant: fc.double({ min: -2, max: 2, noNaN: true }),
+      seed: fc.integer({ min: 1, max: 1e6 }),
+    });
+    let worst = 0;
+    const cases = fc.sample(arb, { seed: 20261130, numRuns: samples });
+    for (const c of cases) {
+      const total = c.shape.reduce((a, b) => a * b, 1);
+      const reads = Array.from({ length: c.inputs }, (_, k) => {
+        // Row-major strides over the dims this input has (broadcast dims get 0), after an offset.
+        const strides = new Array<number>(c.shape.length).fill(0);
+        let size = 1;
+        for (let d = c.shape.length - 1; d >= 0; d--) {
+          if (!c.broadcast[k][d]) {
+            strides[d] = size;
+            size *= c.shape[d];
+          }
+        }
+        return { strides, offset: c.offsets[k], size: size + c.offsets[k] };
+      });
+      const nodes: FusedNode[] = [...reads.map((_, k) => ({ op: 'input' as const, input: k })), { op: 'const' as const, value: c.constant }];
+      for (const o of c.ops) {
+        const [op, arity, expr] = GROUP_OPS[o.op];
+        nodes.push({ op, args: o.args.slice(0, arity).map((a) => a % nodes.length), expr });
+      }
+      const group: FusedGroup = { shape: c.shape, reads, nodes, outputs: [nodes.length - 1, Math.floor(nodes.length / 2)] };
+      const data = reads.map((r, k) => uniform(r.size, c.seed + k, -2, 2));
+      // Host: every coordinate, every node in float64.
+      const want = group.outputs.map(() => new Float64Array(total));
+      const fns = nodes.map((n) => ('expr' in n ? (new Function('x0', 'x1', 'x2', `return ${n.expr};`) as (...x: number[]) => number) : null));
+      for (let i = 0; i < total; i++) {
+        let r = i;
+        const coord = new Array<number>(c.shape.length);
+        for (let d = c.shape.length - 1; d >= 0; d--) {
+          coord[d] = r % c.shape[d];
+          r = Math.floor(r / c.shape[d]);
+        }
+        const v: number[] = [];
+        nodes.forEach((n, j) => {
+          if (n.op === 'input') {
+            const rd = reads[(n as { input: number }).input];
+            v[j] = data[(n as { input: number }).input][rd.offset + coord.reduce((a, x, d) => a + x * rd.strides[d], 0)];
+          } else if (n.op === 'const') v[j] = Math.fround((n as { value: number }).value);
+          else v[j] = fns[j]!(...(n as { args: readonly number[] }).args.map((a) => v[a]));
+        });
+        group.outputs.forEach((o, k) => (want[k][i] = v[o]));
+      }
+      const plan = await DevicePlan.compile({
+        buffers: [...reads.map((r) => r.size), total, total],
+        steps: [{ kind: 'wgsl', kernel: fusedKernel('generated', group), inputs: reads.map((_, k) => k), outputs: [reads.length, reads.length + 1] }],
+        reads: [reads.length, reads.length + 1],
+      });
+      try {
+        data.forEach((d, k) => plan.write(k, d));
+        const got = await plan.run();
+        want.forEach((w, k) => {
+          const d = relDiff(got[k], w);
+          if (!(d <= 1e-5)) fail(`${JSON.stringify(group)}: output ${k} is ${d.toExponential(2)} of max|host| off`);
+          worst = Math.max(worst, d);
+        });
+      } finally {
+        plan.destroy();
+      }
+    }
+    return `${cases.length} generated groups equal to float64 host evaluation (worst ${worst.toExponential(1)} of max|result|)`;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Every op in a plan
 
 /** laws/ops.test.ts `evaluate`: outputs, then input cotangents for a fixed output cotangent. */
@@ -162,7 +251,7 @@ export async function planOpLaws(opts: PlanOpLawOptions = {}): Promise<PlanLawRe
         const gpujs = new Set<string>();
         for (let s = 0; s < params.length; s++) {
           const c = withBackend('webasm', () => entry.build(params[s]));
-          const captured = captureProgram((ins) => ({ outputs: evaluate({ ...c, inputs: [...ins] }, 1000 + s), state: [] }), c.inputs, [], `op ${entry.name}`);
+          const captured = captureProgram((ins) => ({ outputs: evaluate({ ...c, inputs: [...ins] }, 1000 + s), state: [] }), c.inputs, [], { label: `op ${entry.name}` });
           const want = captured.outputs.map((t) => t.dataSync());
           const program = await DeviceProgram.compile(captured.program, []);
           try {
@@ -259,7 +348,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
         ps = [...r.state];
       }
     });
-    const captured = captureProgram(stepFn, [batches[0].x, batches[0].t], named.map(([, t]) => t), 'revmvit step');
+    const captured = captureProgram(stepFn, [batches[0].x, batches[0].t], named.map(([, t]) => t), { label: 'revmvit step' });
     const program = await DeviceProgram.compile(captured.program, named.map(([, t]) => t.dataSync()));
     try {
       const got: number[] = [];

@@ -12,7 +12,7 @@ import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import { countWebGPU } from '../src/backend/webgpu-device.ts';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
-import { matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from './plan-laws.ts';
+import { fusedLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from './plan-laws.ts';
 
 const status = await initWebGPU();
 const samples = Math.max(1, Number(process.env.PLAN_LAW_SAMPLES ?? '1') || 1);
@@ -40,6 +40,12 @@ if (!status.ok) {
 
   test('tiled WGSL matmul equals float64 and the gpu.js kernel, every tiling', async () => {
     const r = await matmulLaw(6 * samples);
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('fused elementwise groups (broadcasts, offsets, constants, op chains) as one WGSL kernel equal the host', async () => {
+    const r = await fusedLaw(6 * samples);
     console.log(report(r));
     assert.ok(r.ok, report(r));
   });

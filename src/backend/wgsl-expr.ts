@@ -191,6 +191,13 @@ export function wgslLets(statements: readonly string[]): string {
     .join('');
 }
 
+/** `expr` with its names replaced through `names` (x0 -> n3, ...); other tokens unchanged. */
+export function renameExpr(expr: string, names: Readonly<Record<string, string>>): string {
+  return tokenize(expr)
+    .map((t) => (Object.prototype.hasOwnProperty.call(names, t) ? names[t] : t))
+    .join(' ');
+}
+
 /** Split a block of `const name = expr;` lines (as fused.ts writes them) into statements. */
 export function splitStatements(block: string): string[] {
   return block.split(';').map((s) => s.trim()).filter((s) => s !== '');

@@ -19,7 +19,7 @@
  * I..I+O-1 (read-write storage), the uniform block at I+O.
  */
 import { BackendError } from '../tensor/errors.ts';
-import { splitStatements, WGSL_HELPERS, wgslExpr, wgslLets } from './wgsl-expr.ts';
+import { renameExpr, splitStatements, WGSL_HELPERS, wgslExpr, wgslLets } from './wgsl-expr.ts';
 
 export interface WgslKernel {
   /** For errors and profiles. */
@@ -348,6 +348,130 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL): Wgsl
     params,
     workgroups: [Math.ceil(p.n / bn), Math.ceil(p.m / bm), p.batch],
   };
+}
+
+/** Sizes of a canonical 3-D convolution (conv.ts: x [B, Cin, D, H, W], w [Cout, Cg, KD, KH, KW], y [B, Cout, OD, OH, OW]). */
+export interface ConvGeometry {
+  readonly B: number; readonly Cin: number; readonly D: number; readonly H: number; readonly W: number;
+  readonly Cout: number; readonly Cg: number; readonly KD: number; readonly KH: number; readonly KW: number;
+  readonly OD: number; readonly OH: number; readonly OW: number;
+  readonly sd: number; readonly sh: number; readonly sw: number;
+  readonly pd: number; readonly ph: number; readonly pw: number;
+  readonly coutPerGroup: number;
+}
+
+const CONV_FIELDS = ['B', 'Cin', 'D', 'H', 'W', 'Cout', 'Cg', 'KD', 'KH', 'KW', 'OD', 'OH', 'OW', 'sd', 'sh', 'sw', 'pd', 'ph', 'pw', 'coutPerGroup'] as const;
+
+/**
+ * A convolution part as the gpu.js kernels of conv.ts compute it, one thread per output element, with
+ * i32/u32 index math: 'fwd' y = conv(x, w) (inputs x, w); 'dx' the input gradient (inputs g, w);
+ * 'dw' the weight gradient (inputs x, g).
+ */
+export function convKernel(part: 'fwd' | 'dx' | 'dw', c: ConvGeometry): WgslKernel {
+  const total = part === 'fwd' ? c.B * c.Cout * c.OD * c.OH * c.OW : part === 'dx' ? c.B * c.Cin * c.D * c.H * c.W : c.Cout * c.Cg * c.KD * c.KH * c.KW;
+  const { decl, params } = uniformBlock([...CONV_FIELDS.map((f) => c[f]), total]);
+  let head = '';
+  CONV_FIELDS.forEach((f, i) => (head += `  let ${f} = i32(${u(i)});\n`));
+  const X = (b: string, ch: string, z: string, y: string, x: string) => `u32(((((${b}) * Cin + (${ch})) * D + (${z})) * H + (${y})) * W + (${x}))`;
+  const Wt = (co: string, ci: string, z: string, y: string, x: string) => `u32(((((${co}) * Cg + (${ci})) * KD + (${z})) * KH + (${y})) * KW + (${x}))`;
+  const O = (b: string, co: string, z: string, y: string, x: string) => `u32(((((${b}) * Cout + (${co})) * OD + (${z})) * OH + (${y})) * OW + (${x}))`;
+  const decode = (names: string[], dims: string[]) => {
+    let s = '  var r = i;\n';
+    for (let k = names.length - 1; k >= 0; k--) {
+      s += k > 0 ? `  let ${names[k]} = i32(r % u32(${dims[k]}));\n  r = r / u32(${dims[k]});\n` : `  let ${names[k]} = i32(r);\n`;
+    }
+    return s;
+  };
+  let body: string;
+  if (part === 'fwd') {
+    body = decode(['b', 'co', 'oz', 'oy', 'ox'], ['B', 'Cout', 'OD', 'OH', 'OW']) +
+      `  let gi = co / coutPerGroup;\n  var acc : f32 = 0.0;\n` +
+      `  for (var ci = 0; ci < Cg; ci++) { for (var kz = 0; kz < KD; kz++) { for (var ky = 0; ky < KH; ky++) { for (var kx = 0; kx < KW; kx++) {\n` +
+      `    let iz = oz * sd - pd + kz; let iy = oy * sh - ph + ky; let ix = ox * sw - pw + kx;\n` +
+      `    if (iz >= 0 && iz < D && iy >= 0 && iy < H && ix >= 0 && ix < W) { acc += a0[${X('b', 'gi * Cg + ci', 'iz', 'iy', 'ix')}] * a1[${Wt('co', 'ci', 'kz', 'ky', 'kx')}]; }\n` +
+      `  } } } }\n  out0[i] = acc;\n`;
+  } else if (part === 'dx') {
+    body = decode(['b', 'ch', 'iz', 'iy', 'ix'], ['B', 'Cin', 'D', 'H', 'W']) +
+      `  let gi = ch / Cg;\n  let ci = ch - gi * Cg;\n  var acc : f32 = 0.0;\n` +
+      `  for (var j = 0; j < coutPerGroup; j++) { for (var kz = 0; kz < KD; kz++) { for (var ky = 0; ky < KH; ky++) { for (var kx = 0; kx < KW; kx++) {\n` +
+      `    let tz = iz + pd - kz; let ty = iy + ph - ky; let tx = ix + pw - kx;\n` +
+      `    if (tz >= 0 && ty >= 0 && tx >= 0 && tz % sd == 0 && ty % sh == 0 && tx % sw == 0) {\n` +
+      `      let oz = tz / sd; let oy = ty / sh; let ox = tx / sw;\n` +
+      `      if (oz < OD && oy < OH && ox < OW) { acc += a0[${O('b', 'gi * coutPerGroup + j', 'oz', 'oy', 'ox')}] * a1[${Wt('gi * coutPerGroup + j', 'ci', 'kz', 'ky', 'kx')}]; }\n` +
+      `    }\n  } } } }\n  out0[i] = acc;\n`;
+  } else {
+    body = decode(['co', 'ci', 'kz', 'ky', 'kx'], ['Cout', 'Cg', 'KD', 'KH', 'KW']) +
+      `  let gi = co / coutPerGroup;\n  var acc : f32 = 0.0;\n` +
+      `  for (var b = 0; b < B; b++) { for (var oz = 0; oz < OD; oz++) { for (var oy = 0; oy < OH; oy++) { for (var ox = 0; ox < OW; ox++) {\n` +
+      `    let iz = oz * sd - pd + kz; let iy = oy * sh - ph + ky; let ix = ox * sw - pw + kx;\n` +
+      `    if (iz >= 0 && iz < D && iy >= 0 && iy < H && ix >= 0 && ix < W) { acc += a0[${X('b', 'gi * Cg + ci', 'iz', 'iy', 'ix')}] * a1[${O('b', 'co', 'oz', 'oy', 'ox')}]; }\n` +
+      `  } } } }\n  out0[i] = acc;\n`;
+  }
+  const code = `${decl}${bindings(2, 1)}${uniformBinding(3)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
+    `  let i = ${flat};\n  if (i >= ${u(CONV_FIELDS.length)}) { return; }\n${head}${body}}\n`;
+  return { name: `conv-${part}`, key: `conv|${part}`, code, inputs: 2, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused elementwise groups (the description the jit hands every lowering; see the CPU one in kern's wasm-fusion)
+
+/** How a group input is read at each coordinate of the group's shape (codegen.ts StridedRead). */
+export interface FusedRead {
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+/** SSA nodes in topological order: a group input, a constant, or an elementwise op over earlier nodes (`expr` in x0, x1, ... = its args). */
+export type FusedNode =
+  | { readonly op: 'input'; readonly input: number }
+  | { readonly op: 'const'; readonly value: number }
+  | { readonly op: string; readonly args: readonly number[]; readonly expr: string };
+
+export interface FusedGroup {
+  readonly shape: readonly number[];
+  readonly reads: readonly FusedRead[];
+  readonly nodes: readonly FusedNode[];
+  /** Node ids written out, each contiguous row-major over `shape`. */
+  readonly outputs: readonly number[];
+}
+
+/** Merge adjacent dims that every read walks contiguously (outputs are contiguous); drop size-1 dims. */
+export function coalesceDims(shape: readonly number[], reads: readonly FusedRead[]): { dims: number[]; strides: number[][] } {
+  const dims: number[] = [];
+  const strides: number[][] = reads.map(() => []);
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1) continue;
+    const last = dims.length - 1;
+    if (last >= 0 && reads.every((r, k) => strides[k][last] === r.strides[d] * shape[d])) {
+      dims[last] *= shape[d];
+      reads.forEach((r, k) => (strides[k][last] = r.strides[d]));
+    } else {
+      dims.push(shape[d]);
+      reads.forEach((r, k) => strides[k].push(r.strides[d]));
+    }
+  }
+  return { dims, strides };
+}
+
+/** A fused group as one map kernel: every node a `let`, every output a store. */
+export function fusedKernel(name: string, g: FusedGroup): WgslKernel {
+  const { dims, strides } = coalesceDims(g.shape, g.reads);
+  const lets = g.nodes.map((n, i) => {
+    if (n.op === 'input') {
+      const input = (n as { input: number }).input;
+      if (!(input >= 0 && input < g.reads.length)) throw new BackendError(`fused group '${name}': node ${i} reads input ${input} of ${g.reads.length}`);
+      return `n${i} = x${input}`;
+    }
+    if (n.op === 'const') return `n${i} = ${(n as { value: number }).value}`;
+    const { args, expr } = n as { args: readonly number[]; expr: string };
+    const names: Record<string, string> = {};
+    args.forEach((a, k) => {
+      if (!(a >= 0 && a < i)) throw new BackendError(`fused group '${name}': node ${i} (${n.op}) uses node ${a}, not an earlier one`);
+      names[`x${k}`] = `n${a}`;
+    });
+    return `n${i} = ${renameExpr(expr, names)}`;
+  });
+  return mapKernel({ name, dims, strides, offsets: g.reads.map((r) => r.offset), lets, outputs: g.outputs.map((o) => `n${o}`) });
 }
 
 /** A map description from fused.ts-style statements (`const u = ...;` lines) plus a result expression. */

@@ -172,9 +172,16 @@ function executeOnDevice(inputs: readonly Tensor[], outSize: number, outShape: S
   return fromBuffer({ device: handle }, outShape);
 }
 
-/** Sees every executed op with its inputs and result (device-plan capture, src/tensor/plan.ts). */
-export type ExecuteHook = (impl: OpImpl, inputs: readonly Tensor[], output: Tensor) => void;
+/**
+ * Sees every executed op with its inputs and result (device-plan capture, src/tensor/plan.ts). An
+ * `abstract` hook skips the computation: results are shaped but hold no data (tracing only).
+ */
+export interface ExecuteHook {
+  readonly record: (impl: OpImpl, inputs: readonly Tensor[], output: Tensor) => void;
+  readonly abstract?: boolean;
+}
 let executeHook: ExecuteHook | null = null;
+const NO_DATA = new Float32Array(0);
 
 /** Install (or with null remove) the execute hook; returns the previous one. */
 export function setExecuteHook(hook: ExecuteHook | null): ExecuteHook | null {
@@ -185,8 +192,8 @@ export function setExecuteHook(hook: ExecuteHook | null): ExecuteHook | null {
 
 /** Run `impl` on `inputs`, giving a new tensor of `outShape`. */
 export function execute(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl): Tensor {
-  const out = executeUnaccounted(inputs, outShape, impl);
-  if (executeHook !== null) executeHook(impl, inputs, out);
+  const out = executeHook?.abstract === true ? fromBuffer(NO_DATA, outShape) : executeUnaccounted(inputs, outShape, impl);
+  if (executeHook !== null) executeHook.record(impl, inputs, out);
   // The inputs are read while the output exists: log their use after its allocation, so the memory
   // accounting sees both live at once (as they are).
   for (const t of inputs) t.storage.markUse();

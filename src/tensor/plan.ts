@@ -21,7 +21,7 @@ import { getBackend, withBackend } from '../backend/backend.ts';
 import { DevicePlan, type PlanStep } from '../backend/webgpu-plan.ts';
 import { webgpuDevice } from '../backend/webgpu-device.ts';
 import { ArgumentError, BackendError } from './errors.ts';
-import { setExecuteHook, type OpImpl } from './exec.ts';
+import { GPU_MAX_ELEMENTS, setExecuteHook, type OpImpl } from './exec.ts';
 import type { Storage, Tensor } from './tensor.ts';
 
 export interface ProgramNode {
@@ -105,6 +105,10 @@ export function lowerProgram(p: Program, maxThreads: number): Lowered {
         steps.push({ kind: 'wgsl', kernel: node.impl.wgsl({ ...ctx, outSize: p.sizes[out] }), inputs, outputs: [slotOf[out]] });
       } else {
         const name = node.impl.name ?? node.impl.kernel(true).key.split('|')[0];
+        const largest = Math.max(p.sizes[out], ...node.inputs.map((v) => p.sizes[v]));
+        if (largest > GPU_MAX_ELEMENTS) {
+          throw new BackendError(`${label}: op '${name}' (node ${i}) has no WGSL kernel, and its gpu.js kernel indexes a tensor of ${largest} elements, over the ${GPU_MAX_ELEMENTS} that float32 index math addresses exactly; use a smaller batch`);
+        }
         gpujsOps.set(name, (gpujsOps.get(name) ?? 0) + 1);
         steps.push({ kind: 'gpujs', kernel: { name, source: node.impl.kernel(true).source, outSize: p.sizes[out], inputSizes: node.inputs.map((v) => p.sizes[v]) }, inputs, output: slotOf[out] });
       }
@@ -194,7 +198,7 @@ export class DeviceProgram {
 
 export interface Captured {
   readonly program: Program;
-  /** What `fn` returned on the capture run (host data). */
+  /** What `fn` returned on the capture run (host data; empty when captured abstractly). */
   readonly outputs: readonly Tensor[];
   readonly state: readonly Tensor[];
 }
@@ -205,12 +209,22 @@ export interface Captured {
  * Anything else `fn` reads (scalars it creates, tensors it closes over) is baked in as a constant, so
  * `fn` must compute the same ops and constants on every call: pass what changes as an input.
  */
+export interface CaptureOptions {
+  readonly label?: string;
+  /**
+   * Record without computing (default false): every op's result is shaped but empty, so capturing a
+   * large model costs no arithmetic; `fn` must not read computed data on the host.
+   */
+  readonly abstract?: boolean;
+}
+
 export function captureProgram(
   fn: (inputs: readonly Tensor[], state: readonly Tensor[]) => { outputs: readonly Tensor[]; state: readonly Tensor[] },
   inputs: readonly Tensor[],
   state: readonly Tensor[],
-  label = 'captured',
+  options: CaptureOptions = {},
 ): Captured {
+  const label = options.label ?? 'captured';
   const backend = getBackend() === 'cpu' ? 'cpu' : 'webasm';
   const ids = new Map<Storage, number>();
   const sizes: number[] = [];
@@ -236,11 +250,12 @@ export function captureProgram(
     });
   const inputIds = declared(inputs, 'input');
   const stateIds = declared(state, 'state');
-  const previous = setExecuteHook((impl, ins, out) => {
+  const record = (impl: OpImpl, ins: readonly Tensor[], out: Tensor) => {
     const inIds = ins.map((t) => idOf(t, false));
     if (ids.has(out.storage)) return; // a result aliasing an input (a no-op view): nothing runs
     nodes.push({ impl, inputs: inIds, output: idOf(out, true) });
-  });
+  };
+  const previous = setExecuteHook({ record, abstract: options.abstract === true });
   let result: { outputs: readonly Tensor[]; state: readonly Tensor[] };
   try {
     result = withBackend(backend, () => fn(inputs, state));
