@@ -6,9 +6,9 @@
  *  - ops: every OP_CASES entry (forward and VJP) captured as a program and replayed as a device plan
  *    (WGSL kernels where the op has one, its gpu.js kernel otherwise) equals eager webasm within
  *    1e-5 · max|webasm|, the backend laws' tolerance;
- *  - step: a small Rev-MViT training step (forward, backward, weight-decayed SGD) replayed on the device:
- *    after a warm-up run each step makes at most 4 submissions, exactly 1 readback and creates no
- *    pipeline and no buffer, and its losses and parameters equal eager webasm's over three steps.
+ *  - step: a small Rev-MViT AdamW training step compiled for the device (DeviceTrainer) equals the
+ *    library's eager step over four steps; after a warm-up step each step makes at most 4 submissions,
+ *    exactly 1 readback and creates no pipeline and no buffer.
  *
  * Nothing here uses Node APIs.
  */
@@ -18,14 +18,16 @@ import { withBackend } from '../src/backend/backend.ts';
 import { counterDelta, webgpuCounters, webgpuDevice, type WebGPUCounters } from '../src/backend/webgpu-device.ts';
 import { DevicePlan } from '../src/backend/webgpu-plan.ts';
 import { fusedKernel, matmulKernel, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingThreads, type FusedGroup, type FusedNode, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
-import { flattenWithPaths, unflattenLike } from '../src/autodiff/pytree.ts';
+import { flattenWithPaths } from '../src/autodiff/pytree.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
 import { formatProblems, parseConfig } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { foldIn, key, normal, split } from '../src/random/index.ts';
-import { logSoftmax } from '../src/tensor/composite.ts';
 import { captureProgram, DeviceProgram } from '../src/tensor/plan.ts';
+import { DeviceTrainer } from '../src/train/device-step.ts';
+import { crossEntropy } from '../src/train/loss.ts';
+import { ADAMW_DEFAULTS, adamwInit, adamwUpdate } from '../src/train/optim.ts';
 import { OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
 
 export interface PlanLawResult {
@@ -298,23 +300,19 @@ export interface StepLawReport extends PlanLawResult {
   readonly losses?: readonly number[];
 }
 
-/** One-hot targets for labels. */
-function oneHot(labels: readonly number[], classes: number): Tensor {
-  const t = new Float32Array(labels.length * classes);
-  labels.forEach((y, i) => (t[i * classes + y] = 1));
-  return R.tensor(t, [labels.length, classes]);
-}
-
 /**
- * Capture one training step of a Rev-MViT (reversible backward, mean cross-entropy, SGD with weight
- * decay) and replay it `steps` times on fresh batches; compare with eager webasm and count the device work.
+ * A Rev-MViT AdamW step compiled for the device (DeviceTrainer: captured abstractly, replayed) against
+ * the library's eager step (valueAndGrad, crossEntropy, adamwUpdate on webasm) over `steps + 1` batches
+ * with a changing learning rate: equal losses and parameters; after the warm-up step each step makes at
+ * most 4 submissions, exactly 1 readback, and creates no pipeline and no buffer.
  */
-export async function stepLaw(opts: { batch?: number; steps?: number; config?: object } = {}): Promise<StepLawReport> {
+export async function stepLaw(opts: { batch?: number; steps?: number; config?: object; mode?: 'reversible' | 'store' } = {}): Promise<StepLawReport> {
   const batch = opts.batch ?? 2;
   const steps = opts.steps ?? 3;
+  const mode = opts.mode ?? 'reversible';
   let perStep: WebGPUCounters | undefined;
   let losses: number[] | undefined;
-  const result = await law(`training step replayed on the device (b${batch}, ${steps} steps)`, async () => {
+  const result = await law(`${mode} AdamW training step replayed on the device (b${batch}, ${steps} steps)`, async () => {
     const parsed = parseConfig(opts.config ?? SMALL_REVMVIT);
     if (E.isLeft(parsed)) fail(formatProblems(parsed.left));
     const cfg = parsed.right;
@@ -322,37 +320,35 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
     const classes = cfg.MODEL.NUM_CLASSES;
     const [kInit, kData, kStep] = split(key(2026), 3);
     const shape = [batch, cfg.DATA.INPUT_CHANNEL_NUM[0], cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE];
-    const batches = Array.from({ length: steps + 1 }, (_, s) =>
-      withBackend('webasm', () => ({ x: normal(foldIn(kData, s), shape), t: oneHot(Array.from({ length: batch }, (_, i) => (i * 7 + s * 3) % classes), classes) })),
-    );
+    const batches = Array.from({ length: steps + 1 }, (_, s) => ({
+      x: withBackend('webasm', () => normal(foldIn(kData, s), shape)),
+      labels: Array.from({ length: batch }, (_, i) => (i * 7 + s * 3) % classes),
+      lr: 2e-3 * (1 - s / (2 * (steps + 1))),
+    }));
     const p0 = withBackend('webasm', () => model.init(kInit));
-    const named = flattenWithPaths(p0);
-    const lr = 0.05;
-    const wd = 1e-3;
-    const stepFn = (inputs: readonly Tensor[], state: readonly Tensor[]) => {
-      const [x, target] = inputs;
-      const params = unflattenLike(p0, [...state]);
-      const [loss, grads] = R.valueAndGrad((q: typeof p0) =>
-        R.mul(R.neg(R.sum(R.mul(logSoftmax(model.apply(q, x, kStep, { train: true, mode: 'reversible' }), -1), target))), 1 / batch),
-      )(params);
-      const gs = flattenWithPaths(grads).map(([, g]) => g);
-      return { outputs: [loss], state: state.map((p, i) => R.sub(R.mul(p, 1 - lr * wd), R.mul(gs[i], lr))) };
-    };
-    // Eager webasm: the reference losses and final parameters (the first batch is the warm-up's).
-    let ps = named.map(([, t]) => t);
+    const hyper = { ...ADAMW_DEFAULTS, weightDecay: 0.05 };
+    // Eager webasm: the library's step.
     const wantLoss: number[] = [];
+    let p = p0;
+    // Largest |gradient| per parameter over the steps: a parameter whose gradient is zero up to rounding
+    // (a key-norm bias under softmax) takes AdamW steps on rounding noise, which no two backends share.
+    let gradMax: number[] = [];
     withBackend('webasm', () => {
+      let st = adamwInit(p);
       for (const b of batches) {
-        const r = stepFn([b.x, b.t], ps);
-        wantLoss.push(r.outputs[0].dataSync()[0]);
-        ps = [...r.state];
+        const [loss, grads] = R.valueAndGrad((q: typeof p) => crossEntropy(model.apply(q, b.x, kStep, { train: true, mode }), b.labels))(p);
+        const gm = flattenWithPaths(grads).map(([, g]) => g.dataSync().reduce((a, v) => Math.max(a, Math.abs(v)), 0));
+        gradMax = gm.map((v, i) => Math.max(v, gradMax[i] ?? 0));
+        wantLoss.push(loss.dataSync()[0]);
+        const next = adamwUpdate(p, grads, st, { ...hyper, lr: b.lr }, model.noDecay);
+        p = next.params;
+        st = next.state;
       }
     });
-    const captured = captureProgram(stepFn, [batches[0].x, batches[0].t], named.map(([, t]) => t), { label: 'revmvit step' });
-    const program = await DeviceProgram.compile(captured.program, named.map(([, t]) => t.dataSync()));
+    const trainer = await DeviceTrainer.create(model, p0, { batch, mode, hyper, key: kStep });
     try {
       const got: number[] = [];
-      const run = async (s: number) => (await program.run([batches[s].x.dataSync(), batches[s].t.dataSync()]))[0][0];
+      const run = async (s: number) => (await trainer.step(batches[s].x.dataSync(), batches[s].labels, { lr: batches[s].lr })).loss;
       got.push(await run(0)); // warm-up: the first run may still allocate (a readback staging buffer)
       const before = webgpuCounters();
       for (let s = 1; s <= steps; s++) got.push(await run(s));
@@ -366,18 +362,23 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
       got.forEach((l, s) => {
         if (!(Math.abs(l - wantLoss[s]) <= 1e-5 * Math.max(1, Math.abs(wantLoss[s])))) fail(`step ${s}: loss ${l}, eager webasm ${wantLoss[s]}`);
       });
+      const want = flattenWithPaths(p);
+      const have = flattenWithPaths(await trainer.params());
       let worst = 0;
-      for (let i = 0; i < ps.length; i++) {
-        const d = relDiff(await program.readState(i), ps[i].dataSync());
-        if (!(d <= 1e-4)) fail(`parameter ${named[i][0]} after ${steps + 1} steps: ${d.toExponential(2)} of its max off eager webasm`);
+      const noiseFloor = 1e-5 * Math.max(...gradMax);
+      const noise = want.filter((_, i) => gradMax[i] <= noiseFloor).map(([name]) => name);
+      for (let i = 0; i < want.length; i++) {
+        if (gradMax[i] <= noiseFloor) continue;
+        const d = relDiff(await have[i][1].data(), want[i][1].dataSync());
+        if (!(d <= 1e-4)) fail(`parameter ${want[i][0]} after ${steps + 1} steps: ${d.toExponential(2)} of its max off eager webasm`);
         worst = Math.max(worst, d);
       }
-      if (!(got[got.length - 1] < got[0])) fail(`the loss did not fall: ${got.join(', ')}`);
-      return `${captured.program.nodes.length} ops in ${program.dispatches} dispatches; per step ${total.submits / steps} submission(s), ${total.readbacks / steps} readback(s), ` +
+      const { dispatches, gpujsOps } = trainer.stats;
+      return `${dispatches} dispatches; per step ${total.submits / steps} submission(s), ${total.readbacks / steps} readback(s), ` +
         `${total.pipelines} new pipelines, ${total.buffers} new buffers, ${(total.uploadBytes / steps / 1024).toFixed(1)} KiB uploaded; losses ${got.map((l) => l.toFixed(4)).join(' ')} = eager webasm; ` +
-        `parameters within ${worst.toExponential(1)}; gpu.js kernels for ${[...program.gpujsOps].map(([k, n]) => `${k} x${n}`).join(', ') || 'none'}`;
+        `parameters within ${worst.toExponential(1)}${noise.length > 0 ? ` (not compared: ${noise.length} with gradients at rounding level, ${noise.slice(0, 2).join(', ')}${noise.length > 2 ? ', ...' : ''})` : ''}; gpu.js kernels for ${[...gpujsOps].map(([k, n]) => `${k} x${n}`).join(', ') || 'none'}`;
     } finally {
-      program.destroy();
+      trainer.destroy();
     }
   });
   return { ...result, perStep, losses };
