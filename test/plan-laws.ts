@@ -27,7 +27,7 @@ import { foldIn, key, normal, split } from '../src/random/index.ts';
 import { captureProgram, DeviceProgram } from '../src/tensor/plan.ts';
 import { DeviceTrainer } from '../src/train/device-step.ts';
 import { crossEntropy } from '../src/train/loss.ts';
-import { ADAMW_DEFAULTS, adamwInit, adamwUpdate } from '../src/train/optim.ts';
+import { ADAMW_DEFAULTS, adamwInit, adamwUpdate, clipGradNorm } from '../src/train/optim.ts';
 import { OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
 
 export interface PlanLawResult {
@@ -302,7 +302,8 @@ export interface StepLawReport extends PlanLawResult {
 
 /**
  * A Rev-MViT AdamW step compiled for the device (DeviceTrainer: captured abstractly, replayed) against
- * the library's eager step (valueAndGrad, crossEntropy, adamwUpdate on webasm) over `steps + 1` batches
+ * the library's eager step (valueAndGrad, crossEntropy with label smoothing, clipGradNorm, adamwUpdate
+ * on webasm, as the training loop runs them) over `steps + 1` batches
  * with a changing learning rate: equal losses and parameters; after the warm-up step each step makes at
  * most 4 submissions, exactly 1 readback, and creates no pipeline and no buffer.
  */
@@ -336,7 +337,8 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
     withBackend('webasm', () => {
       let st = adamwInit(p);
       for (const b of batches) {
-        const [loss, grads] = R.valueAndGrad((q: typeof p) => crossEntropy(model.apply(q, b.x, kStep, { train: true, mode }), b.labels))(p);
+        const [loss, grads0] = R.valueAndGrad((q: typeof p) => crossEntropy(model.apply(q, b.x, kStep, { train: true, mode }), b.labels, 0.1))(p);
+        const grads = clipGradNorm(grads0, 0.5).grads;
         const gm = flattenWithPaths(grads).map(([, g]) => g.dataSync().reduce((a, v) => Math.max(a, Math.abs(v)), 0));
         gradMax = gm.map((v, i) => Math.max(v, gradMax[i] ?? 0));
         wantLoss.push(loss.dataSync()[0]);
@@ -345,7 +347,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
         st = next.state;
       }
     });
-    const trainer = await DeviceTrainer.create(model, p0, { batch, mode, hyper, key: kStep });
+    const trainer = await DeviceTrainer.create(model, p0, { batch, mode, hyper, key: kStep, labelSmoothing: 0.1, clip: 0.5 });
     try {
       const got: number[] = [];
       const run = async (s: number) => (await trainer.step(batches[s].x.dataSync(), batches[s].labels, { lr: batches[s].lr })).loss;
@@ -370,7 +372,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
       for (let i = 0; i < want.length; i++) {
         if (gradMax[i] <= noiseFloor) continue;
         const d = relDiff(await have[i][1].data(), want[i][1].dataSync());
-        if (!(d <= 1e-4)) fail(`parameter ${want[i][0]} after ${steps + 1} steps: ${d.toExponential(2)} of its max off eager webasm`);
+        if (!(d <= 3e-4)) fail(`parameter ${want[i][0]} after ${steps + 1} steps: ${d.toExponential(2)} of its max off eager webasm`);
         worst = Math.max(worst, d);
       }
       const { dispatches, gpujsOps } = trainer.stats;

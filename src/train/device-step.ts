@@ -8,8 +8,8 @@
  *     for (...) { const { loss, logits } = await trainer.step(x, labels, { lr }); }
  *     const trained = await trainer.params();     // read back once, e.g. for a checkpoint
  *
- * The step is the same arithmetic as `valueAndGrad` + `crossEntropy` + `adamwUpdate` eagerly (the
- * tests compare them): the per-step numbers of AdamW (the learning rate, the bias corrections) are inputs
+ * The step is the same arithmetic as `valueAndGrad` + `crossEntropy` (with label smoothing) +
+ * `clipGradNorm` + `adamwUpdate` eagerly, as the training loop does (the tests compare them): the per-step numbers of AdamW (the learning rate, the bias corrections) are inputs
  * of the program, everything else is fixed when it is captured. Models with dropout or drop path are
  * refused: their masks would be captured once and repeat (the jit's key inputs lift that).
  */
@@ -23,7 +23,7 @@ import { ArgumentError } from '../tensor/errors.ts';
 import { mul, neg, sum } from '../tensor/ops.ts';
 import { captureProgram, DeviceProgram } from '../tensor/plan.ts';
 import { scalar, tensor, zeros, type Tensor } from '../tensor/tensor.ts';
-import { ADAMW_DEFAULTS, type AdamWHyper } from './optim.ts';
+import { ADAMW_DEFAULTS, clipGradNorm, type AdamWHyper } from './optim.ts';
 
 export interface DeviceTrainerOptions {
   /** Examples per step (every step has this batch). */
@@ -34,6 +34,10 @@ export interface DeviceTrainerOptions {
   readonly hyper?: Partial<AdamWHyper>;
   /** Key for the model's (deterministic) forward. */
   readonly key?: Key;
+  /** Cross-entropy label smoothing (default 0), as `crossEntropy`'s. */
+  readonly labelSmoothing?: number;
+  /** Clip the global gradient L2 norm to this (default: no clipping), as `clipGradNorm`. */
+  readonly clip?: number;
 }
 
 export interface StepResult {
@@ -58,6 +62,7 @@ export class DeviceTrainer {
     readonly classes: number,
     readonly inputShape: readonly number[],
     private readonly hyper: AdamWHyper,
+    private readonly labelSmoothing: number,
   ) {}
 
   /** Capture the step (abstractly: nothing is computed on the host) and compile it for the device. */
@@ -70,6 +75,10 @@ export class DeviceTrainer {
       throw new ArgumentError(op, `the compiled step cannot draw fresh dropout masks per step yet; set ${stochastic.map(([n, r]) => `${n} (${r})`).join(', ')} to 0 or train eagerly`);
     }
     const hyper = { ...ADAMW_DEFAULTS, ...options.hyper };
+    const labelSmoothing = options.labelSmoothing ?? 0;
+    if (!(labelSmoothing >= 0 && labelSmoothing < 1)) throw new ArgumentError(op, `label smoothing must be in [0, 1), got ${labelSmoothing}`);
+    const clip = options.clip ?? Infinity;
+    if (!(clip > 0)) throw new ArgumentError(op, `clip must be a positive number (or omitted), got ${clip}`);
     const mode = options.mode ?? 'reversible';
     const batch = options.batch;
     const classes = cfg.MODEL.NUM_CLASSES;
@@ -91,10 +100,10 @@ export class DeviceTrainer {
       let logits: Tensor | null = null;
       const [l, grads] = valueAndGrad((q: Params) => {
         logits = model.apply(q, x, k, { train: true, mode });
-        // crossEntropy with one-hot targets (label smoothing 0), written on a target tensor so the labels are an input.
+        // crossEntropy written on a target tensor (the smoothed one-hot labels), so the labels are an input.
         return mul(neg(sum(mul(logSoftmax(logits, -1), target))), 1 / batch);
       })(p);
-      const g = flattenWithPaths(grads).map(([, t]) => t);
+      const g = flattenWithPaths(clipGradNorm(grads, clip).grads).map(([, t]) => t);
       const m = g.map((gi, i) => elementwise('adamw-m', ADAMW_M, [state[n + i], gi, oneMinusB1]));
       const v = g.map((gi, i) => elementwise('adamw-v', ADAMW_V, [state[2 * n + i], gi, b2, oneMinusB2]));
       const next = state.slice(0, n).map((pi, i) => elementwise('adamw-p', ADAMW_P, [pi, m[i], v[i], decays[i] ? decay : keep, stepSize, bc2, eps]));
@@ -105,7 +114,7 @@ export class DeviceTrainer {
     const captured = captureProgram(step, placeholders, state, { label: `${mode} AdamW step, batch ${batch}`, abstract: true });
     const initial = await Promise.all(state.map((t) => t.data()));
     const program = await DeviceProgram.compile(captured.program, initial);
-    return new DeviceTrainer(params, named.map(([name]) => name), program, batch, classes, inputShape, hyper);
+    return new DeviceTrainer(params, named.map(([name]) => name), program, batch, classes, inputShape, hyper, labelSmoothing);
   }
 
   /**
@@ -117,11 +126,11 @@ export class DeviceTrainer {
     const size = this.inputShape.reduce((a, b) => a * b, 1);
     if (x.length !== size) throw new ArgumentError(op, `x has ${x.length} values, the compiled step takes [${this.inputShape.join(', ')}] (${size})`);
     if (labels.length !== this.batch) throw new ArgumentError(op, `${labels.length} labels for a batch of ${this.batch}`);
-    const target = new Float32Array(this.batch * this.classes);
+    const target = new Float32Array(this.batch * this.classes).fill(this.labelSmoothing / this.classes);
     for (let i = 0; i < this.batch; i++) {
       const y = labels[i];
       if (!Number.isInteger(y) || y < 0 || y >= this.classes) throw new ArgumentError(op, `label ${i} is ${y}, expected an integer in [0, ${this.classes})`);
-      target[i * this.classes + y] = 1;
+      target[i * this.classes + y] += 1 - this.labelSmoothing;
     }
     const lr = options.lr ?? this.hyper.lr;
     const t = this.stepsTaken + 1;
