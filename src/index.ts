@@ -3,6 +3,7 @@ export { getBackend, setBackend, withBackend, kernelCacheStats, clearKernelCache
 export { selectBackend, type BackendRequest, type Selection } from './backend/select.ts';
 export { initWebGPU } from './backend/webgpu-node.ts';
 export { measureMemory, type MemoryReport } from './backend/memory.ts';
+export { webgpuCounters, counterDelta, countWebGPU, type WebGPUCounters } from './backend/webgpu-device.ts';
 export { Tensor, tensor, zeros, ones, full, arange, scalar, zerosLike, onesLike, isTensor } from './tensor/tensor.ts';
 export * from './tensor/errors.ts';
 export * from './tensor/ops.ts';
@@ -35,3 +36,4 @@ export { buildModel, type MViTModel, type Params } from './models/mvit/model.ts'
 export { loadWeights, saveWeights, paramsFromNamed } from './models/mvit/weights.ts';
 export { checkFixture, formatReport } from './models/mvit/fixture-check.ts';
 export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
+export { DeviceTrainer, type DeviceTrainerOptions, type StepResult } from './train/device-step.ts';
