@@ -88,9 +88,12 @@ run() {
   if [ -d /usr/local/nvidia/lib64 ]; then export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:/usr/local/nvidia/lib64"; fi
   say "== revgrad gpu-check $(date -u +%FT%TZ), bundle of $(cat "$W/run/SOURCE_COMMIT") (worktree changes $(cat "$W/run/SOURCE_DIRTY")), node $("$W/node" --version)"
   if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$log"; else say "(no nvidia-smi here)"; fi
+  # The Python with PyTorch: python3 (on the GPU machine, /opt/torch/.venv), else Debian's /usr/bin/python3.
+  local PY=python3
+  if ! $PY -c 'import torch' 2>/dev/null && [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import torch' 2>/dev/null; then PY=/usr/bin/python3; fi
   local torch_device=""
-  if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then torch_device=cuda
-  elif [ -n "$dry" ] && python3 -c 'import torch' 2>/dev/null; then torch_device=cpu; fi
+  if $PY -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then torch_device=cuda
+  elif [ -n "$dry" ] && $PY -c 'import torch' 2>/dev/null; then torch_device=cpu; fi
   : > "$W/torch-matmul.jsonl"
   : > "$W/torch-train.jsonl"
 
@@ -98,7 +101,7 @@ run() {
   if [ -n "$torch_device" ]; then
     say ""
     say "== torch.matmul fp32 (TF32 off), $torch_device, N x N, device-resident"
-    timeout 90 python3 - "$dry" "$torch_device" "$W/torch-matmul.jsonl" <<'PY' 2>&1 | tee -a "$log" || say "torch matmul: failed or timed out"
+    timeout 90 $PY - "$dry" "$torch_device" "$W/torch-matmul.jsonl" <<'PY' 2>&1 | tee -a "$log" || say "torch matmul: failed or timed out"
 import sys, time, json, torch
 torch.backends.cuda.matmul.allow_tf32 = False
 dev = sys.argv[2]
@@ -157,7 +160,7 @@ PY
   if [ -n "$torch_device" ] && [ -s "$W/torch-cases.json" ]; then
     say ""
     say "== PyTorch AdamW step (bench/torch_revmvit.py), $torch_device fp32, median of the timed steps after 3 warm-up steps"
-    python3 - "$W" <<'PY' > "$W/cases.txt"
+    $PY - "$W" <<'PY' > "$W/cases.txt"
 import json, sys
 cases = json.load(open(f"{sys.argv[1]}/torch-cases.json"))["cases"]
 for i, c in enumerate(cases):
@@ -170,18 +173,18 @@ PY
       if [ -z "$dry" ] && [ "$left" -lt 20 ]; then say "  torch $name b$batch: skipped (out of time)"; continue; fi
       local steps=10; [ -n "$dry" ] && steps=2
       set +e
-      timeout $(( left < 120 ? left : 120 )) python3 bench/torch_revmvit.py "$cfg" --batch "$batch" --device "$torch_device" --steps $steps --threads 4 </dev/null > "$W/t.out" 2>&1
+      timeout $(( left < 120 ? left : 120 )) $PY bench/torch_revmvit.py "$cfg" --batch "$batch" --device "$torch_device" --steps $steps --threads 4 </dev/null > "$W/t.out" 2>&1
       local st=$?
       set -e
       sed "s|^|  torch $name b$batch: |" "$W/t.out" | tee -a "$log"
       if [ "$st" = 0 ]; then
-        python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); d["name"]=sys.argv[2]; d["batch"]=int(sys.argv[3]); print(json.dumps(d))' "$W/t.out" "$name" "$batch" >> "$W/torch-train.jsonl"
+        $PY -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); d["name"]=sys.argv[2]; d["batch"]=int(sys.argv[3]); print(json.dumps(d))' "$W/t.out" "$name" "$batch" >> "$W/torch-train.jsonl"
       else
         say "  torch $name b$batch: failed or timed out (status $st)"
       fi
     done < "$W/cases.txt"
   fi
-  python3 -c 'import json,sys; rd=lambda p:[json.loads(l) for l in open(p) if l.strip()]; json.dump({"matmul": rd(sys.argv[1]), "train": rd(sys.argv[2])}, open(sys.argv[3], "w"), indent=1)' \
+  $PY -c 'import json,sys; rd=lambda p:[json.loads(l) for l in open(p) if l.strip()]; json.dump({"matmul": rd(sys.argv[1]), "train": rd(sys.argv[2])}, open(sys.argv[3], "w"), indent=1)' \
     "$W/torch-matmul.jsonl" "$W/torch-train.jsonl" "$out/torch.json"
 
   # 4. Summary: ratios and targets.
