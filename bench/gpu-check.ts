@@ -42,7 +42,7 @@ import { DeviceTrainer } from '../src/train/device-step.ts';
 import { crossEntropy } from '../src/train/loss.ts';
 import { ADAMW_DEFAULTS, adamwInit, adamwUpdate } from '../src/train/optim.ts';
 import { fixtureLaw, opLaws, reversibleLaws, type LawResult } from '../test/backend-laws.ts';
-import { fusedLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from '../test/plan-laws.ts';
+import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from '../test/plan-laws.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -234,6 +234,7 @@ async function planLaws(): Promise<number> {
   const t0 = performance.now();
   const all: PlanLawResult[] = [await matmulLaw(DRY ? 3 : 8), await fusedLaw(DRY ? 3 : 8), ...(await planOpLaws({ samples: 1 }))];
   for (const mode of ['reversible', 'store'] as const) all.push(await stepLaw({ mode }));
+  all.push(await jitStepLaw());
   for (const r of all) if (!r.ok || !r.name.startsWith('op ')) log(`  ${r.ok ? 'ok  ' : 'FAIL'} ${r.name} (${ms(r.ms)}): ${r.detail}`);
   const ops = all.filter((r) => r.name.startsWith('op '));
   log(`  ops as plan steps: ${ops.filter((r) => r.ok).length}/${ops.length} equal to webasm; ${((performance.now() - t0) / 1000).toFixed(1)} s`);

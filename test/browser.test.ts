@@ -7,8 +7,8 @@
  *  - backend selection in the page: 'auto' does not take SwiftShader, allowSoftware does;
  *  - the browser build dist/revgrad.browser.js loads as plain ESM with the public API of src/index.ts;
  *  - device plans on Chromium's WebGPU (test/plan-laws.ts): the tiled matmul, fused groups, every op as a
- *    plan step, and the compiled AdamW training step = the eager step with <= 4 submissions and 1
- *    readback per step, no new pipelines or buffers;
+ *    plan step, the compiled AdamW training step and jit(step) = the eager step with <= 4 submissions
+ *    and 1 readback per step, no new pipelines or buffers;
  *  - the demo (demo/index.html) on auto and, lighter, on webgpu: screenshots in runs/browser/ and the
  *    expected elements (clip frames, reconstruction error per block, the worker's training with its loss
  *    and accuracy chart, memory table), that the loss falls, and a checkpoint written by the training
@@ -185,6 +185,7 @@ if (!existsSync(CHROMIUM)) {
     console.log(`  [webgpu plan] ops ${ops.filter((x) => x.ok).length}/${ops.length}; all in ${(r.ms / 1000).toFixed(1)} s`);
     assert.ok(ops.length >= 40, `expected the ~45 OP_CASES, got ${ops.length}`);
     assert.ok(r.results.some((x) => x.name.includes('training step')), 'the step law did not run');
+    assert.ok(r.results.some((x) => x.name.startsWith('jit(step)')), 'the jit step law did not run');
     const bad = r.results.filter((x) => !x.ok);
     assert.is(bad.length, 0, bad.map(line).join('\n'));
   });
@@ -221,7 +222,7 @@ if (!existsSync(CHROMIUM)) {
 
   test('demo on auto: forward, inverse error per block, training in a worker (the loss falls, chart drawn), memory, a checkpoint\'s predictions = Node\'s; screenshot', async () => {
     const steps = 120;
-    const s = await demo(`?steps=${steps}&batch=8&lr=4e-3&checkpoint=/checkpoint.safetensors`, 'auto', 600_000);
+    const s = await demo(`?steps=${steps}&batch=8&checkpoint=/checkpoint.safetensors`, 'auto', 600_000);
     assert.is(s.state, 'done', `${s.status}\n${s.report?.error ?? ''}${s.report?.training?.error ?? ''}`);
     assert.is(s.backend, 'webasm', 'auto under SwiftShader should run on webasm');
     assert.is(s.frames, 8);

@@ -3,7 +3,7 @@
  * llvmpipe) and the browser page (test/browser/laws-page.ts, Chromium's SwiftShader WebGPU):
  *  - matmul: the tiled WGSL matmul, for generated shapes, transposes, batches and every tiling, equals
  *    float64 products within float32 rounding, and the gpu.js matmul kernel (the reference) within 1e-5;
- *  - ops: every OP_CASES entry (forward and VJP) captured as a program and replayed as a device plan
+ *  - ops: every OP_CASES entry (forward and VJP) traced by jit and replayed as a device plan
  *    (WGSL kernels where the op has one, its gpu.js kernel otherwise) equals eager webasm within
  *    1e-5 · max|webasm|, the backend laws' tolerance;
  *  - step: a small Rev-MViT AdamW training step compiled for the device (DeviceTrainer) equals the
@@ -14,7 +14,7 @@
  */
 import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
-import { withBackend } from '../src/backend/backend.ts';
+import { getBackend, setBackend, withBackend } from '../src/backend/backend.ts';
 import { counterDelta, webgpuCounters, webgpuDevice, type WebGPUCounters } from '../src/backend/webgpu-device.ts';
 import { DevicePlan } from '../src/backend/webgpu-plan.ts';
 import { fusedKernel, matmulKernel, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingThreads, type FusedGroup, type FusedNode, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
@@ -24,7 +24,8 @@ import type { Tensor } from '../src/index.ts';
 import { formatProblems, parseConfig } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { foldIn, key, normal, split } from '../src/random/index.ts';
-import { captureProgram, DeviceProgram } from '../src/tensor/plan.ts';
+import { DeviceProgram, programFromTrace } from '../src/tensor/plan.ts';
+import { jit } from '../src/jit/index.ts';
 import { DeviceTrainer } from '../src/train/device-step.ts';
 import { crossEntropy } from '../src/train/loss.ts';
 import { ADAMW_DEFAULTS, adamwInit, adamwUpdate, clipGradNorm } from '../src/train/optim.ts';
@@ -253,15 +254,16 @@ export async function planOpLaws(opts: PlanOpLawOptions = {}): Promise<PlanLawRe
         const gpujs = new Set<string>();
         for (let s = 0; s < params.length; s++) {
           const c = withBackend('webasm', () => entry.build(params[s]));
-          const captured = captureProgram((ins) => ({ outputs: evaluate({ ...c, inputs: [...ins] }, 1000 + s), state: [] }), c.inputs, [], { label: `op ${entry.name}` });
-          const want = captured.outputs.map((t) => t.dataSync());
-          const program = await DeviceProgram.compile(captured.program, []);
+          const wanted = withBackend('webasm', () => evaluate(c, 1000 + s));
+          const want = wanted.map((t) => t.dataSync());
+          const traced = jit((ins: Tensor[]) => evaluate({ ...c, inputs: ins }, 1000 + s), { lowering: 'interpret' }).program(c.inputs);
+          const program = await DeviceProgram.compile((await programFromTrace(traced, { label: `op ${entry.name}` })).program, []);
           try {
             program.gpujsOps.forEach((_, k) => gpujs.add(k));
             const got = await program.run(c.inputs.map((t) => t.dataSync()));
             want.forEach((w, k) => {
               const d = relDiff(got[k], w);
-              if (!(d <= 1e-5)) fail(`case ${s}, result ${k} (outputs, then input cotangents) [${captured.outputs[k].shape}]: ${d.toExponential(2)} of max|webasm| off`);
+              if (!(d <= 1e-5)) fail(`case ${s}, result ${k} (outputs, then input cotangents) [${wanted[k].shape}]: ${d.toExponential(2)} of max|webasm| off`);
               worst = Math.max(worst, d);
             });
           } finally {
@@ -301,7 +303,7 @@ export interface StepLawReport extends PlanLawResult {
 }
 
 /**
- * A Rev-MViT AdamW step compiled for the device (DeviceTrainer: captured abstractly, replayed) against
+ * A Rev-MViT AdamW step compiled for the device (DeviceTrainer: traced by jit, replayed) against
  * the library's eager step (valueAndGrad, crossEntropy with label smoothing, clipGradNorm, adamwUpdate
  * on webasm, as the training loop runs them) over `steps + 1` batches
  * with a changing learning rate: equal losses and parameters; after the warm-up step each step makes at
@@ -384,4 +386,95 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
     }
   });
   return { ...result, perStep, losses };
+}
+
+/**
+ * `jit(step)` on the webgpu backend (src/jit/webgpu.ts): a Rev-MViT training step (one-hot targets, SGD
+ * with weight decay) fed its own parameters, against the same function eagerly on webasm over `steps + 1`
+ * batches: equal losses and parameters; after the first call each call makes at most 4 submissions,
+ * exactly 1 readback (the loss), creates no pipeline and no buffer, and uploads only the batch.
+ */
+export async function jitStepLaw(opts: { batch?: number; steps?: number } = {}): Promise<StepLawReport> {
+  const batch = opts.batch ?? 2;
+  const steps = opts.steps ?? 3;
+  let perStep: WebGPUCounters | undefined;
+  let losses: number[] | undefined;
+  const result = await law(`jit(step) on webgpu: a Rev-MViT step replayed with its parameters on the device (b${batch}, ${steps} steps)`, async () => {
+    const parsed = parseConfig(SMALL_REVMVIT);
+    if (E.isLeft(parsed)) fail(formatProblems(parsed.left));
+    const cfg = parsed.right;
+    const model = buildModel(cfg);
+    const classes = cfg.MODEL.NUM_CLASSES;
+    const [kInit, kData, kStep] = split(key(2027), 3);
+    const shape = [batch, cfg.DATA.INPUT_CHANNEL_NUM[0], cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE];
+    const batches = Array.from({ length: steps + 1 }, (_, s) =>
+      withBackend('webasm', () => {
+        const t = new Float32Array(batch * classes);
+        for (let i = 0; i < batch; i++) t[i * classes + ((i * 5 + s) % classes)] = 1;
+        return { x: normal(foldIn(kData, s), shape), t: R.tensor(t, [batch, classes]) };
+      }),
+    );
+    const stepFn = (p: ReturnType<typeof model.init>, x: Tensor, t: Tensor) => {
+      const [loss, grads] = R.valueAndGrad((q: typeof p) => R.mul(R.neg(R.sum(R.mul(R.logSoftmax(model.apply(q, x, kStep, { train: true }), -1), t))), 1 / batch))(p);
+      return { loss, params: R.zipTrees([p, grads], ([w, g]) => R.sub(R.mul(w, 1 - 1e-4), R.mul(g, 0.05))) };
+    };
+    const p0 = withBackend('webasm', () => model.init(kInit));
+    const want: number[] = [];
+    let pe = p0;
+    withBackend('webasm', () => {
+      for (const b of batches) {
+        const r = stepFn(pe, b.x, b.t);
+        want.push(r.loss.dataSync()[0]);
+        pe = r.params;
+      }
+    });
+    const step = withBackend('webgpu', () => jit(stepFn));
+    let p = p0;
+    const got: number[] = [];
+    let total: WebGPUCounters | undefined;
+    await withBackendAsync('webgpu', async () => {
+      for (let s = 0; s <= steps; s++) {
+        const before = webgpuCounters();
+        const r = step(p, batches[s].x, batches[s].t);
+        p = r.params;
+        got.push(await r.loss.item());
+        if (s === 1) total = counterDelta(before, webgpuCounters());
+        else if (s > 1) total = Object.fromEntries(Object.entries(counterDelta(before, webgpuCounters())).map(([k, v]) => [k, v + (total as unknown as Record<string, number>)[k]])) as unknown as WebGPUCounters;
+      }
+    });
+    const t = total!;
+    perStep = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v / steps])) as unknown as WebGPUCounters;
+    losses = got;
+    if (t.submits > 4 * steps) fail(`${t.submits} submissions in ${steps} steps (at most 4 per step)`);
+    if (t.readbacks !== steps) fail(`${t.readbacks} readbacks in ${steps} steps (1 per step: the loss)`);
+    if (t.pipelines !== 0) fail(`${t.pipelines} pipelines created after the first call`);
+    if (t.buffers !== 0) fail(`${t.buffers} buffers created after the first call`);
+    const batchBytes = (shape.reduce((a, b) => a * b, 1) + batch * classes) * 4;
+    if (t.uploadBytes > steps * batchBytes) fail(`${t.uploadBytes} bytes uploaded in ${steps} steps; the batches are ${batchBytes} bytes each (the parameters must stay on the device)`);
+    got.forEach((l, s) => {
+      if (!(Math.abs(l - want[s]) <= 1e-5 * Math.max(1, Math.abs(want[s])))) fail(`step ${s}: loss ${l}, eager webasm ${want[s]}`);
+    });
+    const a = flattenWithPaths(p);
+    const b = flattenWithPaths(pe);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) {
+      const d = relDiff(await a[i][1].data(), b[i][1].dataSync());
+      if (!(d <= 1e-4)) fail(`parameter ${b[i][0]}: ${d.toExponential(2)} of its max off eager webasm`);
+      worst = Math.max(worst, d);
+    }
+    return `per step ${t.submits / steps} submissions, ${t.readbacks / steps} readback, ${t.pipelines} new pipelines, ${t.buffers} new buffers, ${(t.uploadBytes / steps / 1024).toFixed(1)} KiB uploaded (the batch); ` +
+      `losses ${got.map((l) => l.toFixed(4)).join(' ')} = eager webasm; parameters within ${worst.toExponential(1)}`;
+  });
+  return { ...result, perStep, losses };
+}
+
+/** `fn` with `backend` current while it runs (across its awaits), restoring the previous one after. */
+async function withBackendAsync<A>(backend: 'webgpu', fn: () => Promise<A>): Promise<A> {
+  const previous = getBackend();
+  setBackend(backend);
+  try {
+    return await fn();
+  } finally {
+    setBackend(previous);
+  }
 }

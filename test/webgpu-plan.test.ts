@@ -1,6 +1,7 @@
 /**
  * webgpu device plans in Node (Dawn over Mesa llvmpipe): the device counters, the tiled WGSL matmul,
- * every op as a plan step, and a Rev-MViT training step replayed with one submission and one readback
+ * every op as a plan step, a Rev-MViT AdamW step compiled for the device (DeviceTrainer) and jit(step)
+ * on the webgpu backend, each replayed with at most 4 submissions and one readback per step
  * (test/plan-laws.ts; the browser test runs the same laws in Chromium).
  *
  * Skips, with the reason printed, where the optional `webgpu` package or an EGL library is missing.
@@ -12,7 +13,7 @@ import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import { countWebGPU } from '../src/backend/webgpu-device.ts';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
-import { fusedLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from './plan-laws.ts';
+import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from './plan-laws.ts';
 
 const status = await initWebGPU();
 const samples = Math.max(1, Number(process.env.PLAN_LAW_SAMPLES ?? '1') || 1);
@@ -59,8 +60,14 @@ if (!status.ok) {
     assert.is(bad.length, 0, bad.map(report).join('\n'));
   });
 
-  test('a Rev-MViT training step replays with <= 4 submissions, 1 readback, no new pipelines or buffers, = eager webasm', async () => {
+  test('a Rev-MViT AdamW step compiled for the device (DeviceTrainer): <= 4 submissions, 1 readback, no new pipelines or buffers per step, = the eager library step', async () => {
     const r = await stepLaw();
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('jit(step) on webgpu: parameters stay on the device, <= 4 submissions and 1 readback per step, = eager webasm', async () => {
+    const r = await jitStepLaw();
     console.log(report(r));
     assert.ok(r.ok, report(r));
   });

@@ -173,6 +173,8 @@ export class DevicePlan {
   /** Staging buffers for the reads: one per run in flight (a mapped buffer cannot take the next copy). */
   private readonly staging: { buffer: GpuBufferLike; busy: boolean }[] = [];
   private readonly stagingBytes: number;
+  /** Staging buffers of out-of-band reads, by slot. */
+  private readonly slotStaging = new Map<number, { buffer: GpuBufferLike; busy: boolean }[]>();
   private readonly readOffsets: number[];
   private destroyed = false;
 
@@ -311,11 +313,18 @@ export class DevicePlan {
     if (floats > 0) this.shared.device.queue.writeBuffer(this.buffers[slot], 0, data);
   }
 
-  /** Every step in one command encoder and one submission; resolves to the `reads` slots' data (one map). */
-  run(): Promise<Float32Array[]> {
+  /**
+   * Every step in one command encoder and one submission; resolves to the `reads` slots' data (one map),
+   * or at once to [] with `read: false`. `before`: slot-to-slot copies at the start of the encoder (a
+   * value the previous run produced becoming an input of this one, without leaving the device).
+   */
+  run(options: { before?: readonly { from: number; to: number; floats: number }[]; read?: boolean } = {}): Promise<Float32Array[]> {
     this.live();
     const { device } = this.shared;
     const encoder: EncoderLike = device.createCommandEncoder();
+    for (const c of options.before ?? []) {
+      if (c.floats > 0) encoder.copyBufferToBuffer(this.buffers[c.from], 0, this.buffers[c.to], 0, c.floats * 4);
+    }
     for (const c of this.commands) {
       if (c.kind === 'copy') {
         if (c.bytes > 0) encoder.copyBufferToBuffer(this.buffers[c.from], 0, this.buffers[c.to], 0, c.bytes);
@@ -329,11 +338,13 @@ export class DevicePlan {
       }
       pass.end();
     }
-    const staging = this.stagingBytes === 0 ? null : this.acquireStaging();
-    this.spec.reads.forEach((slot, i) => {
-      const bytes = this.spec.buffers[slot] * 4;
-      if (bytes > 0) encoder.copyBufferToBuffer(this.buffers[slot], 0, staging!.buffer, this.readOffsets[i], bytes);
-    });
+    const staging = this.stagingBytes === 0 || options.read === false ? null : this.acquireStaging();
+    if (staging !== null) {
+      this.spec.reads.forEach((slot, i) => {
+        const bytes = this.spec.buffers[slot] * 4;
+        if (bytes > 0) encoder.copyBufferToBuffer(this.buffers[slot], 0, staging.buffer, this.readOffsets[i], bytes);
+      });
+    }
     device.queue.submit([encoder.finish()]);
     if (staging === null) return Promise.resolve([]);
     const read = async () => {
@@ -350,7 +361,7 @@ export class DevicePlan {
     return read();
   }
 
-  /** Read one slot now (out of band: its own submission and readback; for checkpoints, not per step). */
+  /** Read one slot now (its own submission and readback; the staging buffer is kept for the next read of it). */
   async read(slot: number): Promise<Float32Array> {
     this.live();
     const floats = this.spec.buffers[slot];
@@ -358,21 +369,30 @@ export class DevicePlan {
     if (floats === 0) return new Float32Array(0);
     const { device } = this.shared;
     const bytes = floats * 4;
-    const staging = device.createBuffer({ size: Math.ceil(bytes / 4) * 4, usage: USAGE.MAP_READ | USAGE.COPY_DST });
+    let staging = this.slotStaging.get(slot)?.find((s) => !s.busy);
+    if (staging === undefined) {
+      staging = { buffer: device.createBuffer({ size: bytes, usage: USAGE.MAP_READ | USAGE.COPY_DST, label: `${this.spec.label ?? 'plan'} slot ${slot} readback` }), busy: false };
+      this.slotStaging.set(slot, [...(this.slotStaging.get(slot) ?? []), staging]);
+    }
+    staging.busy = true;
     const encoder = device.createCommandEncoder();
-    encoder.copyBufferToBuffer(this.buffers[slot], 0, staging, 0, bytes);
+    encoder.copyBufferToBuffer(this.buffers[slot], 0, staging.buffer, 0, bytes);
     device.queue.submit([encoder.finish()]);
     try {
-      await staging.mapAsync(MAP_READ);
-      return new Float32Array(staging.getMappedRange().slice(0, bytes));
+      await staging.buffer.mapAsync(MAP_READ);
+      const out = new Float32Array(staging.buffer.getMappedRange().slice(0, bytes));
+      staging.buffer.unmap();
+      return out;
     } finally {
-      staging.destroy();
+      staging.busy = false;
     }
   }
 
   /** Bytes of device memory the plan holds (its buffers, uniforms and staging). */
   get deviceBytes(): number {
-    return this.buffers.reduce((n, b) => n + b.size, 0) + (this.uniforms?.size ?? 0) + this.staging.length * this.stagingBytes;
+    let staging = this.staging.length * this.stagingBytes;
+    for (const list of this.slotStaging.values()) for (const s of list) staging += s.buffer.size;
+    return this.buffers.reduce((n, b) => n + b.size, 0) + (this.uniforms?.size ?? 0) + staging;
   }
 
   /** Dispatches per run. */
@@ -387,6 +407,7 @@ export class DevicePlan {
     for (const b of this.buffers) b.destroy();
     this.uniforms?.destroy();
     for (const s of this.staging) s.buffer.destroy();
+    for (const list of this.slotStaging.values()) for (const s of list) s.buffer.destroy();
   }
 
   private live(): void {

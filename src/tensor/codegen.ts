@@ -35,7 +35,7 @@ function hostFn(structure: string, build: () => string, params: readonly number[
 }
 
 /** Merge adjacent output dims that every input walks contiguously; drop size-1 dims. */
-function coalesce(shape: Shape, reads: readonly StridedRead[]): { dims: number[]; strides: number[][] } {
+export function coalesce(shape: Shape, reads: readonly StridedRead[]): { dims: number[]; strides: number[][] } {
   const dims: number[] = [];
   const strides: number[][] = reads.map(() => []);
   for (let d = 0; d < shape.length; d++) {
@@ -128,7 +128,7 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     return s;
   };
   const wgsl = () => mapKernel({ name, dims, strides, offsets: reads.map((r) => r.offset), lets: [], outputs: [expr] });
-  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params), wgsl };
+  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params), fills: true, wgsl };
 }
 
 /** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
@@ -186,5 +186,5 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
   };
   const wgsl = () =>
     reduceKernel({ kind, kept: kept.map((d) => inShape[d]), keptStrides: kept.map((d) => strides[d]), reduced: red.map((d) => inShape[d]), reducedStrides: red.map((d) => strides[d]) });
-  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`reduce|${kind}|${live.length}`, hostSource, params), wgsl };
+  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`reduce|${kind}|${live.length}`, hostSource, params), fills: true, wgsl };
 }

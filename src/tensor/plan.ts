@@ -13,16 +13,14 @@
  *  - new state is copied over old state at the end of the run, in the same command encoder.
  * `DeviceProgram.run` then uploads the inputs, submits once and reads back the outputs once.
  *
- * Programs come from the jit tracer, or from `captureProgram`, which records the ops a function
- * executes once on the host (the way CUDA graphs are captured): every tensor the function reads that
- * is neither a declared input nor state is baked in as a constant.
+ * Programs come from the jit tracer (`programFromTrace`: src/tensor/trace.ts's programs, views folded
+ * into the buffers they view, each equation's kernels from its primitive).
  */
-import { getBackend, withBackend } from '../backend/backend.ts';
 import { DevicePlan, type PlanStep } from '../backend/webgpu-plan.ts';
 import { webgpuDevice } from '../backend/webgpu-device.ts';
 import { ArgumentError, BackendError } from './errors.ts';
-import { GPU_MAX_ELEMENTS, setExecuteHook, type OpImpl } from './exec.ts';
-import type { Storage, Tensor } from './tensor.ts';
+import { GPU_MAX_ELEMENTS, type OpImpl } from './exec.ts';
+import type { Program as TracedProgram } from './trace.ts';
 
 export interface ProgramNode {
   readonly impl: OpImpl;
@@ -104,13 +102,18 @@ export function lowerProgram(p: Program, maxThreads: number): Lowered {
       if (node.impl.wgsl !== undefined) {
         steps.push({ kind: 'wgsl', kernel: node.impl.wgsl({ ...ctx, outSize: p.sizes[out] }), inputs, outputs: [slotOf[out]] });
       } else {
-        const name = node.impl.name ?? node.impl.kernel(true).key.split('|')[0];
+        const kernel = node.impl.kernel;
+        if (kernel === undefined) {
+          throw new BackendError(`${label}: op '${node.impl.name ?? 'op'}' (node ${i}) runs on the host only (it has neither a WGSL nor a gpu.js kernel), so it cannot be part of a device plan`);
+        }
+        const spec = kernel(true);
+        const name = node.impl.name ?? spec.key.split('|')[0];
         const largest = Math.max(p.sizes[out], ...node.inputs.map((v) => p.sizes[v]));
         if (largest > GPU_MAX_ELEMENTS) {
           throw new BackendError(`${label}: op '${name}' (node ${i}) has no WGSL kernel, and its gpu.js kernel indexes a tensor of ${largest} elements, over the ${GPU_MAX_ELEMENTS} that float32 index math addresses exactly; use a smaller batch`);
         }
         gpujsOps.set(name, (gpujsOps.get(name) ?? 0) + 1);
-        steps.push({ kind: 'gpujs', kernel: { name, source: node.impl.kernel(true).source, outSize: p.sizes[out], inputSizes: node.inputs.map((v) => p.sizes[v]) }, inputs, output: slotOf[out] });
+        steps.push({ kind: 'gpujs', kernel: { name, source: spec.source, outSize: p.sizes[out], inputSizes: node.inputs.map((v) => p.sizes[v]) }, inputs, output: slotOf[out] });
       }
     }
     // Inputs whose last reader this was go back to the pool (after the output took its buffer: a
@@ -152,13 +155,29 @@ export class DeviceProgram {
     return dp;
   }
 
-  /** Upload the inputs, run every step in one submission, and read the outputs back (one readback). */
-  run(inputs: readonly Float32Array[]): Promise<Float32Array[]> {
+  /**
+   * Upload the inputs, run every step in one submission, and read the outputs back (one readback; none
+   * with `read: false`, see `readOutput`). An input given as `{ output: k }` is output k of the previous
+   * run, copied on the device.
+   */
+  run(inputs: readonly (Float32Array | { readonly output: number })[], options: { read?: boolean } = {}): Promise<Float32Array[]> {
     if (inputs.length !== this.program.inputs.length) {
       throw new ArgumentError('DeviceProgram.run', `expected ${this.program.inputs.length} inputs, got ${inputs.length}`);
     }
-    this.program.inputs.forEach((v, i) => this.plan.write(this.lowered.slotOf[v], inputs[i]));
-    return this.plan.run();
+    const before: { from: number; to: number; floats: number }[] = [];
+    this.program.inputs.forEach((v, i) => {
+      const x = inputs[i];
+      if (x instanceof Float32Array) this.plan.write(this.lowered.slotOf[v], x);
+      else before.push({ from: this.lowered.slotOf[this.program.outputs[x.output]], to: this.lowered.slotOf[v], floats: this.program.sizes[v] });
+    });
+    return this.plan.run({ before, read: options.read });
+  }
+
+  /** Output k of the last run (a readback of its own). */
+  readOutput(k: number): Promise<Float32Array> {
+    const v = this.program.outputs[k];
+    if (v === undefined) throw new ArgumentError('DeviceProgram.readOutput', `no output ${k} (the program has ${this.program.outputs.length})`);
+    return this.plan.read(this.lowered.slotOf[v]);
   }
 
   /** The current data of state value `i` (a readback of its own: for checkpoints, not per step). */
@@ -194,89 +213,45 @@ export class DeviceProgram {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Capture
+// From the jit's traced programs
 
-export interface Captured {
-  readonly program: Program;
-  /** What `fn` returned on the capture run (host data; empty when captured abstractly). */
-  readonly outputs: readonly Tensor[];
-  readonly state: readonly Tensor[];
+export interface FromTraceOptions {
+  /** Program inputs that are state, each with the program output that replaces it after a run. */
+  readonly state?: readonly { readonly input: number; readonly output: number }[];
+  /** Program outputs read back per run (default: every output that is not next state). */
+  readonly reads?: readonly number[];
+  readonly label?: string;
 }
 
 /**
- * Record the ops `fn` executes on `inputs` and `state` (once, on the host backend) as a program.
- * `fn` returns the tensors to read back per run and the next state (one per state tensor, same sizes).
- * Anything else `fn` reads (scalars it creates, tensors it closes over) is baked in as a constant, so
- * `fn` must compute the same ops and constants on every call: pass what changes as an input.
+ * A traced program (src/tensor/trace.ts) as a plan program: views share the buffer they view, every
+ * other equation runs its primitive's kernels, the constants' data is read (awaited: they may be on a
+ * device). Returns the program and the positions of its per-run inputs among the traced inputs.
  */
-export interface CaptureOptions {
-  readonly label?: string;
-  /**
-   * Record without computing (default false): every op's result is shaped but empty, so capturing a
-   * large model costs no arithmetic; `fn` must not read computed data on the host.
-   */
-  readonly abstract?: boolean;
-}
-
-export function captureProgram(
-  fn: (inputs: readonly Tensor[], state: readonly Tensor[]) => { outputs: readonly Tensor[]; state: readonly Tensor[] },
-  inputs: readonly Tensor[],
-  state: readonly Tensor[],
-  options: CaptureOptions = {},
-): Captured {
-  const label = options.label ?? 'captured';
-  const backend = getBackend() === 'cpu' ? 'cpu' : 'webasm';
-  const ids = new Map<Storage, number>();
-  const sizes: number[] = [];
-  const constants: { value: number; data: Float32Array }[] = [];
+export async function programFromTrace(t: TracedProgram, options: FromTraceOptions = {}): Promise<{ program: Program; runInputs: number[] }> {
+  const alias = Array.from(t.sizes, (_, i) => i);
   const nodes: ProgramNode[] = [];
-  const idOf = (t: Tensor, fresh: boolean): number => {
-    let id = ids.get(t.storage);
-    if (id === undefined) {
-      id = sizes.push(t.storage.bytes / 4) - 1;
-      ids.set(t.storage, id);
-      if (!fresh) {
-        const host = t.storage.host;
-        if (host === null) throw new BackendError(`captureProgram: ${label} reads a tensor whose data is still on the device; capture on a host backend (webasm) or await it first`);
-        constants.push({ value: id, data: host.slice(0, sizes[id]) });
-      }
-    }
-    return id;
-  };
-  const declared = (ts: readonly Tensor[], what: string) =>
-    ts.map((t, i) => {
-      if (ids.has(t.storage)) throw new ArgumentError('captureProgram', `${label}: ${what} ${i} shares its buffer with an earlier input or state tensor`);
-      return idOf(t, true);
-    });
-  const inputIds = declared(inputs, 'input');
-  const stateIds = declared(state, 'state');
-  const record = (impl: OpImpl, ins: readonly Tensor[], out: Tensor) => {
-    const inIds = ins.map((t) => idOf(t, false));
-    if (ids.has(out.storage)) return; // a result aliasing an input (a no-op view): nothing runs
-    nodes.push({ impl, inputs: inIds, output: idOf(out, true) });
-  };
-  const previous = setExecuteHook({ record, abstract: options.abstract === true });
-  let result: { outputs: readonly Tensor[]; state: readonly Tensor[] };
-  try {
-    result = withBackend(backend, () => fn(inputs, state));
-  } finally {
-    setExecuteHook(previous);
+  for (const e of t.eqns) {
+    const inputs = e.inputs.map((id) => alias[id]);
+    if (e.prim.view === true) alias[e.output] = inputs[0];
+    else nodes.push({ impl: e.prim.impl(e.inShapes, e.attrs as never, e.shape), inputs, output: e.output });
   }
-  if (result.state.length !== state.length) {
-    throw new ArgumentError('captureProgram', `${label}: fn returned ${result.state.length} state tensors for ${state.length}`);
-  }
-  const nextIds = result.state.map((t, i) => {
-    if (t.size !== state[i].size) throw new ArgumentError('captureProgram', `${label}: next state ${i} has ${t.size} values, the state has ${state[i].size}`);
-    return idOf(t, false);
-  });
-  const program: Program = {
-    sizes,
-    nodes,
-    inputs: inputIds,
-    state: stateIds.map((value, i) => ({ value, next: nextIds[i] })),
-    constants,
-    outputs: result.outputs.map((t) => idOf(t, false)),
-    label,
+  const state = options.state ?? [];
+  const stateInputs = new Set(state.map((s) => s.input));
+  const stateOutputs = new Set(state.map((s) => s.output));
+  const runInputs = t.inputs.map((_, i) => i).filter((i) => !stateInputs.has(i));
+  const reads = options.reads ?? t.outputs.map((_, i) => i).filter((i) => !stateOutputs.has(i));
+  const constants = await Promise.all(t.consts.map(async (c) => ({ value: c.id, data: (await c.tensor.data()).slice(0, t.sizes[c.id]) })));
+  return {
+    program: {
+      sizes: t.sizes,
+      nodes,
+      inputs: runInputs.map((i) => t.inputs[i]),
+      state: state.map((s) => ({ value: t.inputs[s.input], next: alias[t.outputs[s.output].id] })),
+      constants,
+      outputs: reads.map((k) => alias[t.outputs[k].id]),
+      label: options.label,
+    },
+    runInputs,
   };
-  return { program, outputs: result.outputs, state: result.state };
 }

@@ -21,7 +21,8 @@ import { logSoftmax } from '../tensor/composite.ts';
 import { elementwise } from '../tensor/elementwise.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { mul, neg, sum } from '../tensor/ops.ts';
-import { captureProgram, DeviceProgram } from '../tensor/plan.ts';
+import { DeviceProgram, programFromTrace } from '../tensor/plan.ts';
+import { jit } from '../jit/index.ts';
 import { scalar, tensor, zeros, type Tensor } from '../tensor/tensor.ts';
 import { ADAMW_DEFAULTS, clipGradNorm, type AdamWHyper } from './optim.ts';
 
@@ -65,7 +66,7 @@ export class DeviceTrainer {
     private readonly labelSmoothing: number,
   ) {}
 
-  /** Capture the step (abstractly: nothing is computed on the host) and compile it for the device. */
+  /** Trace the step (jit: nothing is computed on the host) and compile it for the device. */
   static async create(model: MViTModel, params: Params, options: DeviceTrainerOptions): Promise<DeviceTrainer> {
     const cfg = model.config;
     const op = 'DeviceTrainer';
@@ -94,7 +95,7 @@ export class DeviceTrainer {
     const eps = scalar(hyper.eps);
     const keep = scalar(1);
     const decays = named.map(([name]) => hyper.weightDecay !== 0 && !model.noDecay(name));
-    const step = (inputs: readonly Tensor[], state: readonly Tensor[]) => {
+    const step = (state: Tensor[], inputs: Tensor[]): Tensor[] => {
       const [x, target, stepSize, bc2, decay] = inputs;
       const p = unflattenLike(params, state.slice(0, n));
       let logits: Tensor | null = null;
@@ -107,13 +108,19 @@ export class DeviceTrainer {
       const m = g.map((gi, i) => elementwise('adamw-m', ADAMW_M, [state[n + i], gi, oneMinusB1]));
       const v = g.map((gi, i) => elementwise('adamw-v', ADAMW_V, [state[2 * n + i], gi, b2, oneMinusB2]));
       const next = state.slice(0, n).map((pi, i) => elementwise('adamw-p', ADAMW_P, [pi, m[i], v[i], decays[i] ? decay : keep, stepSize, bc2, eps]));
-      return { outputs: [l, logits!], state: [...next, ...m, ...v] };
+      return [l, logits!, ...next, ...m, ...v];
     };
     const placeholders = [zeros(inputShape), zeros([batch, classes]), scalar(0), scalar(1), scalar(1)];
     const state = [...named.map(([, t]) => t), ...named.map(([, t]) => zeros(t.shape)), ...named.map(([, t]) => zeros(t.shape))];
-    const captured = captureProgram(step, placeholders, state, { label: `${mode} AdamW step, batch ${batch}`, abstract: true });
+    // Trace the step (jit: abstract tensors, nothing computed); state input i is replaced by output 2 + i.
+    const traced = jit(step, { lowering: 'interpret' }).program(state, placeholders);
+    const { program: planned } = await programFromTrace(traced, {
+      state: state.map((_, i) => ({ input: i, output: 2 + i })),
+      reads: [0, 1],
+      label: `${mode} AdamW step, batch ${batch}`,
+    });
     const initial = await Promise.all(state.map((t) => t.data()));
-    const program = await DeviceProgram.compile(captured.program, initial);
+    const program = await DeviceProgram.compile(planned, initial);
     return new DeviceTrainer(params, named.map(([name]) => name), program, batch, classes, inputShape, hyper, labelSmoothing);
   }
 
