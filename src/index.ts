@@ -12,7 +12,7 @@ export { conv, maxPool3d, avgPool3d, type ConvOptions } from './tensor/conv.ts';
 export { depthwiseConv3d } from './tensor/depthwise.ts';
 export { softmax, logSoftmax, layerNorm, gelu } from './tensor/composite.ts';
 export { setFastPaths } from './tensor/exec.ts';
-export { vjp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
+export { vjp, jvp, hvp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
 export { flattenWithPaths, leaves, mapTree, zipTrees, unflattenLike, toNamed, fromNamed, type PyTree } from './autodiff/pytree.ts';
 export { profileOps } from './tensor/exec.ts';
 export { jit, type Jitted, type JitOptions, type JitStats, type Lowering, type Program, type Eqn } from './jit/index.ts';
@@ -34,7 +34,23 @@ export {
 export { parseConfig, parseConfigText, formatProblems, type MViTConfig, type ConfigProblem } from './models/mvit/config.ts';
 export { PRESETS, PRESET_NAMES, presetConfig } from './models/mvit/presets.ts';
 export { buildModel, type MViTModel, type Params } from './models/mvit/model.ts';
-export { loadWeights, saveWeights, paramsFromNamed } from './models/mvit/weights.ts';
+export { loadWeights, saveWeights, paramsFromNamed, readNamedArrays } from './models/mvit/weights.ts';
+export { readYamlConfig, readSlowFastTree, parseSlowFastYamlText, slowFastYaml, type YamlConfig, type SlowFastTree } from './models/mvit/yaml-config.ts';
 export { checkFixture, formatReport } from './models/mvit/fixture-check.ts';
 export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
+export {
+  decodePyth,
+  encodePyth,
+  readPythFile,
+  writePythFileAtomic,
+  stateDictOf,
+  tensorToFloat32,
+  pyDict,
+  PythError,
+  TorchTensor,
+  type PythFile,
+  type PythOut,
+} from './io/pyth.ts';
+export { PyDict, PyTuple, PickleError } from './io/pickle.ts';
+export { ZipError } from './io/zip.ts';
 export { DeviceTrainer, type DeviceTrainerOptions, type StepResult } from './train/device-step.ts';
