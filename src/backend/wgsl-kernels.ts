@@ -474,6 +474,47 @@ export function fusedKernel(name: string, g: FusedGroup): WgslKernel {
   return mapKernel({ name, dims, strides, offsets: g.reads.map((r) => r.offset), lets, outputs: g.outputs.map((o) => `n${o}`) });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Layout ops with data-dependent branches: concat and embed (pad, slice gradients)
+
+/**
+ * Concatenation along an axis, as blocks: output row o (of `row` values) is input 0's block o
+ * (blocks[0] values), then input 1's block o, ... (ops.ts concat).
+ */
+export function concatKernel(blocks: readonly number[], row: number, total: number): WgslKernel {
+  const n = blocks.length;
+  const starts = blocks.map((_, k) => blocks.slice(0, k).reduce((a, b) => a + b, 0));
+  const { decl, params } = uniformBlock([total, row, ...blocks, ...starts]);
+  let body = `  let i = ${flat};\n  if (i >= ${u(0)}) { return; }\n  let o = i / ${u(1)};\n  let w = i - o * ${u(1)};\n  var v : f32 = 0.0;\n`;
+  for (let k = 0; k < n; k++) {
+    const read = `a${k}[o * ${u(2 + k)} + w - ${u(2 + n + k)}]`;
+    body += k === 0 ? `  if (w < ${u(2 + n + 1)}) { v = ${read}; }\n` : k < n - 1 ? `  else if (w < ${u(2 + n + k + 1)}) { v = ${read}; }\n` : `  else { v = ${read}; }\n`;
+  }
+  body += '  out0[i] = v;\n';
+  const code = `${decl}${bindings(n, 1)}${uniformBinding(n + 1)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n${body}}\n`;
+  return { name: 'concat', key: `concat|${n}`, code, inputs: n, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+/**
+ * The input placed in a larger output at `start` with `step` along each axis, `fill` elsewhere (ops.ts
+ * embed: padding, and the gradients of slices and strided slices).
+ */
+export function embedKernel(inShape: readonly number[], outShape: readonly number[], start: readonly number[], step: readonly number[], fill: number): WgslKernel {
+  const rank = outShape.length;
+  const total = outShape.reduce((a, b) => a * b, 1);
+  const inStrides = inShape.map((_, d) => inShape.slice(d + 1).reduce((a, b) => a * b, 1));
+  const { decl, params } = uniformBlock([total, f32Bits(fill), ...outShape, ...start, ...step, ...inShape, ...inStrides]);
+  const at = (what: number, d: number) => u(2 + what * rank + d);
+  let body = `  let i = ${flat};\n  if (i >= ${u(0)}) { return; }\n  var r = i;\n  var off = 0u;\n  var inside = true;\n`;
+  for (let d = rank - 1; d >= 0; d--) {
+    body += `  {\n    let c = i32(r % ${at(0, d)});\n    r = r / ${at(0, d)};\n    let v = c - i32(${at(1, d)});\n    let st = i32(${at(2, d)});\n` +
+      `    let q = select(0, v / st, v >= 0);\n    if (v < 0 || q >= i32(${at(3, d)}) || v - q * st != 0) { inside = false; }\n    off += u32(q) * ${at(4, d)};\n  }\n`;
+  }
+  body += `  var x : f32 = bitcast<f32>(${u(1)});\n  if (inside) { x = a0[off]; }\n  out0[i] = x;\n`;
+  const code = `${decl}${bindings(1, 1)}${uniformBinding(2)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n${body}}\n`;
+  return { name: 'embed', key: `embed|${rank}`, code, inputs: 1, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
 /** A map description from fused.ts-style statements (`const u = ...;` lines) plus a result expression. */
 export function mapFromStatements(name: string, total: number, inputs: number, block: string, result: string): MapDescription {
   return {
