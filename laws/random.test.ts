@@ -5,6 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
+import { assertProperty } from './helpers.ts';
 import { threefry2x32 } from '../src/random/threefry.ts';
 import {
   bernoulli,
@@ -107,7 +108,7 @@ test('erfinv matches reference values and inverts erf', () => {
     assert.ok(Math.abs(erfinv(u) - expected) < 1e-13, `erfinv(${u}) = ${erfinv(u)}`);
   }
   // The float32 evaluation rounds its input first, so it is compared at that rounded input.
-  fc.assert(
+  assertProperty(
     fc.property(fc.double({ min: -0.9999999, max: 0.9999999, noNaN: true }), (u) => {
       const exact = erfinv(Math.fround(u));
       return Math.abs(erfinvFloat32(u) - exact) <= 1e-6 * Math.abs(exact) + 1e-30;
@@ -117,7 +118,7 @@ test('erfinv matches reference values and inverts erf', () => {
   assert.is(erfinv(1), Infinity);
   assert.is(erfinv(-1), -Infinity);
   assert.ok(Number.isNaN(erfinv(1.5)));
-  fc.assert(
+  assertProperty(
     fc.property(fc.double({ min: -0.999999, max: 0.999999, noNaN: true }), (u) => {
       return Math.abs(erf(erfinv(u)) - u) < 1e-14;
     }),
@@ -128,7 +129,7 @@ test('erfinv matches reference values and inverts erf', () => {
 // --- structural laws -------------------------------------------------------------------------
 
 test('same key gives the same bits and samples (determinism)', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: 0, max: 64 }), (k, n) => {
       assert.equal(randomBits(k, n), randomBits([k[0], k[1]], n));
       assert.equal(normal(k, n), normal(k, n));
@@ -139,7 +140,7 @@ test('same key gives the same bits and samples (determinism)', () => {
 });
 
 test('different keys give different bits', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, anyKey, (a, b) => {
       fc.pre(keyText(a) !== keyText(b));
       assert.not.equal(randomBits(a, 4), randomBits(b, 4));
@@ -149,7 +150,7 @@ test('different keys give different bits', () => {
 });
 
 test('split children are pairwise distinct and distinct from the parent', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: 1, max: 16 }), (k, n) => {
       const children = split(k, n);
       assert.is(children.length, n);
@@ -161,7 +162,7 @@ test('split children are pairwise distinct and distinct from the parent', () => 
 });
 
 test('foldIn with different data gives different keys', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, uint32, uint32, (k, d1, d2) => {
       fc.pre(d1 !== d2);
       assert.is.not(keyText(foldIn(k, d1)), keyText(foldIn(k, d2)));
@@ -182,7 +183,7 @@ test('key functions reject malformed keys and counts', () => {
 // --- distributions ---------------------------------------------------------------------------
 
 test('uniform lies in [0, 1) with mean within 5 sigma of 1/2', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, (k) => {
       const n = 4096;
       const u = uniform(k, n);
@@ -195,7 +196,7 @@ test('uniform lies in [0, 1) with mean within 5 sigma of 1/2', () => {
 });
 
 test('uniform with bounds stays in [lo, hi)', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: -1000, max: 1000 }), fc.integer({ min: 1, max: 500 }), (k, lo, width) => {
       const hi = lo + width;
       assert.ok(uniform(k, 256, lo, hi).every((v) => v >= lo && v < hi));
@@ -213,7 +214,7 @@ test('uniform never returns hi even where float32 rounding would reach it', () =
 });
 
 test('normal has mean ~0 and variance ~1 for n = 8192', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, (k) => {
       const n = 8192;
       const z = normal(k, n);
@@ -226,7 +227,7 @@ test('normal has mean ~0 and variance ~1 for n = 8192', () => {
 });
 
 test('truncatedNormal stays strictly inside (lower, upper)', () => {
-  fc.assert(
+  assertProperty(
     fc.property(
       anyKey,
       fc.double({ min: -4, max: 3, noNaN: true }),
@@ -247,7 +248,7 @@ test('truncatedNormal stays strictly inside (lower, upper)', () => {
 });
 
 test('bernoulli rate is within 5 sigma of p', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.double({ min: 0, max: 1, noNaN: true }), (k, p) => {
       const n = 4096;
       const draws = bernoulli(k, n, p);
@@ -262,7 +263,7 @@ test('bernoulli rate is within 5 sigma of p', () => {
 });
 
 test('permutation is a permutation of 0..n-1', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: 0, max: 300 }), (k, n) => {
       const sorted = Array.from(permutation(k, n)).sort((a, b) => a - b);
       assert.equal(sorted, Array.from({ length: n }, (_, i) => i));
@@ -280,7 +281,7 @@ test('permutation puts each element in each slot about equally often', () => {
 });
 
 test('randint lies in [lo, hi), covers it evenly, and extends its prefix', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), fc.integer({ min: 1, max: 2 ** 32 }), (k, lo, width) => {
       const hi = Math.min(lo + width, 2 ** 31);
       const r = randint(k, 200, lo, hi);
