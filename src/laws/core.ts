@@ -46,16 +46,21 @@ export const inconclusive = (detail: string): Outcome => ({ ok: true, ratio: 0, 
 /** Thrown inside a property when a case breaks the law. */
 export class LawViolation extends RevgradError {
   override name = 'LawViolation';
-  constructor(readonly outcome: Outcome) {
+  declare readonly outcome: Outcome;
+  constructor(outcome: Outcome) {
     super(outcome.detail);
+    Object.defineProperty(this, 'outcome', { value: outcome, enumerable: false });
   }
 }
 
 /** Thrown by `law.assert()`: the message is the whole report. */
 export class LawError extends RevgradError {
   override name = 'LawError';
-  constructor(readonly report: LawReport<unknown>) {
+  declare readonly report: LawReport<unknown>;
+  constructor(report: LawReport<unknown>) {
     super(report.text);
+    // Not enumerable: an uncaught LawError prints its message (the report), not the generated tensors.
+    Object.defineProperty(this, 'report', { value: report, enumerable: false });
   }
 }
 

@@ -239,7 +239,15 @@ export function inverseLaw<P>(subject: Subject<P>, o: InverseLawOptions<P>): Law
         break;
       }
     }
-    if (blame === '') blame = '; every block inverts alone: the error builds up across blocks (a branch too sensitive to its input for float32, or a sequence that does not use its blocks\' keys consistently)';
+    if (blame === '') {
+      // No block fails alone: either the subject is not a function of its arguments, or error builds up.
+      const yAgain = chain.forward(c.params, c.x, c.key);
+      const again2 = yield yAgain;
+      const i = Math.max(firstBitDifference(again2[0], d[2]), firstBitDifference(again2[1], d[3]));
+      blame = i >= 0
+        ? '; two forward passes with the same params, inputs and key gave different outputs: a branch reads state besides (params, x, key) (a counter, Math.random, a global?)'
+        : '; every block inverts alone: the error builds up across blocks (a branch too sensitive to its input for float32, or a sequence that does not use its blocks\' keys consistently)';
+    }
     return { ok: false, ratio: Math.max(r1, r2), detail: head + blame, conclusive: true };
   }
   const backend = o.backend;

@@ -189,7 +189,7 @@ function* dotBody(c: VjpCase, seed: number, o: VjpLawOptions): Body<Outcome> {
       const tol = rtol * scale + ulps * EPS32 * (Math.abs(P[k][e]) + Math.abs(M[k][e])) + 1e-30;
       const diff = Math.abs(J[k][e] - fd);
       const ratio = diff !== diff ? Infinity : diff / tol;
-      if (ratio > worst.ratio) worst = { ratio, text: `${at(n > 1 ? `output ${k} ` : 'output ', ys[k].shape, e)}: J·dx = ${num(J[k][e])}, f(x + hv) − f(x − hv) = ${num(fd)}, |diff| ${num(diff)} vs tol ${num(tol)}` };
+      if (ratio > worst.ratio) worst = { ratio, text: `${at(n > 1 ? `output ${k}` : 'output', ys[k].shape, e)}: J·dx = ${num(J[k][e])}, f(x + hv) − f(x − hv) = ${num(fd)}, |diff| ${num(diff)} vs tol ${num(tol)}` };
     }
   }
   // <J·dx, u> = <dx, Jᵀu>: both analytic, equal up to float32 accumulation.
