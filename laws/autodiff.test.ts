@@ -1,5 +1,5 @@
 /**
- * Laws of reverse mode (src/autodiff/tape.ts, src/autodiff/rules.ts), on both backends:
+ * Laws of reverse mode (src/autodiff/tape.ts and the VJP rules in the primitives' declarations), on both backends:
  *  (a) every VJP rule agrees with central finite differences (float64 sums over float32 evaluations);
  *  (b) Taylor remainders of smooth ops shrink like h^2;
  *  (c) pullbacks are linear in the cotangent;

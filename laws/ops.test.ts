@@ -11,7 +11,9 @@ import fc from 'fast-check';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
-import { assertProperty, BACKENDS, broadcastShapesArb, maxAbs, MODES, OP_CASES, rng, seedArb, shapeArb, sizeOf, uniform, type OpCase } from './helpers.ts';
+import { setWasmKernels, CHUNK_FLOATS } from '../src/backend/wasm-memory.ts';
+import { gelu, geluGrad, normalizeGrad, normalizeLast, softmaxGrad, softmaxLast } from '../src/tensor/fused.ts';
+import { assertProperty, BACKENDS, broadcastShapesArb, distinct, maxAbs, MODES, OP_CASES, rng, seedArb, shapeArb, sizeOf, uniform, type OpCase } from './helpers.ts';
 
 const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
 
@@ -379,6 +381,86 @@ test('depthwiseConv3d on channels-last equals conv with groups = C on channels-f
     ),
     { numRuns: 15 },
   );
+});
+
+// --- generated wasm SIMD kernels ------------------------------------------------------------------
+
+/**
+ * The webasm fast paths run generated wasm SIMD (src/backend/wasm-rowops.ts and friends) unless
+ * setWasmKernels(false) sends them to the TypeScript host loops. Both are compared with the cpu
+ * kernels (float64 JavaScript). Row lengths 1..40 cover every remainder mod 4 (the partial-vector
+ * path), one to several full vectors, and rows of length 1.
+ */
+const WASM_MODES: readonly { name: string; run: <A>(fn: () => A) => A }[] = [
+  { name: 'webasm (wasm kernels)', run: (fn) => withBackend('webasm', fn) },
+  { name: 'webasm (host loops)', run: (fn) => withBackend('webasm', () => withWasmKernels(false, fn)) },
+];
+
+function withWasmKernels<A>(on: boolean, fn: () => A): A {
+  const previous = setWasmKernels(on);
+  try {
+    return fn();
+  } finally {
+    setWasmKernels(previous);
+  }
+}
+
+const ROW_KERNELS: readonly { name: string; two: boolean; run: (x: Tensor, g: Tensor) => Tensor }[] = [
+  { name: 'softmax', two: false, run: (x) => softmaxLast(x) },
+  { name: 'softmaxGrad', two: true, run: (x, g) => softmaxGrad(softmaxLast(x), g) },
+  { name: 'normalize', two: false, run: (x) => normalizeLast(x, 1e-5) },
+  { name: 'normalizeGrad', two: true, run: (x, g) => normalizeGrad(x, g, 1e-5) },
+  { name: 'gelu', two: false, run: (x) => gelu(x) },
+  { name: 'geluGrad', two: true, run: (x, g) => geluGrad(x, g) },
+];
+
+for (const k of ROW_KERNELS) {
+  test(`${k.name}: wasm kernels, host loops and cpu kernels agree (rows of length 1..40)`, () => {
+    assertProperty(
+      fc.property(fc.record({ rows: fc.integer({ min: 1, max: 5 }), n: fc.integer({ min: 1, max: 40 }), seed: seedArb }), ({ rows, n, seed }) => {
+        // Layer-norm rows of spread values (as the layerNorm op case): a near-constant row makes the
+        // gradient a difference of terms ~1/std times larger than itself, which float32 kernels round.
+        const xs = k.name.startsWith('normalize')
+          ? Float32Array.from(Array.from({ length: rows }, (_, r) => Array.from(distinct(n, seed + r, 0.5))).flat())
+          : uniform(rows * n, seed, -4, 4);
+        const run = () => {
+          const x = R.tensor(xs, [rows, n]);
+          const g = R.tensor(uniform(rows * n, seed + 1), [rows, n]);
+          return [k.run(x, g)];
+        };
+        const want = MODES[2].run(run);
+        // The gradients are differences of O(1) terms (see `agree`): a 1e-6 floor.
+        for (const mode of WASM_MODES) agree(mode.run(run), want, `${k.name} [${rows}, ${n}], ${mode.name}`, k.two ? 1e-6 : 1e-30);
+      }),
+      { numRuns: 40 },
+    );
+  });
+}
+
+test('row kernels: wasm and host loops agree on rows spanning several staging chunks and longer than one', () => {
+  // CHUNK_FLOATS elements per staged chunk: 3 rows of 5001 per chunk, and a row of 20000 alone.
+  for (const [rows, n] of [[7, 5001], [2, 20000], [CHUNK_FLOATS + 3, 1]] as const) {
+    const run = () => {
+      const x = R.tensor(uniform(rows * n, 17, -4, 4), [rows, n]);
+      const g = R.tensor(uniform(rows * n, 18), [rows, n]);
+      return ROW_KERNELS.map((k) => k.run(x, g));
+    };
+    agree(WASM_MODES[0].run(run), WASM_MODES[1].run(run), `row kernels [${rows}, ${n}]`, 1e-6);
+  }
+});
+
+test('softmax: wasm kernels keep the host loops\' special values (-Infinity masks, NaN rows, huge logits)', () => {
+  const rows = [
+    [0, -Infinity, 1, -Infinity, 2],
+    [NaN, 1, 2, 3, 4],
+    [1e4, 1e4 - 1, -1e4, 0, 3],
+    [-Infinity, -Infinity, -Infinity, -Infinity, -Infinity],
+    [Infinity, 0, 1, 2, 3],
+  ];
+  const run = () => Array.from(softmaxLast(R.tensor(rows.flat(), [rows.length, 5])).dataSync());
+  const want = WASM_MODES[1].run(run);
+  const got = WASM_MODES[0].run(run);
+  got.forEach((v, i) => assert.ok(Object.is(v, want[i]) || Math.abs(v - want[i]) <= 1e-7, `element ${i}: ${v} vs host loop ${want[i]}`));
 });
 
 test.run();

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import * as E from 'fp-ts/lib/Either.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { withBackend, type BackendName } from '../src/backend/backend.ts';
+import { getBackend, setBackend, type BackendName } from '../src/backend/backend.ts';
 import { checkFixture, formatReport } from '../src/models/mvit/fixture-check.ts';
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -17,8 +17,11 @@ test('the fixture set is present', () => {
 
 for (const backend of ['webasm', 'cpu'] as BackendName[]) {
   for (const file of files) {
-    test(`${file} matches PySlowFast on ${backend}`, () => {
-      const result = withBackend(backend, () => checkFixture(join(dir, file)));
+    test(`${file} matches PySlowFast on ${backend}`, async () => {
+      // checkFixture is asynchronous (it reads with `await t.data()`), so the backend is set around the await.
+      const previous = getBackend();
+      setBackend(backend);
+      const result = await checkFixture(join(dir, file)).finally(() => setBackend(previous));
       if (E.isLeft(result)) assert.unreachable(result.left);
       else assert.ok(result.right.ok, formatReport(result.right));
       if (E.isRight(result)) {

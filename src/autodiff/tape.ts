@@ -1,16 +1,15 @@
 /**
  * Reverse mode: a trace records the primitive ops whose inputs it tracks; the pullback walks the record
- * backwards, applying each op's VJP rule (rules.ts) and summing cotangents. Traces nest (each records
- * ops touching its own tracked tensors), so `vjp` can be used inside a pullback, as reversible
- * backprop does.
+ * backwards, applying each primitive's VJP rule (its declaration, src/tensor/primitive.ts) and summing
+ * cotangents. Traces nest (each records ops touching its own tracked tensors), so `vjp` can be used
+ * inside a pullback, as reversible backprop does.
  */
-import { setOpObserver, type Attrs } from '../tensor/observer.ts';
+import { setOpObserver, type Applied } from '../tensor/primitive.ts';
 import { add, reshape } from '../tensor/ops.ts';
 import { ArgumentError, ShapeError } from '../tensor/errors.ts';
 import { fmt, sameShape } from '../tensor/shape.ts';
 import { ones, Tensor, view, zeros } from '../tensor/tensor.ts';
 import { flattenWithPaths, leaves, unflattenLike } from './pytree.ts';
-import { RULES } from './rules.ts';
 
 /** What a node keeps for the backward pass, and how to map output cotangents to input cotangents. */
 export interface Node {
@@ -36,23 +35,25 @@ class Trace {
 const traces: Trace[] = [];
 let paused = 0;
 
-setOpObserver((op: string, inputs: readonly Tensor[], output: Tensor, attrs: Attrs) => {
+/** The tape node of an applied primitive: it keeps what the primitive's declaration says to save. */
+function primitiveNode<A>({ prim, inputs, output, attrs }: Applied<A>, needs: readonly boolean[]): Node {
+  const savedInputs = prim.save === 'inputs' || prim.save === 'both' ? inputs : [];
+  const y = prim.save === 'output' || prim.save === 'both' ? output : undefined;
+  const shapes = inputs.map((t) => t.shape);
+  return {
+    inputs,
+    outputs: [output],
+    saved: y === undefined ? savedInputs : [...savedInputs, y],
+    backward: ([g]) => (g === null ? inputs.map(() => null) : prim.vjp(g, { x: savedInputs, y, shapes, attrs, needs })),
+  };
+}
+
+setOpObserver((op) => {
   if (paused > 0 || traces.length === 0) return;
-  const rule = RULES[op];
   for (const trace of traces) {
-    if (!trace.tracks(inputs)) continue;
-    if (rule === undefined) throw new Error(`autodiff: no VJP rule for op '${op}'`);
-    const savedInputs = rule.save.includes('inputs') ? inputs : [];
-    const savedOutput = rule.save.includes('output') ? [output] : [];
-    const shapes = inputs.map((t) => t.shape);
+    if (!trace.tracks(op.inputs)) continue;
     // Which inputs need a cotangent at all (e.g. not the data a network is applied to).
-    const needs = inputs.map((t) => trace.tracked.has(t.id));
-    trace.push({
-      inputs,
-      outputs: [output],
-      saved: [...savedInputs, ...savedOutput],
-      backward: ([g]) => (g === null ? inputs.map(() => null) : rule.vjp(g, { x: savedInputs, y: savedOutput[0], shapes, attrs, needs })),
-    });
+    trace.push(primitiveNode(op, op.inputs.map((t) => trace.tracked.has(t.id))));
   }
 });
 

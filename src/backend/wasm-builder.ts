@@ -56,8 +56,12 @@ const OPS = {
   'i32.eqz': 0x45, 'i32.eq': 0x46, 'i32.ne': 0x47, 'i32.lt_s': 0x48, 'i32.lt_u': 0x49,
   'i32.gt_s': 0x4a, 'i32.gt_u': 0x4b, 'i32.le_s': 0x4c, 'i32.le_u': 0x4d, 'i32.ge_s': 0x4e, 'i32.ge_u': 0x4f,
   'i32.add': 0x6a, 'i32.sub': 0x6b, 'i32.mul': 0x6c, 'i32.div_s': 0x6d, 'i32.div_u': 0x6e,
-  'i32.rem_u': 0x70, 'i32.and': 0x71, 'i32.or': 0x72, 'i32.shl': 0x74, 'i32.shr_u': 0x76,
-  'f32.add': 0x92, 'f32.sub': 0x93, 'f32.mul': 0x94,
+  'i32.rem_s': 0x6f, 'i32.rem_u': 0x70, 'i32.and': 0x71, 'i32.or': 0x72, 'i32.xor': 0x73, 'i32.shl': 0x74,
+  'i32.shr_s': 0x75, 'i32.shr_u': 0x76,
+  'f32.eq': 0x5b, 'f32.ne': 0x5c, 'f32.lt': 0x5d, 'f32.gt': 0x5e, 'f32.le': 0x5f, 'f32.ge': 0x60,
+  'f32.abs': 0x8b, 'f32.neg': 0x8c, 'f32.sqrt': 0x91,
+  'f32.add': 0x92, 'f32.sub': 0x93, 'f32.mul': 0x94, 'f32.div': 0x95, 'f32.min': 0x96, 'f32.max': 0x97,
+  'f32.convert_i32_s': 0xb2,
 } as const;
 export type PlainOp = keyof typeof OPS;
 
@@ -69,7 +73,21 @@ export type MemOp = keyof typeof MEM_OPS;
 
 /** SIMD (0xfd-prefixed) opcodes without immediates. */
 const SIMD_OPS = {
-  'f32x4.splat': 0x13, 'f32x4.add': 0xe4, 'f32x4.sub': 0xe5, 'f32x4.mul': 0xe6,
+  'i32x4.splat': 0x11, 'f32x4.splat': 0x13,
+  'i32x4.eq': 0x37, 'i32x4.lt_s': 0x39, 'i32x4.gt_s': 0x3b,
+  'f32x4.eq': 0x41, 'f32x4.ne': 0x42, 'f32x4.lt': 0x43, 'f32x4.gt': 0x44, 'f32x4.le': 0x45, 'f32x4.ge': 0x46,
+  'v128.not': 0x4d, 'v128.and': 0x4e, 'v128.andnot': 0x4f, 'v128.or': 0x50, 'v128.xor': 0x51,
+  /** bitselect(a, b, mask): bits of a where mask is 1, of b where it is 0. */
+  'v128.bitselect': 0x52,
+  'f32x4.ceil': 0x67, 'f32x4.floor': 0x68, 'f32x4.trunc': 0x69, 'f32x4.nearest': 0x6a,
+  'i32x4.shl': 0xab, 'i32x4.shr_s': 0xac, 'i32x4.shr_u': 0xad, 'i32x4.add': 0xae, 'i32x4.sub': 0xb1,
+  'f32x4.abs': 0xe0, 'f32x4.neg': 0xe1, 'f32x4.sqrt': 0xe3,
+  'f32x4.add': 0xe4, 'f32x4.sub': 0xe5, 'f32x4.mul': 0xe6, 'f32x4.div': 0xe7,
+  /** min/max propagate NaN and order -0 < +0 (IEEE 754-2019 minimum/maximum, like Math.min/max). */
+  'f32x4.min': 0xe8, 'f32x4.max': 0xe9,
+  /** pmin(a, b) = b < a ? b : a; pmax(a, b) = a < b ? b : a (no NaN propagation from b). */
+  'f32x4.pmin': 0xea, 'f32x4.pmax': 0xeb,
+  'i32x4.trunc_sat_f32x4_s': 0xf8, 'f32x4.convert_i32x4_s': 0xfa,
   /** relaxed-simd proposal (Node 20: behind --experimental-wasm-relaxed-simd). */
   'f32x4.relaxed_madd': 0x105,
 } as const;
@@ -158,6 +176,22 @@ export class FunctionBuilder {
     return this.emit(0xfd, ...uleb(code), ...uleb(align ?? natural), ...uleb(offset));
   }
 
+  /** f32x4.extract_lane: the scalar f32 in lane `lane` of the v128 on the stack. */
+  extractLane(lane: number): this {
+    return this.emit(0xfd, ...uleb(0x1f), lane);
+  }
+
+  /** f32x4.replace_lane: (v128, f32) -> v128 with lane `lane` replaced. */
+  replaceLane(lane: number): this {
+    return this.emit(0xfd, ...uleb(0x20), lane);
+  }
+
+  /** v128.const with four i32 lanes. */
+  v128i32(x: number, y = x, z = x, w = x): this {
+    const bytes = new Uint8Array(new Int32Array([x, y, z, w]).buffer);
+    return this.emit(0xfd, ...uleb(0x0c), ...bytes);
+  }
+
   /** memory.fill(dst, value, bytes) (bulk memory). */
   memoryFill(): this {
     return this.emit(0xfc, ...uleb(11), 0x00);
@@ -240,6 +274,7 @@ function vector(items: number[][]): number[] {
 export class ModuleBuilder {
   private readonly functions: FunctionBuilder[] = [];
   private memory: { name: string; minPages: number } | undefined;
+  private importedMemory: { module: string; name: string; minPages: number } | undefined;
 
   /** A new exported function. */
   func(name: string, params: readonly ValType[], results: readonly ValType[] = []): FunctionBuilder {
@@ -251,6 +286,12 @@ export class ModuleBuilder {
   /** One memory defined in the module and exported under `name` (no maximum: it can grow). */
   exportMemory(name: string, minPages: number): this {
     this.memory = { name, minPages };
+    return this;
+  }
+
+  /** The module's memory is imported as `module.name` (so several modules can share one memory). */
+  importMemory(module: string, name: string, minPages: number): this {
+    this.importedMemory = { module, name, minPages };
     return this;
   }
 
@@ -272,6 +313,10 @@ export class ModuleBuilder {
     const exports = this.functions.map((f, i) => [...encodeString(f.name), 0x00, ...uleb(i)]);
     const bytes = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
     bytes.push(...section(1, vector(types)));
+    if (this.importedMemory !== undefined) {
+      const { module, name, minPages } = this.importedMemory;
+      bytes.push(...section(2, vector([[...encodeString(module), ...encodeString(name), 0x02, 0x00, ...uleb(minPages)]])));
+    }
     bytes.push(...section(3, vector(typeOf.map((t) => uleb(t)))));
     if (this.memory !== undefined) {
       bytes.push(...section(5, vector([[0x00, ...uleb(this.memory.minPages)]])));

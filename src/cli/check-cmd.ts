@@ -50,22 +50,23 @@ export async function runCheck(args: ParsedArgs): Promise<number> {
   const y = randint(foldIn(root, 2), B, 0, cfg.MODEL.NUM_CLASSES);
   const k = foldIn(root, 3);
 
-  const drift = model.drift(params, x, k).map((e) => ({ block: e.block, x1: e.x1.dataSync()[0], x2: e.x2.dataSync()[0] }));
+  // Every value is read with `await t.data()`, so the check runs on asynchronous backends (webgpu) too.
+  const drift = await Promise.all(model.drift(params, x, k).map(async (e) => ({ block: e.block, x1: await e.x1.item(), x2: await e.x2.item() })));
   const maxDrift = drift.reduce((m, e) => Math.max(m, e.x1, e.x2), 0);
   const lossAndGrad = (mode: 'reversible' | 'store') =>
     valueAndGrad((p: unknown): Tensor => crossEntropy(model.apply(p as never, x, k, { train: true, mode }), y))(params);
   const [lossR, gradR] = lossAndGrad('reversible');
   const [lossS, gradS] = lossAndGrad('store');
-  const gs = new Map(flattenWithPaths(gradS));
+  const gs = new Map(await Promise.all(flattenWithPaths(gradS).map(async ([name, t]) => [name, await t.data()] as const)));
   // Each parameter's difference relative to its largest gradient, but never to less than 1% of the
   // largest gradient anywhere: some gradients are analytically zero (softmax is shift invariant, e.g. a
   // pooled K's norm bias) and hold only round-off, whose "relative" difference means nothing.
   let largest = 0;
-  for (const [, t] of gs) for (const v of t.dataSync()) largest = Math.max(largest, Math.abs(v));
+  for (const [, t] of gs) for (const v of t) largest = Math.max(largest, Math.abs(v));
   let worst = { name: '', rel: 0, abs: 0 };
   for (const [name, gr] of flattenWithPaths(gradR)) {
-    const a = gr.dataSync();
-    const b = gs.get(name)!.dataSync();
+    const a = await gr.data();
+    const b = gs.get(name)!;
     let diff = 0;
     let scale = 0;
     for (let i = 0; i < a.length; i++) {
@@ -82,7 +83,7 @@ export async function runCheck(args: ParsedArgs): Promise<number> {
     ok,
     inverseError: { max: maxDrift, tolerance: driftTol, blocks: drift },
     gradients: { maxRelDiff: worst.rel, maxAbsDiff: worst.abs, worstParam: worst.name, tolerance: tol, params: gs.size },
-    loss: { reversible: lossR.dataSync()[0], store: lossS.dataSync()[0] },
+    loss: { reversible: await lossR.item(), store: await lossS.item() },
   };
   if (getBool(args, 'json')) {
     process.stdout.write(JSON.stringify(result) + '\n');
@@ -123,7 +124,7 @@ export async function runCheckFixture(args: ParsedArgs): Promise<number> {
   if (file === undefined) throw new UsageError(['give the fixture file: revgrad check-fixture FILE.safetensors'], 'check-fixture');
   if (!existsSync(file)) throw new CliError([`${file}: no such file`]);
   if (statSync(file).isDirectory()) throw new CliError([`${file}: is a directory, expected a .safetensors fixture`]);
-  const report = checkFixture(file);
+  const report = await checkFixture(file);
   if (E.isLeft(report)) throw new CliError([report.left]);
   process.stdout.write((getBool(args, 'json') ? JSON.stringify(report.right) : formatReport(report.right)) + '\n');
   return report.right.ok ? 0 : 1;

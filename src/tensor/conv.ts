@@ -6,8 +6,8 @@
 import { matmulKernelRun } from '../backend/matmul.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
-import { execute, type OpImpl } from './exec.ts';
-import { notify } from './observer.ts';
+import type { OpImpl } from './exec.ts';
+import { apply, definePrimitive, notDifferentiable, type Primitive } from './primitive.ts';
 import { fmt, type Shape } from './shape.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
 
@@ -50,6 +50,73 @@ const to5 = (shape: Shape, spatial: number): number[] => [shape[0], shape[1], ..
 // ---------------------------------------------------------------------------------------------
 // Convolution
 
+export type ConvPart = 'fwd' | 'dx' | 'dw';
+
+/** The attributes of a convolution's gradient ops: the convolution's own, and the shape of the result. */
+export interface GradAttrs<A> {
+  readonly of: A;
+  readonly shape: Shape;
+}
+
+export interface Convolution<A> {
+  /** y = conv(x, w) */
+  readonly fwd: Primitive<A>;
+  /** dx = gradInput(g, w): shaped like x */
+  readonly dx: Primitive<GradAttrs<A>>;
+  /** dw = gradWeight(x, g): shaped like w */
+  readonly dw: Primitive<GradAttrs<A>>;
+}
+
+/**
+ * The three primitives of a convolution y = conv(x, w): forward, input gradient and weight gradient,
+ * from an output-shape rule and a kernel builder over (x, w, y) shapes. gradInput(g, w) and
+ * gradWeight(x, g) are linear in both operands, so the adjoints of each are the other two ops.
+ */
+export function convolutionPrimitives<A>(
+  names: Readonly<Record<ConvPart, string>>,
+  outShape: (x: Shape, w: Shape, a: A) => Shape,
+  impl: (part: ConvPart, x: Shape, w: Shape, y: Shape, a: A) => OpImpl,
+): Convolution<A> {
+  const fwd: Primitive<A> = definePrimitive<A>({
+    name: names.fwd,
+    shape: ([x, w], a) => outShape(x, w, a),
+    impl: ([x, w], a, y) => impl('fwd', x, w, y, a),
+    save: 'inputs',
+    vjp: (g, { x: [x, w], attrs, needs }) => [
+      needs[0] ? apply(dx, [g, w], { of: attrs, shape: x.shape }) : null,
+      needs[1] ? apply(dw, [x, g], { of: attrs, shape: w.shape }) : null,
+    ],
+  });
+  const dx: Primitive<GradAttrs<A>> = definePrimitive<GradAttrs<A>>({
+    name: names.dx,
+    shape: (_, a) => a.shape,
+    impl: ([g, w], a, x) => impl('dx', x, w, g, a.of),
+    save: 'inputs',
+    vjp: (h, { x: [g, w], attrs }) => [apply(fwd, [h, w], attrs.of), apply(dw, [h, g], { of: attrs.of, shape: w.shape })],
+  });
+  const dw: Primitive<GradAttrs<A>> = definePrimitive<GradAttrs<A>>({
+    name: names.dw,
+    shape: (_, a) => a.shape,
+    impl: ([x, g], a, w) => impl('dw', x, w, g, a.of),
+    save: 'inputs',
+    vjp: (h, { x: [x, g], attrs }) => [apply(dx, [g, h], { of: attrs.of, shape: x.shape }), apply(fwd, [x, h], attrs.of)],
+  });
+  return { fwd, dx, dw };
+}
+
+function convOutShape(x: Shape, w: Shape, a: ConvAttrs): Shape {
+  const xs = to5(x, a.spatial);
+  const ws = to5(w, a.spatial);
+  const os = [xs[0], ws[0], ...[2, 3, 4].map((d) => outSize(xs[d], ws[d], a.stride[d - 2], a.padding[d - 2]))];
+  return [os[0], os[1], ...os.slice(5 - a.spatial)];
+}
+
+const CONV = convolutionPrimitives<ConvAttrs>(
+  { fwd: 'conv', dx: 'convTranspose', dw: 'convWeightGrad' },
+  convOutShape,
+  (part, x, w, y, a) => convImpl(part, to5(x, a.spatial), to5(w, a.spatial), to5(y, a.spatial), a),
+);
+
 /** x [B, Cin, ...S] conv w [Cout, Cin/groups, ...K] -> [B, Cout, ...S'] (no bias). */
 export function conv(x: Tensor, w: Tensor, opts: ConvOptions | ConvAttrs = {}): Tensor {
   const op = 'conv';
@@ -71,33 +138,20 @@ export function conv(x: Tensor, w: Tensor, opts: ConvOptions | ConvAttrs = {}): 
   if (!Number.isInteger(g) || g < 1 || xs[1] % g !== 0 || ws[0] % g !== 0 || ws[1] * g !== xs[1]) {
     throw new ShapeError(op, `input ${fmt(x.shape)} and weight ${fmt(w.shape)} do not fit groups=${g} (need Cin = weight.shape[1] * groups and Cout divisible by groups)`);
   }
-  const os = [xs[0], ws[0], ...[2, 3, 4].map((d) => outSize(xs[d], ws[d], attrs.stride[d - 2], attrs.padding[d - 2]))];
-  if (os.slice(2).some((n) => n <= 0)) {
+  if (convOutShape(x.shape, w.shape, attrs).slice(2).some((n) => n <= 0)) {
     throw new ShapeError(op, `kernel ${fmt(w.shape.slice(2))} is larger than the padded input ${fmt(x.shape)} (padding ${fmt(attrs.padding.slice(3 - spatial))})`);
   }
-  const out = execute([x, w], [os[0], os[1], ...os.slice(5 - spatial)], convImpl('fwd', xs, ws, os, attrs));
-  return notify(op, [x, w], out, attrs as unknown as Record<string, unknown>);
+  return apply(CONV.fwd, [x, w], attrs);
 }
 
 /** The input-gradient of conv: the transposed convolution of g with w, shaped like the conv input. */
-export function convTranspose(g: Tensor, w: Tensor, inputShape: Shape, attrs: ConvAttrs): Tensor {
-  const xs = to5(inputShape, attrs.spatial);
-  const ws = to5(w.shape, attrs.spatial);
-  const os = to5(g.shape, attrs.spatial);
-  const out = execute([g, w], inputShape, convImpl('dx', xs, ws, os, attrs));
-  return notify('convTranspose', [g, w], out, attrs as unknown as Record<string, unknown>);
-}
+export const convTranspose = (g: Tensor, w: Tensor, inputShape: Shape, attrs: ConvAttrs): Tensor =>
+  apply(CONV.dx, [g, w], { of: attrs, shape: inputShape });
 
-/** The weight-gradient of conv (not differentiable further). */
-export function convWeightGrad(x: Tensor, g: Tensor, weightShape: Shape, attrs: ConvAttrs): Tensor {
-  const xs = to5(x.shape, attrs.spatial);
-  const ws = to5(weightShape, attrs.spatial);
-  const os = to5(g.shape, attrs.spatial);
-  const out = execute([x, g], weightShape, convImpl('dw', xs, ws, os, attrs));
-  return notify('convWeightGrad', [x, g], out, attrs as unknown as Record<string, unknown>);
-}
+/** The weight-gradient of conv. */
+export const convWeightGrad = (x: Tensor, g: Tensor, weightShape: Shape, attrs: ConvAttrs): Tensor =>
+  apply(CONV.dw, [x, g], { of: attrs, shape: weightShape });
 
-type ConvPart = 'fwd' | 'dx' | 'dw';
 
 function convImpl(part: ConvPart, xs: number[], ws: number[], os: number[], a: ConvAttrs): OpImpl {
   const [B, Cin, D, H, W] = xs;
@@ -308,37 +362,66 @@ function poolAttrs(op: string, x: Tensor, kernel: readonly number[], stride?: re
 
 const pool5 = (shape: Shape): number[] => (shape.length === 4 ? [1, ...shape] : [...shape]);
 
-function poolOutShape(op: string, shape: Shape, a: PoolAttrs): number[] {
-  const s5 = pool5(shape);
-  const o = [0, 1, 2].map((d) => outSize(s5[d + 2], a.kernel[d], a.stride[d], a.padding[d]));
-  if (o.some((n) => n <= 0)) {
+/** Pooling keeps the leading axes and pools the last three. */
+const poolOutShape = (x: Shape, a: PoolAttrs): Shape =>
+  [...x.slice(0, x.length - 3), ...[0, 1, 2].map((d) => outSize(x[x.length - 3 + d], a.kernel[d], a.stride[d], a.padding[d]))];
+
+function checkPoolGrid(op: string, shape: Shape, a: PoolAttrs): void {
+  if (poolOutShape(shape, a).some((n) => n <= 0)) {
     throw new ShapeError(op, `kernel ${fmt(a.kernel)} with padding ${fmt(a.padding)} is larger than the grid of input ${fmt(shape)}`);
   }
-  return [...shape.slice(0, shape.length - 3), ...o];
 }
+
+const MAX_POOL_GRAD = definePrimitive<PoolAttrs>({
+  name: 'maxPoolGrad',
+  shape: ([x]) => x,
+  impl: ([x], a) => poolImpl('maxGrad', pool5(x), a),
+  save: 'nothing',
+  vjp: notDifferentiable('second derivatives through max pooling are not supported'),
+});
+
+const MAX_POOL = definePrimitive<PoolAttrs>({
+  name: 'maxPool',
+  shape: ([x], a) => poolOutShape(x, a),
+  impl: ([x], a) => poolImpl('max', pool5(x), a),
+  save: 'inputs',
+  vjp: (g, { x: [x], attrs }) => [apply(MAX_POOL_GRAD, [x, g], attrs)],
+});
+
+const AVG_POOL: Primitive<PoolAttrs> = definePrimitive<PoolAttrs>({
+  name: 'avgPool',
+  shape: ([x], a) => poolOutShape(x, a),
+  impl: ([x], a) => poolImpl('avg', pool5(x), a),
+  save: 'nothing',
+  vjp: (g, { shapes, attrs }) => [avgPoolGrad(g, shapes[0], attrs)],
+});
+
+const AVG_POOL_GRAD = definePrimitive<GradAttrs<PoolAttrs>>({
+  name: 'avgPoolGrad',
+  shape: (_, a) => a.shape,
+  impl: (_, a, x) => poolImpl('avgGrad', pool5(x), a.of),
+  save: 'nothing',
+  vjp: (h, { attrs }) => [apply(AVG_POOL, [h], attrs.of)],
+});
 
 export function maxPool3d(x: Tensor, kernel: readonly number[], stride?: readonly number[], padding?: readonly number[]): Tensor {
   assertTensor('maxPool3d', x);
   const a = poolAttrs('maxPool3d', x, kernel, stride, padding);
-  const outShape = poolOutShape('maxPool3d', x.shape, a);
-  return notify('maxPool', [x], execute([x], outShape, poolImpl('max', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
+  checkPoolGrid('maxPool3d', x.shape, a);
+  return apply(MAX_POOL, [x], a);
 }
 
 export function avgPool3d(x: Tensor, kernel: readonly number[], stride?: readonly number[], padding?: readonly number[]): Tensor {
   assertTensor('avgPool3d', x);
   const a = poolAttrs('avgPool3d', x, kernel, stride, padding);
-  const outShape = poolOutShape('avgPool3d', x.shape, a);
-  return notify('avgPool', [x], execute([x], outShape, poolImpl('avg', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
+  checkPoolGrid('avgPool3d', x.shape, a);
+  return apply(AVG_POOL, [x], a);
 }
 
 /** Gradient of max pooling: each window's gradient goes to its first maximal element (PyTorch). */
-export function maxPoolGrad(x: Tensor, g: Tensor, a: PoolAttrs): Tensor {
-  return notify('maxPoolGrad', [x, g], execute([x, g], x.shape, poolImpl('maxGrad', pool5(x.shape), a)), a as unknown as Record<string, unknown>);
-}
+export const maxPoolGrad = (x: Tensor, g: Tensor, a: PoolAttrs): Tensor => apply(MAX_POOL_GRAD, [x, g], a);
 
-export function avgPoolGrad(g: Tensor, inputShape: Shape, a: PoolAttrs): Tensor {
-  return notify('avgPoolGrad', [g], execute([g], inputShape, poolImpl('avgGrad', pool5(inputShape), a)), a as unknown as Record<string, unknown>);
-}
+export const avgPoolGrad = (g: Tensor, inputShape: Shape, a: PoolAttrs): Tensor => apply(AVG_POOL_GRAD, [g], { of: a, shape: inputShape });
 
 function poolImpl(part: 'max' | 'avg' | 'maxGrad' | 'avgGrad', xs: number[], a: PoolAttrs): OpImpl {
   const [B, C, D, H, W] = xs;

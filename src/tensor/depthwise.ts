@@ -6,8 +6,9 @@
  */
 import { floorDiv, splitIndex } from './codegen.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
-import { execute, type OpImpl } from './exec.ts';
-import { notify } from './observer.ts';
+import { convolutionPrimitives, type ConvPart } from './conv.ts';
+import type { OpImpl } from './exec.ts';
+import { apply } from './primitive.ts';
 import { fmt, type Shape } from './shape.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
 
@@ -18,8 +19,6 @@ export interface DepthwiseAttrs {
   readonly padding: Triple;
 }
 
-type Part = 'fwd' | 'dx' | 'dw';
-
 const outSize = (n: number, k: number, s: number, p: number) => Math.floor((n + 2 * p - k) / s) + 1;
 
 function checkTriple(op: string, what: string, v: readonly number[], min: number): Triple {
@@ -29,6 +28,12 @@ function checkTriple(op: string, what: string, v: readonly number[], min: number
   return [v[0], v[1], v[2]];
 }
 
+const DEPTHWISE = convolutionPrimitives<DepthwiseAttrs>(
+  { fwd: 'depthwiseConv3d', dx: 'depthwiseConv3dGradInput', dw: 'depthwiseConv3dGradWeight' },
+  (x, w, a) => outShape(x, w, a),
+  (part, x, w, y, a) => impl(part, x, w, y, a),
+);
+
 export function depthwiseConv3d(x: Tensor, w: Tensor, opts: { stride: readonly number[]; padding: readonly number[] }): Tensor {
   const op = 'depthwiseConv3d';
   assertTensor(op, x, 'input');
@@ -37,9 +42,8 @@ export function depthwiseConv3d(x: Tensor, w: Tensor, opts: { stride: readonly n
     throw new ShapeError(op, `expected input [N, D, H, W, C] and weight [C, 1, kd, kh, kw], got ${fmt(x.shape)} and ${fmt(w.shape)}`);
   }
   const a: DepthwiseAttrs = { stride: checkTriple(op, 'stride', opts.stride, 1), padding: checkTriple(op, 'padding', opts.padding, 0) };
-  const os = outShape(x.shape, w.shape, a);
-  if (os.some((n) => n <= 0)) throw new ShapeError(op, `kernel ${fmt(w.shape.slice(2))} is larger than the padded input ${fmt(x.shape)}`);
-  return notify(op, [x, w], execute([x, w], os, impl('fwd', x.shape, w.shape, os, a)), a as unknown as Record<string, unknown>);
+  if (outShape(x.shape, w.shape, a).some((n) => n <= 0)) throw new ShapeError(op, `kernel ${fmt(w.shape.slice(2))} is larger than the padded input ${fmt(x.shape)}`);
+  return apply(DEPTHWISE.fwd, [x, w], a);
 }
 
 function outShape(xs: Shape, ws: Shape, a: DepthwiseAttrs): number[] {
@@ -47,18 +51,14 @@ function outShape(xs: Shape, ws: Shape, a: DepthwiseAttrs): number[] {
 }
 
 /** The input gradient: shaped like the conv input. */
-export function depthwiseConv3dGradInput(g: Tensor, w: Tensor, inputShape: Shape, a: DepthwiseAttrs): Tensor {
-  const out = execute([g, w], inputShape, impl('dx', inputShape, w.shape, g.shape, a));
-  return notify('depthwiseConv3dGradInput', [g, w], out, a as unknown as Record<string, unknown>);
-}
+export const depthwiseConv3dGradInput = (g: Tensor, w: Tensor, inputShape: Shape, a: DepthwiseAttrs): Tensor =>
+  apply(DEPTHWISE.dx, [g, w], { of: a, shape: inputShape });
 
 /** The weight gradient. */
-export function depthwiseConv3dGradWeight(x: Tensor, g: Tensor, weightShape: Shape, a: DepthwiseAttrs): Tensor {
-  const out = execute([x, g], weightShape, impl('dw', x.shape, weightShape, g.shape, a));
-  return notify('depthwiseConv3dGradWeight', [x, g], out, a as unknown as Record<string, unknown>);
-}
+export const depthwiseConv3dGradWeight = (x: Tensor, g: Tensor, weightShape: Shape, a: DepthwiseAttrs): Tensor =>
+  apply(DEPTHWISE.dw, [x, g], { of: a, shape: weightShape });
 
-function impl(part: Part, xs: Shape, ws: Shape, os: Shape, a: DepthwiseAttrs): OpImpl {
+function impl(part: ConvPart, xs: Shape, ws: Shape, os: Shape, a: DepthwiseAttrs): OpImpl {
   const [N, D, H, W, C] = xs;
   const [, , KD, KH, KW] = ws;
   const [, OD, OH, OW] = os;
@@ -145,7 +145,7 @@ for (let n = 0; n < N; n++) {
 
 type HostLoop = (geom: readonly number[], p: Float32Array, q: Float32Array, out: Float32Array) => void;
 const hostLoop = (inner: string): HostLoop => new Function('geom', 'p', 'q', 'out', HOST_TEMPLATE(inner)) as HostLoop;
-const HOST: Record<Part, HostLoop> = {
+const HOST: Record<ConvPart, HostLoop> = {
   fwd: hostLoop('out[o + c] += p[i + c] * q[c * K + t];'),
   dx: hostLoop('out[i + c] += p[o + c] * q[c * K + t];'),
   dw: hostLoop('out[c * K + t] += p[i + c] * q[o + c];'),

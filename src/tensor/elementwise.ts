@@ -1,21 +1,32 @@
 /** Library-internal (not re-exported by src/index.ts): the optimizers' fused update passes. */
-import { stridedMap } from './codegen.ts';
-import { execute } from './exec.ts';
-import { notify } from './observer.ts';
-import { toTensor, type TensorLike } from './ops.ts';
-import { broadcastShapes, broadcastStrides } from './shape.ts';
+import { elementwiseImpl, toTensor, type TensorLike } from './ops.ts';
+import { apply, definePrimitive, notDifferentiable } from './primitive.ts';
+import { broadcastShapes, type Shape } from './shape.ts';
 import type { Tensor } from './tensor.ts';
+
+export interface ElementwiseAttrs {
+  /** For profiles and kernel names. */
+  readonly name: string;
+  /** The scalar expression in x0, x1, ... */
+  readonly expr: string;
+}
+
+const ELEMENTWISE = definePrimitive<ElementwiseAttrs>({
+  name: 'elementwise',
+  shape: (inputs, { name }) => inputs.reduce<Shape>((acc, s) => broadcastShapes(name, acc, s), []),
+  impl: (inputs, { name, expr }, out) => elementwiseImpl(name, inputs, out, expr),
+  elementwise: { expr: ({ expr }) => expr },
+  save: 'nothing',
+  vjp: notDifferentiable('elementwise (a fused optimizer expression) has no VJP rule'),
+});
 
 /**
  * A fused elementwise expression over broadcast inputs, `expr` in x0, x1, ... (JavaScript arithmetic and
- * Math.* that gpu.js also compiles). Not differentiable (autodiff has no rule for it): it is for
- * optimizer updates and similar bookkeeping, where one pass replaces a chain of ops. `expr` becomes
- * code, so it must come from the library, never from user input.
+ * Math.* that gpu.js also compiles). Not differentiable: it is for optimizer updates and similar
+ * bookkeeping, where one pass replaces a chain of ops. `expr` becomes code, so it must come from the
+ * library, never from user input.
  */
 export function elementwise(name: string, expr: string, inputs: readonly TensorLike[]): Tensor {
   const ts = inputs.map((t, i) => toTensor(name, t, `input ${i}`));
-  const shape = ts.reduce<number[]>((acc, t) => broadcastShapes(name, acc, t.shape), []);
-  const reads = ts.map((t) => ({ strides: broadcastStrides(t.shape, shape), offset: 0 }));
-  return notify('elementwise', ts, execute(ts, shape, stridedMap(name, shape, reads, expr)), { name });
+  return apply(ELEMENTWISE, ts, { name, expr });
 }
-

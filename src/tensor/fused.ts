@@ -2,15 +2,18 @@
  * Fused row-wise ops over the last axis: softmax, layer normalisation (without the affine part) and
  * GELU, each with a fused gradient op. Written from primitives they take 5-10 passes over the data
  * forward and more backward; fused they take one or two (docs/benchmarks.md). Each is still a gpu.js
- * kernel (the reference on cpu/webgpu/webgl2) with a host loop on webasm; their VJP rules are in
- * src/autodiff/rules.ts like every other op.
+ * kernel (the reference on cpu/webgpu/webgl2) with a host loop on webasm, and a primitive with its VJP
+ * rule like every other op.
  */
+import { wasmKernelsOn } from '../backend/wasm-memory.ts';
+import { wasmGelu, wasmRowOp } from '../backend/wasm-rowops.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
 import { floorDiv } from './codegen.ts';
 import { ShapeError } from './errors.ts';
-import { execute, type OpImpl } from './exec.ts';
-import { notify } from './observer.ts';
-import { fmt, sameShape } from './shape.ts';
+import type { OpImpl } from './exec.ts';
+import { sub, mul, sum, exp } from './ops.ts';
+import { apply, definePrimitive, notDifferentiable, type Primitive } from './primitive.ts';
+import { fmt, sameShape, type Shape } from './shape.ts';
 
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
@@ -51,7 +54,9 @@ function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
     const args = op === 'softmax' || op === 'normalize' ? 'a0' : 'a0, a1';
     return { key, source: `function (${args}) {\n${head}${body}}` };
   };
-  const host = () => (ins: Float32Array[], out: Float32Array) => {
+  // webasm fast path: generated wasm SIMD (wasm-rowops.ts); the loop below where it is off or missing.
+  const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmRowOp(op, ins, out, C, eps) : hostLoop);
+  const hostLoop = (ins: Float32Array[], out: Float32Array) => {
     const [a, g] = ins;
     const rows = out.length / C;
     for (let r = 0; r < rows; r++) {
@@ -100,23 +105,46 @@ function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
   return { name: op, kernel, host };
 }
 
-function rowOp(op: RowOp, inputs: Tensor[], eps = 0): Tensor {
+interface RowAttrs {
+  readonly eps: number;
+}
+
+const rowPrimitive = (op: RowOp, save: 'inputs' | 'output', vjp: Primitive<RowAttrs>['vjp']): Primitive<RowAttrs> =>
+  definePrimitive<RowAttrs>({
+    name: op,
+    shape: ([x]) => x,
+    impl: ([x], { eps }) => rowImpl(op, x[x.length - 1], eps),
+    save,
+    vjp,
+  });
+
+const SOFTMAX_GRAD = rowPrimitive('softmaxGrad', 'inputs', (h, { x: [y, g] }) => [
+  // out = y * (g - s), s = sum(g * y): linear in g (the same op), and in y: h * (g - s) - g * sum(h * y).
+  sub(mul(h, sub(g, sum(mul(g, y), -1, true))), mul(g, sum(mul(h, y), -1, true))),
+  softmaxGrad(y, h),
+]);
+const SOFTMAX = rowPrimitive('softmax', 'output', (g, { y }) => [softmaxGrad(y!, g)]);
+const NORMALIZE_GRAD = rowPrimitive('normalizeGrad', 'inputs', notDifferentiable('second derivatives through layerNorm are not supported'));
+const NORMALIZE = rowPrimitive('normalize', 'inputs', (g, { x: [x], attrs }) => [normalizeGrad(x, g, attrs.eps)]);
+
+function rowOp(prim: Primitive<RowAttrs>, inputs: Tensor[], eps = 0): Tensor {
+  const op = prim.name;
   inputs.forEach((t, i) => assertTensor(op, t, i === 0 ? 'input' : 'cotangent'));
-  const { C } = rowShape(op, inputs[0]);
+  rowShape(op, inputs[0]);
   if (inputs.length === 2 && !sameShape(inputs[0].shape, inputs[1].shape)) {
     throw new ShapeError(op, `shapes ${fmt(inputs[0].shape)} and ${fmt(inputs[1].shape)} differ`);
   }
-  return notify(op, inputs, execute(inputs, inputs[0].shape, rowImpl(op, C, eps)), { eps });
+  return apply(prim, inputs, { eps });
 }
 
 /** softmax over the last axis. */
-export const softmaxLast = (x: Tensor): Tensor => rowOp('softmax', [x]);
+export const softmaxLast = (x: Tensor): Tensor => rowOp(SOFTMAX, [x]);
 /** y * (g - sum(g * y)) over the last axis: the VJP of softmax at output y. */
-export const softmaxGrad = (y: Tensor, g: Tensor): Tensor => rowOp('softmaxGrad', [y, g]);
+export const softmaxGrad = (y: Tensor, g: Tensor): Tensor => rowOp(SOFTMAX_GRAD, [y, g]);
 /** (x - mean) / sqrt(var + eps) over the last axis (biased variance). */
-export const normalizeLast = (x: Tensor, eps: number): Tensor => rowOp('normalize', [x], eps);
+export const normalizeLast = (x: Tensor, eps: number): Tensor => rowOp(NORMALIZE, [x], eps);
 /** The VJP of normalizeLast at x for cotangent g. */
-export const normalizeGrad = (x: Tensor, g: Tensor, eps: number): Tensor => rowOp('normalizeGrad', [x, g], eps);
+export const normalizeGrad = (x: Tensor, g: Tensor, eps: number): Tensor => rowOp(NORMALIZE_GRAD, [x, g], eps);
 
 // ---------------------------------------------------------------------------------------------
 // GELU (erf form)
@@ -139,7 +167,8 @@ function geluImpl(grad: boolean): OpImpl {
 const x0 = a0[this.thread.x];
 ${grad ? 'const x1 = a1[this.thread.x];\n' : ''}${PHI_STATEMENTS}return ${result};
 }`;
-  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host: () => GELU_HOST[grad ? 1 : 0] };
+  const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmGelu(grad, ins, out) : GELU_HOST[grad ? 1 : 0]);
+  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host };
 }
 
 /** The host loops, built once so V8 optimises them (a loop per call would stay interpreted). */
@@ -153,10 +182,32 @@ ${PHI_STATEMENTS}out[i] = ${result};
 }`) as (ins: Float32Array[], out: Float32Array) => void;
 });
 
+const sameAsFirst = ([x]: readonly Shape[]): Shape => x;
+
+const GELU_GRAD = definePrimitive<void>({
+  name: 'geluGrad',
+  shape: sameAsFirst,
+  impl: () => geluImpl(true),
+  save: 'inputs',
+  // g * gelu'(x): linear in g; d/dx gelu'(x) = phi(x) (2 - x^2).
+  vjp: (h, { x: [x, g] }) => [
+    mul(mul(h, g), mul(mul(exp(mul(mul(x, x), -0.5)), INV_SQRT_2PI), sub(2, mul(x, x)))),
+    geluGrad(x, h),
+  ],
+});
+
+const GELU = definePrimitive<void>({
+  name: 'gelu',
+  shape: sameAsFirst,
+  impl: () => geluImpl(false),
+  save: 'inputs',
+  vjp: (g, { x: [x] }) => [geluGrad(x, g)],
+});
+
 /** GELU, exact erf form (PyTorch nn.GELU()). */
 export function gelu(x: Tensor): Tensor {
   assertTensor('gelu', x);
-  return notify('gelu', [x], execute([x], x.shape, geluImpl(false)));
+  return apply(GELU, [x], undefined);
 }
 
 /** g * GELU'(x). */
@@ -164,5 +215,5 @@ export function geluGrad(x: Tensor, g: Tensor): Tensor {
   assertTensor('geluGrad', x);
   assertTensor('geluGrad', g, 'cotangent');
   if (!sameShape(x.shape, g.shape)) throw new ShapeError('geluGrad', `shapes ${fmt(x.shape)} and ${fmt(g.shape)} differ`);
-  return notify('geluGrad', [x, g], execute([x, g], x.shape, geluImpl(true)));
+  return apply(GELU_GRAD, [x, g], undefined);
 }

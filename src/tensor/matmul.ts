@@ -3,11 +3,39 @@ import { getBackend } from '../backend/backend.ts';
 import { matmulKernelAny } from '../backend/matmul.ts';
 import { splitIndex } from './codegen.ts';
 import { ShapeError } from './errors.ts';
-import { execute, type OpImpl } from './exec.ts';
-import { notify } from './observer.ts';
 import { broadcastTo, reshape } from './ops.ts';
+import { apply, definePrimitive } from './primitive.ts';
 import { broadcastShapes, fmt } from './shape.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
+
+export interface MatmulAttrs {
+  readonly transA: boolean;
+  readonly transB: boolean;
+}
+
+/**
+ * The primitive: C[z] = op(A[z]) op(B[z]) over operands of rank 3 with one shared batch axis (`matmul`
+ * folds, promotes and broadcasts everything else before applying it).
+ */
+const MATMUL = definePrimitive<MatmulAttrs>({
+  name: 'matmul',
+  shape: ([a, b], { transA, transB }) => [a[0], transA ? a[2] : a[1], transB ? b[1] : b[2]],
+  impl: ([a], { transA, transB }, [batch, m, n]) => {
+    const problem = { batch, m, k: transA ? a[1] : a[2], n, transA, transB };
+    // webgpu runs the kernel below on device-resident operands; the other backends use the matmul engine
+    // (wasm GEMM on webasm, gpu.js kernels on cpu and webgl2).
+    return {
+      name: 'matmul',
+      kernel: (gpu) => ({ key: `matmul|${batch}|${problem.m}|${problem.k}|${n}|${transA}|${transB}`, source: matmulSource(problem, gpu) }),
+      run: getBackend() === 'webgpu' ? undefined : ([x, y]) => matmulKernelAny(problem, x, y),
+    };
+  },
+  save: 'inputs',
+  vjp: (g, { x: [a, b], attrs: { transA, transB }, needs }) => [
+    !needs[0] ? null : transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB }),
+    !needs[1] ? null : transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA }),
+  ],
+});
 
 export interface MatmulOptions {
   /** Use the transpose of the last two axes of a / b (no copy). */
@@ -48,15 +76,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   };
   const a3 = expand(a2);
   const b3 = expand(b2);
-  const problem = { batch, m, k, n, transA, transB };
-  // webgpu runs the kernel below on device-resident operands; the other backends use the matmul engine
-  // (wasm GEMM on webasm, gpu.js kernels on cpu and webgl2).
-  const impl: OpImpl = {
-    name: 'matmul',
-    kernel: (gpu) => ({ key: `matmul|${batch}|${m}|${k}|${n}|${transA}|${transB}`, source: matmulSource(problem, gpu) }),
-    run: getBackend() === 'webgpu' ? undefined : ([x, y]) => matmulKernelAny(problem, x, y),
-  };
-  let out = notify(op, [a3, b3], execute([a3, b3], [batch, m, n], impl), { transA, transB });
+  let out = apply(MATMUL, [a3, b3], { transA, transB });
   out = reshape(out, [...batchShape, m, n]);
   if (a.rank === 1) out = reshape(out, [...batchShape, n]);
   if (b.rank === 1) out = reshape(out, out.shape.slice(0, -1));

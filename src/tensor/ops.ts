@@ -1,12 +1,12 @@
 /**
- * The primitive ops. Each validates its arguments (errors name the op and the shapes), runs through
- * `execute` (a gpu.js kernel, or its generated host loop on webasm), and reports itself to the observer
- * so autodiff can record it. The VJP rules live in src/autodiff/rules.ts.
+ * The primitive ops. Each op function validates its arguments (errors name the op and the shapes) and
+ * applies its primitive (src/tensor/primitive.ts): one declaration holding the shape rule, the kernels
+ * (a gpu.js kernel, or its generated host loop on webasm) and the VJP rule with what it saves.
  */
 import { ArgumentError, ShapeError } from './errors.ts';
 import { contiguousRead, floorDiv, reduce, splitIndex, stridedMap, type StridedRead } from './codegen.ts';
-import { execute, type OpImpl } from './exec.ts';
-import { notify } from './observer.ts';
+import type { OpImpl } from './exec.ts';
+import { apply, definePrimitive, noGradient, type Primitive, type RuleContext, type Save } from './primitive.ts';
 import {
   broadcastShapes,
   broadcastStrides,
@@ -21,7 +21,7 @@ import {
   checkIntList,
   type Shape,
 } from './shape.ts';
-import { assertTensor, scalar, Tensor, view } from './tensor.ts';
+import { assertTensor, scalar, Tensor } from './tensor.ts';
 
 export type TensorLike = Tensor | number;
 
@@ -45,89 +45,152 @@ export function erfExpr(v: string): string {
 }
 const ERF = erfExpr('x0');
 
+/** The output shape of elementwise ops: the inputs broadcast together. */
+const broadcastAll = (op: string, shapes: readonly Shape[]): Shape => shapes.reduce<Shape>((acc, s) => broadcastShapes(op, acc, s), []);
+
+/** out[i] = expr(x0, x1, ...) over inputs broadcast to `out`: one strided map. */
+export function elementwiseImpl(name: string, inputs: readonly Shape[], out: Shape, expr: string): OpImpl {
+  return stridedMap(name, out, inputs.map((s) => ({ strides: broadcastStrides(s, out), offset: 0 })), expr);
+}
+
+/** The declaration of an elementwise primitive whose expression does not depend on attributes. */
+function elementwisePrimitive(name: string, expr: string, save: Save, vjp: (g: Tensor, ctx: RuleContext<void>) => readonly (Tensor | null)[]): Primitive<void> {
+  return definePrimitive<void>({
+    name,
+    shape: (inputs) => broadcastAll(name, inputs),
+    impl: (inputs, _, out) => elementwiseImpl(name, inputs, out, expr),
+    elementwise: { expr: () => expr },
+    save,
+    vjp,
+  });
+}
+
+const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
+
+/** Gradient share of a for max/min(a, b): 1 where a wins, 1/2 on ties (as PyTorch). */
+const winShare = (a: Tensor, b: Tensor, cmp: 'greater' | 'less'): Tensor => add(binary(cmp, a, b), mul(equal(a, b), 0.5));
+
 export const UNARY = {
-  neg: '-x0',
-  abs: 'Math.abs(x0)',
-  exp: 'Math.exp(x0)',
-  log: 'Math.log(x0)',
-  sqrt: 'Math.sqrt(x0)',
-  rsqrt: '1 / Math.sqrt(x0)',
-  tanh: 'Math.tanh(x0)',
-  erf: ERF,
-  relu: '(x0 > 0 ? x0 : 0)',
-  sign: '(x0 > 0 ? 1 : (x0 < 0 ? -1 : 0))',
+  neg: elementwisePrimitive('neg', '-x0', 'nothing', (g) => [neg(g)]),
+  abs: elementwisePrimitive('abs', 'Math.abs(x0)', 'inputs', (g, { x }) => [mul(g, sign(x[0]))]),
+  exp: elementwisePrimitive('exp', 'Math.exp(x0)', 'output', (g, { y }) => [mul(g, y!)]),
+  log: elementwisePrimitive('log', 'Math.log(x0)', 'inputs', (g, { x }) => [div(g, x[0])]),
+  sqrt: elementwisePrimitive('sqrt', 'Math.sqrt(x0)', 'output', (g, { y }) => [div(mul(g, 0.5), y!)]),
+  rsqrt: elementwisePrimitive('rsqrt', '1 / Math.sqrt(x0)', 'output', (g, { y }) => [mul(mul(g, -0.5), mul(y!, mul(y!, y!)))]),
+  tanh: elementwisePrimitive('tanh', 'Math.tanh(x0)', 'output', (g, { y }) => [mul(g, sub(1, mul(y!, y!)))]),
+  erf: elementwisePrimitive('erf', ERF, 'inputs', (g, { x }) => [mul(g, mul(exp(neg(mul(x[0], x[0]))), TWO_OVER_SQRT_PI))]),
+  relu: elementwisePrimitive('relu', '(x0 > 0 ? x0 : 0)', 'output', (g, { y }) => [mul(g, greater(y!, 0))]),
+  sign: elementwisePrimitive('sign', '(x0 > 0 ? 1 : (x0 < 0 ? -1 : 0))', 'nothing', noGradient),
 } as const;
 export type UnaryOp = keyof typeof UNARY;
 
 export const BINARY = {
-  add: 'x0 + x1',
-  sub: 'x0 - x1',
-  mul: 'x0 * x1',
-  div: 'x0 / x1',
-  pow: 'Math.pow(x0, x1)',
-  maximum: 'Math.max(x0, x1)',
-  minimum: 'Math.min(x0, x1)',
-  greater: '(x0 > x1 ? 1 : 0)',
-  greaterEqual: '(x0 >= x1 ? 1 : 0)',
-  less: '(x0 < x1 ? 1 : 0)',
-  lessEqual: '(x0 <= x1 ? 1 : 0)',
-  equal: '(x0 == x1 ? 1 : 0)',
-  notEqual: '(x0 != x1 ? 1 : 0)',
+  add: elementwisePrimitive('add', 'x0 + x1', 'nothing', (g, { shapes, needs }) => [needs[0] ? sumTo(g, shapes[0]) : null, needs[1] ? sumTo(g, shapes[1]) : null]),
+  sub: elementwisePrimitive('sub', 'x0 - x1', 'nothing', (g, { shapes }) => [sumTo(g, shapes[0]), sumTo(neg(g), shapes[1])]),
+  mul: elementwisePrimitive('mul', 'x0 * x1', 'inputs', (g, { x: [a, b], needs }) => [needs[0] ? sumTo(mul(g, b), a.shape) : null, needs[1] ? sumTo(mul(g, a), b.shape) : null]),
+  div: elementwisePrimitive('div', 'x0 / x1', 'inputs', (g, { x: [a, b] }) => [sumTo(div(g, b), a.shape), sumTo(neg(div(mul(g, a), mul(b, b))), b.shape)]),
+  pow: elementwisePrimitive('pow', 'Math.pow(x0, x1)', 'both', (g, { x: [a, b], y }) => [
+    sumTo(mul(g, mul(b, pow(a, sub(b, 1)))), a.shape),
+    // d/db a^b = a^b log a, defined for a > 0 (0 elsewhere, as PyTorch gives for a = 0).
+    sumTo(mul(g, where(greater(a, 0), mul(y!, log(maximum(a, 1e-30))), 0)), b.shape),
+  ]),
+  maximum: elementwisePrimitive('maximum', 'Math.max(x0, x1)', 'inputs', (g, { x: [a, b] }) => [sumTo(mul(g, winShare(a, b, 'greater')), a.shape), sumTo(mul(g, winShare(b, a, 'greater')), b.shape)]),
+  minimum: elementwisePrimitive('minimum', 'Math.min(x0, x1)', 'inputs', (g, { x: [a, b] }) => [sumTo(mul(g, winShare(a, b, 'less')), a.shape), sumTo(mul(g, winShare(b, a, 'less')), b.shape)]),
+  greater: elementwisePrimitive('greater', '(x0 > x1 ? 1 : 0)', 'nothing', noGradient),
+  greaterEqual: elementwisePrimitive('greaterEqual', '(x0 >= x1 ? 1 : 0)', 'nothing', noGradient),
+  less: elementwisePrimitive('less', '(x0 < x1 ? 1 : 0)', 'nothing', noGradient),
+  lessEqual: elementwisePrimitive('lessEqual', '(x0 <= x1 ? 1 : 0)', 'nothing', noGradient),
+  equal: elementwisePrimitive('equal', '(x0 == x1 ? 1 : 0)', 'nothing', noGradient),
+  notEqual: elementwisePrimitive('notEqual', '(x0 != x1 ? 1 : 0)', 'nothing', noGradient),
 } as const;
 export type BinaryOp = keyof typeof BINARY;
 
 export function unary(op: UnaryOp, x: Tensor): Tensor {
   assertTensor(op, x);
-  const out = execute([x], x.shape, stridedMap(op, x.shape, [contiguousRead(x.shape)], UNARY[op]));
-  return notify(op, [x], out);
+  return apply(UNARY[op], [x], undefined);
 }
 
 export function binary(op: BinaryOp, a: TensorLike, b: TensorLike): Tensor {
   const ta = toTensor(op, a, 'first argument');
   const tb = toTensor(op, b, 'second argument');
-  const shape = broadcastShapes(op, ta.shape, tb.shape);
-  const reads = [ta, tb].map((t) => ({ strides: broadcastStrides(t.shape, shape), offset: 0 }));
-  const out = execute([ta, tb], shape, stridedMap(op, shape, reads, BINARY[op]));
-  return notify(op, [ta, tb], out);
+  broadcastShapes(op, ta.shape, tb.shape);
+  return apply(BINARY[op], [ta, tb], undefined);
 }
 
-export const neg = (x: Tensor) => unary('neg', x);
-export const abs = (x: Tensor) => unary('abs', x);
-export const exp = (x: Tensor) => unary('exp', x);
-export const log = (x: Tensor) => unary('log', x);
-export const sqrt = (x: Tensor) => unary('sqrt', x);
-export const rsqrt = (x: Tensor) => unary('rsqrt', x);
-export const tanh = (x: Tensor) => unary('tanh', x);
-export const erf = (x: Tensor) => unary('erf', x);
-export const relu = (x: Tensor) => unary('relu', x);
-export const sign = (x: Tensor) => unary('sign', x);
+export const neg = (x: Tensor): Tensor => unary('neg', x);
+export const abs = (x: Tensor): Tensor => unary('abs', x);
+export const exp = (x: Tensor): Tensor => unary('exp', x);
+export const log = (x: Tensor): Tensor => unary('log', x);
+export const sqrt = (x: Tensor): Tensor => unary('sqrt', x);
+export const rsqrt = (x: Tensor): Tensor => unary('rsqrt', x);
+export const tanh = (x: Tensor): Tensor => unary('tanh', x);
+export const erf = (x: Tensor): Tensor => unary('erf', x);
+export const relu = (x: Tensor): Tensor => unary('relu', x);
+export const sign = (x: Tensor): Tensor => unary('sign', x);
 
-export const add = (a: TensorLike, b: TensorLike) => binary('add', a, b);
-export const sub = (a: TensorLike, b: TensorLike) => binary('sub', a, b);
-export const mul = (a: TensorLike, b: TensorLike) => binary('mul', a, b);
-export const div = (a: TensorLike, b: TensorLike) => binary('div', a, b);
-export const pow = (a: TensorLike, b: TensorLike) => binary('pow', a, b);
-export const maximum = (a: TensorLike, b: TensorLike) => binary('maximum', a, b);
-export const minimum = (a: TensorLike, b: TensorLike) => binary('minimum', a, b);
-export const greater = (a: TensorLike, b: TensorLike) => binary('greater', a, b);
-export const greaterEqual = (a: TensorLike, b: TensorLike) => binary('greaterEqual', a, b);
-export const less = (a: TensorLike, b: TensorLike) => binary('less', a, b);
-export const lessEqual = (a: TensorLike, b: TensorLike) => binary('lessEqual', a, b);
-export const equal = (a: TensorLike, b: TensorLike) => binary('equal', a, b);
-export const notEqual = (a: TensorLike, b: TensorLike) => binary('notEqual', a, b);
+export const add = (a: TensorLike, b: TensorLike): Tensor => binary('add', a, b);
+export const sub = (a: TensorLike, b: TensorLike): Tensor => binary('sub', a, b);
+export const mul = (a: TensorLike, b: TensorLike): Tensor => binary('mul', a, b);
+export const div = (a: TensorLike, b: TensorLike): Tensor => binary('div', a, b);
+export const pow = (a: TensorLike, b: TensorLike): Tensor => binary('pow', a, b);
+export const maximum = (a: TensorLike, b: TensorLike): Tensor => binary('maximum', a, b);
+export const minimum = (a: TensorLike, b: TensorLike): Tensor => binary('minimum', a, b);
+export const greater = (a: TensorLike, b: TensorLike): Tensor => binary('greater', a, b);
+export const greaterEqual = (a: TensorLike, b: TensorLike): Tensor => binary('greaterEqual', a, b);
+export const less = (a: TensorLike, b: TensorLike): Tensor => binary('less', a, b);
+export const lessEqual = (a: TensorLike, b: TensorLike): Tensor => binary('lessEqual', a, b);
+export const equal = (a: TensorLike, b: TensorLike): Tensor => binary('equal', a, b);
+export const notEqual = (a: TensorLike, b: TensorLike): Tensor => binary('notEqual', a, b);
+
+const WHERE = elementwisePrimitive('where', '(x0 != 0 ? x1 : x2)', 'inputs', (g, { x: [c, a, b] }) => [null, sumTo(where(c, g, 0), a.shape), sumTo(where(c, 0, g), b.shape)]);
 
 /** cond != 0 ? a : b, with broadcasting over all three. */
 export function where(cond: TensorLike, a: TensorLike, b: TensorLike): Tensor {
   const op = 'where';
   const ts = [toTensor(op, cond, 'condition'), toTensor(op, a, 'second argument'), toTensor(op, b, 'third argument')];
-  const shape = broadcastShapes(op, broadcastShapes(op, ts[0].shape, ts[1].shape), ts[2].shape);
-  const reads = ts.map((t) => ({ strides: broadcastStrides(t.shape, shape), offset: 0 }));
-  const out = execute(ts, shape, stridedMap(op, shape, reads, '(x0 != 0 ? x1 : x2)'));
-  return notify(op, ts, out);
+  broadcastAll(op, ts.map((t) => t.shape));
+  return apply(WHERE, ts, undefined);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Reductions
+
+export interface ReduceAttrs {
+  /** Sorted, normalised axes. */
+  readonly axes: readonly number[];
+  readonly keepdims: boolean;
+}
+
+const reducedShape = (shape: Shape, { axes, keepdims }: ReduceAttrs): Shape =>
+  keepdims ? shape.map((d, i) => (axes.includes(i) ? 1 : d)) : shape.filter((_, i) => !axes.includes(i));
+
+const reduceImpl = (kind: 'sum' | 'max') => ([shape]: readonly Shape[], { axes }: ReduceAttrs, out: Shape): OpImpl =>
+  axes.length === 0 ? stridedMap('copy', out, [contiguousRead(shape)], 'x0') : reduce(kind, shape, axes);
+
+/** The shape of x with the reduced axes kept as 1 (to broadcast a reduced result back). */
+const keptShape = (shape: Shape, axes: readonly number[]): number[] => shape.map((d, i) => (axes.includes(i) ? 1 : d));
+
+const SUM = definePrimitive<ReduceAttrs>({
+  name: 'sum',
+  shape: ([x], attrs) => reducedShape(x, attrs),
+  impl: reduceImpl('sum'),
+  save: 'nothing',
+  vjp: (g, { shapes, attrs }) => [broadcastTo(reshape(g, keptShape(shapes[0], attrs.axes)), [...shapes[0]])],
+});
+
+const MAX = definePrimitive<ReduceAttrs>({
+  name: 'max',
+  shape: ([x], attrs) => reducedShape(x, attrs),
+  impl: reduceImpl('max'),
+  // Ties share the gradient equally (torch.amax semantics).
+  save: 'both',
+  vjp: (g, { x: [x], y, attrs: { axes } }) => {
+    const kept = keptShape(x.shape, axes);
+    const mask = equal(x, reshape(y!, kept));
+    const count = sum(mask, axes, true);
+    return [mul(mask, div(reshape(g, kept), count))];
+  },
+});
 
 function reduceOp(kind: 'sum' | 'max', x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
   assertTensor(kind, x);
@@ -135,16 +198,11 @@ function reduceOp(kind: 'sum' | 'max', x: Tensor, axes?: number | readonly numbe
   if (kind === 'max' && ax.some((a) => x.shape[a] === 0)) {
     throw new ShapeError(kind, `cannot take the max over an empty axis of shape ${fmt(x.shape)}`);
   }
-  const kept = x.shape.map((d, i) => (ax.includes(i) ? 1 : d));
-  const outShape = keepdims ? kept : x.shape.filter((_, i) => !ax.includes(i));
-  const out = ax.length === 0
-    ? execute([x], outShape, stridedMap('copy', x.shape, [contiguousRead(x.shape)], 'x0'))
-    : execute([x], outShape, reduce(kind, x.shape, ax));
-  return notify(kind, [x], out, { axes: ax, keepdims });
+  return apply(kind === 'sum' ? SUM : MAX, [x], { axes: ax, keepdims });
 }
 
-export const sum = (x: Tensor, axes?: number | readonly number[], keepdims = false) => reduceOp('sum', x, axes, keepdims);
-export const max = (x: Tensor, axes?: number | readonly number[], keepdims = false) => reduceOp('max', x, axes, keepdims);
+export const sum = (x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor => reduceOp('sum', x, axes, keepdims);
+export const max = (x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor => reduceOp('max', x, axes, keepdims);
 
 export function mean(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
   assertTensor('mean', x);
@@ -155,6 +213,17 @@ export function mean(x: Tensor, axes?: number | readonly number[], keepdims = fa
 
 // ---------------------------------------------------------------------------------------------
 // Movement
+
+const RESHAPE = definePrimitive<{ readonly shape: Shape }>({
+  name: 'reshape',
+  shape: (_, { shape }) => shape,
+  impl: () => {
+    throw new ArgumentError('reshape', 'a view has no kernel');
+  },
+  view: true,
+  save: 'nothing',
+  vjp: (g, { shapes }) => [reshape(g, [...shapes[0]])],
+});
 
 /** Same data, new shape (one dimension may be -1). Shares the buffer. */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
@@ -175,8 +244,19 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   if (sizeOf(target) !== x.size) {
     throw new ShapeError(op, `cannot reshape ${fmt(x.shape)} (${x.size} values) into ${fmt(shape)} (${sizeOf(target)} values)`);
   }
-  return notify(op, [x], view(x, target), { from: x.shape });
+  return apply(RESHAPE, [x], { shape: target });
 }
+
+const PERMUTE = definePrimitive<{ readonly perm: readonly number[] }>({
+  name: 'permute',
+  shape: ([x], { perm }) => perm.map((a) => x[a]),
+  impl: ([x], { perm }, out) => {
+    const strides = stridesOf(x);
+    return stridedMap('permute', out, [{ strides: perm.map((a) => strides[a]), offset: 0 }], 'x0');
+  },
+  save: 'nothing',
+  vjp: (g, { attrs: { perm } }) => [permute(g, perm.map((_, i) => perm.indexOf(i)))],
+});
 
 export function permute(x: Tensor, perm: readonly number[]): Tensor {
   const op = 'permute';
@@ -186,10 +266,7 @@ export function permute(x: Tensor, perm: readonly number[]): Tensor {
   }
   const p = perm.map((a) => normAxis(op, a, x.rank));
   if (new Set(p).size !== p.length) throw new ShapeError(op, `${fmt(perm)} is not a permutation`);
-  const strides = stridesOf(x.shape);
-  const outShape = p.map((a) => x.shape[a]);
-  const out = execute([x], outShape, stridedMap('permute', outShape, [{ strides: p.map((a) => strides[a]), offset: 0 }], 'x0'));
-  return notify(op, [x], out, { perm: p });
+  return apply(PERMUTE, [x], { perm: p });
 }
 
 /** Swap two axes (default: the last two). */
@@ -202,6 +279,15 @@ export function transpose(x: Tensor, a = -2, b = -1): Tensor {
   return permute(x, perm);
 }
 
+const BROADCAST = definePrimitive<{ readonly shape: Shape }>({
+  name: 'broadcastTo',
+  shape: (_, { shape }) => shape,
+  impl: (inputs, _, out) => elementwiseImpl('broadcast', inputs, out, 'x0'),
+  elementwise: { expr: () => 'x0' },
+  save: 'nothing',
+  vjp: (g, { shapes }) => [sumTo(g, shapes[0])],
+});
+
 export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   const op = 'broadcastTo';
   assertTensor(op, x);
@@ -209,15 +295,29 @@ export function broadcastTo(x: Tensor, shape: readonly number[]): Tensor {
   const b = broadcastShapes(op, x.shape, shape);
   if (!sameShape(b, shape)) throw new ShapeError(op, `cannot broadcast ${fmt(x.shape)} to ${fmt(shape)}`);
   if (sameShape(x.shape, shape)) return x;
-  const out = execute([x], shape, stridedMap('broadcast', shape, [{ strides: broadcastStrides(x.shape, shape), offset: 0 }], 'x0'));
-  return notify(op, [x], out, { from: x.shape });
+  return apply(BROADCAST, [x], { shape: [...shape] });
 }
 
 export interface SliceSpec {
-  readonly start: number[];
-  readonly stop: number[];
-  readonly step: number[];
+  readonly start: readonly number[];
+  readonly stop: readonly number[];
+  readonly step: readonly number[];
 }
+
+const SLICE = definePrimitive<SliceSpec>({
+  name: 'slice',
+  shape: (_, { start, stop, step }) => start.map((b, d) => Math.max(0, Math.ceil((stop[d] - b) / step[d]))),
+  impl: ([x], spec, out) => {
+    const strides = stridesOf(x);
+    const read: StridedRead = {
+      strides: strides.map((s, d) => s * spec.step[d]),
+      offset: strides.reduce((o, s, d) => o + s * spec.start[d], 0),
+    };
+    return stridedMap('slice', out, [read], 'x0');
+  },
+  save: 'nothing',
+  vjp: (g, { shapes, attrs }) => [embed(g, [...shapes[0]], attrs.start, attrs.step, 0)],
+});
 
 /**
  * x[start:stop:step] on every axis (numpy semantics: negative indices count from the end, bounds are
@@ -229,8 +329,7 @@ export function slice(x: Tensor, start: readonly number[], stop?: readonly (numb
   checkIntList(op, 'start', start);
   if (stop !== undefined) checkIntList(op, 'stop', stop, true);
   if (step !== undefined) checkIntList(op, 'step', step);
-  const spec: SliceSpec = { start: [], stop: [], step: [] };
-  const outShape: number[] = [];
+  const spec = { start: [] as number[], stop: [] as number[], step: [] as number[] };
   for (let d = 0; d < x.rank; d++) {
     const n = x.shape[d];
     const st = step?.[d] ?? 1;
@@ -242,17 +341,28 @@ export function slice(x: Tensor, start: readonly number[], stop?: readonly (numb
     spec.start.push(b);
     spec.stop.push(e);
     spec.step.push(st);
-    outShape.push(Math.max(0, Math.ceil((e - b) / st)));
   }
   if (start.length > x.rank) throw new ShapeError(op, `${start.length} start indices for rank ${x.rank} shape ${fmt(x.shape)}`);
-  const strides = stridesOf(x.shape);
-  const read: StridedRead = {
-    strides: strides.map((s, d) => s * spec.step[d]),
-    offset: strides.reduce((o, s, d) => o + s * spec.start[d], 0),
-  };
-  const out = execute([x], outShape, stridedMap('slice', outShape, [read], 'x0'));
-  return notify(op, [x], out, { from: x.shape, ...spec });
+  return apply(SLICE, [x], spec);
 }
+
+export interface EmbedAttrs {
+  readonly shape: Shape;
+  readonly start: readonly number[];
+  readonly step: readonly number[];
+  readonly fill: number;
+}
+
+const EMBED = definePrimitive<EmbedAttrs>({
+  name: 'embed',
+  shape: (_, { shape }) => shape,
+  impl: ([x], { start, step, fill }, out) => embedImpl(x, out, start, step, fill),
+  save: 'nothing',
+  vjp: (g, { shapes, attrs: { start, step } }) => {
+    const stop = shapes[0].map((n, d) => start[d] + (n - 1) * step[d] + 1);
+    return [slice(g, start, stop, step)];
+  },
+});
 
 /**
  * Place x into a tensor of `outShape` filled with `fill`, at positions start + i * step per axis:
@@ -274,8 +384,7 @@ export function embed(x: Tensor, outShape: readonly number[], start: readonly nu
       throw new ShapeError(op, `input ${fmt(x.shape)} placed at ${fmt(start)} with steps ${fmt(step)} does not fit in ${fmt(outShape)}`);
     }
   }
-  const out = execute([x], outShape, embedImpl(x.shape, outShape, start, step, fill));
-  return notify(op, [x], out, { start, step });
+  return apply(EMBED, [x], { shape: [...outShape], start: [...start], step: [...step], fill });
 }
 
 function embedImpl(inShape: Shape, outShape: Shape, start: readonly number[], step: readonly number[], fill: number): OpImpl {
@@ -341,6 +450,14 @@ export function pad(x: Tensor, widths: readonly (readonly [number, number])[], v
   return embed(x, outShape, w.map((p) => p[0]), w.map(() => 1), value);
 }
 
+const CONCAT = definePrimitive<{ readonly axis: number }>({
+  name: 'concat',
+  shape: (inputs, { axis }) => inputs[0].map((d, i) => (i === axis ? inputs.reduce((n, s) => n + s[axis], 0) : d)),
+  impl: (inputs, { axis }, out) => concatImpl(inputs, out, axis),
+  save: 'nothing',
+  vjp: (g, { shapes, attrs: { axis } }) => split(g, shapes.map((s) => s[axis]), axis),
+});
+
 export function concat(xs: readonly Tensor[], axis = 0): Tensor {
   const op = 'concat';
   if (!Array.isArray(xs as unknown) || xs.length === 0) throw new ArgumentError(op, "expected a non-empty array of tensors");
@@ -353,13 +470,10 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
     }
   }
   if (xs.length === 1) return xs[0];
-  const sizes = xs.map((t) => t.shape[ax]);
-  const outShape = xs[0].shape.map((d, i) => (i === ax ? sizes.reduce((a, b) => a + b, 0) : d));
-  const out = execute(xs, outShape, concatImpl(xs.map((t) => t.shape), outShape, ax));
-  return notify(op, xs, out, { axis: ax, sizes });
+  return apply(CONCAT, xs, { axis: ax });
 }
 
-function concatImpl(shapes: Shape[], outShape: Shape, axis: number): OpImpl {
+function concatImpl(shapes: readonly Shape[], outShape: Shape, axis: number): OpImpl {
   const key = `concat|${shapes.map((s) => s.join('x')).join(';')}|${axis}`;
   const outer = outShape.slice(0, axis).reduce((a, b) => a * b, 1);
   const inner = outShape.slice(axis + 1).reduce((a, b) => a * b, 1);
@@ -430,6 +544,14 @@ export function split(x: Tensor, sizesOrCount: number | readonly number[], axis 
 /** torch.chunk for evenly divisible axes. */
 export const chunk = (x: Tensor, n: number, axis = 0): Tensor[] => split(x, n, axis);
 
+const TAKE = definePrimitive<{ readonly axis: number }>({
+  name: 'take',
+  shape: ([x, indices], { axis }) => [...x.slice(0, axis), ...indices, ...x.slice(axis + 1)],
+  impl: ([x, indices], { axis }) => takeImpl(sizeOf(x.slice(0, axis)), x[axis], sizeOf(x.slice(axis + 1)), sizeOf(indices)),
+  save: 'inputs',
+  vjp: (g, { x: [x, idx], attrs: { axis } }) => [scatterAdd(g, idx, axis, x.shape[axis]), null],
+});
+
 /**
  * Gather along `axis`: out[..., i..., ...] = x[..., indices[i...], ...]; indices hold integers in
  * [0, x.shape[axis]) (stored as floats). Output shape: x.shape[:axis] + indices.shape + x.shape[axis+1:].
@@ -444,11 +566,8 @@ export function take(x: Tensor, indices: Tensor, axis = 0): Tensor {
     const bad = indices.storage.host.find((v) => !Number.isInteger(v) || v < 0 || v >= n);
     if (bad !== undefined) throw new ShapeError(op, `index ${bad} is out of range for axis ${ax} of shape ${fmt(x.shape)}`);
   }
-  const outer = x.shape.slice(0, ax).reduce((a, b) => a * b, 1);
-  const inner = x.shape.slice(ax + 1).reduce((a, b) => a * b, 1);
-  const outShape = checkShape(op, [...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)]);
-  const out = execute([x, indices], outShape, takeImpl(outer, n, inner, indices.size));
-  return notify(op, [x, indices], out, { axis: ax });
+  checkShape(op, [...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)]);
+  return apply(TAKE, [x, indices], { axis: ax });
 }
 
 function takeImpl(outer: number, n: number, inner: number, count: number): OpImpl {
@@ -473,6 +592,19 @@ return a0[o * ${n * inner} + a1[j] * ${inner} + k];
   return { name: 'take', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
 }
 
+export interface ScatterAttrs {
+  readonly axis: number;
+  readonly size: number;
+}
+
+const SCATTER_ADD = definePrimitive<ScatterAttrs>({
+  name: 'scatterAdd',
+  shape: ([g, indices], { axis, size }) => [...g.slice(0, axis), size, ...g.slice(axis + indices.length)],
+  impl: ([g, indices], { axis, size }) => scatterAddImpl(sizeOf(g.slice(0, axis)), size, sizeOf(g.slice(axis + indices.length)), sizeOf(indices)),
+  save: 'inputs',
+  vjp: (g, { x: [, idx], attrs: { axis } }) => [take(g, idx, axis), null],
+});
+
 /** The transpose of `take`: out has `size` entries on `axis`; out[..., indices[i], ...] += g[..., i, ...]. */
 export function scatterAdd(g: Tensor, indices: Tensor, axis: number, size: number): Tensor {
   const op = 'scatterAdd';
@@ -480,12 +612,12 @@ export function scatterAdd(g: Tensor, indices: Tensor, axis: number, size: numbe
   assertTensor(op, indices, 'indices');
   if (typeof size !== 'number' || !Number.isInteger(size) || size < 0) throw new ArgumentError(op, `size must be a non-negative integer, got ${describe(size)}`);
   const ax = normAxis(op, axis, g.rank - indices.rank + 1);
-  const outer = g.shape.slice(0, ax).reduce((a, b) => a * b, 1);
-  const inner = g.shape.slice(ax + indices.rank).reduce((a, b) => a * b, 1);
-  const count = indices.size;
-  const outShape = [...g.shape.slice(0, ax), size, ...g.shape.slice(ax + indices.rank)];
+  return apply(SCATTER_ADD, [g, indices], { axis: ax, size });
+}
+
+function scatterAddImpl(outer: number, size: number, inner: number, count: number): OpImpl {
   const key = `scatterAdd|${outer}|${size}|${inner}|${count}`;
-  const impl: OpImpl = {
+  return {
     name: 'scatterAdd',
     kernel: (gpu) => ({
       key,
@@ -510,8 +642,6 @@ return acc;
       }
     },
   };
-  const out = execute([g, indices], outShape, impl);
-  return notify(op, [g, indices], out, { axis: ax, size });
 }
 
 // ---------------------------------------------------------------------------------------------

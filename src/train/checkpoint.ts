@@ -39,15 +39,16 @@ export interface LoadedCheckpoint {
   readonly metadata: Record<string, string>;
 }
 
-const toArray = (t: Tensor): NamedArray => ({ shape: [...t.shape], data: t.dataSync() });
+/** Reads through `await t.data()`, so checkpoints are written on asynchronous backends (webgpu) too. */
+const toArray = async (t: Tensor): Promise<NamedArray> => ({ shape: [...t.shape], data: await t.data() });
 
 /** Atomically write a checkpoint of `params` and the AdamW state after `meta.step` steps. */
-export function saveCheckpoint(path: string, params: unknown, optState: AdamWState<unknown> | null, meta: CheckpointMeta): void {
+export async function saveCheckpoint(path: string, params: unknown, optState: AdamWState<unknown> | null, meta: CheckpointMeta): Promise<void> {
   const tensors = new Map<string, NamedArray>();
-  for (const [name, t] of flattenWithPaths(params)) tensors.set(name, toArray(t));
+  for (const [name, t] of flattenWithPaths(params)) tensors.set(name, await toArray(t));
   if (optState !== null) {
-    for (const [name, t] of flattenWithPaths(optState.m)) tensors.set(M_PREFIX + name, toArray(t));
-    for (const [name, t] of flattenWithPaths(optState.v)) tensors.set(V_PREFIX + name, toArray(t));
+    for (const [name, t] of flattenWithPaths(optState.m)) tensors.set(M_PREFIX + name, await toArray(t));
+    for (const [name, t] of flattenWithPaths(optState.v)) tensors.set(V_PREFIX + name, await toArray(t));
   }
   writeSafetensorsFileAtomic(path, tensors, {
     format: CHECKPOINT_FORMAT,

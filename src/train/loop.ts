@@ -236,7 +236,7 @@ export function settingsProblems(s: TrainSettings): string[] {
   return p;
 }
 
-/** Run (or continue) training. Synchronous backends only (webasm, cpu). */
+/** Run (or continue) training, on every backend (values are read with `await t.data()`). */
 export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
   const { model, settings, monitoring, outDir } = opts;
   const problems = settingsProblems(settings);
@@ -280,9 +280,9 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     optimizer: { name: 'adamw', ...settings.optimizer },
     training: settings as unknown as Record<string, unknown>,
   });
-  const checkpoint = (step: number) => {
+  const checkpoint = async (step: number) => {
     if (ckptPath === null) return;
-    saveCheckpoint(ckptPath, params, optState as AdamWState<unknown>, meta(step));
+    await saveCheckpoint(ckptPath, params, optState as AdamWState<unknown>, meta(step));
     emit({ type: 'checkpoint', step, path: ckptPath });
   };
 
@@ -344,11 +344,11 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
       emit({ type: 'eval', step, ...(await evaluate(model, params, opts.batch, keys, monitoring, settings.mode)) });
     }
     const stopping = opts.shouldStop?.() === true;
-    if (due(monitoring.ckptEvery, step, settings.steps) || stopping) checkpoint(step);
+    if (due(monitoring.ckptEvery, step, settings.steps) || stopping) await checkpoint(step);
     if (stopping) break;
     // Let timers (progress bar) and signals run between steps.
     await new Promise<void>((r) => setImmediate(r));
   }
-  if (start >= settings.steps && ckptPath !== null && !existsSync(ckptPath)) checkpoint(step);
+  if (start >= settings.steps && ckptPath !== null && !existsSync(ckptPath)) await checkpoint(step);
   return { params, optState, step, records, checkpointPath: ckptPath };
 }

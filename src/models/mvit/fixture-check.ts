@@ -68,9 +68,9 @@ function load(path: string): E.Either<string, Loaded> {
   return E.right({ file, cfg: parsed.right, model: buildModel(parsed.right), kind, get });
 }
 
-function compare(group: string, name: string, ours: Tensor, ref: Tensor, absTol?: number): Comparison {
-  const a = ours.dataSync();
-  const b = ref.dataSync();
+async function compare(group: string, name: string, ours: Tensor, ref: Tensor, absTol?: number): Promise<Comparison> {
+  const a = await ours.data();
+  const b = await ref.data();
   if (a.length !== b.length || ours.shape.join() !== ref.shape.join()) {
     return { group, name, maxAbsError: Infinity, refMaxAbs: 0, error: Infinity, tolerance: 0, kind: 'rel', ok: false };
   }
@@ -118,18 +118,18 @@ function globalGradMax(l: Loaded, prefix: string): number {
   return m;
 }
 
-function compareGrads(out: Comparison[], group: string, l: Loaded, refPrefix: string, grads: [string, Tensor][]): void {
+async function compareGrads(out: Comparison[], group: string, l: Loaded, refPrefix: string, grads: [string, Tensor][]): Promise<void> {
   const zero = zeroGradNames(l);
   const absTol = ZERO_GRAD_ABS_TOL * Math.max(1, globalGradMax(l, refPrefix));
   for (const [name, g] of grads) {
     const ref = l.get(`${refPrefix}${name}`);
     if (ref === undefined) continue;
-    out.push(compare(group, name, g, ref, zero.has(name) ? absTol : undefined));
+    out.push(await compare(group, name, g, ref, zero.has(name) ? absTol : undefined));
   }
 }
 
-/** Run every comparison the fixture supports, in both modes. */
-export function checkFixture(path: string, modes: readonly Mode[] = ['reversible', 'store']): E.Either<string, FixtureReport> {
+/** Run every comparison the fixture supports, in both modes (on every backend: values are read with `await`). */
+export async function checkFixture(path: string, modes: readonly Mode[] = ['reversible', 'store']): Promise<E.Either<string, FixtureReport>> {
   const loaded = load(path);
   if (E.isLeft(loaded)) return loaded;
   const l = loaded.right;
@@ -141,9 +141,9 @@ export function checkFixture(path: string, modes: readonly Mode[] = ['reversible
   const w = l.get('w');
   if (x === undefined || w === undefined) return E.left(`${path}: the fixture has no 'input' or no 'w' tensor`);
   /** Compare with the reference named `ref` when the fixture has it. */
-  const against = (group: string, ref: string, ours: Tensor, absTol?: number) => {
+  const against = async (group: string, ref: string, ours: Tensor, absTol?: number) => {
     const t = l.get(ref);
-    if (t !== undefined) out.push(compare(group, ref, ours, t, absTol));
+    if (t !== undefined) out.push(await compare(group, ref, ours, t, absTol));
   };
   const full = l.kind !== 'rev_stack_only';
   const params: any = full ? paramsOf(l, () => true) : { rev_backbone: (paramsOf(l, (n) => n.startsWith('rev_backbone.')) as any).rev_backbone };
@@ -152,19 +152,19 @@ export function checkFixture(path: string, modes: readonly Mode[] = ['reversible
   const acts = new Map<string, Tensor>();
   if (full) {
     const logits = model.apply(params, x, k, { train: true });
-    against('logits', 'logits', logits);
+    await against('logits', 'logits', logits);
     const probs = model.apply(params, x, k, { train: false, activations: acts });
     const refProbs = l.get('probs_eval');
-    if (refProbs) out.push(compare('probs_eval', 'probs_eval', probs, refProbs));
+    if (refProbs) out.push(await compare('probs_eval', 'probs_eval', probs, refProbs));
     const revOut = model.applyStack(params, acts.get('stack_in')!, k, { train: true });
-    against('rev_out', 'rev_out', revOut);
+    await against('rev_out', 'rev_out', revOut);
   } else {
     const revOut = model.applyStack(params, x, k, { train: false, activations: acts });
-    against('rev_out', 'rev_out', revOut);
+    await against('rev_out', 'rev_out', revOut);
   }
   for (const [name, t] of acts) {
     const ref = l.get(`act.${name}`);
-    if (ref !== undefined) out.push(compare('activations', `act.${name}`, t, ref));
+    if (ref !== undefined) out.push(await compare('activations', `act.${name}`, t, ref));
   }
 
   // Gradients of L = sum(out * w) w.r.t. the input and every parameter.
@@ -174,7 +174,7 @@ export function checkFixture(path: string, modes: readonly Mode[] = ['reversible
     const [, pullback] = vjp(loss, params, x);
     const [gp, gx] = pullback();
     const grads: [string, Tensor][] = [['input', gx], ...flattenWithPaths(gp)];
-    compareGrads(out, `grad (${mode})`, l, 'grad.', grads);
+    await compareGrads(out, `grad (${mode})`, l, 'grad.', grads);
   }
 
   // The single-block test: forward, reconstruction, and the reversible backward against autograd.
@@ -188,21 +188,21 @@ export function checkFixture(path: string, modes: readonly Mode[] = ['reversible
     const blockParams = (params as any).rev_backbone.layers[layerId];
     const block = sequence([model.blockAt(layerId, true)]);
     const [Y1, Y2] = block.forward([blockParams], [X1, X2], k);
-    against('block', 'block.Y1', Y1);
-    against('block', 'block.Y2', Y2);
+    await against('block', 'block.Y1', Y1);
+    await against('block', 'block.Y2', Y2);
     const [R1, R2] = block.inverse([blockParams], [Y1, Y2], k);
-    out.push(compare('block', 'block.X1_rec', R1, X1, 1e-5));
-    out.push(compare('block', 'block.X2_rec', R2, X2, 1e-5));
+    out.push(await compare('block', 'block.X1_rec', R1, X1, 1e-5));
+    out.push(await compare('block', 'block.X2_rec', R2, X2, 1e-5));
     const [, pb] = vjp((p: any, a: Tensor, b: Tensor) => block.forward([p as any], [a, b], k), blockParams, X1, X2);
     if (dY1 === undefined || dY2 === undefined) return E.right(report());
     const [gp, dX1, dX2] = pb([dY1, dY2]);
-    against('block', 'block.dX1', dX1);
-    against('block', 'block.dX2', dX2);
+    await against('block', 'block.dX1', dX1);
+    await against('block', 'block.dX2', dX2);
     const zero = zeroGradNames(l);
     const absTol = ZERO_GRAD_ABS_TOL * Math.max(1, globalGradMax(l, 'block.grad.'));
     for (const [name, g] of flattenWithPaths(gp)) {
       const ref = l.get(`block.grad.${name}`);
-      if (ref !== undefined) out.push(compare('block', `block.grad.${name}`, g, ref, zero.has(`${prefix}${name}`) ? absTol : undefined));
+      if (ref !== undefined) out.push(await compare('block', `block.grad.${name}`, g, ref, zero.has(`${prefix}${name}`) ? absTol : undefined));
     }
   }
   return E.right(report());
