@@ -14,6 +14,7 @@ export { setFastPaths } from './tensor/exec.ts';
 export { vjp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
 export { flattenWithPaths, leaves, mapTree, zipTrees, unflattenLike, toNamed, fromNamed, type PyTree } from './autodiff/pytree.ts';
 export { profileOps } from './tensor/exec.ts';
+export { jit, type Jitted, type JitOptions, type JitStats, type Lowering, type Program, type Eqn } from './jit/index.ts';
 export * as random from './random/index.ts';
 export * as nn from './nn/index.ts';
 export {

@@ -2,13 +2,12 @@
  * Pure layer functions: `(params, x, key?) => y`, params are plain trees of tensors laid out like
  * PyTorch modules (Linear weight [out, in]), so PySlowFast state_dict names map onto them directly.
  */
-import { foldIn, type Key } from '../random/index.ts';
-import * as K from '../random/keys.ts';
+import { foldIn, uniform, type Key } from '../random/index.ts';
 import { layerNorm as layerNormOp, gelu } from '../tensor/composite.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { matmul } from '../tensor/matmul.ts';
-import { add, div, mul } from '../tensor/ops.ts';
-import { tensor, type Tensor } from '../tensor/tensor.ts';
+import { add, div, greaterEqual, mul, where } from '../tensor/ops.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 
 export interface LinearParams {
   readonly weight: Tensor;
@@ -50,24 +49,20 @@ export interface TrainFlag {
   readonly train: boolean;
 }
 
-/** Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p). */
+/** Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p) (keep where U[0,1) >= p). */
 export function dropout(key: Key, p: number, x: Tensor, { train }: TrainFlag): Tensor {
   checkRate('dropout', p);
   if (!train || p === 0) return x;
-  const keep = K.uniform(key, x.size);
-  for (let i = 0; i < keep.length; i++) keep[i] = keep[i] >= p ? 1 / (1 - p) : 0;
-  return mul(x, tensor(keep, x.shape));
+  return mul(x, where(greaterEqual(uniform(key, x.shape), p), 1 / (1 - p), 0));
 }
 
 /**
  * Stochastic depth (timm/PySlowFast drop_path): one Bernoulli(1-p) per sample (axis 0),
- * mask = floor(1 - p + U[0,1)), out = x / (1 - p) * mask.
+ * mask = floor(1 - p + U[0,1)) = (U >= p), out = x / (1 - p) * mask.
  */
 export function dropPath(key: Key, p: number, x: Tensor, { train }: TrainFlag): Tensor {
   checkRate('dropPath', p);
   if (!train || p === 0) return x;
-  const u = K.uniform(key, x.shape[0]);
-  const mask = u.map((v) => Math.floor(1 - p + v));
-  const maskShape = [x.shape[0], ...x.shape.slice(1).map(() => 1)];
-  return mul(div(x, 1 - p), tensor(mask, maskShape));
+  const u = uniform(key, [x.shape[0], ...x.shape.slice(1).map(() => 1)]);
+  return mul(div(x, 1 - p), greaterEqual(u, p));
 }

@@ -13,15 +13,16 @@
  * its `split(PRNGKey(0))` differs from the one here; values from older JAX match exactly.
  */
 import { threefry2x32, threefry2x32Counts } from './threefry.ts';
+import { brandKey, rejectTracedKey, type Key } from './traced.ts';
 
-/** A PRNG key: two uint32 words, exactly JAX's threefry key data. */
-export type Key = readonly [number, number];
+export type { Key } from './traced.ts';
 
 const TWO_POW_32 = 0x1_0000_0000;
 
 const isUint32 = (v: number): boolean => Number.isInteger(v) && v >= 0 && v < TWO_POW_32;
 
 function assertKey(k: Key, where: string): void {
+  rejectTracedKey(k, where);
   if (!Array.isArray(k) || k.length !== 2 || !isUint32(k[0]) || !isUint32(k[1])) {
     throw new Error(`${where}: expected a key [uint32, uint32], got ${JSON.stringify(k)}`);
   }
@@ -41,7 +42,7 @@ export function key(seed: number): Key {
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new Error(`key: seed must be a non-negative safe integer (0 .. 2^53-1), got ${seed}`);
   }
-  return [Math.floor(seed / TWO_POW_32), seed % TWO_POW_32];
+  return brandKey([Math.floor(seed / TWO_POW_32), seed % TWO_POW_32]);
 }
 
 /** Splits a key into n new, independent keys (JAX `random.split`, legacy layout). */
@@ -49,14 +50,14 @@ export function split(k: Key, n = 2): Key[] {
   assertKey(k, 'split');
   if (!Number.isSafeInteger(n) || n < 1) throw new Error(`split: n must be a positive integer, got ${n}`);
   const words = threefry2x32Counts(k, iota(2 * n));
-  return Array.from({ length: n }, (_, j): Key => [words[2 * j]!, words[2 * j + 1]!]);
+  return Array.from({ length: n }, (_, j): Key => brandKey([words[2 * j]!, words[2 * j + 1]!]));
 }
 
 /** Derives a new key from k and a uint32 of data (JAX `random.fold_in`). */
 export function foldIn(k: Key, data: number): Key {
   assertKey(k, 'foldIn');
   if (!isUint32(data)) throw new Error(`foldIn: data must be an integer in [0, 2^32), got ${data}`);
-  return threefry2x32(k, [0, data]);
+  return brandKey(threefry2x32(k, [0, data]));
 }
 
 /** n uniformly random uint32 words (JAX `random.bits` with a 32-bit dtype, legacy layout). */

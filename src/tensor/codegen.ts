@@ -34,7 +34,7 @@ function hostFn(structure: string, build: () => string, params: readonly number[
 }
 
 /** Merge adjacent output dims that every input walks contiguously; drop size-1 dims. */
-function coalesce(shape: Shape, reads: readonly StridedRead[]): { dims: number[]; strides: number[][] } {
+export function coalesce(shape: Shape, reads: readonly StridedRead[]): { dims: number[]; strides: number[][] } {
   const dims: number[] = [];
   const strides: number[][] = reads.map(() => []);
   for (let d = 0; d < shape.length; d++) {
@@ -126,7 +126,7 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     s += `out[i++] = ${expr};\n` + '}\n'.repeat(rank);
     return s;
   };
-  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params) };
+  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params), fills: true };
 }
 
 /** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
@@ -182,5 +182,5 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
     src += '}\n'.repeat(live.length) + 'out.set(acc);\n';
     return src;
   };
-  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`reduce|${kind}|${live.length}`, hostSource, params) };
+  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`reduce|${kind}|${live.length}`, hostSource, params), fills: true };
 }

@@ -23,3 +23,14 @@ export class ArgumentError extends RevgradError {
 export class BackendError extends RevgradError {
   override name = 'BackendError';
 }
+
+/**
+ * What `jit` cannot trace: reading a traced value's data on the host (data-dependent control flow or
+ * host math), or an argument it cannot turn into a program input.
+ */
+export class TraceError extends RevgradError {
+  override name = 'TraceError';
+  constructor(message: string) {
+    super(`jit: ${message}`);
+  }
+}

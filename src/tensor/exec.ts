@@ -35,12 +35,18 @@ export const GPU_MAX_ELEMENTS = 2 ** 24 - 8;
 export interface OpImpl {
   /** For profiles and errors. */
   readonly name?: string;
-  /** `gpu`: generate the source for a GPU backend (exact index decoding, see isGpuBackend). */
-  readonly kernel: (gpu: boolean) => KernelSpec;
+  /**
+   * `gpu`: generate the source for a GPU backend (exact index decoding, see isGpuBackend). Every op
+   * has one, except those computed on the host by design (random bits: the same numbers on every
+   * backend), which have `run`.
+   */
+  readonly kernel?: (gpu: boolean) => KernelSpec;
   /** Ops with their own kernel engine (matmul) run through this instead of `kernel`. */
   readonly run?: (inputs: Float32Array[], outSize: number) => Float32Array | Promise<Float32Array>;
-  /** Fast host loop writing into `out`; used on webasm when fast paths are on. */
+  /** Fast host loop writing into `out` (zero-filled, unless `fills`); used on webasm when fast paths are on. */
   readonly host?: () => HostImpl;
+  /** The host loop writes every output element, so `out` need not be zeroed first (jit's reused buffers). */
+  readonly fills?: boolean;
 }
 
 let fastPaths = true;
@@ -50,6 +56,9 @@ const EMPTY_STAND_IN = new Float32Array(1);
 export function setFastPaths(enabled: boolean): void {
   fastPaths = enabled;
 }
+
+/** Whether host fast paths are on (jit lowers to fused host loops only then). */
+export const fastPathsEnabled = (): boolean => fastPaths;
 
 export function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
   // Sizes are part of the key: a kernel is built for one output size and one set of input lengths.
@@ -122,13 +131,18 @@ function computeNow(impl: OpImpl, inputs: Float32Array[], outSize: number): Floa
   if (gpu) checkGpuSize(impl, inputs, outSize, backend);
   // gpu.js cannot take zero-length arrays; an empty input is never read, so any stand-in will do.
   const args = inputs.map((x) => (x.length === 0 ? EMPTY_STAND_IN : x));
-  return runKernel(impl.kernel(gpu), args, outSize);
+  return runKernel(kernelOf(impl)(gpu), args, outSize);
+}
+
+function kernelOf(impl: OpImpl): (gpu: boolean) => KernelSpec {
+  if (impl.kernel === undefined) throw new BackendError(`op '${impl.name ?? 'op'}' has no kernel and no host computation`);
+  return impl.kernel;
 }
 
 function checkGpuSize(impl: OpImpl, inputs: Float32Array[], outSize: number, backend: BackendName): void {
   const largest = Math.max(outSize, ...inputs.map((x) => x.length));
   if (largest > GPU_MAX_ELEMENTS) {
-    throw new BackendError(`op '${impl.name ?? impl.kernel(true).key.split('|')[0]}' on '${backend}': a tensor of ${largest} elements exceeds the ${GPU_MAX_ELEMENTS} elements (about 2^24) that float32 index math in a GPU kernel addresses exactly; split the work (smaller batch) or use the webasm backend`);
+    throw new BackendError(`op '${impl.name ?? kernelOf(impl)(true).key.split('|')[0]}' on '${backend}': a tensor of ${largest} elements exceeds the ${GPU_MAX_ELEMENTS} elements (about 2^24) that float32 index math in a GPU kernel addresses exactly; split the work (smaller batch) or use the webasm backend`);
   }
 }
 
@@ -151,7 +165,7 @@ function executeOnDevice(inputs: readonly Tensor[], outSize: number, outShape: S
       const hostSizes = resolved.filter((a): a is Float32Array => a instanceof Float32Array);
       checkGpuSize(impl, hostSizes, outSize, 'webgpu');
       const bound = resolved.map((a) => (a instanceof Float32Array && a.length === 0 ? EMPTY_STAND_IN : a));
-      return runKernelOnDevice(impl.kernel(true), bound, outSize);
+      return runKernelOnDevice(kernelOf(impl)(true), bound, outSize);
     });
     keepAlive(storages);
     return result;

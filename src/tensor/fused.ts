@@ -102,7 +102,7 @@ function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
       }
     }
   };
-  return { name: op, kernel, host };
+  return { name: op, kernel, host, fills: true };
 }
 
 interface RowAttrs {
@@ -168,7 +168,7 @@ const x0 = a0[this.thread.x];
 ${grad ? 'const x1 = a1[this.thread.x];\n' : ''}${PHI_STATEMENTS}return ${result};
 }`;
   const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmGelu(grad, ins, out) : GELU_HOST[grad ? 1 : 0]);
-  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host };
+  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host, fills: true };
 }
 
 /** The host loops, built once so V8 optimises them (a loop per call would stay interpreted). */

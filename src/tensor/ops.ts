@@ -499,7 +499,7 @@ function concatImpl(shapes: readonly Shape[], outShape: Shape, axis: number): Op
       }
     }
   };
-  return { name: 'concat', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+  return { name: 'concat', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
 }
 
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
@@ -589,7 +589,7 @@ return a0[o * ${n * inner} + a1[j] * ${inner} + k];
       }
     }
   };
-  return { name: 'take', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+  return { name: 'take', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
 }
 
 export interface ScatterAttrs {

@@ -53,20 +53,23 @@ export interface Primitive<A> {
   vjp(g: Tensor, ctx: RuleContext<A>): readonly (Tensor | null)[];
 }
 
-/** Any primitive (attributes existentially typed: a record pairs a primitive with its own attrs). */
-export type AnyPrimitive = Primitive<never>;
+/**
+ * Any primitive. Records that keep a primitive beside its attributes (a program's equations) hold
+ * `Primitive<unknown>` and `attrs: unknown`; they are only ever built from a matching pair.
+ */
+export type AnyPrimitive = Primitive<unknown>;
 
-const REGISTRY = new Map<string, Primitive<never>>();
+const REGISTRY = new Map<string, AnyPrimitive>();
 
 /** Declare a primitive; names are unique across the library. */
 export function definePrimitive<A>(decl: Primitive<A>): Primitive<A> {
   if (REGISTRY.has(decl.name)) throw new ArgumentError('definePrimitive', `a primitive named '${decl.name}' is already declared`);
-  REGISTRY.set(decl.name, decl as Primitive<never>);
+  REGISTRY.set(decl.name, decl);
   return decl;
 }
 
 /** The declared primitive of that name (for programs read back from data, and for tools). */
-export function primitiveByName(name: string): Primitive<never> | undefined {
+export function primitiveByName(name: string): AnyPrimitive | undefined {
   return REGISTRY.get(name);
 }
 

@@ -7,7 +7,7 @@
  */
 import { getBackend } from '../backend/backend.ts';
 import { newBufferId, recordAlloc, recordUse, type Buffer } from '../backend/memory.ts';
-import { ArgumentError, BackendError, ShapeError } from './errors.ts';
+import { ArgumentError, BackendError, ShapeError, TraceError } from './errors.ts';
 import { checkShape, describe, fmt, sizeOf, type Shape } from './shape.ts';
 
 /** A GPU-resident kernel result (gpu.js WebGPUBufferResult). */
@@ -24,6 +24,17 @@ const deviceBuffers =
         handle.then((h) => h.delete(), () => undefined);
       });
 
+/** A value being recorded by a jit trace: it has no data, only its place in the program. */
+export interface TraceSlot {
+  readonly id: number;
+}
+
+export type StorageData =
+  | Float32Array
+  | Promise<Float32Array>
+  | { readonly device: Promise<DeviceHandle> }
+  | { readonly slot: TraceSlot };
+
 export class Storage implements Buffer {
   readonly id = newBufferId();
   readonly bytes: number;
@@ -31,21 +42,28 @@ export class Storage implements Buffer {
   pending: Promise<Float32Array> | null;
   /** webgpu: the result as a GPU buffer (a gpu.js pipeline handle), read back only when asked for. */
   readonly device: Promise<DeviceHandle> | null;
+  /** Under a jit trace: the abstract value this stands for (no data, no memory). */
+  readonly slot: TraceSlot | null;
 
-  constructor(size: number, data: Float32Array | Promise<Float32Array> | { readonly device: Promise<DeviceHandle> }) {
+  constructor(size: number, data: StorageData) {
     this.bytes = size * 4;
     this.host = null;
     this.pending = null;
     this.device = null;
+    this.slot = null;
     if (data instanceof Float32Array) {
       this.host = data;
     } else if (data instanceof Promise) {
       this.pending = this.settle(data);
-    } else {
+    } else if ('device' in data) {
       this.device = data.device;
       // A failure surfaces when the data is read; a tensor nobody reads must not crash the process.
       this.device.catch(() => undefined);
       deviceBuffers?.register(this, this.device);
+    } else {
+      // A traced value holds no memory: nothing to account.
+      this.slot = data.slot;
+      return;
     }
     recordAlloc(this);
   }
@@ -70,6 +88,7 @@ export class Storage implements Buffer {
   /** The data (or its promise) without logging a read; a device buffer is copied back on first use. */
   peek(): Float32Array | Promise<Float32Array> {
     if (this.host !== null) return this.host;
+    if (this.slot !== null) throw tracedRead(this.bytes / 4);
     if (this.pending === null && this.device !== null) {
       this.pending = this.settle(
         this.device.then(async (h) => {
@@ -85,6 +104,12 @@ export class Storage implements Buffer {
   markUse(): void {
     recordUse(this);
   }
+}
+
+/** Reading a traced value's data: what jit cannot do (the data does not exist while tracing). */
+function tracedRead(size: number, shape?: Shape): TraceError {
+  const what = shape === undefined ? `${size} values` : `shape ${fmt(shape)}`;
+  return new TraceError(`the data of a traced value (${what}) was read on the host while tracing; a jitted function cannot depend on tensor data through host code (branching on values, .data()/.dataSync()/.item(), host math on them). Read it outside the jitted function, or express the computation with tensor ops`);
 }
 
 let nextTensorId = 1;
@@ -111,6 +136,7 @@ export class Tensor {
   /** A copy of the data. Throws while the data is still on an asynchronous device. */
   dataSync(): Float32Array {
     const host = this.storage.host;
+    if (this.storage.slot !== null) throw tracedRead(this.size, this.shape);
     if (host === null) {
       throw new BackendError(`dataSync: the data of this ${fmt(this.shape)} tensor is still pending on the asynchronous '${getBackend()}' backend; use 'await t.data()'`);
     }
@@ -136,6 +162,7 @@ export class Tensor {
 
   toString(): string {
     const host = this.storage.host;
+    if (this.storage.slot !== null) return `Tensor(${fmt(this.shape)}, traced)`;
     if (host === null) return `Tensor(${fmt(this.shape)}, pending)`;
     const shown = Array.from(host.subarray(0, Math.min(this.size, 8)), (v) => +v.toPrecision(5));
     return `Tensor(${fmt(this.shape)}, [${shown.join(', ')}${this.size > 8 ? ', ...' : ''}])`;
@@ -151,8 +178,8 @@ export function assertTensor(op: string, v: unknown, what = 'argument'): Tensor 
   return v;
 }
 
-/** A tensor over freshly computed host data, a pending result, or a GPU-resident one. @internal */
-export function fromBuffer(data: Float32Array | Promise<Float32Array> | { readonly device: Promise<DeviceHandle> }, shape: Shape): Tensor {
+/** A tensor over freshly computed host data, a pending result, a GPU-resident one, or a traced value. @internal */
+export function fromBuffer(data: StorageData, shape: Shape): Tensor {
   return new Tensor(new Storage(sizeOf(shape), data), shape);
 }
 

@@ -1,0 +1,7 @@
+import type { Tensor } from '../tensor/tensor.ts';
+
+/** A lowered program: program inputs in, program outputs out (as tensors with the shapes it returned). */
+export interface Executable {
+  readonly kind: 'interpret' | 'cpu';
+  run(inputs: readonly Tensor[]): Tensor[];
+}
