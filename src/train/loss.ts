@@ -5,6 +5,7 @@ import { logSoftmax } from '../tensor/composite.ts';
 import { ShapeError } from '../tensor/errors.ts';
 import { mul, neg, sum } from '../tensor/ops.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
+import { ArgumentError } from '../tensor/errors.ts';
 
 function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>): [number, number] {
   if (logits.rank !== 2) throw new ShapeError(op, `logits must be [batch, classes], got [${logits.shape.join(', ')}]`);
@@ -24,7 +25,7 @@ function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>): [nu
  */
 export function crossEntropy(logits: Tensor, labels: ArrayLike<number>, labelSmoothing = 0): Tensor {
   const [b, k] = checkLabels('crossEntropy', logits, labels);
-  if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new RangeError(`crossEntropy: label smoothing must be in [0, 1], got ${labelSmoothing}`);
+  if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new ArgumentError('crossEntropy', `label smoothing must be in [0, 1], got ${labelSmoothing}`);
   const target = new Float32Array(b * k).fill(labelSmoothing / k);
   for (let i = 0; i < b; i++) target[i * k + labels[i]] += 1 - labelSmoothing;
   return mul(neg(sum(mul(logSoftmax(logits, -1), tensor(target, [b, k])))), 1 / b);
