@@ -210,7 +210,9 @@ function* dotBody(c: VjpCase, seed: number, o: VjpLawOptions): Body<Outcome> {
     return measured(Number.isNaN(dotRatio) ? Infinity : dotRatio, `dot: <J·dx, u> = ${num(left)} but <dx, Jᵀu> = ${num(right)} (tol ${num(dotTol)}): the pullback is not the transpose of its own linearisation`);
   }
   if (worst.ratio < 0) return inconclusive('dot: the function has no outputs');
-  return measured(worst.ratio, worst.ratio <= 1 ? `dot: worst ${worst.text}` : `J·dx (the transposed pullback) disagrees with finite differences at ${worst.text}`);
+  if (worst.ratio <= 1) return measured(worst.ratio, `dot: worst ${worst.text}`);
+  const untraced = J.every((j) => j.every((v) => v === 0)) ? ' (J·dx is 0 everywhere: does the backward compute off the tape, e.g. from data read back?)' : '';
+  return measured(worst.ratio, `J·dx (the transposed pullback) disagrees with finite differences at ${worst.text}${untraced}`);
 }
 
 /** The Taylor test (see the file comment). */
