@@ -22,7 +22,7 @@ import type { Mode } from '../reversible/index.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
 import { restoreTree, saveCheckpoint, type LoadedCheckpoint } from './checkpoint.ts';
 import { correctCount, crossEntropy } from './loss.ts';
-import { adamwInit, adamwUpdate, clipGradNorm, type AdamWHyper, type AdamWState } from './optim.ts';
+import { adamwInit, adamwUpdate, clipGradNorm, sgdUpdate, type AdamWHyper, type AdamWState } from './optim.ts';
 import { learningRate, type CosineSchedule } from './schedule.ts';
 import { ArgumentError, DataError } from '../tensor/errors.ts';
 
@@ -32,7 +32,8 @@ export interface TrainableModel<P = PyTree> {
   /** train: raw logits [B, classes]; eval: the head activation applied. */
   apply(params: P, x: Tensor, key: Key, opts: { train: boolean; mode?: Mode }): Tensor;
   drift(params: P, x: Tensor, key: Key): { block: number; x1: Tensor; x2: Tensor }[];
-  noDecay(name: string): boolean;
+  /** No weight decay for this param (PySlowFast's zero group; 1-D params and biases too unless zeroWd1dParam is false). */
+  noDecay(name: string, zeroWd1dParam?: boolean): boolean;
 }
 
 export interface Batch {
@@ -48,8 +49,18 @@ export interface TrainSettings {
   readonly batchSize: number;
   readonly mode: Mode;
   readonly schedule: CosineSchedule;
-  /** AdamW β1, β2, ε and weight decay (the lr comes from the schedule). */
-  readonly optimizer: Omit<AdamWHyper, 'lr'>;
+  /**
+   * AdamW β1, β2, ε and weight decay (the lr comes from the schedule); with name 'sgd', SGD with
+   * momentum, dampening and nesterov (and the weight decay) instead. Absent name: AdamW.
+   */
+  readonly optimizer: Omit<AdamWHyper, 'lr'> & {
+    readonly name?: 'adamw' | 'sgd';
+    readonly momentum?: number;
+    readonly dampening?: number;
+    readonly nesterov?: boolean;
+  };
+  /** PySlowFast's SOLVER.ZERO_WD_1D_PARAM: no decay on 1-D params and biases (default true). */
+  readonly zeroWd1dParam?: boolean;
   /** Max global gradient norm; null for no clipping. */
   readonly clipNorm: number | null;
   readonly labelSmoothing: number;
@@ -244,6 +255,7 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
   if (problems.length > 0) throw new ArgumentError('train', problems.join('; '));
   const keys = runKeys(settings.seed);
   let params: P = model.init(keys.init);
+  const sgd = settings.optimizer.name === 'sgd';
   let optState: AdamWState<P> = adamwInit(params);
   let start = 0;
   if (opts.resume !== undefined) {
@@ -251,7 +263,8 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     if (ck.optim === null) throw new DataError(ck.path, 'train: the checkpoint holds no optimizer state, so the run cannot be continued exactly');
     const p = restoreTree(params, ck.params, ck.path);
     const m = restoreTree(optState.m, ck.optim.m, `${ck.path} (optim.m)`);
-    const v = restoreTree(optState.v, ck.optim.v, `${ck.path} (optim.v)`);
+    // SGD keeps one buffer (its momentum, stored as optim.m); AdamW two.
+    const v = sgd ? E.right(optState.v) : restoreTree(optState.v, ck.optim.v, `${ck.path} (optim.v)`);
     const errs = [p, m, v].flatMap((r) => (E.isLeft(r) ? r.left : []));
     if (errs.length > 0) throw new DataError(ck.path, `train: cannot resume:\n  ${errs.join('\n  ')}`);
     params = (p as E.Right<P>).right;
@@ -283,7 +296,7 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
   });
   const checkpoint = async (step: number) => {
     if (ckptPath === null) return;
-    await saveCheckpoint(ckptPath, params, optState as AdamWState<unknown>, meta(step));
+    await saveCheckpoint(ckptPath, params, (sgd ? { step: optState.step, m: optState.m } : optState) as AdamWState<unknown>, meta(step));
     emit({ type: 'checkpoint', step, path: ckptPath });
   };
 
@@ -321,9 +334,18 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
       // emitted after the train record of this step, below
       queuedDrift = { type: 'drift', step: s + 1, max, blocks: entries };
     }
-    const updated = adamwUpdate(params, clipped.grads, optState, { lr, ...settings.optimizer }, (n) => model.noDecay(n));
-    params = updated.params;
-    optState = updated.state;
+    const noDecay = (n: string) => model.noDecay(n, settings.zeroWd1dParam ?? true);
+    if (sgd) {
+      const o = settings.optimizer;
+      const hyper = { lr, momentum: o.momentum ?? 0, dampening: o.dampening ?? 0, nesterov: o.nesterov ?? false, weightDecay: o.weightDecay };
+      const updated = sgdUpdate(params, clipped.grads, { step: optState.step, buf: optState.m }, hyper, noDecay);
+      params = updated.params;
+      optState = { step: updated.state.step, m: updated.state.buf, v: optState.v };
+    } else {
+      const updated = adamwUpdate(params, clipped.grads, optState, { lr, ...settings.optimizer }, noDecay);
+      params = updated.params;
+      optState = updated.state;
+    }
     const stepMs = performance.now() - t0;
     step = s + 1;
     emit({
