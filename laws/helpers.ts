@@ -131,6 +131,8 @@ export interface OpEntry<P = any> {
   readonly build: (p: P) => OpCase;
   /** Smooth ops used by the Taylor test (second derivative non-zero in general). */
   readonly smooth?: boolean;
+  /** Ops without a gradient (index outputs: argmax, oneHot): the laws compare their values; finite differences do not apply. */
+  readonly noGradient?: boolean;
 }
 
 const op = <P>(name: string, arb: fc.Arbitrary<P>, build: (p: P) => OpCase, smooth = false): OpEntry<P> => ({ name, arb, build, smooth });
@@ -538,12 +540,15 @@ export const OP_CASES: readonly OpEntry[] = [
       shapeArb(0, 4).chain((shape) => fc.record({ shape: fc.constant(shape), axis: shape.length === 0 ? fc.constant(undefined) : fc.option(axisArb(shape.length), { nil: undefined }), keepdims: fc.boolean(), seed: seedArb })),
       ({ shape, axis, keepdims, seed }) => ({ inputs: [R.tensor(distinct(sizeOf(shape), seed), shape)], f: (x) => R[name](x, axis, keepdims), wrt: [] }),
     ),
-  ),
-  op(
-    'oneHot',
-    fc.record({ shape: shapeArb(0, 3), n: fc.integer({ min: 1, max: 5 }), seed: seedArb }),
-    ({ shape, n, seed }) => ({ inputs: [R.tensor(uniform(sizeOf(shape), seed, 0, n).map(Math.floor), shape)], f: (i) => R.oneHot(i, n), wrt: [] }),
-  ),
+  ).map((e) => ({ ...e, noGradient: true })),
+  {
+    ...op(
+      'oneHot',
+      fc.record({ shape: shapeArb(0, 3), n: fc.integer({ min: 1, max: 5 }), seed: seedArb }),
+      ({ shape, n, seed }) => ({ inputs: [R.tensor(uniform(sizeOf(shape), seed, 0, n).map(Math.floor), shape)], f: (i) => R.oneHot(i, n), wrt: [] }),
+    ),
+    noGradient: true,
+  },
   op('einsum', einsumArb, ({ spec, shapes, seed }) => ({
     inputs: shapes.map((s, i) => rand(s, seed + i)),
     f: (...xs) => R.einsum(spec, ...xs),
