@@ -17,10 +17,14 @@
  * The first call compiles (pipelines, buffers, constants uploaded) before it runs; every call's results
  * arrive asynchronously (`await t.data()`), as on the eager webgpu backend.
  */
+import { webgpuDevice } from '../backend/webgpu-device.ts';
+import { fusedKernel, type FusedGroup, type FusedNode, type FusedRead } from '../backend/wgsl-kernels.ts';
 import { BackendError } from '../tensor/errors.ts';
-import { DeviceProgram, programFromTrace } from '../tensor/plan.ts';
+import { DeviceProgram, type Program as PlanProgram, type ProgramNode } from '../tensor/plan.ts';
+import { broadcastStrides } from '../tensor/shape.ts';
 import { fromBuffer, type DeviceHandle, type Storage, type Tensor } from '../tensor/tensor.ts';
 import type { Program } from '../tensor/trace.ts';
+import { groupElementwise } from './cpu.ts';
 import type { Executable } from './executable.ts';
 
 interface Issued {
@@ -104,4 +108,137 @@ export function lowerWebGPU(program: Program): Executable {
       return results;
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traced programs as plan programs
+
+export interface FromTraceOptions {
+  /** Program inputs that are state, each with the program output that replaces it after a run. */
+  readonly state?: readonly { readonly input: number; readonly output: number }[];
+  /** Program outputs read back per run (default: every output that is not next state). */
+  readonly reads?: readonly number[];
+  readonly label?: string;
+  /** Fuse elementwise chains into one kernel (default true; false: one kernel per equation, for tests). */
+  readonly fuse?: boolean;
+}
+
+/**
+ * A traced program (src/tensor/trace.ts) as a plan program (src/tensor/plan.ts): views share the buffer
+ * they view; chains of elementwise equations over one shape become one WGSL kernel (the jit's grouping,
+ * src/jit/cpu.ts `groupElementwise`, and its FusedGroup description), storing only the values read
+ * outside the chain; every other equation runs its primitive's kernels. Constants are read (awaited:
+ * they may be on a device); single-value constants inside a chain become literals.
+ */
+export async function programFromTrace(t: Program, options: FromTraceOptions = {}): Promise<{ program: PlanProgram; runInputs: number[] }> {
+  const n = t.sizes.length;
+  const root = Int32Array.from({ length: n }, (_, i) => i);
+  for (const e of t.eqns) if (e.prim.view === true) root[e.output] = root[e.inputs[0]];
+  const constData = new Map<number, Float32Array>();
+  await Promise.all(t.consts.map(async (c) => constData.set(c.id, (await c.tensor.data()).slice(0, t.sizes[c.id]))));
+  const state = options.state ?? [];
+  const stateInputs = new Set(state.map((s) => s.input));
+  const stateOutputs = new Set(state.map((s) => s.output));
+  const runInputs = t.inputs.map((_, i) => i).filter((i) => !stateInputs.has(i));
+  const reads = options.reads ?? t.outputs.map((_, i) => i).filter((i) => !stateOutputs.has(i));
+  const outputRoots = new Set([...reads.map((k) => root[t.outputs[k].id]), ...state.map((s) => root[t.outputs[s.output].id])]);
+
+  const producer = new Int32Array(n).fill(-1);
+  t.eqns.forEach((e, i) => (producer[e.output] = i));
+  const { groups, groupOf } = options.fuse === false ? { groups: [], groupOf: new Int32Array(t.eqns.length).fill(-1) } : groupElementwise(t, producer);
+  // Who reads each buffer: an equation outside any group, or a group (as a whole).
+  const readers = new Map<number, Set<string>>();
+  t.eqns.forEach((e, i) => {
+    if (e.prim.view === true) return;
+    const who = groupOf[i] >= 0 ? `g${groupOf[i]}` : `e${i}`;
+    for (const id of e.inputs) {
+      const r = root[id];
+      if (!readers.has(r)) readers.set(r, new Set());
+      readers.get(r)!.add(who);
+    }
+  });
+  const { device } = await webgpuDevice();
+  const maxBindings = Math.min(device.limits.maxStorageBuffersPerShaderStage ?? 8, 16);
+
+  const single = (i: number): ProgramNode => {
+    const e = t.eqns[i];
+    return { impl: e.prim.impl(e.inShapes, e.attrs as never, e.shape), inputs: e.inputs.map((id) => root[id]), output: e.output };
+  };
+  const nodes: ProgramNode[] = [];
+  t.eqns.forEach((e, i) => {
+    if (e.prim.view === true) return;
+    const g = groupOf[i];
+    if (g < 0) {
+      nodes.push(single(i));
+      return;
+    }
+    const members = groups[g].members;
+    if (members[members.length - 1] !== i) return; // a group runs at the place of its last member
+    if (members.length === 1) {
+      nodes.push(single(i));
+      return;
+    }
+    const fused = fuseGroup(t, groups[g].shape, members, root, constData, (id) => outputRoots.has(root[id]) || [...(readers.get(root[id]) ?? [])].some((w) => w !== `g${g}`));
+    if (fused.inputs.length + fused.outputs.length > maxBindings) {
+      for (const m of members) nodes.push(single(m)); // more buffers than one kernel may bind
+      return;
+    }
+    const names = [...new Set(members.map((m) => t.eqns[m].prim.name))];
+    nodes.push({ fused: fusedKernel(`fused ${members.length} (${names.slice(0, 4).join(', ')}${names.length > 4 ? ', ...' : ''})`, fused.group), inputs: fused.inputs, outputs: fused.outputs });
+  });
+  return {
+    program: {
+      sizes: t.sizes,
+      nodes,
+      inputs: runInputs.map((i) => t.inputs[i]),
+      state: state.map((s) => ({ value: t.inputs[s.input], next: root[t.outputs[s.output].id] })),
+      constants: [...constData].map(([value, data]) => ({ value, data })),
+      outputs: reads.map((k) => root[t.outputs[k].id]),
+      label: options.label,
+    },
+    runInputs,
+  };
+}
+
+/** One group's FusedGroup, with the buffers (roots) it reads and the member values it stores. */
+function fuseGroup(
+  t: Program,
+  shape: readonly number[],
+  members: readonly number[],
+  root: Int32Array,
+  constData: ReadonlyMap<number, Float32Array>,
+  stored: (id: number) => boolean,
+): { group: FusedGroup; inputs: number[]; outputs: number[] } {
+  const nodes: FusedNode[] = [];
+  const reads: FusedRead[] = [];
+  const inputs: number[] = [];
+  const nodeOfValue = new Map<number, number>();
+  const readNode = new Map<string, number>();
+  const external = (id: number, inShape: readonly number[]): number => {
+    const c = constData.get(root[id]);
+    if (c !== undefined && c.length === 1) {
+      const key = `c${Object.is(c[0], -0) ? '-0' : c[0]}`;
+      let node = readNode.get(key);
+      if (node === undefined) readNode.set(key, (node = nodes.push({ op: 'const', value: c[0] }) - 1));
+      return node;
+    }
+    const strides = broadcastStrides(inShape, shape);
+    const key = `${root[id]}|${strides}`;
+    let node = readNode.get(key);
+    if (node === undefined) {
+      inputs.push(root[id]);
+      reads.push({ strides, offset: 0 });
+      node = nodes.push({ op: 'input', input: reads.length - 1 }) - 1;
+      readNode.set(key, node);
+    }
+    return node;
+  };
+  for (const m of members) {
+    const e = t.eqns[m];
+    const args = e.inputs.map((id, k) => nodeOfValue.get(id) ?? external(id, e.inShapes[k]));
+    nodes.push({ op: e.prim.name, args, expr: e.prim.elementwise!.expr(e.attrs as never) });
+    nodeOfValue.set(e.output, nodes.length - 1);
+  }
+  const outputs = members.map((m) => t.eqns[m].output).filter(stored);
+  return { group: { shape, reads, nodes, outputs: outputs.map((id) => nodeOfValue.get(id)!) }, inputs, outputs };
 }

@@ -21,8 +21,9 @@ import { logSoftmax } from '../tensor/composite.ts';
 import { elementwise } from '../tensor/elementwise.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { mul, neg, sum } from '../tensor/ops.ts';
-import { DeviceProgram, programFromTrace } from '../tensor/plan.ts';
+import { DeviceProgram } from '../tensor/plan.ts';
 import { jit } from '../jit/index.ts';
+import { programFromTrace } from '../jit/webgpu.ts';
 import { scalar, tensor, zeros, type Tensor } from '../tensor/tensor.ts';
 import { ADAMW_DEFAULTS, clipGradNorm, type AdamWHyper } from './optim.ts';
 
