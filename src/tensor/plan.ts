@@ -9,7 +9,8 @@
  *  - every op becomes its WGSL kernel where it has one (OpImpl.wgsl: elementwise maps, reductions,
  *    row ops, the tiled matmul) and its gpu.js kernel otherwise (conv, pooling, gathers, ...);
  *  - buffers are planned once: inputs, state and constants get their own; intermediate values share a
- *    pool (a buffer is reused by a value of the same size once its previous value's last reader ran);
+ *    pool (a buffer is reused, by a value at most as large and at least half its size, once its previous
+ *    value's last reader ran);
  *  - new state is copied over old state at the end of the run, in the same command encoder.
  * `DeviceProgram.run` then uploads the inputs, submits once and reads back the outputs once.
  *
@@ -90,9 +91,19 @@ export function lowerProgram(p: Program, maxThreads: number): Lowered {
   const newSlot = (size: number) => buffers.push(size) - 1;
   for (const v of persistent) slotOf[v] = newSlot(p.sizes[v]);
   // Values a node produces and the run reads at the end (outputs, next state) get their own buffers, so
-  // a read copies exactly the value; the others share a pool by size.
-  const free = new Map<number, number[]>();
-  const take = (size: number) => free.get(size)?.pop() ?? newSlot(size);
+  // a read copies exactly the value; the others share a pool.
+  // Free pooled buffers; a value takes the smallest that holds it, unless that is over twice its size
+  // (kernels index by the value's size, so a larger buffer is fine; a much larger one is waste).
+  const free: number[] = [];
+  const take = (size: number): number => {
+    let best = -1;
+    for (let j = 0; j < free.length; j++) {
+      const b = buffers[free[j]];
+      if (b >= size && b <= 2 * Math.max(size, 1) && (best < 0 || b < buffers[free[best]])) best = j;
+    }
+    if (best < 0) return newSlot(size);
+    return free.splice(best, 1)[0];
+  };
   const steps: PlanStep[] = [];
   const gpujsOps = new Map<string, number>();
   const ctx = { maxThreads };
@@ -126,10 +137,7 @@ export function lowerProgram(p: Program, maxThreads: number): Lowered {
     }
     // Inputs whose last reader this was go back to the pool (after the outputs took their buffers: a
     // dispatch must not read and write one buffer).
-    const release = (v: number) => {
-      const size = p.sizes[v];
-      free.set(size, [...(free.get(size) ?? []), slotOf[v]]);
-    };
+    const release = (v: number) => free.push(slotOf[v]);
     for (const v of new Set(node.inputs)) if (lastUse[v] === i && !persistent.has(v) && !pinned.has(v)) release(v);
     for (const o of outs) if (lastUse[o] === -1 && !pinned.has(o)) release(o);
   });
