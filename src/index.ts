@@ -3,13 +3,15 @@ export { getBackend, setBackend, withBackend, kernelCacheStats, clearKernelCache
 export { selectBackend, type BackendRequest, type Selection } from './backend/select.ts';
 export { initWebGPU } from './backend/webgpu-node.ts';
 export { measureMemory, type MemoryReport } from './backend/memory.ts';
+export { webgpuCounters, counterDelta, countWebGPU, type WebGPUCounters } from './backend/webgpu-device.ts';
 export { Tensor, tensor, zeros, ones, full, arange, scalar, zerosLike, onesLike, isTensor } from './tensor/tensor.ts';
 export * from './tensor/errors.ts';
 export * from './tensor/ops.ts';
 export { matmul, type MatmulOptions } from './tensor/matmul.ts';
 export { conv, maxPool3d, avgPool3d, type ConvOptions } from './tensor/conv.ts';
 export { depthwiseConv3d } from './tensor/depthwise.ts';
-export { softmax, logSoftmax, layerNorm, gelu } from './tensor/composite.ts';
+export { softmax, logSoftmax, layerNorm, gelu, sigmoid, softplus, logSumExp, min, clip, oneHot } from './tensor/composite.ts';
+export { einsum } from './tensor/einsum.ts';
 export { setFastPaths } from './tensor/exec.ts';
 export { vjp, jvp, hvp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
 export { flattenWithPaths, leaves, mapTree, zipTrees, unflattenLike, toNamed, fromNamed, type PyTree } from './autodiff/pytree.ts';
@@ -80,3 +82,4 @@ export {
 } from './io/pyth.ts';
 export { PyDict, PyTuple, PickleError } from './io/pickle.ts';
 export { ZipError } from './io/zip.ts';
+export { DeviceTrainer, type DeviceTrainerOptions, type StepResult } from './train/device-step.ts';
