@@ -2,7 +2,7 @@
 import { appendFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import type { MViTConfig } from '../models/mvit/config.ts';
+import { MAX_DEPTH, type MViTConfig } from '../models/mvit/config.ts';
 import { paramCount } from '../models/mvit/params-spec.ts';
 import { describeValue } from '../io/json.ts';
 import { newInterruptFlag, requestInterrupt } from '../tensor/interrupt.ts';
@@ -31,7 +31,7 @@ import {
   resolveConfig,
   unwrap,
 } from './common.ts';
-import { measureMemoryRow } from './memory.ts';
+import { deepen, measureMemoryRow } from './memory.ts';
 import { createProgress, nonFiniteLine } from './progress.ts';
 import { runTraining, type TrainOutcome } from './train-worker.ts';
 import { settingsProblems, type Monitoring, type TrainSettings } from './train-run.ts';
@@ -339,6 +339,13 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   const mm = movingMnistProblems(cfg, source);
   if (mm.length > 0) throw new CliError(mm);
   checkResources(cfg, { batch: settings.batchSize, purpose: 'train', mode: settings.mode }, limit, source);
+  const reportDepths = getList(args, 'report-depths') ?? [...TRAIN_DEFAULTS.reportDepths];
+  if (!getBool(args, 'no-report')) {
+    // The report measures deeper copies of the model: they must fit too.
+    const deepest = Math.max(...reportDepths);
+    if (cfg.MVIT.DEPTH + deepest > MAX_DEPTH) throw new CliError([`--report-depths ${deepest}: ${source} has ${cfg.MVIT.DEPTH} layers, and more than ${MAX_DEPTH} in all are not accepted`]);
+    checkResources(deepen(cfg, deepest), { batch: MEMORY_BATCH, purpose: 'train', mode: 'store' }, limit, `${source} with ${deepest} extra blocks (--report-depths)`);
+  }
   checkWritable(outDir);
   const stale = removeStaleTempFiles(outDir);
   if (stale.length > 0) process.stdout.write(`removed ${stale.length} temporary file${stale.length === 1 ? '' : 's'} of an interrupted checkpoint write: ${stale.join(', ')}\n`);
@@ -448,7 +455,7 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   say(`checkpoint: ${ckptPath}`);
 
   if (!getBool(args, 'no-report')) {
-    const depths = getList(args, 'report-depths') ?? [...TRAIN_DEFAULTS.reportDepths];
+    const depths = reportDepths;
     let memory: MemoryPoint[] | null = null;
     let memoryNote: string | undefined;
     try {

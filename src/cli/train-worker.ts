@@ -17,7 +17,7 @@ import { selectBackend } from '../backend/select.ts';
 import { movingMnistBatches } from '../data/moving-mnist.ts';
 import type { MViTConfig } from '../models/mvit/config.ts';
 import { buildModel } from '../models/mvit/model.ts';
-import { RevgradError } from '../tensor/errors.ts';
+import { InternalError, RevgradError } from '../tensor/errors.ts';
 import { InterruptedError, watchInterrupts } from '../tensor/interrupt.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
 import type { LoopRecord, StopReason } from '../train/loop.ts';
@@ -59,11 +59,10 @@ interface SerializedError {
 }
 
 function serialize(e: unknown): SerializedError {
-  const err = e instanceof Error ? e : new Error(String(e));
-  const errno = err as NodeJS.ErrnoException;
+  const errno = (e instanceof Error ? e : {}) as NodeJS.ErrnoException;
   return {
-    name: err.name,
-    message: err.message,
+    name: e instanceof Error ? e.name : 'Error',
+    message: e instanceof Error ? e.message : String(e),
     typed: e instanceof RevgradError,
     ...(e instanceof CliError ? { problems: e.problems } : {}),
     ...(typeof errno.code === 'string' ? { code: errno.code } : {}),
@@ -71,10 +70,11 @@ function serialize(e: unknown): SerializedError {
   };
 }
 
+/** Typed errors and file-system errors print as their message; anything else is a bug, reported as one. */
 function deserialize(s: SerializedError): Error {
   if (s.problems !== undefined) return new CliError(s.problems);
-  if (s.typed) return new WorkerError(s.name, s.message);
-  return Object.assign(new Error(s.message), { name: s.name, code: s.code, syscall: s.syscall });
+  if (s.typed || (s.code !== undefined && s.syscall !== undefined)) return new WorkerError(s.name, s.message);
+  return new InternalError('the training worker', `${s.name}: ${s.message}`);
 }
 
 /** The run itself, on whatever thread calls it. */

@@ -189,6 +189,7 @@ async function generate(): Promise<CorpusCase[]> {
       ['train', '--resume'],
       ['train', '--resume', '--force', '--out', '{tmp}/x'],
       ['train', '--report-depths', '1,,2'],
+      ['train', '--report-depths', '-1'],
       ['train', '--label-smoothing', '1'],
       ['train', '--mode', 'fast'],
       ['train', '--steps'],
@@ -214,6 +215,7 @@ async function generate(): Promise<CorpusCase[]> {
       { name: 'train: --out under a regular file', argv: ['train', '--out', '{corpus}/checkpoint.safetensors/run', '--steps', '1', '--config', '{corpus}/tiny.json', '--quiet'], expect: 1 },
       { name: 'train: --config is a directory', argv: ['train', '--config', '{corpus}', '--out', '{tmp}/run'], expect: 1 },
       { name: 'eval: --checkpoint is a directory', argv: ['eval', '--checkpoint', '{corpus}'], expect: 1 },
+      { name: 'train: --report-depths past the depth limit', argv: ['train', '--config', '{corpus}/tiny.json', '--out', '{tmp}/run', '--report-depths', '0,100000'], expect: 1 },
       { name: 'eval: a fixture is not a Moving-MNIST checkpoint', argv: ['eval', '--checkpoint', '{corpus}/fixture.safetensors'], expect: 1 },
     );
     write('tiny.json', HOSTILE_CONFIG);
