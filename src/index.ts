@@ -10,6 +10,7 @@ export { getBackend, setBackend, withBackend, kernelCacheStats, clearKernelCache
 export { selectBackend, chooseBackend, probeWebGL2, probeWebAssemblySimd, type BackendRequest, type Selection, type SelectOptions, type Probes } from './backend/select.ts';
 export { initWebGPU, isSoftwareAdapter, describeAdapter, type AdapterDescription, type WebGPUStatus, type InitOptions } from './backend/webgpu-node.ts';
 export { measureMemory, type MemoryReport } from './backend/memory.ts';
+export { webgpuCounters, counterDelta, countWebGPU, type WebGPUCounters } from './backend/webgpu-device.ts';
 export { Tensor, tensor, zeros, ones, full, arange, scalar, zerosLike, onesLike, isTensor } from './tensor/tensor.ts';
 export { RevgradError, ShapeError, ArgumentError, BackendError, AutodiffError, DataError, InternalError, TraceError } from './tensor/errors.ts';
 export {
@@ -134,3 +135,4 @@ export {
 } from './io/pyth.ts';
 export { PyDict, PyTuple, PickleError } from './io/pickle.ts';
 export { ZipError } from './io/zip.ts';
+export { DeviceTrainer, type DeviceTrainerOptions, type StepResult } from './train/device-step.ts';
