@@ -36,7 +36,7 @@ test('docs/api.md names every export of revgrad and revgrad/node', () => {
   const doc = readFileSync(join(repo, 'docs', 'api.md'), 'utf8');
   // Every identifier that appears inside a backtick span.
   const spans = [...doc.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]!);
-  const mentioned = new Set(spans.flatMap((s) => s.match(/[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)?/g) ?? []));
+  const mentioned = new Set(spans.flatMap((s) => (s.match(/[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)?/g) ?? []).flatMap((id) => [id, ...id.split('.')])));
   const missing: string[] = [];
   for (const [entry, names] of publicNames()) {
     for (const n of names) {

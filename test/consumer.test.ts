@@ -182,7 +182,7 @@ test('(d) esbuild platform browser: a consumer of revgrad bundles with no node: 
   const inputs = Object.keys(r.metafile.inputs);
   assert.ok(inputs.some((f) => f.includes('node_modules/revgrad/dist/index.js')), 'the bundle holds revgrad');
   assert.ok(inputs.some((f) => f.includes('gpu.js/dist/gpu-browser.js')), "gpu.js's browser build, through the package's browser map");
-  for (const pkgName of ['mnist', 'yaml', 'cli-progress', 'webgpu/']) assert.not.ok(inputs.some((f) => f.includes(`node_modules/${pkgName}`)), `${pkgName} in the browser bundle`);
+  for (const pkgName of ['mnist', 'yaml', 'cli-progress', 'fast-check', 'webgpu/']) assert.not.ok(inputs.some((f) => f.includes(`node_modules/${pkgName}`)), `${pkgName} in the browser bundle`);
 });
 
 test('(e) npx revgrad --version and --help run the compiled bin with plain node', () => {

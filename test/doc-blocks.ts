@@ -26,16 +26,16 @@ export function tsBlocks(markdown: string): { code: string; line: number; runnab
 }
 
 /** The package's own entries, as the sources (docs say `from 'revgrad'`; tests run them against src/, not a build). */
-const ENTRIES: Record<string, string> = { revgrad: 'src/index.ts', 'revgrad/node': 'src/node.ts' };
+const ENTRIES: Record<string, string> = { revgrad: 'src/index.ts', 'revgrad/node': 'src/node.ts', 'revgrad/laws': 'src/laws/index.ts' };
 
 /**
  * Relative module specifiers (`from '../src/x.ts'`, `import '../x.ts'`) made absolute, resolved from `base`,
- * and 'revgrad' / 'revgrad/node' pointed at the sources.
+ * and 'revgrad', 'revgrad/node', 'revgrad/laws' pointed at the sources.
  */
 export function absolutizeImports(source: string, base: string): string {
   return source
     .replace(/(\bfrom\s+|\bimport\s+|\bimport\(\s*)(['"])(\.\.?\/[^'"]+)\2/g, (_all, lead: string, q: string, spec: string) => `${lead}${q}${resolve(base, spec)}${q}`)
-    .replace(/(\bfrom\s+|\bimport\s+|\bimport\(\s*)(['"])(revgrad(?:\/node)?)\2/g, (_all, lead: string, q: string, spec: string) => `${lead}${q}${join(repo, ENTRIES[spec]!)}${q}`);
+    .replace(/(\bfrom\s+|\bimport\s+|\bimport\(\s*)(['"])(revgrad(?:\/node|\/laws)?)\2/g, (_all, lead: string, q: string, spec: string) => `${lead}${q}${join(repo, ENTRIES[spec]!)}${q}`);
 }
 
 /**
