@@ -47,4 +47,12 @@ test('docs/api.md names every export of revgrad and revgrad/node', () => {
   assert.equal(missing, [], `not in docs/api.md:\n${missing.join('\n')}`);
 });
 
+test('internals stay out of the public surface', () => {
+  const names = new Set(publicNames().get('revgrad'));
+  // The op tables, expression helpers and coercions of src/tensor/ops.ts; the optimizers' fused passes.
+  for (const internal of ['UNARY', 'BINARY', 'erfExpr', 'unary', 'binary', 'toTensor', 'elementwiseImpl', 'elementwise', 'adamwUpdate', 'fromBuffer', 'Storage']) {
+    assert.not.ok(names.has(internal), `'${internal}' is exported by revgrad`);
+  }
+});
+
 test.run();
