@@ -23,6 +23,7 @@ import { loadCheckpoint } from '../train/checkpoint.ts';
 import type { LoopRecord, StopReason } from '../train/loop.ts';
 import { CliError } from './common.ts';
 import { runMovingMnist, type Monitoring, type TrainSettings } from './train-run.ts';
+import type { ModelFactory } from '../train/parallel.ts';
 
 /** Everything a run needs, as plain data (it crosses to the worker by structured clone). */
 export interface TrainJob {
@@ -35,6 +36,9 @@ export interface TrainJob {
   /** The checkpoint to continue from (already validated by the caller). */
   readonly resumePath: string | null;
   readonly onNonFinite: 'stop' | 'skip';
+  /** Data-parallel worker threads for sharded settings, and how they build the model. */
+  readonly workers: number;
+  readonly modelFactory: ModelFactory;
 }
 
 export interface TrainOutcome {
@@ -96,6 +100,8 @@ async function run(job: TrainJob, onRecord: (r: LoopRecord) => void): Promise<Tr
       resume,
       onRecord,
       onNonFinite: job.onNonFinite,
+      workers: job.workers,
+      modelFactory: job.modelFactory,
     });
     return { step: result.step, stopped: result.stopped, lastCheckpoint: result.lastCheckpoint };
   } catch (e) {

@@ -16,14 +16,8 @@ import { basename, dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, unflattenLike } from '../autodiff/pytree.ts';
 import { describeValue, parseJson } from '../io/json.ts';
-import {
-  decodeSafetensors,
-  readSafetensorsFile,
-  writeSafetensorsFileAtomic,
-  type NamedArray,
-  type SafetensorsError,
-  type SafetensorsFile,
-} from '../io/safetensors.ts';
+import { decodeSafetensors, type NamedArray, type SafetensorsError, type SafetensorsFile } from '../io/safetensors.ts';
+import { readSafetensorsFile, writeSafetensorsFileAtomic } from '../io/safetensors-file.ts';
 import { RevgradError } from '../tensor/errors.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
 import type { TrainState } from './loop.ts';
