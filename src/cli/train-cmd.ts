@@ -76,6 +76,7 @@ export const trainSpec: CommandSpec = {
     { name: 'drift-every', kind: 'int', min: 0, arg: 'N', help: 'reversible reconstruction error every N steps; 0: only at the end', defaultText: 'steps/10' },
     { name: 'ckpt-every', kind: 'int', min: 0, arg: 'N', help: 'checkpoint every N steps; 0: only at the end', defaultText: 'steps/10' },
     { name: 'report-depths', kind: 'int-list', min: 0, arg: 'A,B,..', help: 'extra last-stage blocks measured for the report\'s memory chart', defaultText: TRAIN_DEFAULTS.reportDepths.join(',') },
+    { name: 'no-jit', kind: 'bool', help: 'run every op eagerly instead of replaying the traced step (same numbers, slower)' },
     { name: 'no-report', kind: 'bool', help: 'do not write report.html' },
     { name: 'quiet', kind: 'bool', help: 'no progress output' },
   ],
@@ -258,6 +259,7 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
       resume: resumeFrom,
       onRecord: (r) => progress.onRecord(r),
       shouldStop: () => stopRequested,
+      jit: !getBool(args, 'no-jit'),
     });
   } finally {
     progress.stop();

@@ -207,6 +207,7 @@ export function lowerCpu(program: Program): Executable {
     }
   });
   const arena = slotSizes.map((s) => new Float32Array(s));
+  const peakBytes = 4 * (slotSizes.reduce((a, b) => a + b, 0) + perCallPeak(specs.length, written, sources, lastRead, sizes));
 
   // The environment's persistent part: constants and arena buffers are bound once.
   const env: Env = new Array(n);
@@ -268,6 +269,7 @@ export function lowerCpu(program: Program): Executable {
 
   return {
     kind: 'cpu',
+    peakBytes,
     run(inputs: readonly Tensor[]): Tensor[] {
       program.inputs.forEach((id, k) => {
         const host = inputs[k].storage.host;
@@ -290,6 +292,24 @@ export function lowerCpu(program: Program): Executable {
     if (base !== null) return sameShape(base.shape, shape) ? base : view(base, shape);
     return fromBuffer(env[r]!, shape);
   }
+}
+
+/** The most elements of per-call arrays (outputs, engine results) alive at once over the steps. */
+function perCallPeak(steps: number, written: readonly number[][], sources: ReadonlyMap<number, Source>, lastRead: ReadonlyMap<number, number>, sizes: readonly number[]): number {
+  const delta = new Float64Array(steps + 1);
+  written.forEach((ids, j) => {
+    for (const id of ids) {
+      const kind = sources.get(id)?.kind;
+      if (kind !== 'fresh' && kind !== 'produced') continue;
+      delta[j] += sizes[id];
+      // Outputs live to the end; engine results until their last reader.
+      delta[kind === 'fresh' ? steps : (lastRead.get(id) ?? j) + 1] -= sizes[id];
+    }
+  });
+  let live = 0;
+  let peak = 0;
+  for (const d of delta) peak = Math.max(peak, (live += d));
+  return peak;
 }
 
 /** The fused-group description of a group, with the roots it reads and writes. */

@@ -6,7 +6,7 @@
  *   evaluation: batch i from foldIn(evalKey, i) on the 'test' split, model key foldIn(evalKey, -1 >>> 0)
  *
  * so a run resumed from a checkpoint after step c computes exactly what the uninterrupted run computes.
- * Per step: loss and gradient (valueAndGrad, 'reversible' mode unless 'store' is chosen), global-norm
+ * Per step (src/train/step.ts, traced once and replayed by jit unless `jit: false`): loss and gradient (valueAndGrad, 'reversible' mode unless 'store' is chosen), global-norm
  * clipping, AdamW with a cosine/warmup learning rate. Records (train, eval, drift, checkpoint) go to
  * `onRecord` and, with an output directory, to DIR/metrics.jsonl, one JSON object per line.
  */
@@ -14,7 +14,6 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } fr
 import { join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { leaves, type PyTree } from '../autodiff/pytree.ts';
-import { valueAndGrad } from '../autodiff/tape.ts';
 import { measureMemory } from '../backend/memory.ts';
 import { makeBatch, NUM_CLASSES, type ClipSpec } from '../data/moving-mnist.ts';
 import { foldIn, key as makeKey, split, type Key } from '../random/index.ts';
@@ -22,8 +21,9 @@ import type { Mode } from '../reversible/index.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
 import { restoreTree, saveCheckpoint, type LoadedCheckpoint } from './checkpoint.ts';
 import { correctCount, crossEntropy } from './loss.ts';
-import { adamwInit, adamwUpdate, clipGradNorm, type AdamWHyper, type AdamWState } from './optim.ts';
+import { adamwInit, type AdamWHyper, type AdamWState } from './optim.ts';
 import { learningRate, type CosineSchedule } from './schedule.ts';
+import { makeTrainStep } from './step.ts';
 
 /** What the loop needs of a model (MViTModel satisfies it). */
 export interface TrainableModel<P = PyTree> {
@@ -114,6 +114,8 @@ export interface TrainOptions<P = PyTree> {
   readonly onRecord?: (r: LoopRecord) => void;
   /** Stop early (after the current step) when this returns true; the state is checkpointed. */
   readonly shouldStop?: () => boolean;
+  /** Trace the training step once and replay it (default true); false runs every op eagerly. Same numbers either way. */
+  readonly jit?: boolean;
 }
 
 export interface TrainResult<P = PyTree> {
@@ -286,16 +288,14 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     emit({ type: 'checkpoint', step, path: ckptPath });
   };
 
-  // Only the params are differentiated: the batch and the key are closed over, so no gradient is
-  // computed for the input clips.
-  const lossAndGrad = (p: P, x: Tensor, y: Int32Array, k: Key) => {
-    let logits: Tensor | null = null;
-    const [loss, g] = valueAndGrad((q: P): Tensor => {
-      logits = model.apply(q, x, k, { train: true, mode: settings.mode });
-      return crossEntropy(logits, y, settings.labelSmoothing);
-    })(p);
-    return { loss, grads: g as P, logits: logits! as Tensor };
-  };
+  // Loss, gradient, clipping and AdamW as one step: traced once and replayed (opts.jit, default on), or eager.
+  const trainStep = makeTrainStep(model, {
+    mode: settings.mode,
+    labelSmoothing: settings.labelSmoothing,
+    clipNorm: settings.clipNorm,
+    optimizer: settings.optimizer,
+    jit: opts.jit ?? true,
+  });
 
   let step = start;
   let queuedDrift: DriftRecord | null = null;
@@ -303,26 +303,26 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     const t0 = performance.now();
     const { x, y } = opts.batch(foldIn(keys.data, s), 'train', settings.batchSize);
     const k = foldIn(keys.step, s);
-    const measured = measureMemory(
-      () => lossAndGrad(params, x, y, k),
-      (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
-    );
-    const { loss: lossT, grads: grads0, logits } = measured.value;
-    // Values are read with `await` so the loop also runs on asynchronous backends (webgpu).
-    const loss = (await lossT.data())[0];
-    const correct = await correctCount(logits, y);
-    const clipped = clipGradNorm(grads0, settings.clipNorm ?? Infinity);
-    const gradNorm = (await clipped.norm.data())[0];
-    const lr = learningRate(settings.schedule, s);
     if (monitoring.driftEvery > 0 && due(monitoring.driftEvery, s + 1, settings.steps)) {
+      // The blocks' reconstruction error at the params this step starts from (emitted after its train record).
       const entries = await Promise.all(model.drift(params, x, k).map(async (e) => ({ block: e.block, x1: (await e.x1.data())[0], x2: (await e.x2.data())[0] })));
       const max = entries.reduce((m, e) => Math.max(m, e.x1, e.x2), 0);
-      // emitted after the train record of this step, below
       queuedDrift = { type: 'drift', step: s + 1, max, blocks: entries };
     }
-    const updated = adamwUpdate(params, clipped.grads, optState, { lr, ...settings.optimizer }, (n) => model.noDecay(n));
-    params = updated.params;
-    optState = updated.state;
+    const lr = learningRate(settings.schedule, s);
+    const labels = tensor(Float32Array.from(y), [y.length]);
+    const measured = measureMemory(
+      () => trainStep(params, optState, x, labels, k, lr),
+      (r) => [...leaves(r.params), ...leaves(r.optState.m), ...leaves(r.optState.v), r.loss, r.logits, r.gradNorm].map((t) => t.storage),
+    );
+    const result = measured.value;
+    // Values are read with `await` so the loop also runs on asynchronous backends (webgpu).
+    const loss = (await result.loss.data())[0];
+    const correct = await correctCount(result.logits, y);
+    const gradNorm = (await result.gradNorm.data())[0];
+    params = result.params;
+    optState = result.optState;
+    const peakBytes = trainStep.peakBytes() ?? measured.peakBytes;
     const stepMs = performance.now() - t0;
     step = s + 1;
     emit({
@@ -334,7 +334,7 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
       gradNorm,
       stepMs,
       clipsPerSec: (y.length * 1000) / stepMs,
-      peakBytes: measured.peakBytes,
+      peakBytes,
     });
     if (queuedDrift !== null) {
       emit(queuedDrift);

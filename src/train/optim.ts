@@ -42,6 +42,22 @@ export function adamwInit<P>(params: P): AdamWState<P> {
   return { step: 0, m: mapTree(params, zerosLike), v: mapTree(params, zerosLike) };
 }
 
+/** The scalars of one AdamW step that depend on the step number and the learning rate. */
+export interface AdamWScalars<T = number> {
+  /** lr / (1 − β1ᵗ) */
+  readonly stepSize: T;
+  /** √(1 − β2ᵗ) */
+  readonly bc2Sqrt: T;
+  /** 1 − lr·wd (decoupled decay) */
+  readonly decay: T;
+}
+
+/** The step-dependent scalars of AdamW at `step` (1-based, after incrementing), as PyTorch computes them. */
+export function adamwScalars(hyper: AdamWHyper, step: number): AdamWScalars {
+  const { lr, beta1, beta2, weightDecay } = hyper;
+  return { stepSize: lr / (1 - beta1 ** step), bc2Sqrt: Math.sqrt(1 - beta2 ** step), decay: 1 - lr * weightDecay };
+}
+
 /**
  * One AdamW step (PyTorch semantics):
  *   p ← p · (1 − lr·wd)                    (decoupled decay, skipped where noDecay(name))
@@ -57,15 +73,31 @@ export function adamwUpdate<P>(
   hyper: AdamWHyper,
   noDecay: NoDecay = decayAll,
 ): { params: P; state: AdamWState<P> } {
-  const { lr, beta1, beta2, eps, weightDecay } = hyper;
   const step = state.step + 1;
-  const bc1 = 1 - beta1 ** step;
-  const bc2Sqrt = Math.sqrt(1 - beta2 ** step);
-  const stepSize = lr / bc1;
+  const s = adamwScalars(hyper, step);
+  const r = adamwApply(params, grads, state.m, state.v, hyper, { stepSize: scalar(s.stepSize), bc2Sqrt: scalar(s.bc2Sqrt), decay: scalar(s.decay) }, noDecay);
+  return { params: r.params, state: { step, m: r.m, v: r.v } };
+}
+
+/**
+ * The tensor part of an AdamW step, with the step-dependent scalars given (as tensors in a jitted
+ * training step, so one program serves every step; `adamwUpdate` makes them from the step number).
+ * β1, β2, ε and the weight decay's on/off come from `hyper`; its lr is not read.
+ */
+export function adamwApply<P>(
+  params: P,
+  grads: P,
+  m0: P,
+  v0: P,
+  hyper: Omit<AdamWHyper, 'lr'>,
+  scalars: AdamWScalars<Tensor>,
+  noDecay: NoDecay = decayAll,
+): { params: P; m: P; v: P } {
+  const { beta1, beta2, eps, weightDecay } = hyper;
   const ps = flattenWithPaths(params);
   const gs = aligned('adamwUpdate', 'grads', ps, grads);
-  const ms = aligned('adamwUpdate', 'state.m', ps, state.m);
-  const vs = aligned('adamwUpdate', 'state.v', ps, state.v);
+  const ms = aligned('adamwUpdate', 'state.m', ps, m0);
+  const vs = aligned('adamwUpdate', 'state.v', ps, v0);
   const newP: Tensor[] = [];
   const newM: Tensor[] = [];
   const newV: Tensor[] = [];
@@ -73,24 +105,18 @@ export function adamwUpdate<P>(
   const oneMinusB1 = scalar(1 - beta1);
   const b2 = scalar(beta2);
   const oneMinusB2 = scalar(1 - beta2);
-  const step_ = scalar(stepSize);
-  const bc2 = scalar(bc2Sqrt);
   const eps_ = scalar(eps);
-  const decay = scalar(1 - lr * weightDecay);
   const keep = scalar(1);
   ps.forEach(([name, p0], i) => {
     const g = gs[i];
     const m = elementwise('adamw-m', 'x0 + (x1 - x0) * x2', [ms[i], g, oneMinusB1]);
     const v = elementwise('adamw-v', 'x0 * x2 + x1 * x1 * x3', [vs[i], g, b2, oneMinusB2]);
-    const d = weightDecay !== 0 && !noDecay(name) ? decay : keep;
-    newP.push(elementwise('adamw-p', 'x0 * x3 - x4 * x1 / (Math.sqrt(x2) / x5 + x6)', [p0, m, v, d, step_, bc2, eps_]));
+    const d = weightDecay !== 0 && !noDecay(name) ? scalars.decay : keep;
+    newP.push(elementwise('adamw-p', 'x0 * x3 - x4 * x1 / (Math.sqrt(x2) / x5 + x6)', [p0, m, v, d, scalars.stepSize, scalars.bc2Sqrt, eps_]));
     newM.push(m);
     newV.push(v);
   });
-  return {
-    params: unflattenLike(params, newP),
-    state: { step, m: unflattenLike(state.m, newM), v: unflattenLike(state.v, newV) },
-  };
+  return { params: unflattenLike(params, newP), m: unflattenLike(m0, newM), v: unflattenLike(v0, newV) };
 }
 
 // ---------------------------------------------------------------------------------------------
