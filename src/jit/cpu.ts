@@ -11,7 +11,7 @@
  *    fresh arrays on every call, so what a call returns is never overwritten by the next.
  */
 import { BackendError } from '../tensor/errors.ts';
-import type { OpImpl } from '../tensor/exec.ts';
+import { addProfile, profiling, type OpImpl } from '../tensor/exec.ts';
 import { broadcastStrides, sameShape, sizeOf, type Shape } from '../tensor/shape.ts';
 import { fromBuffer, view, type Tensor } from '../tensor/tensor.ts';
 import type { Eqn, Program } from '../tensor/trace.ts';
@@ -219,6 +219,8 @@ export function lowerCpu(program: Program): Executable {
   }
 
   const steps: Step[] = specs.map((s) => (s.kind === 'eqn' ? eqnStep(s.eqn) : groupStep(s.group)));
+  // For profileOps: a step is named by its primitive, a group by its members' primitives.
+  const stepNames = specs.map((s) => (s.kind === 'eqn' ? eqns[s.eqn].prim.name : `fused(${groups[s.group].members.length})`));
 
   function eqnStep(i: number): Step {
     const e = eqns[i];
@@ -276,7 +278,15 @@ export function lowerCpu(program: Program): Executable {
         if (host === null) throw new BackendError('jit: the cpu lowering needs its inputs on the host');
         env[id] = host;
       });
-      for (const step of steps) step(env);
+      if (profiling()) {
+        steps.forEach((step, j) => {
+          const t0 = performance.now();
+          step(env);
+          addProfile(`jit:${stepNames[j]}`, performance.now() - t0);
+        });
+      } else {
+        for (const step of steps) step(env);
+      }
       const result = program.outputs.map((o) => outputTensor(o.id, o.shape, inputs));
       // Forget this call's arrays: the arena keeps only its own buffers between calls.
       for (const id of perCall) env[id] = undefined;
