@@ -356,8 +356,8 @@ test('(f) stopGradient blocks gradients', () => {
 // --- grad of grad --------------------------------------------------------------------------
 
 // Second derivatives compose from the same rules: the Hessian-vector product <grad(x -> <grad f(x), v>), d>
-// must match the central difference of <grad f(x), v> along d. Smooth functions only (layerNorm's and
-// max-pool's gradients are not differentiable again and say so).
+// must match the central difference of <grad f(x), v> along d. Smooth functions only (every op's Hessian-vector
+// products, layerNorm and max pooling included, are checked in laws/higher-order.test.ts).
 const CONV_W = rand([3, 3, 2], 99);
 const SECOND_ORDER: Record<string, (x: Tensor) => Tensor> = {
   'tanh * exp': (x) => R.sum(R.mul(R.tanh(x), R.exp(R.mul(x, 0.5)))),

@@ -13,7 +13,7 @@ import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
 import { setWasmKernels, CHUNK_FLOATS } from '../src/backend/wasm-memory.ts';
 import { gelu, geluGrad, normalizeGrad, normalizeLast, softmaxGrad, softmaxLast } from '../src/tensor/fused.ts';
-import { assertProperty, BACKENDS, broadcastShapesArb, distinct, maxAbs, MODES, OP_CASES, rng, seedArb, shapeArb, sizeOf, uniform, type OpCase } from './helpers.ts';
+import { assertProperty, BACKENDS, broadcastShapesArb, distinct, rand, maxAbs, MODES, OP_CASES, rng, seedArb, shapeArb, sizeOf, uniform, type OpCase } from './helpers.ts';
 
 const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
 
@@ -461,6 +461,48 @@ test('softmax: wasm kernels keep the host loops\' special values (-Infinity mask
   const want = WASM_MODES[1].run(run);
   const got = WASM_MODES[0].run(run);
   got.forEach((v, i) => assert.ok(Object.is(v, want[i]) || Math.abs(v - want[i]) <= 1e-7, `element ${i}: ${v} vs host loop ${want[i]}`));
+});
+
+test('depthwiseConv3d and its two gradients: wasm kernels, host loops and cpu kernels agree (C = 1..40, strides, padding)', () => {
+  assertProperty(
+    fc.property(
+      fc.record({
+        n: fc.integer({ min: 1, max: 2 }),
+        c: fc.integer({ min: 1, max: 40 }),
+        kernel: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+        extra: fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 3 })),
+        stride: fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 })),
+        padding: fc.tuple(fc.integer({ min: 0, max: 1 }), fc.integer({ min: 0, max: 1 }), fc.integer({ min: 0, max: 1 })),
+        seed: seedArb,
+      }),
+      ({ n, c, kernel, extra, stride, padding, seed }) => {
+        const xs = [n, ...kernel.map((k, i) => k + extra[i]), c];
+        const run = () => {
+          const [y, pullback] = R.vjp((x: Tensor, w: Tensor) => R.depthwiseConv3d(x, w, { stride, padding }), rand(xs, seed), rand([c, 1, ...kernel], seed + 1));
+          return [y, ...(pullback(rand([...y.shape], seed + 2)) as Tensor[])];
+        };
+        const want = MODES[2].run(run);
+        for (const mode of WASM_MODES) agree(mode.run(run), want, `depthwise [${xs}] k ${kernel} s ${stride} p ${padding}, ${mode.name}`, 1e-6);
+      },
+    ),
+    { numRuns: 30 },
+  );
+});
+
+test('depthwiseConv3d input gradient: an infinite cotangent stays at its own positions in the wasm kernel (C = 3, partial vectors)', () => {
+  // The partial vector's extra lanes hold the next position's channels; unmasked, inf * 0 there would
+  // put NaN into a neighbour's gradient.
+  const x = R.tensor(uniform(2 * 4 * 4 * 3, 5), [1, 2, 4, 4, 3]);
+  const w = R.tensor(uniform(3 * 2 * 2 * 2, 6), [3, 1, 2, 2, 2]);
+  const g = uniform(1 * 1 * 3 * 3 * 3, 7);
+  g[4 * 3] = Infinity; // channel 0: the extra lane of position 3's partial vector
+  const run = () => {
+    const [, pullback] = R.vjp((a: Tensor) => R.depthwiseConv3d(a, w, { stride: [1, 1, 1], padding: [0, 0, 0] }), x);
+    return Array.from((pullback(R.tensor(g, [1, 1, 3, 3, 3])) as Tensor[])[0].dataSync());
+  };
+  const want = WASM_MODES[1].run(run);
+  const got = WASM_MODES[0].run(run);
+  got.forEach((v, i) => assert.ok(Object.is(v, want[i]) || Math.abs(v - want[i]) <= 1e-6, `element ${i}: ${v} vs host loop ${want[i]}`));
 });
 
 test.run();

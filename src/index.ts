@@ -11,7 +11,7 @@ export { conv, maxPool3d, avgPool3d, type ConvOptions } from './tensor/conv.ts';
 export { depthwiseConv3d } from './tensor/depthwise.ts';
 export { softmax, logSoftmax, layerNorm, gelu } from './tensor/composite.ts';
 export { setFastPaths } from './tensor/exec.ts';
-export { vjp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
+export { vjp, jvp, hvp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
 export { flattenWithPaths, leaves, mapTree, zipTrees, unflattenLike, toNamed, fromNamed, type PyTree } from './autodiff/pytree.ts';
 export { profileOps } from './tensor/exec.ts';
 export { jit, type Jitted, type JitOptions, type JitStats, type Lowering, type Program, type Eqn } from './jit/index.ts';

@@ -173,7 +173,7 @@ test('a problem above the retained limit runs, then its memory is released', () 
 test('rejects inputs whose length does not match the problem', () => {
   const p: MatmulProblem = { batch: 1, m: 2, k: 2, n: 2, transA: false, transB: false };
   assert.throws(() => wasmGemm(p, new Float32Array(3), new Float32Array(4)), /a has 3 elements/);
-  assert.throws(() => wasmGemmWith({ mr: 4, nr: 6, unroll: 1 }), /bad nr/);
+  assert.throws(() => wasmGemmWith({ mr: 4, nr: 6, unroll: 1 }), /nr must be a multiple of 4 in 4..32, got 6/);
 });
 
 test.run();

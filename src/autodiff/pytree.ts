@@ -4,6 +4,7 @@
  * parameter tree flattens to exactly PySlowFast's state_dict names (`rev_backbone.layers.3.F.norm.weight`).
  */
 import { Tensor } from '../tensor/tensor.ts';
+import { ArgumentError } from '../tensor/errors.ts';
 
 export type PyTree<L = Tensor> = L | readonly PyTree<L>[] | { readonly [key: string]: PyTree<L> };
 
@@ -39,7 +40,7 @@ export function unflattenLike<T>(tree: T, values: readonly (Tensor | null)[]): T
     return node;
   };
   const result = walk(tree) as T;
-  if (i !== values.length) throw new Error(`unflattenLike: tree has ${i} tensor leaves but ${values.length} values were given`);
+  if (i !== values.length) throw new ArgumentError('unflattenLike', `tree has ${i} tensor leaves but ${values.length} values were given`);
   return result;
 }
 
@@ -51,7 +52,7 @@ export const mapTree = <T>(tree: T, fn: (t: Tensor, path: string) => Tensor): T 
 export function zipTrees<T>(trees: readonly T[], fn: (ts: Tensor[], path: string) => Tensor): T {
   const flat = trees.map((t) => flattenWithPaths(t));
   const n = flat[0].length;
-  for (const f of flat) if (f.length !== n) throw new Error(`zipTrees: trees have ${flat.map((x) => x.length).join(' vs ')} leaves`);
+  for (const f of flat) if (f.length !== n) throw new ArgumentError('zipTrees', `trees have ${flat.map((x) => x.length).join(' vs ')} leaves`);
   return unflattenLike(trees[0], flat[0].map(([p], i) => fn(flat.map((f) => f[i][1]), p)));
 }
 

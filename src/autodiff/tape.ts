@@ -5,11 +5,11 @@
  * inside a pullback, as reversible backprop does.
  */
 import { setOpObserver, type Applied } from '../tensor/primitive.ts';
-import { add, reshape } from '../tensor/ops.ts';
-import { ArgumentError, ShapeError } from '../tensor/errors.ts';
+import { add, mul, reshape, sum } from '../tensor/ops.ts';
+import { ArgumentError, AutodiffError, ShapeError } from '../tensor/errors.ts';
 import { fmt, sameShape } from '../tensor/shape.ts';
 import { ones, Tensor, view, zeros } from '../tensor/tensor.ts';
-import { flattenWithPaths, leaves, unflattenLike } from './pytree.ts';
+import { flattenWithPaths, leaves, mapTree, unflattenLike } from './pytree.ts';
 
 /** What a node keeps for the backward pass, and how to map output cotangents to input cotangents. */
 export interface Node {
@@ -23,6 +23,8 @@ export interface Node {
 class Trace {
   readonly tracked = new Set<number>();
   readonly nodes: Node[] = [];
+  /** > 0 while a custom op differentiated at this level (or an enclosing one) runs its forward: see customVjp. */
+  paused = 0;
   tracks(inputs: readonly Tensor[]): boolean {
     return inputs.some((t) => this.tracked.has(t.id));
   }
@@ -51,7 +53,7 @@ function primitiveNode<A>({ prim, inputs, output, attrs }: Applied<A>, needs: re
 setOpObserver((op) => {
   if (paused > 0 || traces.length === 0) return;
   for (const trace of traces) {
-    if (!trace.tracks(op.inputs)) continue;
+    if (trace.paused > 0 || !trace.tracks(op.inputs)) continue;
     // Which inputs need a cotangent at all (e.g. not the data a network is applied to).
     trace.push(primitiveNode(op, op.inputs.map((t) => trace.tracked.has(t.id))));
   }
@@ -198,10 +200,63 @@ export function grad<A extends unknown[]>(f: (...args: A) => Tensor, argnums: Ar
   return (...args: A): any => valueAndGrad(f, argnums)(...args)[1];
 }
 
+/** Throws unless `tangents` is a tree of tensors shaped like `primals` (leaf for leaf). */
+function checkTangents(op: string, primals: readonly unknown[], tangents: readonly unknown[]): void {
+  if (!Array.isArray(primals) || !Array.isArray(tangents)) {
+    throw new ArgumentError(op, `primals and tangents must be arrays (one entry per argument), got ${typeof primals} and ${typeof tangents}`);
+  }
+  if (primals.length !== tangents.length) throw new ArgumentError(op, `${primals.length} primals but ${tangents.length} tangents`);
+  const ps = flattenWithPaths(primals);
+  const ts = flattenWithPaths(tangents);
+  if (ps.length !== ts.length || ps.some(([p], i) => p !== ts[i][0])) {
+    throw new ArgumentError(op, `tangents must have the primals' structure: tensor leaves ${ps.map(([p]) => p).join(', ')} vs ${ts.map(([p]) => p).join(', ')}`);
+  }
+  ps.forEach(([path, p], i) => {
+    if (!sameShape(p.shape, ts[i][1].shape)) throw new ShapeError(op, `tangent ${path} has shape ${fmt(ts[i][1].shape)}, its primal ${fmt(p.shape)}`);
+  });
+}
+
+/**
+ * Forward mode: `jvp(f, primals, tangents)` = [f(...primals), J t], the directional derivative of `f` at
+ * `primals` along `tangents` (trees like the primals; the result is a tree like the output), as JAX's
+ * jax.jvp. Computed by transposing the pullback: the pullback u -> Jᵀu is linear, so its own VJP at any
+ * u maps t to J t. It costs about two reverse passes and works wherever grad of grad does.
+ */
+export function jvp<P extends unknown[], O>(f: (...primals: P) => O, primals: P, tangents: P): [O, O] {
+  checkTangents('jvp', primals, tangents);
+  const [out, pullback] = vjp(f, ...primals);
+  const u = mapTree(out, (t) => zeros(t.shape));
+  const [, transposed] = vjp((ct: O) => pullback(ct), u);
+  return [out, transposed(tangents)[0]];
+}
+
+/**
+ * Hessian-vector product of a scalar `f`: `hvp(f, primals, tangents)` = H t, a tree like the primals (the
+ * JVP of grad f along t), computed as the gradient of x -> <grad f(x), t> (reverse over reverse).
+ */
+export function hvp<P extends unknown[]>(f: (...primals: P) => Tensor, primals: P, tangents: P): P {
+  checkTangents('hvp', primals, tangents);
+  const tLeaves = leaves(tangents);
+  const gradDotT = (...xs: P): Tensor => {
+    const [out, pullback] = vjp(f, ...xs);
+    scalarOutput('hvp', out);
+    const gs = leaves(pullback());
+    return gs.reduce<Tensor>((acc, g, i) => add(acc, sum(mul(g, tLeaves[i]))), zeros([]));
+  };
+  const [, pullback] = vjp(gradDotT, ...primals);
+  return pullback();
+}
+
 /**
  * A function with a hand-written VJP. `forward(...args)` returns [output, residuals]; `backward(residuals,
  * cotangent)` returns cotangents for the args (trees like the args; null where an arg is not
- * differentiable). Inside `forward` nothing is recorded, so only the residuals are kept for backward.
+ * differentiable).
+ *
+ * JAX's custom_vjp semantics: the rule applies at the level that differentiates the op (the innermost
+ * active trace tracking an argument), which records one node keeping only the residuals. Enclosing levels
+ * (grad of grad, jvp, hvp) see `forward` as ordinary code, and the pullback's call of `backward` too, so
+ * residuals stay differentiable functions of the arguments and higher derivatives are correct. With a
+ * single level (plain grad) nothing inside `forward` is recorded: memory is exactly the residuals.
  */
 export function customVjp<A extends unknown[], O, R>(
   forward: (...args: A) => [O, R],
@@ -210,13 +265,25 @@ export function customVjp<A extends unknown[], O, R>(
   return (...args: A): O => {
     const argLeaves = args.map((a) => leaves(a));
     const inputs = argLeaves.flat();
-    const active = paused === 0 && traces.some((t) => t.tracks(inputs));
-    if (!active) return forward(...args)[0];
-    const [out, residuals] = untraced(() => forward(...args));
-    // Fresh identities for the outputs, so an output that is also an input stays distinct on the tape.
-    const outLeaves = leaves(out).map((t) => view(t, t.shape));
+    let level = -1;
+    if (paused === 0) for (let i = traces.length - 1; i >= 0 && level < 0; i--) if (traces[i].paused === 0 && traces[i].tracks(inputs)) level = i;
+    if (level < 0) return forward(...args)[0];
+    // This level and those nested in it see one node; enclosing levels record forward's ops.
+    const own = traces.slice(level);
+    let out: O;
+    let residuals: R;
+    let outLeaves: Tensor[];
+    for (const t of own) t.paused++;
+    try {
+      [out, residuals] = forward(...args);
+      // Fresh identities for the outputs (an output may also be an input), recorded so that enclosing
+      // levels link them to forward's ops.
+      outLeaves = leaves(out).map((t) => reshape(t, [...t.shape]));
+    } finally {
+      for (const t of own) t.paused--;
+    }
     const result = unflattenLike(out, outLeaves);
-    const node: Node = {
+    traces[level].push({
       inputs,
       outputs: outLeaves,
       saved: leaves(residuals),
@@ -224,13 +291,11 @@ export function customVjp<A extends unknown[], O, R>(
         const ct = unflattenLike(out, gOuts.map((g, i) => g ?? zeros(outLeaves[i].shape)));
         const gArgs = backward(residuals, ct);
         if (!Array.isArray(gArgs) || gArgs.length !== args.length) {
-          throw new ArgumentError('customVjp', `backward must return one cotangent per argument (${args.length}), got ${Array.isArray(gArgs) ? gArgs.length : typeof gArgs}`);
+          throw new AutodiffError('customVjp', `backward must return one cotangent per argument (${args.length}), got ${Array.isArray(gArgs) ? gArgs.length : typeof gArgs}`);
         }
         return gArgs.flatMap((g, i) => (g === null || g === undefined ? argLeaves[i].map(() => null) : flattenWithPaths(g).map(([, t]) => t)));
       },
-    };
-    for (const trace of traces) if (trace.tracks(inputs)) trace.push(node);
+    });
     return result;
   };
 }
-

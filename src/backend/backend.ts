@@ -8,6 +8,7 @@
 import { GPU } from 'gpu.js';
 import type { IKernelRunShortcut } from 'gpu.js';
 import { applyGpuJsPatches } from './gpujs-patch.ts';
+import { ArgumentError, BackendError } from '../tensor/errors.ts';
 
 export type BackendName = 'webasm' | 'cpu' | 'webgpu' | 'webgl2';
 export const BACKENDS: readonly BackendName[] = ['webasm', 'cpu', 'webgpu', 'webgl2'];
@@ -22,7 +23,7 @@ export function getBackend(): BackendName {
 
 export function setBackend(name: BackendName): void {
   if (!BACKENDS.includes(name)) {
-    throw new Error(`setBackend: unknown backend '${String(name)}'; expected one of ${BACKENDS.join(', ')}`);
+    throw new ArgumentError('setBackend', `unknown backend '${String(name)}'; expected one of ${BACKENDS.join(', ')}`);
   }
   current = name;
 }
@@ -42,7 +43,7 @@ export function gpuFor(name: BackendName = current): GPU {
   let gpu = gpus.get(name);
   if (gpu === undefined) {
     if (name === 'webgpu' && (globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu === undefined) {
-      throw new Error("backend 'webgpu': no navigator.gpu here; in Node call `await initWebGPU()` (or `await selectBackend('webgpu')`) first");
+      throw new BackendError("backend 'webgpu': no navigator.gpu here; in Node call `await initWebGPU()` (or `await selectBackend('webgpu')`) first");
     }
     applyGpuJsPatches();
     gpu = new GPU({ mode: name } as ConstructorParameters<typeof GPU>[0]);
@@ -63,7 +64,7 @@ let cacheCapacity = 2048;
 
 /** Change how many kernels each backend keeps compiled (evicting the least recently used now if needed). */
 export function setKernelCacheCapacity(n: number): void {
-  if (!Number.isInteger(n) || n < 1) throw new Error(`setKernelCacheCapacity: expected a positive integer, got ${n}`);
+  if (!Number.isInteger(n) || n < 1) throw new ArgumentError('setKernelCacheCapacity', `expected a positive integer, got ${n}`);
   cacheCapacity = n;
   for (const [name, cache] of caches) {
     while (cache.size > cacheCapacity) {

@@ -20,6 +20,7 @@
 import type { GPU, IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend } from './backend.ts';
 import { wasmGemm, wasmSimdAvailable } from './wasm-gemm.ts';
+import { ArgumentError, BackendError, InternalError, ShapeError } from '../tensor/errors.ts';
 
 export interface MatmulProblem {
   batch: number;
@@ -59,7 +60,7 @@ export function matmulKernelRun(p: MatmulProblem, a: Float32Array, b: Float32Arr
     return runRows4(p, a, b, DEFAULT_ROWS4);
   }
   if (backend === 'cpu') return runPlain(p, a, b);
-  throw new Error(`matmulKernelRun: backend '${backend}' is not supported here (synchronous webasm and cpu only)`);
+  throw new BackendError(`matmulKernelRun: backend '${backend}' is not supported here (synchronous webasm and cpu only)`);
 }
 
 let useWasmGemm = true;
@@ -79,7 +80,7 @@ let gpuVariant: GpuMatmulVariant = 'plain';
 
 /** Choose the webgpu/webgl2 matmul kernel (benchmarks). */
 export function setGpuMatmulVariant(variant: GpuMatmulVariant): void {
-  if (variant !== 'plain' && variant !== 'rows4') throw new Error(`matmul: unknown GPU variant '${String(variant)}'`);
+  if (variant !== 'plain' && variant !== 'rows4') throw new ArgumentError('matmul', `unknown GPU variant '${String(variant)}' (expected 'plain' or 'rows4')`);
   gpuVariant = variant;
 }
 
@@ -123,10 +124,10 @@ export function matmulReference(p: MatmulProblem, a: Float32Array, b: Float32Arr
 function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void {
   const { batch, m, k, n } = p;
   for (const [name, v] of Object.entries({ batch, m, k, n })) {
-    if (!Number.isInteger(v) || v < 0) throw new Error(`matmul: ${name} must be a non-negative integer, got ${v}`);
+    if (!Number.isInteger(v) || v < 0) throw new ArgumentError('matmul', `${name} must be a non-negative integer, got ${v}`);
   }
-  if (a.length !== batch * m * k) throw new Error(`matmul: a has ${a.length} elements, expected ${batch}*${m}*${k}`);
-  if (b.length !== batch * k * n) throw new Error(`matmul: b has ${b.length} elements, expected ${batch}*${k}*${n}`);
+  if (a.length !== batch * m * k) throw new ShapeError('matmul', `a has ${a.length} elements, expected ${batch}*${m}*${k}`);
+  if (b.length !== batch * k * n) throw new ShapeError('matmul', `b has ${b.length} elements, expected ${batch}*${k}*${n}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ export function matmulRows4Variant(
 ): Float32Array {
   checkProblem(p, a, b);
   const chosen = { ...DEFAULT_ROWS4, ...options };
-  if (!Number.isInteger(chosen.unroll) || chosen.unroll < 1) throw new Error(`matmul: bad unroll ${chosen.unroll}`);
+  if (!Number.isInteger(chosen.unroll) || chosen.unroll < 1) throw new ArgumentError('matmul', `unroll must be a positive integer, got ${chosen.unroll}`);
   if (p.batch * p.m * p.n * p.k === 0) return matmulKernelRun(p, a, b);
   return runRows4(p, a, b, chosen);
 }
@@ -212,7 +213,7 @@ function skipOutputShaping(shortcut: IKernelRunShortcut): void {
 function flatResult(result: unknown, length: number): Float32Array {
   let leaf = result;
   while (!(leaf instanceof Float32Array)) {
-    if (!Array.isArray(leaf) || leaf.length === 0) throw new Error('matmul: unexpected kernel output');
+    if (!Array.isArray(leaf) || leaf.length === 0) throw new InternalError('matmul', 'the gpu.js kernel returned no Float32Array');
     leaf = leaf[0];
   }
   if (leaf.length === length) return leaf;

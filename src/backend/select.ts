@@ -16,6 +16,7 @@
  */
 import { BACKENDS, setBackend, type BackendName } from './backend.ts';
 import { describeAdapter, initWebGPU, isSoftwareAdapter, type AdapterDescription, type WebGPUStatus } from './webgpu-node.ts';
+import { ArgumentError } from '../tensor/errors.ts';
 
 export type BackendRequest = BackendName | 'auto';
 
@@ -93,7 +94,7 @@ export async function chooseBackend(request: BackendRequest, probes: Probes, opt
       return host;
     }
     default:
-      throw new Error(`selectBackend: unknown backend '${String(request)}'; expected auto or one of ${BACKENDS.join(', ')}`);
+      throw new ArgumentError('selectBackend', `unknown backend '${String(request)}'; expected auto or one of ${BACKENDS.join(', ')}`);
   }
 }
 
@@ -109,7 +110,7 @@ export async function selectBackend(request: BackendRequest = 'auto', options: S
   if (forced !== undefined && forced !== '') {
     const parsed = parseRequest(forced.trim().toLowerCase());
     if (parsed === null) {
-      throw new Error(`REVGRAD_BACKEND='${forced}' is not a backend; expected auto or one of ${BACKENDS.join(', ')}`);
+      throw new ArgumentError('selectBackend', `REVGRAD_BACKEND='${forced}' is not a backend; expected auto or one of ${BACKENDS.join(', ')}`);
     }
     chosen = parsed;
   }

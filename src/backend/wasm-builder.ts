@@ -9,6 +9,7 @@
  * Only the opcodes the GEMM needs are listed; adding one is one table entry (opcode numbers from the
  * WebAssembly core spec, 1.0 plus fixed-width SIMD and bulk memory).
  */
+import { InternalError } from '../tensor/errors.ts';
 
 export type ValType = 'i32' | 'i64' | 'f32' | 'f64' | 'v128';
 
@@ -16,7 +17,7 @@ const VALTYPE: Record<ValType, number> = { i32: 0x7f, i64: 0x7e, f32: 0x7d, f64:
 
 /** Unsigned LEB128. */
 export function uleb(value: number): number[] {
-  if (!Number.isInteger(value) || value < 0) throw new Error(`uleb: bad value ${value}`);
+  if (!Number.isInteger(value) || value < 0) throw new InternalError('wasm-builder', `uleb: bad value ${value}`);
   const out: number[] = [];
   let v = value;
   do {
@@ -30,7 +31,7 @@ export function uleb(value: number): number[] {
 
 /** Signed LEB128 (i32/i64 constants). */
 export function sleb(value: number): number[] {
-  if (!Number.isInteger(value)) throw new Error(`sleb: bad value ${value}`);
+  if (!Number.isInteger(value)) throw new InternalError('wasm-builder', `sleb: bad value ${value}`);
   const out: number[] = [];
   let v = value;
   for (;;) {
@@ -61,13 +62,14 @@ const OPS = {
   'f32.eq': 0x5b, 'f32.ne': 0x5c, 'f32.lt': 0x5d, 'f32.gt': 0x5e, 'f32.le': 0x5f, 'f32.ge': 0x60,
   'f32.abs': 0x8b, 'f32.neg': 0x8c, 'f32.sqrt': 0x91,
   'f32.add': 0x92, 'f32.sub': 0x93, 'f32.mul': 0x94, 'f32.div': 0x95, 'f32.min': 0x96, 'f32.max': 0x97,
-  'f32.convert_i32_s': 0xb2,
+  'f32.convert_i32_s': 0xb2, 'f64.add': 0xa0,
 } as const;
 export type PlainOp = keyof typeof OPS;
 
 /** Memory access opcodes (take a memarg) and their natural alignment (log2 bytes). */
 const MEM_OPS = {
-  'i32.load': [0x28, 2], 'f32.load': [0x2a, 2], 'i32.store': [0x36, 2], 'f32.store': [0x38, 2],
+  'i32.load': [0x28, 2], 'f32.load': [0x2a, 2], 'f64.load': [0x2b, 3], 'i32.store': [0x36, 2], 'f32.store': [0x38, 2],
+  'f64.store': [0x39, 3],
 } as const;
 export type MemOp = keyof typeof MEM_OPS;
 
@@ -87,6 +89,7 @@ const SIMD_OPS = {
   'f32x4.min': 0xe8, 'f32x4.max': 0xe9,
   /** pmin(a, b) = b < a ? b : a; pmax(a, b) = a < b ? b : a (no NaN propagation from b). */
   'f32x4.pmin': 0xea, 'f32x4.pmax': 0xeb,
+  'f64x2.promote_low_f32x4': 0x5f, 'f64x2.add': 0xf0,
   'i32x4.trunc_sat_f32x4_s': 0xf8, 'f32x4.convert_i32x4_s': 0xfa,
   /** relaxed-simd proposal (Node 20: behind --experimental-wasm-relaxed-simd). */
   'f32x4.relaxed_madd': 0x105,
@@ -186,6 +189,16 @@ export class FunctionBuilder {
     return this.emit(0xfd, ...uleb(0x20), lane);
   }
 
+  /** f64x2.extract_lane. */
+  extractLaneF64(lane: number): this {
+    return this.emit(0xfd, ...uleb(0x21), lane);
+  }
+
+  /** i8x16.shuffle of the two v128 on the stack by 16 lane indices (0-15 first operand, 16-31 second). */
+  shuffle(lanes: readonly number[]): this {
+    return this.emit(0xfd, ...uleb(0x0d), ...lanes);
+  }
+
   /** v128.const with four i32 lanes. */
   v128i32(x: number, y = x, z = x, w = x): this {
     const bytes = new Uint8Array(new Int32Array([x, y, z, w]).buffer);
@@ -236,7 +249,7 @@ export class FunctionBuilder {
 
   /** The function's locals declaration followed by its code, as a code-section entry body. */
   body(): number[] {
-    if (this.labels.length !== 0) throw new Error(`${this.name}: unclosed block`);
+    if (this.labels.length !== 0) throw new InternalError('wasm-builder', `${this.name}: unclosed block`);
     const groups: [number, ValType][] = [];
     for (const t of this.localTypes) {
       const last = groups[groups.length - 1];
@@ -258,7 +271,7 @@ export class FunctionBuilder {
 
   private depth(label: Label): number {
     const at = this.labels.lastIndexOf(label);
-    if (at < 0) throw new Error(`${this.name}: branch to a label that is not open`);
+    if (at < 0) throw new InternalError('wasm-builder', `${this.name}: branch to a label that is not open`);
     return this.labels.length - 1 - at;
   }
 }

@@ -19,6 +19,7 @@
  */
 import { ModuleBuilder, type FunctionBuilder } from './wasm-builder.ts';
 import type { MatmulProblem } from './matmul.ts';
+import { ArgumentError, BackendError, ShapeError } from '../tensor/errors.ts';
 
 export interface WasmGemmConfig {
   /** Rows per register tile (A panel height). */
@@ -225,9 +226,9 @@ function emitCompute(
 /** The module bytes for one configuration: exports memory, packA, packB and compute. */
 export function gemmModuleBytes(config: WasmGemmConfig): Uint8Array<ArrayBuffer> {
   const { mr, nr, unroll } = config;
-  if (!Number.isInteger(mr) || mr < 1 || mr > 8) throw new Error(`wasmGemm: bad mr ${mr}`);
-  if (!Number.isInteger(nr) || nr < 4 || nr % 4 !== 0 || nr > 32) throw new Error(`wasmGemm: bad nr ${nr}`);
-  if (!Number.isInteger(unroll) || unroll < 1 || unroll > 16) throw new Error(`wasmGemm: bad unroll ${unroll}`);
+  if (!Number.isInteger(mr) || mr < 1 || mr > 8) throw new ArgumentError('wasmGemm', `mr must be an integer in 1..8, got ${mr}`);
+  if (!Number.isInteger(nr) || nr < 4 || nr % 4 !== 0 || nr > 32) throw new ArgumentError('wasmGemm', `nr must be a multiple of 4 in 4..32, got ${nr}`);
+  if (!Number.isInteger(unroll) || unroll < 1 || unroll > 16) throw new ArgumentError('wasmGemm', `unroll must be an integer in 1..16, got ${unroll}`);
   const mod = new ModuleBuilder().exportMemory('memory', 1);
   const packParams = ['i32', 'i32', 'i32', 'i32', 'i32', 'i32'] as const;
   emitPack(mod.func('packA', packParams), mr);
@@ -292,7 +293,7 @@ let retainedBytes = 256 * 2 ** 20;
  * memory. Returns the previous limit.
  */
 export function setWasmGemmRetainedBytes(bytes: number): number {
-  if (!(bytes >= 0)) throw new Error(`wasmGemm: bad retained byte limit ${bytes}`);
+  if (!(bytes >= 0)) throw new ArgumentError('wasmGemm', `the retained byte limit must be >= 0, got ${bytes}`);
   const previous = retainedBytes;
   retainedBytes = bytes;
   return previous;
@@ -350,7 +351,7 @@ function instantiate(config: WasmGemmConfig): Instance {
     const pbOff = paOff + align64(mp * k * 4);
     const scratchOff = pbOff + align64(np * k * 4);
     const total = scratchOff + align64(mr * nr * 4);
-    if (total > 2 ** 31) throw new Error(`wasmGemm: problem needs ${total} bytes of wasm memory (limit 2 GiB)`);
+    if (total > 2 ** 31) throw new BackendError(`wasmGemm: the problem needs ${total} bytes of wasm memory (limit 2 GiB); use smaller batches`);
     ensure(total);
     // Element (row i, col t) of A at i*rowStride + t*colStride (bytes); B's (t, col j) likewise.
     const aRow = transA ? 4 : k * 4;
@@ -399,10 +400,10 @@ function warmUp(ex: GemmExports): void {
 function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void {
   const { batch, m, k, n } = p;
   for (const [name, v] of Object.entries({ batch, m, k, n })) {
-    if (!Number.isInteger(v) || v < 0) throw new Error(`wasmGemm: ${name} must be a non-negative integer, got ${v}`);
+    if (!Number.isInteger(v) || v < 0) throw new ArgumentError('wasmGemm', `${name} must be a non-negative integer, got ${v}`);
   }
-  if (a.length !== batch * m * k) throw new Error(`wasmGemm: a has ${a.length} elements, expected ${batch}*${m}*${k}`);
-  if (b.length !== batch * k * n) throw new Error(`wasmGemm: b has ${b.length} elements, expected ${batch}*${k}*${n}`);
+  if (a.length !== batch * m * k) throw new ShapeError('wasmGemm', `a has ${a.length} elements, expected ${batch}*${m}*${k}`);
+  if (b.length !== batch * k * n) throw new ShapeError('wasmGemm', `b has ${b.length} elements, expected ${batch}*${k}*${n}`);
 }
 
 /**

@@ -6,6 +6,7 @@
 import * as A from 'fp-ts/lib/Array.js';
 import * as E from 'fp-ts/lib/Either.js';
 import { pipe } from 'fp-ts/lib/function.js';
+import { RevgradError } from '../tensor/errors.ts';
 
 export type FlagKind =
   | { readonly kind: 'bool' }
@@ -43,7 +44,8 @@ export interface CommandSpec {
 }
 
 /** A usage problem: the CLI prints them all and exits with status 2. */
-export class UsageError extends Error {
+export class UsageError extends RevgradError {
+  override name = 'UsageError';
   constructor(readonly problems: readonly string[], readonly command: string) {
     super(problems.join('\n'));
   }

@@ -6,12 +6,14 @@ import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
 import { MOVING_MNIST_CLASSES } from '../train/loop.ts';
 import { getStr, type FlagSpec, type ParsedArgs } from './args.ts';
+import { RevgradError } from '../tensor/errors.ts';
 
 /** The preset `revgrad train` and `npm start` use when none is given. */
 export const DEFAULT_PRESET: string = 'REV_MVIT_MNIST';
 
 /** A runtime failure (missing file, corrupt checkpoint, bad config): printed, exit status 1. */
-export class CliError extends Error {
+export class CliError extends RevgradError {
+  override name = 'CliError';
   constructor(readonly problems: readonly string[]) {
     super(problems.join('\n'));
   }

@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { foldIn, key, permutation, randint, split, uniform, type Key } from '../random/keys.ts';
+import { ArgumentError, DataError, ShapeError } from '../tensor/errors.ts';
 
 /** Side of the source MNIST images. */
 export const DIGIT_SIDE = 28;
@@ -75,7 +76,7 @@ export function loadDigits(): MnistDigits {
     const path = require.resolve(`mnist/src/digits/${digit}.json`);
     const data = (JSON.parse(readFileSync(path, 'utf8')) as { data: number[] }).data;
     if (data.length % DIGIT_PIXELS !== 0) {
-      throw new Error(`loadDigits: ${path} holds ${data.length} values, not a whole number of 28x28 images`);
+      throw new DataError(path, `loadDigits: ${data.length} values, not a whole number of 28x28 images`);
     }
     return data;
   });
@@ -112,7 +113,7 @@ const splitCache = new Map<number, DigitSplit>();
  */
 export function splitDigits(testFraction = 0.2): DigitSplit {
   if (!(testFraction > 0 && testFraction < 1)) {
-    throw new Error(`splitDigits: testFraction must be in (0, 1), got ${testFraction}`);
+    throw new ArgumentError('splitDigits', `testFraction must be in (0, 1), got ${testFraction}`);
   }
   const cached = splitCache.get(testFraction) ?? computeSplit(testFraction);
   splitCache.set(testFraction, cached);
@@ -124,7 +125,7 @@ function computeSplit(testFraction: number): DigitSplit {
   const { count } = loadDigits();
   const testCount = Math.round(count * testFraction);
   if (testCount === 0 || testCount === count) {
-    throw new Error(`splitDigits: testFraction ${testFraction} leaves one part of ${count} samples empty`);
+    throw new ArgumentError('splitDigits', `testFraction ${testFraction} leaves one part of ${count} samples empty`);
   }
   const order = permutation(key(0), count);
   return {
@@ -149,7 +150,7 @@ export function datasetSize(part: Split): number {
 }
 
 function assertSplit(part: string): asserts part is Split {
-  if (part !== 'train' && part !== 'test') throw new Error(`moving-mnist: split must be 'train' or 'test', got '${part}'`);
+  if (part !== 'train' && part !== 'test') throw new ArgumentError('moving-mnist', `split must be 'train' or 'test', got '${part}'`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ function areaWeights(inSide: number, outSide: number): Float64Array {
 /** Resamples a square image by area averaging (separable: rows, then columns). */
 export function areaResize(src: Float32Array, inSide: number, outSide: number): Float32Array {
   if (src.length !== inSide * inSide) {
-    throw new Error(`areaResize: expected ${inSide}x${inSide} = ${inSide * inSide} pixels, got ${src.length}`);
+    throw new ShapeError('areaResize', `expected ${inSide}x${inSide} = ${inSide * inSide} pixels, got ${src.length}`);
   }
   const w = areaWeights(inSide, outSide);
   const rowsDone = new Float64Array(inSide * outSide); // [inSide rows][outSide cols]
@@ -216,16 +217,17 @@ function assertSpec(spec: ClipSpec): void {
   const { frames, size, digitSize, minSpeed, maxSpeed } = spec;
   const positiveInteger = (v: number): boolean => Number.isSafeInteger(v) && v > 0;
   if (!positiveInteger(frames) || !positiveInteger(size) || !positiveInteger(digitSize)) {
-    throw new Error(`moving-mnist: frames, size and digitSize must be positive integers, got ${JSON.stringify(spec)}`);
+    throw new ArgumentError('moving-mnist', `frames, size and digitSize must be positive integers, got ${JSON.stringify(spec)}`);
   }
   if (digitSize >= size) {
-    throw new Error(`moving-mnist: digitSize ${digitSize} must be smaller than size ${size} so the digit can move`);
+    throw new ArgumentError('moving-mnist', `digitSize ${digitSize} must be smaller than size ${size} so the digit can move`);
   }
   // A zero speed would hide the direction, and so the label; a speed above size - digitSize
   // would leave no start from which the first step is free of bounces.
   if (!(minSpeed > 0 && minSpeed <= maxSpeed && maxSpeed <= size - digitSize)) {
-    throw new Error(
-      `moving-mnist: need 0 < minSpeed <= maxSpeed <= size - digitSize, got [${minSpeed}, ${maxSpeed}] with size ${size}, digitSize ${digitSize}`,
+    throw new ArgumentError(
+      'moving-mnist',
+      `need 0 < minSpeed <= maxSpeed <= size - digitSize, got [${minSpeed}, ${maxSpeed}] with size ${size}, digitSize ${digitSize}`,
     );
   }
 }
@@ -315,7 +317,7 @@ function renderInto(
 
 function assertDigitIndex(digits: MnistDigits, index: number): void {
   if (!Number.isInteger(index) || index < 0 || index >= digits.count) {
-    throw new Error(`moving-mnist: digit index must be an integer in [0, ${digits.count}), got ${index}`);
+    throw new ArgumentError('moving-mnist', `digit index must be an integer in [0, ${digits.count}), got ${index}`);
   }
 }
 
@@ -364,7 +366,7 @@ export function makeBatch(k: Key, part: Split, batchSize: number, spec: ClipSpec
   assertSplit(part);
   assertSpec(spec);
   if (!Number.isSafeInteger(batchSize) || batchSize < 0) {
-    throw new Error(`makeBatch: batchSize must be a non-negative integer, got ${batchSize}`);
+    throw new ArgumentError('makeBatch', `batchSize must be a non-negative integer, got ${batchSize}`);
   }
   const indices = splitIndices(part);
   const clipLength = spec.frames * spec.size * spec.size;

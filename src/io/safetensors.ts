@@ -27,6 +27,7 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { chain, isLeft, left, map, right, type Either } from 'fp-ts/lib/Either.js';
 import { pipe } from 'fp-ts/lib/function.js';
+import { RevgradError } from '../tensor/errors.ts';
 
 export interface NamedArray {
   readonly shape: readonly number[];
@@ -50,7 +51,7 @@ type SafetensorsErrorCode =
   | 'name'
   | 'io';
 
-export class SafetensorsError extends Error {
+export class SafetensorsError extends RevgradError {
   override readonly name = 'SafetensorsError';
   readonly code: SafetensorsErrorCode;
   /** The file (or the `source` given to `decodeSafetensors`) the error is about. */

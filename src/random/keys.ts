@@ -14,6 +14,7 @@
  */
 import { threefry2x32, threefry2x32Counts } from './threefry.ts';
 import { brandKey, rejectTracedKey, type Key } from './traced.ts';
+import { ArgumentError } from '../tensor/errors.ts';
 
 export type { Key } from './traced.ts';
 
@@ -24,13 +25,13 @@ const isUint32 = (v: number): boolean => Number.isInteger(v) && v >= 0 && v < TW
 function assertKey(k: Key, where: string): void {
   rejectTracedKey(k, where);
   if (!Array.isArray(k) || k.length !== 2 || !isUint32(k[0]) || !isUint32(k[1])) {
-    throw new Error(`${where}: expected a key [uint32, uint32], got ${JSON.stringify(k)}`);
+    throw new ArgumentError(where, `expected a key [uint32, uint32], got ${JSON.stringify(k)}`);
   }
 }
 
 function assertCount(n: number, where: string): void {
   if (!Number.isSafeInteger(n) || n < 0) {
-    throw new Error(`${where}: count must be a non-negative integer, got ${n}`);
+    throw new ArgumentError(where, `count must be a non-negative integer, got ${n}`);
   }
 }
 
@@ -40,7 +41,7 @@ function assertCount(n: number, where: string): void {
  */
 export function key(seed: number): Key {
   if (!Number.isSafeInteger(seed) || seed < 0) {
-    throw new Error(`key: seed must be a non-negative safe integer (0 .. 2^53-1), got ${seed}`);
+    throw new ArgumentError('key', `seed must be a non-negative safe integer (0 .. 2^53-1), got ${seed}`);
   }
   return brandKey([Math.floor(seed / TWO_POW_32), seed % TWO_POW_32]);
 }
@@ -48,7 +49,7 @@ export function key(seed: number): Key {
 /** Splits a key into n new, independent keys (JAX `random.split`, legacy layout). */
 export function split(k: Key, n = 2): Key[] {
   assertKey(k, 'split');
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`split: n must be a positive integer, got ${n}`);
+  if (!Number.isSafeInteger(n) || n < 1) throw new ArgumentError('split', `n must be a positive integer, got ${n}`);
   const words = threefry2x32Counts(k, iota(2 * n));
   return Array.from({ length: n }, (_, j): Key => brandKey([words[2 * j]!, words[2 * j + 1]!]));
 }
@@ -56,7 +57,7 @@ export function split(k: Key, n = 2): Key[] {
 /** Derives a new key from k and a uint32 of data (JAX `random.fold_in`). */
 export function foldIn(k: Key, data: number): Key {
   assertKey(k, 'foldIn');
-  if (!isUint32(data)) throw new Error(`foldIn: data must be an integer in [0, 2^32), got ${data}`);
+  if (!isUint32(data)) throw new ArgumentError('foldIn', `data must be an integer in [0, 2^32), got ${data}`);
   return brandKey(threefry2x32(k, [0, data]));
 }
 
@@ -126,7 +127,7 @@ function scaleUnitFloats(u: Float32Array, lo: number, hi: number): Float32Array 
 /** n float32 samples uniform in [lo, hi) (JAX `random.uniform`); never returns hi. */
 export function uniform(k: Key, n: number, lo = 0, hi = 1): Float32Array {
   if (!(Number.isFinite(lo) && Number.isFinite(hi) && f32(lo) < f32(hi))) {
-    throw new Error(`uniform: need finite lo < hi (as float32), got [${lo}, ${hi})`);
+    throw new ArgumentError('uniform', `need finite lo < hi (as float32), got [${lo}, ${hi})`);
   }
   const u = unitFloats(randomBits(k, n));
   return lo === 0 && hi === 1 ? u : scaleUnitFloats(u, lo, hi);
@@ -238,13 +239,13 @@ export function truncatedNormal(k: Key, n: number, lower = -2, upper = 2): Float
   const lower32 = f32(lower);
   const upper32 = f32(upper);
   if (!(lower32 < upper32) || float32Above(lower32) >= upper32) {
-    throw new Error(`truncatedNormal: need lower < upper with room between them, got (${lower}, ${upper})`);
+    throw new ArgumentError('truncatedNormal', `need lower < upper with room between them, got (${lower}, ${upper})`);
   }
   // The bounds' erf is float64 rounded once; XLA's float32 erf may differ from it by an ulp.
   const a = f32(erf(f32(lower32 / SQRT2_F32)));
   const b = f32(erf(f32(upper32 / SQRT2_F32)));
   if (!(a < b)) {
-    throw new Error(`truncatedNormal: interval (${lower}, ${upper}) has no float32 probability mass`);
+    throw new ArgumentError('truncatedNormal', `interval (${lower}, ${upper}) has no float32 probability mass`);
   }
   const u = scaleUnitFloats(unitFloats(randomBits(k, n)), a, b);
   const floor = float32Above(lower32);
@@ -258,7 +259,7 @@ export function truncatedNormal(k: Key, n: number, lower = -2, upper = 2): Float
 
 /** n Bernoulli(p) draws as 0/1 bytes: uniform < p (JAX `random.bernoulli`). */
 export function bernoulli(k: Key, n: number, p: number): Uint8Array {
-  if (!(p >= 0 && p <= 1)) throw new Error(`bernoulli: p must be in [0, 1], got ${p}`);
+  if (!(p >= 0 && p <= 1)) throw new ArgumentError('bernoulli', `p must be in [0, 1], got ${p}`);
   const u = uniform(k, n);
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i++) out[i] = u[i]! < p ? 1 : 0;
@@ -328,7 +329,7 @@ export function randint(k: Key, n: number, lo: number, hi: number): Int32Array {
   assertCount(n, 'randint');
   const inInt32Bounds = (v: number): boolean => Number.isInteger(v) && v >= -(2 ** 31) && v <= 2 ** 31;
   if (!inInt32Bounds(lo) || !inInt32Bounds(hi) || !(lo < hi)) {
-    throw new Error(`randint: need integers -2^31 <= lo < hi <= 2^31, got [${lo}, ${hi})`);
+    throw new ArgumentError('randint', `need integers -2^31 <= lo < hi <= 2^31, got [${lo}, ${hi})`);
   }
   const nextWord = wordStream(k);
   const out = new Int32Array(n);
@@ -340,7 +341,7 @@ export function randint(k: Key, n: number, lo: number, hi: number): Int32Array {
 export function permutation(k: Key, n: number): Int32Array {
   assertKey(k, 'permutation');
   if (!Number.isSafeInteger(n) || n < 0 || n > 2 ** 31) {
-    throw new Error(`permutation: n must be an integer in [0, 2^31], got ${n}`);
+    throw new ArgumentError('permutation', `n must be an integer in [0, 2^31], got ${n}`);
   }
   const nextWord = wordStream(k);
   const out = new Int32Array(n);

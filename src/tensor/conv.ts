@@ -7,7 +7,7 @@ import { matmulKernelRun } from '../backend/matmul.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
 import type { OpImpl } from './exec.ts';
-import { apply, definePrimitive, notDifferentiable, type Primitive } from './primitive.ts';
+import { apply, definePrimitive, type Primitive } from './primitive.ts';
 import { fmt, type Shape } from './shape.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
 
@@ -372,12 +372,23 @@ function checkPoolGrid(op: string, shape: Shape, a: PoolAttrs): void {
   }
 }
 
-const MAX_POOL_GRAD = definePrimitive<PoolAttrs>({
+// maxPoolGrad(x, g) scatters g to each window's first maximum and maxPoolSelect(x, h) gathers from there:
+// each is linear in its second operand and the other's transpose; in x both are piecewise constant (zero
+// derivative almost everywhere), so derivatives of every order exist.
+const MAX_POOL_GRAD: Primitive<PoolAttrs> = definePrimitive<PoolAttrs>({
   name: 'maxPoolGrad',
   shape: ([x]) => x,
   impl: ([x], a) => poolImpl('maxGrad', pool5(x), a),
-  save: 'nothing',
-  vjp: notDifferentiable('second derivatives through max pooling are not supported'),
+  save: 'inputs',
+  vjp: (h, { x: [x], attrs }) => [null, apply(MAX_POOL_SELECT, [x, h], attrs)],
+});
+
+const MAX_POOL_SELECT: Primitive<PoolAttrs> = definePrimitive<PoolAttrs>({
+  name: 'maxPoolSelect',
+  shape: ([x], a) => poolOutShape(x, a),
+  impl: ([x], a) => poolImpl('maxSelect', pool5(x), a),
+  save: 'inputs',
+  vjp: (k, { x: [x], attrs }) => [null, apply(MAX_POOL_GRAD, [x, k], attrs)],
 });
 
 const MAX_POOL = definePrimitive<PoolAttrs>({
@@ -421,9 +432,12 @@ export function avgPool3d(x: Tensor, kernel: readonly number[], stride?: readonl
 /** Gradient of max pooling: each window's gradient goes to its first maximal element (PyTorch). */
 export const maxPoolGrad = (x: Tensor, g: Tensor, a: PoolAttrs): Tensor => apply(MAX_POOL_GRAD, [x, g], a);
 
+/** h at each window's first maximal element of x: the transpose of maxPoolGrad in its cotangent (and max pooling's JVP). */
+export const maxPoolSelect = (x: Tensor, h: Tensor, a: PoolAttrs): Tensor => apply(MAX_POOL_SELECT, [x, h], a);
+
 export const avgPoolGrad = (g: Tensor, inputShape: Shape, a: PoolAttrs): Tensor => apply(AVG_POOL_GRAD, [g], { of: a, shape: inputShape });
 
-function poolImpl(part: 'max' | 'avg' | 'maxGrad' | 'avgGrad', xs: number[], a: PoolAttrs): OpImpl {
+function poolImpl(part: 'max' | 'avg' | 'maxSelect' | 'maxGrad' | 'avgGrad', xs: number[], a: PoolAttrs): OpImpl {
   const [B, C, D, H, W] = xs;
   const [KD, KH, KW] = a.kernel;
   const [sd, sh, sw] = a.stride;
@@ -436,16 +450,17 @@ function poolImpl(part: 'max' | 'avg' | 'maxGrad' | 'avgGrad', xs: number[], a: 
   if (iz >= 0 && iz < ${D} && iy >= 0 && iy < ${H} && ix >= 0 && ix < ${W}) { ${body} }
 } } }`;
   const kernelSource = (gpu: boolean): string => {
-    if (part === 'max' || part === 'avg') {
-      return `function (xa) {
+    if (part === 'max' || part === 'avg' || part === 'maxSelect') {
+      return `function (${part === 'maxSelect' ? 'xa, ha' : 'xa'}) {
 let r = this.thread.x;
 ${gpu ? splitIndex('r', 'ox', OW, true) + splitIndex('r', 'oy', OH, true) + splitIndex('r', 'oz', OD, true) : `const ox = r % ${OW}; r = (r - ox) / ${OW};
 const oy = r % ${OH}; r = (r - oy) / ${OH};
 const oz = r % ${OD}; r = (r - oz) / ${OD};`}
 const base = r * ${D * H * W};
-let acc = ${part === 'max' ? '-Infinity' : '0'};
-${window(`const v = xa[base + (iz * ${H} + iy) * ${W} + ix]; ${part === 'max' ? 'if (v > acc) { acc = v; }' : 'acc += v;'}`)}
-return ${part === 'max' ? 'acc' : `acc / ${K}`};
+let acc = ${part === 'avg' ? '0' : '-Infinity'};
+${part === 'maxSelect' ? 'let arg = -1;' : ''}
+${window(`const v = xa[base + (iz * ${H} + iy) * ${W} + ix]; ${part === 'avg' ? 'acc += v;' : part === 'max' ? 'if (v > acc) { acc = v; }' : `if (v > acc) { acc = v; arg = (iz * ${H} + iy) * ${W} + ix; }`}`)}
+${part === 'maxSelect' ? 'if (arg < 0) { return 0; }\nreturn ha[base + arg];' : `return ${part === 'max' ? 'acc' : `acc / ${K}`};`}
 }`;
     }
     // Gradients: for each input element, visit every window that contains it.
@@ -475,7 +490,7 @@ return acc;
   };
   const host = () => (ins: Float32Array[], out: Float32Array) => {
     const src = ins[0];
-    const grad = part === 'maxGrad' ? ins[1] : part === 'avgGrad' ? ins[0] : null;
+    const grad = part === 'maxGrad' || part === 'maxSelect' ? ins[1] : part === 'avgGrad' ? ins[0] : null;
     for (let plane = 0; plane < B * C; plane++) {
       const base = plane * D * H * W;
       const gbase = plane * OD * OH * OW;
@@ -507,6 +522,7 @@ return acc;
             }
             if (part === 'avg') out[o] = acc / K;
             else if (part === 'max') out[o] = best;
+            else if (part === 'maxSelect') out[o] = arg >= 0 ? grad![arg] : 0;
             else if (part === 'maxGrad' && arg >= 0) out[arg] += grad![o];
           }
         }

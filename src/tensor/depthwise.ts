@@ -4,6 +4,8 @@
  * [N, C, D, H, W]; MViT's attention pooling keeps its tokens as [B·heads, T, H, W, C], so this form needs
  * no permutes around the pooling, and the host loop's inner loop runs over the contiguous channels.
  */
+import { wasmDepthwise } from '../backend/wasm-depthwise.ts';
+import { wasmKernelsOn } from '../backend/wasm-memory.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { convolutionPrimitives, type ConvPart } from './conv.ts';
@@ -107,7 +109,11 @@ return acc;
   };
   const geom = [N, D, H, W, C, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw];
   const loop = HOST[part];
-  return { name: `dwconv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: () => (ins, out) => loop(geom, ins[0], ins[1], out) };
+  // webasm fast path: generated wasm SIMD (wasm-depthwise.ts); the host loop where it is off or missing.
+  const host = () => (wasmKernelsOn()
+    ? (ins: Float32Array[], out: Float32Array) => wasmDepthwise(part, geom, ins[0], ins[1], out)
+    : (ins: Float32Array[], out: Float32Array) => loop(geom, ins[0], ins[1], out));
+  return { name: `dwconv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
 }
 
 /**

@@ -1,4 +1,7 @@
-/** Errors raised by tensor math. Messages name the op and the shapes involved. */
+/**
+ * The typed errors of revgrad, all `RevgradError`: messages name the op, field or file and what was
+ * expected. This module imports nothing, so every layer (the backend included) can raise them.
+ */
 export class RevgradError extends Error {
   override name = 'RevgradError';
 }
@@ -22,6 +25,30 @@ export class ArgumentError extends RevgradError {
 /** The backend cannot do what was asked (e.g. dataSync on an asynchronous backend). */
 export class BackendError extends RevgradError {
   override name = 'BackendError';
+}
+
+/** Differentiation cannot go on: an op declared not differentiable (NotDifferentiableError), a custom VJP breaking its contract. */
+export class AutodiffError extends RevgradError {
+  override name = 'AutodiffError';
+  constructor(readonly op: string, message: string) {
+    super(`${op}: ${message}`);
+  }
+}
+
+/** Data read from a file or a data set is not what was expected; `source` names the file. */
+export class DataError extends RevgradError {
+  override name = 'DataError';
+  constructor(readonly source: string, message: string) {
+    super(`${source}: ${message}`);
+  }
+}
+
+/** An invariant of revgrad itself does not hold: a bug in the library, not in the caller's code. */
+export class InternalError extends RevgradError {
+  override name = 'InternalError';
+  constructor(readonly where: string, message: string) {
+    super(`${where}: ${message} (an internal error of revgrad; please report it)`);
+  }
 }
 
 /**

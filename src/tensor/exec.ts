@@ -8,7 +8,7 @@
  */
 import type { IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
-import { BackendError } from './errors.ts';
+import { BackendError, InternalError } from './errors.ts';
 import { fromBuffer, type DeviceHandle, type Tensor } from './tensor.ts';
 import { sizeOf, type Shape } from './shape.ts';
 
@@ -89,7 +89,7 @@ function asFlat(result: unknown, size: number): Float32Array {
   if (result !== null && typeof result === 'object' && 'toArray' in result) {
     return asFlat((result as { toArray(): unknown }).toArray(), size);
   }
-  throw new Error(`kernel returned an unexpected ${Object.prototype.toString.call(result)}`);
+  throw new InternalError('execute', `a gpu.js kernel returned an unexpected ${Object.prototype.toString.call(result)}`);
 }
 
 /** Per-op time spent in `compute`, when profiling (keyed by the impl's name). */

@@ -11,8 +11,8 @@ import { assertTensor, type Tensor } from './tensor.ts';
 import { floorDiv } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import type { OpImpl } from './exec.ts';
-import { sub, mul, sum, exp } from './ops.ts';
-import { apply, definePrimitive, notDifferentiable, type Primitive } from './primitive.ts';
+import { add, div, exp, mean, mul, neg, square, sub, sum } from './ops.ts';
+import { apply, definePrimitive, type Primitive } from './primitive.ts';
 import { fmt, sameShape, type Shape } from './shape.ts';
 
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -124,7 +124,21 @@ const SOFTMAX_GRAD = rowPrimitive('softmaxGrad', 'inputs', (h, { x: [y, g] }) =>
   softmaxGrad(y, h),
 ]);
 const SOFTMAX = rowPrimitive('softmax', 'output', (g, { y }) => [softmaxGrad(y!, g)]);
-const NORMALIZE_GRAD = rowPrimitive('normalizeGrad', 'inputs', notDifferentiable('second derivatives through layerNorm are not supported'));
+// out = J(x)ᵀ g with J normalize's Jacobian, which is symmetric: the cotangent of g is normalizeGrad(x, h).
+// In x, with s = 1/sqrt(var + eps), xhat = (x - mean) s, m = mean(g xhat), k = mean(h xhat) per row:
+// d<h, out>/dx = -s² (xhat (mean((g - ḡ)(h - h̄)) - 3 m k) + k (g - ḡ) + m (h - h̄)).
+const NORMALIZE_GRAD = rowPrimitive('normalizeGrad', 'inputs', (h, { x: [x, g], attrs: { eps }, needs }) => {
+  if (!needs[0]) return [null, normalizeGrad(x, h, eps)];
+  const row = (t: Tensor) => mean(t, -1, true);
+  const xhat = normalizeLast(x, eps);
+  const s2 = div(1, add(row(square(sub(x, row(x)))), eps));
+  const gc = sub(g, row(g));
+  const hc = sub(h, row(h));
+  const m = row(mul(g, xhat));
+  const k = row(mul(h, xhat));
+  const c = sub(row(mul(gc, hc)), mul(mul(m, k), 3));
+  return [neg(mul(s2, add(mul(xhat, c), add(mul(k, gc), mul(m, hc))))), normalizeGrad(x, h, eps)];
+});
 const NORMALIZE = rowPrimitive('normalize', 'inputs', (g, { x: [x], attrs }) => [normalizeGrad(x, g, attrs.eps)]);
 
 function rowOp(prim: Primitive<RowAttrs>, inputs: Tensor[], eps = 0): Tensor {

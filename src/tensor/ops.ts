@@ -359,7 +359,8 @@ const EMBED = definePrimitive<EmbedAttrs>({
   impl: ([x], { start, step, fill }, out) => embedImpl(x, out, start, step, fill),
   save: 'nothing',
   vjp: (g, { shapes, attrs: { start, step } }) => {
-    const stop = shapes[0].map((n, d) => start[d] + (n - 1) * step[d] + 1);
+    // An empty axis stops where it starts (start - step + 1 could be negative: slice would count it from the end).
+    const stop = shapes[0].map((n, d) => (n === 0 ? start[d] : start[d] + (n - 1) * step[d] + 1));
     return [slice(g, start, stop, step)];
   },
 });

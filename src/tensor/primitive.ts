@@ -8,7 +8,7 @@
  * required field, so a primitive without a rule does not compile (use `noGradient` or
  * `notDifferentiable` when that is the rule).
  */
-import { ArgumentError, RevgradError } from './errors.ts';
+import { ArgumentError, AutodiffError } from './errors.ts';
 import { execute, type OpImpl } from './exec.ts';
 import type { Shape } from './shape.ts';
 import { view, type Tensor } from './tensor.ts';
@@ -87,10 +87,10 @@ export function notDifferentiable(what: string): () => never {
   };
 }
 
-export class NotDifferentiableError extends RevgradError {
+export class NotDifferentiableError extends AutodiffError {
   override name = 'NotDifferentiableError';
   constructor(what: string) {
-    super(`autodiff: ${what}`);
+    super('autodiff', what);
   }
 }
 

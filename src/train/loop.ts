@@ -24,6 +24,7 @@ import { correctCount, crossEntropy } from './loss.ts';
 import { adamwInit, type AdamWHyper, type AdamWState } from './optim.ts';
 import { learningRate, type CosineSchedule } from './schedule.ts';
 import { makeTrainStep } from './step.ts';
+import { ArgumentError, DataError } from '../tensor/errors.ts';
 
 /** What the loop needs of a model (MViTModel satisfies it). */
 export interface TrainableModel<P = PyTree> {
@@ -242,19 +243,19 @@ export function settingsProblems(s: TrainSettings): string[] {
 export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
   const { model, settings, monitoring, outDir } = opts;
   const problems = settingsProblems(settings);
-  if (problems.length > 0) throw new Error(`train: ${problems.join('; ')}`);
+  if (problems.length > 0) throw new ArgumentError('train', problems.join('; '));
   const keys = runKeys(settings.seed);
   let params: P = model.init(keys.init);
   let optState: AdamWState<P> = adamwInit(params);
   let start = 0;
   if (opts.resume !== undefined) {
     const ck = opts.resume;
-    if (ck.optim === null) throw new Error(`train: ${ck.path} holds no optimizer state, so the run cannot be continued exactly`);
+    if (ck.optim === null) throw new DataError(ck.path, 'train: the checkpoint holds no optimizer state, so the run cannot be continued exactly');
     const p = restoreTree(params, ck.params, ck.path);
     const m = restoreTree(optState.m, ck.optim.m, `${ck.path} (optim.m)`);
     const v = restoreTree(optState.v, ck.optim.v, `${ck.path} (optim.v)`);
     const errs = [p, m, v].flatMap((r) => (E.isLeft(r) ? r.left : []));
-    if (errs.length > 0) throw new Error(`train: cannot resume:\n  ${errs.join('\n  ')}`);
+    if (errs.length > 0) throw new DataError(ck.path, `train: cannot resume:\n  ${errs.join('\n  ')}`);
     params = (p as E.Right<P>).right;
     const optimStep = Number((ck.meta.optimizer as { step?: unknown }).step ?? ck.meta.step);
     optState = { step: optimStep, m: (m as E.Right<P>).right, v: (v as E.Right<P>).right };

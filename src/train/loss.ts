@@ -2,7 +2,7 @@
  * Classification losses and metrics.
  */
 import { logSoftmax } from '../tensor/composite.ts';
-import { ShapeError } from '../tensor/errors.ts';
+import { ArgumentError, ShapeError } from '../tensor/errors.ts';
 import { add, equal, mul, neg, reshape, sum } from '../tensor/ops.ts';
 import { arange, Tensor, tensor } from '../tensor/tensor.ts';
 
@@ -26,7 +26,7 @@ function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>, coun
  */
 export function crossEntropy(logits: Tensor, labels: ArrayLike<number> | Tensor, labelSmoothing = 0): Tensor {
   const [b, k] = labels instanceof Tensor ? checkLabelTensor('crossEntropy', logits, labels) : checkLabels('crossEntropy', logits, labels);
-  if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new RangeError(`crossEntropy: label smoothing must be in [0, 1], got ${labelSmoothing}`);
+  if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new ArgumentError('crossEntropy', `label smoothing must be in [0, 1], got ${labelSmoothing}`);
   const y = labels instanceof Tensor ? labels : tensor(Float32Array.from(labels), [b]);
   const onehot = equal(reshape(y, [b, 1]), reshape(arange(k), [1, k]));
   const target = labelSmoothing === 0 ? onehot : add(mul(onehot, 1 - labelSmoothing), labelSmoothing / k);

@@ -10,6 +10,7 @@ import { flattenWithPaths, leaves, mapTree, unflattenLike, type PyTree } from '.
 import { elementwise } from '../tensor/elementwise.ts';
 import { add, div, minimum, mul, sqrt, sub, sum } from '../tensor/ops.ts';
 import { scalar, zeros, zerosLike, type Tensor } from '../tensor/tensor.ts';
+import { ArgumentError, ShapeError } from '../tensor/errors.ts';
 
 /** Params whose name this returns true for get no weight decay. */
 export type NoDecay = (name: string) => boolean;
@@ -195,12 +196,12 @@ export function clipGradNorm<G>(grads: G, maxNorm: number): { grads: G; norm: Te
 /** The tensors of `tree` in the order of `ref`, checking that names and shapes agree. */
 function aligned(op: string, what: string, ref: readonly [string, Tensor][], tree: unknown): Tensor[] {
   const flat = flattenWithPaths(tree);
-  if (flat.length !== ref.length) throw new Error(`${op}: ${what} has ${flat.length} tensors, params have ${ref.length}`);
+  if (flat.length !== ref.length) throw new ArgumentError(op, `${what} has ${flat.length} tensors, params have ${ref.length}`);
   return flat.map(([name, t], i) => {
     const [pName, p] = ref[i];
-    if (name !== pName) throw new Error(`${op}: ${what} tensor ${i} is '${name}', the param is '${pName}'`);
+    if (name !== pName) throw new ArgumentError(op, `${what} tensor ${i} is '${name}', the param is '${pName}'`);
     if (t.shape.length !== p.shape.length || t.shape.some((d, k) => d !== p.shape[k])) {
-      throw new Error(`${op}: ${what} '${name}' has shape [${t.shape.join(', ')}], the param has [${p.shape.join(', ')}]`);
+      throw new ShapeError(op, `${what} '${name}' has shape [${t.shape.join(', ')}], the param has [${p.shape.join(', ')}]`);
     }
     return t;
   });

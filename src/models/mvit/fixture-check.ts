@@ -16,6 +16,7 @@ import { mul, sum } from '../../tensor/ops.ts';
 import { tensor, type Tensor } from '../../tensor/tensor.ts';
 import { formatProblems, parseConfig, type MViTConfig } from './config.ts';
 import { buildModel, type MViTModel } from './model.ts';
+import { DataError } from '../../tensor/errors.ts';
 
 export interface Comparison {
   readonly group: string;
@@ -41,6 +42,7 @@ export const REL_TOL = 1e-4;
 export const ZERO_GRAD_ABS_TOL = 1e-5;
 
 interface Loaded {
+  readonly path: string;
   readonly file: SafetensorsFile;
   readonly cfg: MViTConfig;
   readonly model: MViTModel;
@@ -65,7 +67,7 @@ function load(path: string): E.Either<string, Loaded> {
     const a = file.tensors.get(name);
     return a === undefined ? undefined : tensor(a.data, a.shape);
   };
-  return E.right({ file, cfg: parsed.right, model: buildModel(parsed.right), kind, get });
+  return E.right({ path, file, cfg: parsed.right, model: buildModel(parsed.right), kind, get });
 }
 
 async function compare(group: string, name: string, ours: Tensor, ref: Tensor, absTol?: number): Promise<Comparison> {
@@ -106,7 +108,7 @@ function paramsOf(l: Loaded, prefixFilter: (name: string) => boolean): unknown {
   for (const s of l.model.specs) {
     if (!prefixFilter(s.name)) continue;
     const t = l.get(s.name);
-    if (t === undefined) throw new Error(`fixture lacks parameter '${s.name}'`);
+    if (t === undefined) throw new DataError(l.path, `the fixture lacks parameter '${s.name}'`);
     named.set(s.name, t);
   }
   return fromNamed(named);

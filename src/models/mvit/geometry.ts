@@ -9,6 +9,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig, MViTSection } from './config.ts';
+import { ArgumentError } from '../../tensor/errors.ts';
 
 export type Vec3 = [number, number, number];
 
@@ -336,7 +337,7 @@ export const fusionHidden = (mode: Extract<FusionMode, { kind: 'concat_linear' }
 
 function fusionOrThrow(mode: string, field: string): FusionMode {
   const parsed = parseFusionMode(mode);
-  if (E.isLeft(parsed)) throw new Error(`buildGeometry: ${field}: ${parsed.left} (validate configs with parseConfig first)`);
+  if (E.isLeft(parsed)) throw new ArgumentError('buildGeometry', `${field}: ${parsed.left} (validate configs with parseConfig first)`);
   return parsed.right;
 }
 
