@@ -13,7 +13,7 @@
 import { BackendError } from '../tensor/errors.ts';
 import { addProfile, profiling, type OpImpl } from '../tensor/exec.ts';
 import { broadcastStrides, sameShape, sizeOf, type Shape } from '../tensor/shape.ts';
-import { fromBuffer, view, type Tensor } from '../tensor/tensor.ts';
+import { fromBuffer, hostData, view, type Tensor } from '../tensor/tensor.ts';
 import type { Eqn, Program } from '../tensor/trace.ts';
 import type { Executable } from './executable.ts';
 import { hostFused, type FusedGroup, type FusedNode, type FusedRead } from './fused.ts';
@@ -153,7 +153,7 @@ export function lowerCpu(program: Program): Executable {
   const sources = new Map<number, Source>();
   program.inputs.forEach((id, index) => sources.set(id, { kind: 'input', index }));
   for (const c of program.consts) {
-    const data = c.tensor.storage.host;
+    const data = hostData(c.tensor);
     if (data === null) throw new BackendError('jit: the cpu lowering needs constants on the host (use the interpret lowering on asynchronous backends)');
     sources.set(c.id, { kind: 'const', data });
   }
@@ -274,7 +274,7 @@ export function lowerCpu(program: Program): Executable {
     peakBytes,
     run(inputs: readonly Tensor[]): Tensor[] {
       program.inputs.forEach((id, k) => {
-        const host = inputs[k].storage.host;
+        const host = hostData(inputs[k]);
         if (host === null) throw new BackendError('jit: the cpu lowering needs its inputs on the host');
         env[id] = host;
       });

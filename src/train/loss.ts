@@ -4,7 +4,7 @@
 import { logSoftmax } from '../tensor/composite.ts';
 import { ArgumentError, ShapeError } from '../tensor/errors.ts';
 import { add, equal, mul, neg, reshape, sum } from '../tensor/ops.ts';
-import { arange, Tensor, tensor } from '../tensor/tensor.ts';
+import { arange, hostData, Tensor, tensor } from '../tensor/tensor.ts';
 
 function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>, countOnly = false): [number, number] {
   if (logits.rank !== 2) throw new ShapeError(op, `logits must be [batch, classes], got [${logits.shape.join(', ')}]`);
@@ -36,7 +36,7 @@ export function crossEntropy(logits: Tensor, labels: ArrayLike<number> | Tensor,
 /** A [batch] tensor of labels; its values are checked when they are on the host (not while tracing). */
 function checkLabelTensor(op: string, logits: Tensor, labels: Tensor): [number, number] {
   if (labels.rank !== 1) throw new ShapeError(op, `labels must be a [batch] tensor of class indices, got shape [${labels.shape.join(', ')}]`);
-  const host = labels.storage.host;
+  const host = hostData(labels);
   return checkLabels(op, logits, host === null ? { length: labels.size } : host.subarray(0, labels.size), host === null);
 }
 
