@@ -261,30 +261,37 @@ test('(e) a Rev-MViT training step (loss and every gradient, reversible and stor
   }
 });
 
-test('(e) the training step (loss, clipping, AdamW; src/train/step.ts): jitted steps equal eager steps, one trace for every step', () => {
+test('(e) the training step (loss, clipping, AdamW or SGD; src/train/step.ts): jitted steps equal eager steps, one program for every step', () => {
   const parsed = parseConfig(MVIT);
   if (parsed._tag === 'Left') return assert.unreachable(formatProblems(parsed.left));
   const model = buildModel(parsed.right);
-  const opts = { mode: 'reversible' as const, labelSmoothing: 0.1, clipNorm: 0.5, optimizer: { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 } };
-  const eager = makeTrainStep(model, { ...opts, jit: false });
-  const jitted = makeTrainStep(model, opts);
-  let a = { params: model.init(R.random.key(1)), optState: adamwInit(model.init(R.random.key(1))) };
-  let b = a;
-  for (let s = 0; s < 3; s++) {
-    const x = R.random.normal(R.random.key(10 + s), [2, 1, 4, 16, 16]);
-    const labels = R.tensor([s % 5, (s + 3) % 5]);
-    const k = R.random.key(20 + s);
-    const ra = eager(a.params, a.optState, x, labels, k, 1e-3 * (s + 1));
-    const rb = jitted(b.params, b.optState, x, labels, k, 1e-3 * (s + 1));
-    close(rb.loss, ra.loss, `step ${s}: loss`);
-    close(rb.gradNorm, ra.gradNorm, `step ${s}: gradient norm`);
-    const want = new Map(flattenWithPaths({ p: ra.params, m: ra.optState.m, v: ra.optState.v }));
-    for (const [name, t] of flattenWithPaths({ p: rb.params, m: rb.optState.m, v: rb.optState.v })) close(t, want.get(name)!, `step ${s}: ${name}`);
-    assert.is(rb.optState.step, s + 1);
-    a = ra;
-    b = rb;
+  const optimizers = [
+    { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 },
+    { name: 'sgd' as const, momentum: 0.9, dampening: 0.1, nesterov: true, beta1: 0, beta2: 0, eps: 0, weightDecay: 1e-4 },
+  ];
+  for (const optimizer of optimizers) {
+    const opts = { mode: 'reversible' as const, labelSmoothing: 0.1, clipNorm: 0.5, optimizer, noDecay: (n: string) => n.endsWith('bias') };
+    const eager = makeTrainStep(model, { ...opts, jit: false });
+    const jitted = makeTrainStep(model, opts);
+    let a = { params: model.init(R.random.key(1)), optState: adamwInit(model.init(R.random.key(1))) };
+    let b = a;
+    for (let s = 0; s < 3; s++) {
+      const what = `${optimizer.name ?? 'adamw'} step ${s}`;
+      const x = R.random.normal(R.random.key(10 + s), [2, 1, 4, 16, 16]);
+      const labels = R.tensor([s % 5, (s + 3) % 5]);
+      const k = R.random.key(20 + s);
+      const ra = eager(a.params, a.optState, x, labels, k, 1e-3 * (s + 1));
+      const rb = jitted(b.params, b.optState, x, labels, k, 1e-3 * (s + 1));
+      close(rb.loss, ra.loss, `${what}: loss`);
+      close(rb.gradNorm, ra.gradNorm, `${what}: gradient norm`);
+      const want = new Map(flattenWithPaths({ p: ra.params, m: ra.optState.m, v: ra.optState.v }));
+      for (const [name, t] of flattenWithPaths({ p: rb.params, m: rb.optState.m, v: rb.optState.v })) close(t, want.get(name)!, `${what}: ${name}`);
+      assert.is(rb.optState.step, s + 1);
+      a = ra;
+      b = rb;
+    }
+    assert.ok(jitted.peakBytes()! > 0, 'the jitted step reports its planned memory');
   }
-  assert.ok(jitted.peakBytes()! > 0, 'the jitted step reports its planned memory');
 });
 
 // --- (f) what cannot be traced ----------------------------------------------------------------

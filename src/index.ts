@@ -33,6 +33,22 @@ export {
 export { parseConfig, parseConfigText, formatProblems, type MViTConfig, type ConfigProblem } from './models/mvit/config.ts';
 export { PRESETS, PRESET_NAMES, presetConfig } from './models/mvit/presets.ts';
 export { buildModel, type MViTModel, type Params } from './models/mvit/model.ts';
-export { loadWeights, saveWeights, paramsFromNamed } from './models/mvit/weights.ts';
+export { loadWeights, saveWeights, paramsFromNamed, readNamedArrays } from './models/mvit/weights.ts';
+export { readYamlConfig, readSlowFastTree, parseSlowFastYamlText, slowFastYaml, type YamlConfig, type SlowFastTree } from './models/mvit/yaml-config.ts';
 export { checkFixture, formatReport } from './models/mvit/fixture-check.ts';
 export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
+export {
+  decodePyth,
+  encodePyth,
+  readPythFile,
+  writePythFileAtomic,
+  stateDictOf,
+  tensorToFloat32,
+  pyDict,
+  PythError,
+  TorchTensor,
+  type PythFile,
+  type PythOut,
+} from './io/pyth.ts';
+export { PyDict, PyTuple, PickleError } from './io/pickle.ts';
+export { ZipError } from './io/zip.ts';

@@ -19,7 +19,7 @@ const withDefaultPreset = CONFIG_FLAGS.map((f) => (f.name === 'preset' ? { ...f,
 export const checkSpec: CommandSpec = {
   name: 'check',
   summary: 'numerical checks of a config: inverse error per reversible block, reversible vs store gradients',
-  usage: 'revgrad check [--preset NAME | --config FILE.json] [--batch N] [--seed N] [--tol X] [--json]',
+  usage: 'revgrad check [--preset NAME | --config FILE] [--batch N] [--seed N] [--tol X] [--json]',
   flags: [
     ...withDefaultPreset,
     { name: 'batch', kind: 'int', min: 1, arg: 'N', help: 'inputs per batch (random normal, shaped for the config)', defaultText: '2' },
@@ -136,7 +136,7 @@ export async function runCheckFixture(args: ParsedArgs): Promise<number> {
 export const memorySpec: CommandSpec = {
   name: 'memory',
   summary: 'retained and peak bytes of one training step vs depth, reversible vs store',
-  usage: 'revgrad memory [--preset NAME | --config FILE.json] [--extra 0,2,4,8] [--batch N] [--json]',
+  usage: 'revgrad memory [--preset NAME | --config FILE] [--extra 0,2,4,8] [--batch N] [--json]',
   flags: [
     ...withDefaultPreset,
     { name: 'extra', kind: 'int-list', min: 0, arg: 'A,B,..', help: 'extra reversible blocks appended to the last stage', defaultText: '0,2,4,8' },

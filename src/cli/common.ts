@@ -4,6 +4,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
+import { isYamlPath, readYamlConfig, type SlowFastTree } from '../models/mvit/yaml-config.ts';
 import { MOVING_MNIST_CLASSES } from '../train/loop.ts';
 import { getStr, type FlagSpec, type ParsedArgs } from './args.ts';
 import { RevgradError } from '../tensor/errors.ts';
@@ -21,7 +22,7 @@ export class CliError extends RevgradError {
 
 export const CONFIG_FLAGS: readonly FlagSpec[] = [
   { name: 'preset', kind: 'string', arg: 'NAME', help: `a named config: ${PRESET_NAMES.join(', ')}` },
-  { name: 'config', kind: 'string', arg: 'FILE.json', help: 'a PySlowFast-style config (partial; merged over the defaults)' },
+  { name: 'config', kind: 'string', arg: 'FILE', help: 'a PySlowFast YAML config (.yaml, _BASE_ followed) or a JSON one (partial; merged over the defaults)' },
 ];
 
 const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] =>
@@ -32,6 +33,8 @@ export interface ResolvedConfig {
   /** 'preset NAME' or the file path. */
   readonly source: string;
   readonly presetName: string | null;
+  /** For a YAML config: every section of the file (SOLVER, MIXUP, ...), decoded as PySlowFast decodes it. */
+  readonly tree?: SlowFastTree;
 }
 
 /** The config named by --preset or --config (or the default preset), with every problem listed. */
@@ -41,7 +44,11 @@ export function resolveConfig(args: ParsedArgs, fallback: string | null = DEFAUL
   if (preset !== undefined && file !== undefined) return E.left(['give either --preset or --config, not both']);
   if (file !== undefined) {
     if (!existsSync(file)) return E.left([`--config ${file}: no such file`]);
-    if (statSync(file).isDirectory()) return E.left([`--config ${file}: is a directory, expected a JSON file`]);
+    if (statSync(file).isDirectory()) return E.left([`--config ${file}: is a directory, expected a YAML or JSON file`]);
+    if (isYamlPath(file)) {
+      const yaml = readYamlConfig(file);
+      return E.isLeft(yaml) ? E.left(formatConfigProblems(yaml.left, file)) : E.right({ cfg: yaml.right.cfg, source: file, presetName: null, tree: yaml.right.tree });
+    }
     let text: string;
     try {
       text = readFileSync(file, 'utf8');
@@ -52,7 +59,7 @@ export function resolveConfig(args: ParsedArgs, fallback: string | null = DEFAUL
     return E.isLeft(parsed) ? E.left(formatConfigProblems(parsed.left, file)) : E.right({ cfg: parsed.right, source: file, presetName: null });
   }
   const name = preset ?? fallback;
-  if (name === null) return E.left(['give --preset NAME or --config FILE.json']);
+  if (name === null) return E.left(['give --preset NAME or --config FILE (.yaml or .json)']);
   const parsed = presetConfig(name);
   return E.isLeft(parsed) ? E.left(formatConfigProblems(parsed.left, `--preset ${name}`)) : E.right({ cfg: parsed.right, source: `preset ${name}`, presetName: name });
 }

@@ -5,6 +5,8 @@ import type { MViTConfig } from '../models/mvit/config.ts';
 import { restoreTree, readWeights } from '../train/checkpoint.ts';
 import { evaluate, movingMnistBatches, runKeys } from '../train/loop.ts';
 import { getBool, getNum, getStr, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
+import { weightsFromPyth } from './convert-cmd.ts';
+import { isTorchCheckpointPath } from '../models/mvit/weights.ts';
 import { CliError, configFromJson, CONFIG_FLAGS, model as buildModel, movingMnistProblems, resolveConfig, unwrap } from './common.ts';
 
 export const evalSpec: CommandSpec = {
@@ -12,7 +14,7 @@ export const evalSpec: CommandSpec = {
   summary: 'test accuracy of a checkpoint on held-out Moving-MNIST clips',
   usage: 'revgrad eval --checkpoint FILE [--clips N | --batches N] [--batch N] [--json]',
   flags: [
-    { name: 'checkpoint', kind: 'string', arg: 'FILE', help: 'a revgrad checkpoint, or any state_dict in safetensors (then give --preset or --config)' },
+    { name: 'checkpoint', kind: 'string', arg: 'FILE', help: 'a revgrad checkpoint, any state_dict in safetensors, or a PySlowFast .pyth (without a stored config, give --preset or --config)' },
     ...CONFIG_FLAGS.map((f) => ({ ...f, help: `${f.help}; only for files that store no config` })),
     { name: 'clips', kind: 'int', min: 1, arg: 'N', help: 'number of test clips', defaultText: '512' },
     { name: 'batches', kind: 'int', min: 1, arg: 'N', help: 'number of test batches (instead of --clips)' },
@@ -31,15 +33,16 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   if (args.flags.has('clips') && args.flags.has('batches')) usage.push('give either --clips or --batches, not both');
   if (usage.length > 0) throw new UsageError(usage, 'eval');
   if (!existsSync(path!)) throw new CliError([`--checkpoint ${path}: no such file`]);
-  if (statSync(path!).isDirectory()) throw new CliError([`--checkpoint ${path}: is a directory, expected a .safetensors file`]);
-  const weights = unwrap(readWeights(path!));
+  if (statSync(path!).isDirectory()) throw new CliError([`--checkpoint ${path}: is a directory, expected a .safetensors or .pyth file`]);
+  // A PySlowFast checkpoint (.pyth) is read directly: its model_state, and its cfg as the config.
+  const weights = isTorchCheckpointPath(path!) ? { ...weightsFromPyth(path!), seed: undefined, step: undefined } : unwrap(readWeights(path!));
   let cfg: MViTConfig;
   if (args.flags.has('preset') || args.flags.has('config')) {
     cfg = unwrap(resolveConfig(args, null)).cfg;
   } else if (weights.config !== undefined) {
     cfg = unwrap(configFromJson(weights.config, `${path} (stored config)`));
   } else {
-    throw new CliError([`${path} stores no config; give --preset NAME or --config FILE.json for its model`]);
+    throw new CliError([`${path} stores no config; give --preset NAME or --config FILE for its model`]);
   }
   const mm = movingMnistProblems(cfg, path!);
   if (mm.length > 0) throw new CliError(mm);

@@ -13,6 +13,7 @@ import { checkFixtureSpec, checkSpec, memorySpec, runCheck, runCheckFixture, run
 import { CliError } from './common.ts';
 import { selectBackend } from '../backend/select.ts';
 import { initWebGPU, type WebGPUStatus } from '../backend/webgpu-node.ts';
+import { convertSpec, exportSpec, runConvert, runExport } from './convert-cmd.ts';
 import { evalSpec, runEval } from './eval-cmd.ts';
 import { runTrain, trainSpec } from './train-cmd.ts';
 
@@ -27,6 +28,8 @@ export const COMMANDS: readonly Command[] = [
   { spec: memorySpec, run: runMemory },
   { spec: checkSpec, run: runCheck },
   { spec: checkFixtureSpec, run: runCheckFixture },
+  { spec: convertSpec, run: runConvert },
+  { spec: exportSpec, run: runExport },
 ];
 
 export function mainHelp(): string {

@@ -18,6 +18,8 @@ import {
 import { ADAMW_DEFAULTS } from '../train/optim.ts';
 import { renderReport, type MemoryPoint } from '../train/report.ts';
 import { scheduleDefaults, scheduleProblems } from '../train/schedule.ts';
+import { settingsFromSlowFast, type SolverSettings } from '../train/solver.ts';
+import type { SlowFastTree } from '../models/mvit/yaml-config.ts';
 import { getBool, getList, getNum, getStr, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 import {
   CliError,
@@ -56,14 +58,14 @@ const MEMORY_BATCH = 2;
 export const trainSpec: CommandSpec = {
   name: 'train',
   summary: 'train a Rev-MViT on Moving-MNIST (40 classes: digit x direction)',
-  usage: 'revgrad train [--preset NAME | --config FILE.json] [--steps N] [--batch N] [--lr X] [--out DIR] [--resume | --force] ...',
+  usage: 'revgrad train [--preset NAME | --config FILE] [--steps N] [--batch N] [--lr X] [--out DIR] [--resume | --force] ...',
   flags: [
     ...CONFIG_FLAGS.map((f) => (f.name === 'preset' ? { ...f, defaultText: DEFAULT_PRESET } : f)),
     { name: 'steps', kind: 'int', min: 1, arg: 'N', help: 'optimizer steps', defaultText: String(TRAIN_DEFAULTS.steps) },
     { name: 'batch', kind: 'int', min: 1, arg: 'N', help: 'clips per step', defaultText: String(TRAIN_DEFAULTS.batch) },
-    { name: 'lr', kind: 'number', min: 0, exclusiveMin: true, arg: 'X', help: 'peak AdamW learning rate (cosine schedule)', defaultText: String(TRAIN_DEFAULTS.lr) },
+    { name: 'lr', kind: 'number', min: 0, exclusiveMin: true, arg: 'X', help: 'peak learning rate (cosine schedule)', defaultText: String(TRAIN_DEFAULTS.lr) },
     { name: 'warmup', kind: 'int', min: 0, arg: 'N', help: 'linear warmup steps', defaultText: `${TRAIN_DEFAULTS.warmup} (at most steps/2)` },
-    { name: 'weight-decay', kind: 'number', min: 0, arg: 'X', help: 'AdamW decoupled weight decay (none on biases, 1-D params, pos/cls/rel-pos)', defaultText: String(TRAIN_DEFAULTS.weightDecay) },
+    { name: 'weight-decay', kind: 'number', min: 0, arg: 'X', help: 'weight decay (AdamW: decoupled; none on biases, 1-D params, pos/cls/rel-pos)', defaultText: String(TRAIN_DEFAULTS.weightDecay) },
     { name: 'clip', kind: 'number', min: 0, arg: 'X', help: 'max global gradient L2 norm; 0 turns clipping off', defaultText: String(TRAIN_DEFAULTS.clip) },
     { name: 'label-smoothing', kind: 'number', min: 0, max: 0.99, arg: 'X', help: 'cross-entropy label smoothing', defaultText: String(TRAIN_DEFAULTS.labelSmoothing) },
     { name: 'seed', kind: 'int', min: 0, arg: 'N', help: 'seed of every key (init, data, dropout, eval)', defaultText: String(TRAIN_DEFAULTS.seed) },
@@ -81,6 +83,9 @@ export const trainSpec: CommandSpec = {
     { name: 'quiet', kind: 'bool', help: 'no progress output' },
   ],
   details: [
+    'With a PySlowFast YAML config, its SOLVER (BASE_LR, cosine schedule and warmup as fractions of --steps,',
+    'OPTIMIZING_METHOD adamw|sgd, WEIGHT_DECAY, ZERO_WD_1D_PARAM, CLIP_GRAD_L2NORM), MIXUP.LABEL_SMOOTH_VALUE and',
+    'RNG_SEED are the defaults instead; flags still override them; the fields it does not use are listed.',
     'Every random choice comes from keys derived from --seed and the step number, so a run killed at any',
     'point and continued with --resume ends with the same weights, bit for bit, as an uninterrupted run.',
     'With --resume the run\'s settings come from the checkpoint; flags that would change them are refused.',
@@ -104,26 +109,37 @@ const deepEqual = (a: unknown, b: unknown): boolean => {
   return ka.length === kb.length && ka.every((k) => deepEqual((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
 };
 
-function settingsFromFlags(args: ParsedArgs): TrainSettings {
+/**
+ * The run's settings: flags over, for a YAML config, its SOLVER/MIXUP/RNG_SEED (src/train/solver.ts),
+ * else over the defaults.
+ */
+function settingsFromFlags(args: ParsedArgs, yaml?: SolverSettings): TrainSettings {
   const steps = getNum(args, 'steps') ?? TRAIN_DEFAULTS.steps;
-  const lr = getNum(args, 'lr') ?? TRAIN_DEFAULTS.lr;
-  const warmup = getNum(args, 'warmup') ?? Math.min(TRAIN_DEFAULTS.warmup, Math.floor(steps / 2));
-  const clip = getNum(args, 'clip') ?? TRAIN_DEFAULTS.clip;
+  const lr = getNum(args, 'lr') ?? yaml?.schedule.baseLr ?? TRAIN_DEFAULTS.lr;
+  const schedule = yaml === undefined ? scheduleDefaults(lr, steps) : { ...yaml.schedule, baseLr: lr };
+  const warmup = getNum(args, 'warmup') ?? (yaml === undefined ? Math.min(TRAIN_DEFAULTS.warmup, Math.floor(steps / 2)) : schedule.warmupSteps);
+  const clip = getNum(args, 'clip') ?? (yaml === undefined ? TRAIN_DEFAULTS.clip : (yaml.clipNorm ?? 0));
+  const optimizer = yaml?.optimizer ?? { beta1: ADAMW_DEFAULTS.beta1, beta2: ADAMW_DEFAULTS.beta2, eps: ADAMW_DEFAULTS.eps, weightDecay: TRAIN_DEFAULTS.weightDecay };
   return {
-    seed: getNum(args, 'seed') ?? TRAIN_DEFAULTS.seed,
+    seed: getNum(args, 'seed') ?? yaml?.seed ?? TRAIN_DEFAULTS.seed,
     steps,
     batchSize: getNum(args, 'batch') ?? TRAIN_DEFAULTS.batch,
     mode: (getStr(args, 'mode') ?? 'reversible') as TrainSettings['mode'],
-    schedule: { ...scheduleDefaults(lr, steps), warmupSteps: warmup },
-    optimizer: {
-      beta1: ADAMW_DEFAULTS.beta1,
-      beta2: ADAMW_DEFAULTS.beta2,
-      eps: ADAMW_DEFAULTS.eps,
-      weightDecay: getNum(args, 'weight-decay') ?? TRAIN_DEFAULTS.weightDecay,
-    },
+    schedule: { ...schedule, warmupSteps: warmup },
+    optimizer: { ...optimizer, weightDecay: getNum(args, 'weight-decay') ?? optimizer.weightDecay },
     clipNorm: clip === 0 ? null : clip,
-    labelSmoothing: getNum(args, 'label-smoothing') ?? TRAIN_DEFAULTS.labelSmoothing,
+    labelSmoothing: getNum(args, 'label-smoothing') ?? yaml?.labelSmoothing ?? TRAIN_DEFAULTS.labelSmoothing,
+    ...(yaml === undefined ? {} : { zeroWd1dParam: yaml.zeroWd1dParam }),
   };
+}
+
+/** SOLVER/MIXUP of a YAML config for a run of the flags' steps, and the one line naming what it ignores. */
+function yamlSolver(args: ParsedArgs, tree: SlowFastTree | undefined, source: string): { solver?: SolverSettings; note?: string } {
+  if (tree === undefined) return {};
+  const read = settingsFromSlowFast(tree, getNum(args, 'steps') ?? TRAIN_DEFAULTS.steps);
+  if (E.isLeft(read)) throw new CliError([`${source}: the trainer cannot follow its solver:`, ...read.left.map((p) => `  ${p}`)]);
+  const { settings, ignored } = read.right;
+  return { solver: settings, note: ignored.length > 0 ? `${source}: not used by revgrad train: ${ignored.join(', ')}` : undefined };
 }
 
 /** Settings as stored in a checkpoint, checked. */
@@ -157,10 +173,13 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   let source: string;
   let settings: TrainSettings;
   let resumeFrom: ReturnType<typeof loadCheckpoint> extends E.Either<unknown, infer R> ? R | undefined : never;
+  let yamlNote: string | undefined;
+  let storedConfig: unknown;
   if (resume) {
     if (!existsSync(ckptPath)) throw new CliError([`--resume: ${outDir} has no ${CHECKPOINT_FILE} to continue from`]);
     const ck = unwrap(loadCheckpoint(ckptPath));
     cfg = unwrap(configFromJson(ck.meta.config, `${ckptPath} (stored config)`));
+    storedConfig = ck.meta.config;
     settings = settingsFromCheckpoint(ck.meta.training, ckptPath);
     source = `${ckptPath} at step ${ck.meta.step}`;
     // Flags that would change the run must agree with the checkpoint.
@@ -191,7 +210,11 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
     const resolved = unwrap(resolveConfig(args));
     cfg = resolved.cfg;
     source = resolved.source;
-    settings = settingsFromFlags(args);
+    const yaml = yamlSolver(args, resolved.tree, resolved.source);
+    settings = settingsFromFlags(args, yaml.solver);
+    yamlNote = yaml.note;
+    // A YAML run keeps its solver sections beside the model config, for `revgrad export`.
+    if (resolved.tree !== undefined) storedConfig = { ...cfg, SOLVER: resolved.tree.SOLVER ?? {}, MIXUP: resolved.tree.MIXUP ?? {} };
     const problems = [...settingsProblems(settings), ...scheduleProblems(settings.schedule)];
     if (settings.schedule.warmupSteps >= settings.steps) problems.push(`--warmup ${settings.schedule.warmupSteps} must be less than --steps ${settings.steps}`);
     if (problems.length > 0) throw new UsageError(problems, 'train');
@@ -233,6 +256,7 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   };
   mkdirSync(outDir, { recursive: true });
   const start = resumeFrom?.meta.step ?? 0;
+  if (yamlNote !== undefined) say(yamlNote);
   say(
     `${resumeFrom ? 'resuming' : 'training'} ${source}: ${paramCount(model.specs).toLocaleString('en-US')} params, ` +
       `${steps} steps x ${settings.batchSize} clips, lr ${settings.schedule.baseLr}, mode ${settings.mode}, seed ${settings.seed} -> ${outDir}`,
@@ -254,7 +278,7 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
       batch: movingMnistBatches(cfg),
       settings,
       monitoring,
-      config: cfg,
+      config: storedConfig ?? cfg,
       outDir,
       resume: resumeFrom,
       onRecord: (r) => progress.onRecord(r),
@@ -300,7 +324,7 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
         ['config', source],
         ['parameters', paramCount(model.specs).toLocaleString('en-US')],
         ['steps x batch', `${steps} x ${settings.batchSize} clips (seed ${settings.seed}, mode ${settings.mode})`],
-        ['optimizer', `AdamW lr ${settings.schedule.baseLr}, warmup ${settings.schedule.warmupSteps}, wd ${settings.optimizer.weightDecay}, clip ${settings.clipNorm ?? 'off'}, label smoothing ${settings.labelSmoothing}`],
+        ['optimizer', `${settings.optimizer.name === 'sgd' ? 'SGD' : 'AdamW'} lr ${settings.schedule.baseLr}, warmup ${settings.schedule.warmupSteps}, wd ${settings.optimizer.weightDecay}, clip ${settings.clipNorm ?? 'off'}, label smoothing ${settings.labelSmoothing}`],
         ['final test accuracy', lastEval?.testAcc !== undefined ? `${(100 * lastEval.testAcc).toFixed(1)}% (step ${lastEval.step}, ${evalClips} clips)` : '-'],
         ['speed', `${meanMs.toFixed(0)} ms/step, ${((settings.batchSize * 1000) / meanMs).toFixed(1)} clips/s`],
         ['peak memory (one step)', formatBytes(peak)],

@@ -22,12 +22,11 @@
  * Writing always stores F32, in insertion order with contiguous offsets, `__metadata__` first, and
  * the header padded with spaces so that 8 + N is a multiple of 8, as the reference writer does.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { chain, isLeft, left, map, right, type Either } from 'fp-ts/lib/Either.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { RevgradError } from '../tensor/errors.ts';
+import { writeFileAtomic } from './atomic.ts';
 
 export interface NamedArray {
   readonly shape: readonly number[];
@@ -470,46 +469,10 @@ function writeFloat32LittleEndian(out: Uint8Array, offset: number, data: Float32
  */
 export function writeSafetensorsFileAtomic(path: string, tensors: TensorInput, metadata?: Record<string, string>): void {
   const bytes = encodeSafetensors(tensors, metadata);
-  const target = resolve(path);
-  const directory = dirname(target);
-  const temporary = join(directory, `.${basename(target)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    writeDurably(temporary, bytes);
-    renameSync(temporary, target);
-    syncDirectory(directory);
+    writeFileAtomic(path, bytes);
   } catch (cause) {
-    removeIfPresent(temporary);
     throw new SafetensorsError('io', `${path}: atomic write failed: ${messageOf(cause)}`, path, { cause });
-  }
-}
-
-function writeDurably(path: string, bytes: Uint8Array): void {
-  const fd = openSync(path, 'wx', 0o644);
-  try {
-    let written = 0;
-    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** Makes the rename durable. Windows cannot open a directory for fsync, and its rename is already durable enough. */
-function syncDirectory(directory: string): void {
-  if (process.platform === 'win32') return;
-  const fd = openSync(directory, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function removeIfPresent(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch {
-    // Already gone (or never created): nothing to clean up.
   }
 }
 

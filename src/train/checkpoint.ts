@@ -43,12 +43,18 @@ export interface LoadedCheckpoint {
 const toArray = async (t: Tensor): Promise<NamedArray> => ({ shape: [...t.shape], data: await t.data() });
 
 /** Atomically write a checkpoint of `params` and the AdamW state after `meta.step` steps. */
-export async function saveCheckpoint(path: string, params: unknown, optState: AdamWState<unknown> | null, meta: CheckpointMeta): Promise<void> {
+export async function saveCheckpoint(
+  path: string,
+  params: unknown,
+  optState: (Omit<AdamWState<unknown>, 'v'> & { v?: unknown }) | null,
+  meta: CheckpointMeta,
+): Promise<void> {
   const tensors = new Map<string, NamedArray>();
   for (const [name, t] of flattenWithPaths(params)) tensors.set(name, await toArray(t));
   if (optState !== null) {
     for (const [name, t] of flattenWithPaths(optState.m)) tensors.set(M_PREFIX + name, await toArray(t));
-    for (const [name, t] of flattenWithPaths(optState.v)) tensors.set(V_PREFIX + name, await toArray(t));
+    // SGD has one buffer (its momentum, under optim.m); AdamW has two.
+    if (optState.v !== undefined) for (const [name, t] of flattenWithPaths(optState.v)) tensors.set(V_PREFIX + name, await toArray(t));
   }
   writeSafetensorsFileAtomic(path, tensors, {
     format: CHECKPOINT_FORMAT,
@@ -117,9 +123,10 @@ export function loadCheckpoint(path: string): E.Either<string[], LoadedCheckpoin
   }
   if (params.size === 0) problems.push('the file holds no parameters');
   const hasOptim = m.size > 0 || v.size > 0;
+  const slots = isRecord(optimizer) && optimizer.name === 'sgd' ? ([[M_PREFIX, m]] as const) : ([[M_PREFIX, m], [V_PREFIX, v]] as const);
   if (hasOptim) {
     for (const [name, p] of params) {
-      for (const [prefix, map] of [[M_PREFIX, m], [V_PREFIX, v]] as const) {
+      for (const [prefix, map] of slots) {
         const s = map.get(name);
         if (s === undefined) problems.push(`optimizer state '${prefix}${name}' is missing`);
         else if (!sameShape(s.shape, p.shape)) problems.push(`optimizer state '${prefix}${name}' has shape [${s.shape}], the param has [${p.shape}]`);

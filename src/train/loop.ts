@@ -6,8 +6,9 @@
  *   evaluation: batch i from foldIn(evalKey, i) on the 'test' split, model key foldIn(evalKey, -1 >>> 0)
  *
  * so a run resumed from a checkpoint after step c computes exactly what the uninterrupted run computes.
- * Per step (src/train/step.ts, traced once and replayed by jit unless `jit: false`): loss and gradient (valueAndGrad, 'reversible' mode unless 'store' is chosen), global-norm
- * clipping, AdamW with a cosine/warmup learning rate. Records (train, eval, drift, checkpoint) go to
+ * Per step (src/train/step.ts, traced once and replayed by jit unless `jit: false`): loss and gradient
+ * (valueAndGrad, 'reversible' mode unless 'store' is chosen), global-norm clipping, AdamW (or SGD) with a
+ * cosine/warmup learning rate. Records (train, eval, drift, checkpoint) go to
  * `onRecord` and, with an output directory, to DIR/metrics.jsonl, one JSON object per line.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,7 +33,8 @@ export interface TrainableModel<P = PyTree> {
   /** train: raw logits [B, classes]; eval: the head activation applied. */
   apply(params: P, x: Tensor, key: Key, opts: { train: boolean; mode?: Mode }): Tensor;
   drift(params: P, x: Tensor, key: Key): { block: number; x1: Tensor; x2: Tensor }[];
-  noDecay(name: string): boolean;
+  /** No weight decay for this param (PySlowFast's zero group; 1-D params and biases too unless zeroWd1dParam is false). */
+  noDecay(name: string, zeroWd1dParam?: boolean): boolean;
 }
 
 export interface Batch {
@@ -48,8 +50,18 @@ export interface TrainSettings {
   readonly batchSize: number;
   readonly mode: Mode;
   readonly schedule: CosineSchedule;
-  /** AdamW β1, β2, ε and weight decay (the lr comes from the schedule). */
-  readonly optimizer: Omit<AdamWHyper, 'lr'>;
+  /**
+   * AdamW β1, β2, ε and weight decay (the lr comes from the schedule); with name 'sgd', SGD with
+   * momentum, dampening and nesterov (and the weight decay) instead. Absent name: AdamW.
+   */
+  readonly optimizer: Omit<AdamWHyper, 'lr'> & {
+    readonly name?: 'adamw' | 'sgd';
+    readonly momentum?: number;
+    readonly dampening?: number;
+    readonly nesterov?: boolean;
+  };
+  /** PySlowFast's SOLVER.ZERO_WD_1D_PARAM: no decay on 1-D params and biases (default true). */
+  readonly zeroWd1dParam?: boolean;
   /** Max global gradient norm; null for no clipping. */
   readonly clipNorm: number | null;
   readonly labelSmoothing: number;
@@ -246,6 +258,7 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
   if (problems.length > 0) throw new ArgumentError('train', problems.join('; '));
   const keys = runKeys(settings.seed);
   let params: P = model.init(keys.init);
+  const sgd = settings.optimizer.name === 'sgd';
   let optState: AdamWState<P> = adamwInit(params);
   let start = 0;
   if (opts.resume !== undefined) {
@@ -253,7 +266,8 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
     if (ck.optim === null) throw new DataError(ck.path, 'train: the checkpoint holds no optimizer state, so the run cannot be continued exactly');
     const p = restoreTree(params, ck.params, ck.path);
     const m = restoreTree(optState.m, ck.optim.m, `${ck.path} (optim.m)`);
-    const v = restoreTree(optState.v, ck.optim.v, `${ck.path} (optim.v)`);
+    // SGD keeps one buffer (its momentum, stored as optim.m); AdamW two.
+    const v = sgd ? E.right(optState.v) : restoreTree(optState.v, ck.optim.v, `${ck.path} (optim.v)`);
     const errs = [p, m, v].flatMap((r) => (E.isLeft(r) ? r.left : []));
     if (errs.length > 0) throw new DataError(ck.path, `train: cannot resume:\n  ${errs.join('\n  ')}`);
     params = (p as E.Right<P>).right;
@@ -285,16 +299,17 @@ export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
   });
   const checkpoint = async (step: number) => {
     if (ckptPath === null) return;
-    await saveCheckpoint(ckptPath, params, optState as AdamWState<unknown>, meta(step));
+    await saveCheckpoint(ckptPath, params, (sgd ? { step: optState.step, m: optState.m } : optState) as AdamWState<unknown>, meta(step));
     emit({ type: 'checkpoint', step, path: ckptPath });
   };
 
-  // Loss, gradient, clipping and AdamW as one step: traced once and replayed (opts.jit, default on), or eager.
+  // Loss, gradient, clipping and the optimizer as one step: traced once and replayed (opts.jit, default on), or eager.
   const trainStep = makeTrainStep(model, {
     mode: settings.mode,
     labelSmoothing: settings.labelSmoothing,
     clipNorm: settings.clipNorm,
     optimizer: settings.optimizer,
+    noDecay: (n: string) => model.noDecay(n, settings.zeroWd1dParam ?? true),
     jit: opts.jit ?? true,
   });
 

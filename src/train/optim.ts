@@ -155,23 +155,40 @@ export function sgdUpdate<P>(
   hyper: SgdHyper,
   noDecay: NoDecay = decayAll,
 ): { params: P; state: SgdState<P> } {
-  const { lr, momentum, dampening, weightDecay, nesterov } = hyper;
+  const r = sgdApply(params, grads, state.buf, hyper, scalar(hyper.lr), state.step === 0, noDecay);
+  return { params: r.params, state: { step: state.step + 1, buf: r.buf } };
+}
+
+/**
+ * The tensor part of an SGD step, with the learning rate given as a tensor (one jitted program serves
+ * every step) and whether this is the first step (the momentum buffer starts as d). `hyper.lr` is not read.
+ */
+export function sgdApply<P>(
+  params: P,
+  grads: P,
+  buf0: P,
+  hyper: Omit<SgdHyper, 'lr'>,
+  lr: Tensor,
+  first: boolean,
+  noDecay: NoDecay = decayAll,
+): { params: P; buf: P } {
+  const { momentum, dampening, weightDecay, nesterov } = hyper;
   const ps = flattenWithPaths(params);
   const gs = aligned('sgdUpdate', 'grads', ps, grads);
-  const bufs = aligned('sgdUpdate', 'state.buf', ps, state.buf);
+  const bufs = aligned('sgdUpdate', 'state.buf', ps, buf0);
   const newP: Tensor[] = [];
   const newB: Tensor[] = [];
   ps.forEach(([name, p], i) => {
     let d = weightDecay !== 0 && !noDecay(name) ? add(gs[i], mul(p, weightDecay)) : gs[i];
     let buf = bufs[i];
     if (momentum !== 0) {
-      buf = state.step === 0 ? d : add(mul(buf, momentum), dampening === 0 ? d : mul(d, 1 - dampening));
+      buf = first ? d : add(mul(buf, momentum), dampening === 0 ? d : mul(d, 1 - dampening));
       d = nesterov ? add(d, mul(buf, momentum)) : buf;
     }
     newP.push(sub(p, mul(d, lr)));
     newB.push(buf);
   });
-  return { params: unflattenLike(params, newP), state: { step: state.step + 1, buf: unflattenLike(state.buf, newB) } };
+  return { params: unflattenLike(params, newP), buf: unflattenLike(buf0, newB) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,8 +40,8 @@ export interface MViTModel {
   applyStack(params: Params, tokens: Tensor, key: Key, opts: ApplyOptions): Tensor;
   /** Per-reversible-block reconstruction error of the stack on the tokens this input produces. */
   drift(params: Params, x: Tensor, key: Key): DriftEntry[];
-  /** Whether PySlowFast's optimizer puts this parameter in the no-weight-decay group. */
-  noDecay(name: string): boolean;
+  /** Whether PySlowFast's optimizer puts this parameter in the no-weight-decay group (zeroWd1dParam: SOLVER.ZERO_WD_1D_PARAM, default true). */
+  noDecay(name: string, zeroWd1dParam?: boolean): boolean;
   /** The reversible block of layer `index` (for single-block tests). */
   blockAt(index: number, train: boolean): AnyBlock;
 }
@@ -197,6 +197,7 @@ export function buildModel(cfg: MViTConfig, opts: BuildOptions = {}): MViTModel 
   const m = cfg.MVIT;
   const hasCls = m.CLS_EMBED_ON;
   const noDecayNames = new Set(specs.filter((s) => !s.decay).map((s) => s.name));
+  const skipDecayNames = new Set(specs.filter((s) => s.skipDecay).map((s) => s.name));
   const layersFor = (train: boolean, sink: Sink) => stack(buildLayers(cfg, geo, hasCls, train, sink, opts.sharedDropPathMask === true));
   const cached = new Map<boolean, ReturnType<typeof layersFor>>();
   const stackFor = (train: boolean, sink: Sink) => {
@@ -290,7 +291,7 @@ export function buildModel(cfg: MViTConfig, opts: BuildOptions = {}): MViTModel 
       const tokens = tokensOf(p, x, kTok, true, undefined);
       return stackFor(true, undefined).drift(p.rev_backbone.layers, tokens, kStack);
     },
-    noDecay: (name) => noDecayNames.has(name),
+    noDecay: (name, zeroWd1dParam = true) => (zeroWd1dParam ? noDecayNames : skipDecayNames).has(name),
     blockAt(index, train) {
       const layer = stackFor(train, undefined).layers[index];
       if (layer === undefined || layer.kind !== 'reversible') throw new ShapeError('mvit', `layer ${index} is not a reversible block`);

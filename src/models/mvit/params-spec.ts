@@ -22,11 +22,13 @@ export interface ParamSpec {
   readonly name: string;
   readonly shape: readonly number[];
   readonly init: ParamInit;
-  /** False for what PySlowFast's optimizer puts in the zero-weight-decay group. */
+  /** False for what PySlowFast's optimizer puts in the zero-weight-decay group (with SOLVER.ZERO_WD_1D_PARAM). */
   readonly decay: boolean;
+  /** Named by MViT.no_weight_decay() (pos embeds, rel-pos tables, cls token): no decay even without ZERO_WD_1D_PARAM. */
+  readonly skipDecay: boolean;
 }
 
-type Draft = Omit<ParamSpec, 'decay'>;
+type Draft = Omit<ParamSpec, 'decay' | 'skipDecay'>;
 
 const TRUNC_NORMAL = { kind: 'trunc_normal', std: 0.02, lower: -2, upper: 2 } as const satisfies ParamInit;
 /** MViT._init_weights sets Linear biases and LayerNorm biases to 0.02, not 0. */
@@ -164,7 +166,8 @@ function noWeightDecayNames(mvit: MViTSection): string[] {
 
 /** PySlowFast's optimizer (ZERO_WD_1D_PARAM): no decay for no_weight_decay names, 1-D params and biases. */
 const decays = (draft: Draft, skip: readonly string[]): boolean =>
-  !(skip.some((k) => draft.name.includes(k)) || draft.shape.length === 1 || draft.name.endsWith('.bias'));
+  !(skipped(draft, skip) || draft.shape.length === 1 || draft.name.endsWith('.bias'));
+const skipped = (draft: Draft, skip: readonly string[]): boolean => skip.some((k) => draft.name.includes(k));
 
 /** Every parameter of the model the (validated) config describes, in state_dict order. */
 export function paramSpecs(cfg: MViTConfig): ParamSpec[] {
@@ -180,7 +183,7 @@ export function paramSpecs(cfg: MViTConfig): ParamSpec[] {
     ...head(geometry, mvit),
   ];
   const skip = noWeightDecayNames(mvit);
-  return drafts.map((d) => ({ ...d, decay: decays(d, skip) }));
+  return drafts.map((d) => ({ ...d, decay: decays(d, skip), skipDecay: skipped(d, skip) }));
 }
 
 export const paramSize = (spec: Pick<ParamSpec, 'shape'>): number => spec.shape.reduce((a, b) => a * b, 1);

@@ -1,9 +1,10 @@
 /**
- * Loading and saving Rev-MViT parameters by PySlowFast state_dict names, so a PySlowFast checkpoint
- * converted to safetensors loads directly (docs/mvit.md has the conversion recipe).
+ * Loading and saving Rev-MViT parameters by PySlowFast state_dict names: from safetensors, or directly
+ * from a PySlowFast checkpoint (.pyth, torch.save's zip format; its `model_state`).
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, fromNamed } from '../../autodiff/pytree.ts';
+import { readPythFile, stateDictOf } from '../../io/pyth.ts';
 import { readSafetensorsFile, writeSafetensorsFileAtomic, type NamedArray } from '../../io/safetensors.ts';
 import { tensor, type Tensor } from '../../tensor/tensor.ts';
 import type { MViTModel, Params } from './model.ts';
@@ -40,10 +41,28 @@ export function paramsFromNamed(model: MViTModel, named: ReadonlyMap<string, Nam
   return problems.length > 0 ? E.left(problems) : E.right(fromNamed(out));
 }
 
-export function loadWeights(model: MViTModel, path: string, opts: { allowExtra?: boolean } = {}): E.Either<WeightProblem[], Params> {
+/** PyTorch checkpoints by extension (torch.save's zip format); anything else is read as safetensors. */
+export const isTorchCheckpointPath = (path: string): boolean => /\.(pyth|pth|pt)$/i.test(path);
+
+/**
+ * The tensors of a weights file by state_dict name: a safetensors file, or a PyTorch checkpoint
+ * (.pyth/.pth/.pt) whose `key` (default: PySlowFast's 'model_state', or the whole file when it is a
+ * bare state_dict) holds them. Problems name the file.
+ */
+export function readNamedArrays(path: string, opts: { key?: string } = {}): E.Either<WeightProblem[], Map<string, NamedArray>> {
+  if (isTorchCheckpointPath(path)) {
+    const file = readPythFile(path);
+    const tensors = E.isLeft(file) ? file : stateDictOf(file.right, opts.key);
+    return E.isLeft(tensors) ? E.left([{ name: path, message: tensors.left.message }]) : E.right(tensors.right);
+  }
   const file = readSafetensorsFile(path);
-  if (E.isLeft(file)) return E.left([{ name: path, message: file.left.message }]);
-  return paramsFromNamed(model, file.right.tensors, opts);
+  return E.isLeft(file) ? E.left([{ name: path, message: file.left.message }]) : E.right(file.right.tensors);
+}
+
+/** The model's params from a safetensors file or a PySlowFast .pyth checkpoint; every mismatch is listed. */
+export function loadWeights(model: MViTModel, path: string, opts: { allowExtra?: boolean; key?: string } = {}): E.Either<WeightProblem[], Params> {
+  const named = readNamedArrays(path, opts);
+  return E.isLeft(named) ? named : paramsFromNamed(model, named.right, opts);
 }
 
 /** The params as named arrays (state_dict order of the tree). */
