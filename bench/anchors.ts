@@ -16,7 +16,7 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import { init as jaxInit, jit, nn, numpy as np } from '@jax-js/jax';
+import { grad, init as jaxInit, jit, nn, numpy as np } from '@jax-js/jax';
 import { randomArray } from '../test/matmul-helpers.ts';
 
 export interface Row {
@@ -58,15 +58,32 @@ export interface TimingOptions {
   warmup?: number;
 }
 
-/** Median wall time in ms of `fn` after `warmup` untimed calls. */
+/**
+ * The clock of every timing here: wall time, or (`useCpuTime(true)`, the benches' `--cpu-time`) the
+ * process's user + system CPU time, which other jobs on a shared machine disturb far less (they
+ * deschedule us, which wall time counts and CPU time does not). Single-threaded code only: CPU time sums
+ * all threads.
+ */
+let clock = (): number => performance.now();
+
+export function useCpuTime(on: boolean): void {
+  clock = on
+    ? () => {
+        const u = process.cpuUsage();
+        return (u.user + u.system) / 1000;
+      }
+    : () => performance.now();
+}
+
+/** Median time in ms of `fn` after `warmup` untimed calls. */
 export function medianMs(fn: () => unknown, { minRuns = 5, minMs = 300, warmup = 2 }: TimingOptions = {}): number {
   for (let i = 0; i < warmup; i++) fn();
   const times: number[] = [];
-  const start = performance.now();
-  while (times.length < minRuns || performance.now() - start < minMs) {
-    const t0 = performance.now();
+  const start = clock();
+  while (times.length < minRuns || clock() - start < minMs) {
+    const t0 = clock();
     fn();
-    times.push(performance.now() - t0);
+    times.push(clock() - t0);
   }
   times.sort((x, y) => x - y);
   return times[times.length >> 1];
@@ -74,9 +91,9 @@ export function medianMs(fn: () => unknown, { minRuns = 5, minMs = 300, warmup =
 
 /** Slow implementations (hundreds of ms per call) get fewer runs to keep a bench under 2 minutes. */
 export function adaptiveMedianMs(fn: () => unknown): number {
-  const t0 = performance.now();
+  const t0 = clock();
   fn();
-  const once = performance.now() - t0;
+  const once = clock() - t0;
   return once > 100 ? medianMs(fn, { minRuns: 3, minMs: 0, warmup: 0 }) : medianMs(fn);
 }
 
@@ -157,12 +174,21 @@ function tfRowOpRows(backend: 'wasm' | 'cpu'): Row[] {
   const x = tf.tensor2d(seededArray(r * c, 3), [r, c]);
   const gamma = tf.tensor1d(seededArray(c, 4));
   const beta = tf.tensor1d(seededArray(c, 5));
+  const g = tf.tensor2d(seededArray(r * c, 6), [r, c]);
+  // Gradient rows: forward + backward for a given output cotangent (tf.grad(f)(x, dy)), input gradient only.
+  const vjp = (f: (v: tf.Tensor) => tf.Tensor) => tf.grad(f);
+  const softmaxVjp = vjp((v) => tf.softmax(v));
+  const layerNormVjp = vjp((v) => tfLayerNorm(v as tf.Tensor2D, gamma, beta));
+  const geluVjp = vjp(tfGelu);
   const rows: Row[] = [
     { op: 'softmax', shape: rowOpLabel, impl, ms: timeTf(() => tf.softmax(x)), gflops: null },
     { op: 'layerNorm', shape: rowOpLabel, impl, ms: timeTf(() => tfLayerNorm(x, gamma, beta)), gflops: null, note: 'moments + ops, with gamma/beta' },
     { op: 'gelu', shape: rowOpLabel, impl, ms: timeTf(() => tfGelu(x)), gflops: null, note: 'tanh form, composed' },
+    { op: 'softmax grad', shape: rowOpLabel, impl, ms: timeTf(() => softmaxVjp(x, g)), gflops: null, note: 'tf.grad(f)(x, dy): fwd + bwd' },
+    { op: 'layerNorm grad', shape: rowOpLabel, impl, ms: timeTf(() => layerNormVjp(x, g)), gflops: null, note: 'tf.grad(f)(x, dy): fwd + bwd' },
+    { op: 'gelu grad', shape: rowOpLabel, impl, ms: timeTf(() => geluVjp(x, g)), gflops: null, note: 'tf.grad(f)(x, dy): fwd + bwd' },
   ];
-  tf.dispose([x, gamma, beta]);
+  tf.dispose([x, g, gamma, beta]);
   return rows;
 }
 
@@ -214,16 +240,28 @@ function jaxRowOpRows(): Row[] {
   const x = np.array(seededArray(r * c, 3)).reshape([r, c]);
   const gamma = np.array(seededArray(c, 4));
   const beta = np.array(seededArray(c, 5));
-  const softmax = jit((v: np.Array) => nn.softmax(v, -1));
-  const layerNorm = jit((v: np.Array, g: np.Array, bb: np.Array) => nn.standardize(v, -1).mul(g).add(bb));
-  const gelu = jit((v: np.Array) => nn.gelu(v, { approximate: true }));
+  const dy = np.array(seededArray(r * c, 6)).reshape([r, c]);
+  const softmaxF = (v: np.Array) => nn.softmax(v, -1);
+  const layerNormF = (v: np.Array, g: np.Array, bb: np.Array) => nn.standardize(v, -1).mul(g).add(bb);
+  const geluF = (v: np.Array) => nn.gelu(v, { approximate: true });
+  const softmax = jit(softmaxF);
+  const layerNorm = jit(layerNormF);
+  const gelu = jit(geluF);
+  // Gradient rows: jit(grad(sum(f(x) * dy))) = the input gradient for cotangent dy, forward included.
+  const softmaxGrad = jit(grad((v: np.Array, d: np.Array) => softmaxF(v).mul(d).sum()));
+  const layerNormGrad = jit(grad((v: np.Array, d: np.Array, g: np.Array, bb: np.Array) => layerNormF(v, g, bb).mul(d).sum()));
+  const geluGrad = jit(grad((v: np.Array, d: np.Array) => geluF(v).mul(d).sum()));
   const impl = 'jax-js wasm';
   const rows: Row[] = [
     { op: 'softmax', shape: rowOpLabel, impl, ms: timeJax(() => softmax(x.ref)), gflops: null, note: 'jit(nn.softmax)' },
     { op: 'layerNorm', shape: rowOpLabel, impl, ms: timeJax(() => layerNorm(x.ref, gamma.ref, beta.ref)), gflops: null, note: 'jit(nn.standardize * gamma + beta)' },
     { op: 'gelu', shape: rowOpLabel, impl, ms: timeJax(() => gelu(x.ref)), gflops: null, note: 'jit(nn.gelu approximate)' },
+    { op: 'softmax grad', shape: rowOpLabel, impl, ms: timeJax(() => softmaxGrad(x.ref, dy.ref)), gflops: null, note: 'jit(grad(sum(f(x) * dy)))' },
+    { op: 'layerNorm grad', shape: rowOpLabel, impl, ms: timeJax(() => layerNormGrad(x.ref, dy.ref, gamma.ref, beta.ref)), gflops: null, note: 'jit(grad(sum(f(x) * dy)))' },
+    { op: 'gelu grad', shape: rowOpLabel, impl, ms: timeJax(() => geluGrad(x.ref, dy.ref)), gflops: null, note: 'jit(grad(sum(f(x) * dy)))' },
   ];
   x.dispose();
+  dy.dispose();
   gamma.dispose();
   beta.dispose();
   return rows;

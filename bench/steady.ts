@@ -11,23 +11,23 @@ import { formatProblems, parseConfig } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { key, normal, randint } from '../src/random/index.ts';
 import { tensor } from '../src/tensor/tensor.ts';
-import { ADAMW_DEFAULTS, adamwInit } from '../src/train/optim.ts';
+import { adamw } from '../src/train/optim.ts';
 import { makeTrainStep } from '../src/train/step.ts';
 
 const cfg = parseConfig(JSON.parse(readFileSync(new URL('./revmvit-tiny.json', import.meta.url), 'utf8')));
 if (E.isLeft(cfg)) throw new Error(formatProblems(cfg.left));
 const model = buildModel(cfg.right);
+const optimizer = adamw({ noDecay: (n) => model.noDecay(n) });
 let params = model.init(key(0));
-let optState = adamwInit(params);
+let optState = optimizer.init(params);
 const x = normal(key(1), [8, 1, 8, 32, 32]);
 const y = tensor(Float32Array.from(randint(key(2), 8, 0, 40)), [8]);
 const steps = Number(process.argv.slice(2).find((a) => /^\d+$/.test(a)) ?? 200);
-const { lr, ...optimizer } = ADAMW_DEFAULTS;
-const step = makeTrainStep(model, { mode: 'reversible', labelSmoothing: 0, clipNorm: null, optimizer, jit: !process.argv.includes('--no-jit') });
+const step = makeTrainStep(model, optimizer, { mode: 'reversible', jit: !process.argv.includes('--no-jit') });
 const mib = (b: number) => (b / 2 ** 20).toFixed(0).padStart(5);
 console.log(' step   rss  heap   ext  bufs  kernels');
 for (let i = 0; i < steps; i++) {
-  ({ params, optState } = step(params, optState, x, y, key(3 + i), lr));
+  ({ params, optState } = step(params, optState, x, y, key(3 + i)));
   if (i % 25 === 0 || i === steps - 1) {
     const m = process.memoryUsage();
     console.log(`${String(i + 1).padStart(5)} ${mib(m.rss)} ${mib(m.heapUsed)} ${mib(m.external)} ${mib(m.arrayBuffers)} ${String(kernelCacheStats().compiled).padStart(8)}`);

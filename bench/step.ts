@@ -18,7 +18,7 @@ import { buildModel } from '../src/models/mvit/model.ts';
 import { key, normal, randint } from '../src/random/index.ts';
 import type { Mode } from '../src/reversible/index.ts';
 import { tensor } from '../src/tensor/tensor.ts';
-import { ADAMW_DEFAULTS, adamwInit } from '../src/train/optim.ts';
+import { adamw } from '../src/train/optim.ts';
 import { makeTrainStep } from '../src/train/step.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -38,20 +38,20 @@ const d = cfg.DATA;
 const inputShape = [batch, d.INPUT_CHANNEL_NUM[0], ...(cfg.MVIT.PATCH_2D ? [] : [d.NUM_FRAMES]), d.TRAIN_CROP_SIZE, d.TRAIN_CROP_SIZE];
 const x = normal(key(1), inputShape);
 const labels = tensor(Float32Array.from(randint(key(2), batch, 0, cfg.MODEL.NUM_CLASSES)), [batch]);
-const { lr, ...optimizer } = ADAMW_DEFAULTS;
+const optimizer = adamw({ noDecay: (n) => model.noDecay(n) });
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 function timeMode(mode: Mode, jit: boolean) {
-  const step = makeTrainStep(model, { mode, labelSmoothing: 0, clipNorm: null, optimizer, jit });
+  const step = makeTrainStep(model, optimizer, { mode, jit });
   let params = model.init(key(0));
-  let optState = adamwInit(params);
+  let optState = optimizer.init(params);
   const times: number[] = [];
   let rss0 = 0;
   for (let i = 0; i < steps + 1; i++) {
     if (i === 1) rss0 = process.memoryUsage().rss;
     const t0 = performance.now();
-    const r = step(params, optState, x, labels, key(3 + i), lr);
+    const r = step(params, optState, x, labels, key(3 + i));
     ({ params, optState } = r);
     r.loss.dataSync();
     times.push(performance.now() - t0);

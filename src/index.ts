@@ -37,6 +37,28 @@ export { loadWeights, saveWeights, paramsFromNamed, readNamedArrays } from './mo
 export { readYamlConfig, readSlowFastTree, parseSlowFastYamlText, slowFastYaml, type YamlConfig, type SlowFastTree } from './models/mvit/yaml-config.ts';
 export { checkFixture, formatReport } from './models/mvit/fixture-check.ts';
 export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
+export { adamw, sgd, clipGradNorm, ADAMW_DEFAULTS, SGD_DEFAULTS, type Optimizer, type OptState, type AdamWOptions, type SgdOptions, type AdamWState, type SgdState, type NoDecay } from './train/optim.ts';
+export { warmupCosineSchedule, learningRate, scheduleDefaults, scheduleProblems, type Schedule, type CosineSchedule } from './train/schedule.ts';
+export { crossEntropy, mseLoss, accuracy } from './train/loss.ts';
+export {
+  train,
+  evaluate,
+  type Batch,
+  type BatchSource,
+  type BatchStream,
+  type TrainableModel,
+  type TrainOptions,
+  type TrainResult,
+  type TrainState,
+  type EvaluateOptions,
+  type EvalResult,
+  type HeadActivation,
+  type LoopRecord,
+  type TrainRecord,
+  type EvalRecord,
+  type DriftRecord,
+  type CheckpointRecord,
+} from './train/loop.ts';
 export {
   decodePyth,
   encodePyth,

@@ -13,7 +13,7 @@ import * as assert from 'uvu/assert';
 import { pickle, PyDict, PyPersistent, PyReduce, PyRef, PyTuple, type PickleOut } from '../src/io/pickle.ts';
 import { decodePyth, encodePyth, pyDict, readPythFile, stateDictOf, tensorToFloat32, TorchTensor, type PythFile } from '../src/io/pyth.ts';
 import { readSafetensorsFile, type NamedArray } from '../src/io/safetensors.ts';
-import { openZip, writeZip } from '../src/io/zip.ts';
+import { crc32, crc32Tables, openZip, writeZip } from '../src/io/zip.ts';
 import { zipSync } from 'fflate';
 import { parseConfigText } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
@@ -224,6 +224,14 @@ function findBytes(haystack: Uint8Array, needle: Uint8Array): number {
   }
   throw new Error('not found');
 }
+
+test('CRC-32: the standard check value, and the table version equals the one in use at every length', () => {
+  assert.is(crc32Tables(new TextEncoder().encode('123456789')), 0xcbf43926);
+  for (let n = 0; n < 70; n++) {
+    const b = Uint8Array.from({ length: n * 13 }, (_, i) => (i * 31 + n) & 255);
+    assert.is(crc32Tables(b), crc32(b), `length ${b.length}`);
+  }
+});
 
 test('encodePyth then decodePyth gives back every tensor bit for bit, in order, as an OrderedDict', () => {
   const tensors = new Map<string, NamedArray>([

@@ -92,6 +92,19 @@ function vecOpOf(node: FusedNode): VecOp | null {
   return null;
 }
 
+/** Whether an elementwise op (registry name and expression) has a wasm form here. */
+export function wasmElementwise(op: string, expr: string): boolean {
+  return vecOpOf({ op, args: [], expr }) !== null;
+}
+
+/**
+ * Whether the op is exactly rounded in float32 (wasm and the host loops give the same bits); the
+ * others (exp, log, tanh, erf, rsqrt) are polynomials within a few ulps of Math.*.
+ */
+export function exactlyRounded(op: string, expr: string): boolean {
+  return expr.trim() === 'x0' || (WASM_ELEMENTWISE[op]?.expr === expr && !['exp', 'log', 'tanh', 'rsqrt'].includes(op));
+}
+
 // ---------------------------------------------------------------------------------------------
 // analysis: validation, merged dims, the structure key
 

@@ -471,7 +471,11 @@ export function encodePyth(value: PythOut): Uint8Array {
   return writeZip([['archive/data.pkl', pkl], ['archive/byteorder', text('little')], ...records, ['archive/version', text('3\n')]]);
 }
 
+const HOST_IS_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** The float32 values as little-endian bytes: a view of the array itself on little-endian hosts (writeZip copies it). */
 function littleEndianBytes(data: Float32Array): Uint8Array {
+  if (HOST_IS_LITTLE_ENDIAN) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   const out = new Uint8Array(data.length * 4);
   const view = new DataView(out.buffer);
   for (let i = 0; i < data.length; i++) view.setFloat32(i * 4, data[i]!, true);

@@ -12,6 +12,7 @@
  * Writing produces what torch's writer (miniz) produces: stored entries whose data starts on a
  * 64-byte boundary (padding in the local header's extra field), fixed timestamps, no ZIP64.
  */
+import { createRequire } from 'node:module';
 import { inflateSync } from 'fflate';
 import { RevgradError } from '../tensor/errors.ts';
 
@@ -60,19 +61,47 @@ const MAX_ENTRY_BYTES = 2 ** 31 - 1;
 // ---------------------------------------------------------------------------------------------
 // CRC-32 (IEEE 802.3, as zip uses it)
 
-const CRC_TABLE = (() => {
-  const table = new Uint32Array(256);
+/** Slicing-by-8 tables: TABLES[k][b] is the CRC of byte b followed by k zero bytes (8 bytes per step). */
+const CRC_TABLES = (() => {
+  const tables = Array.from({ length: 8 }, () => new Uint32Array(256));
   for (let n = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
+    tables[0]![n] = c >>> 0;
   }
-  return table;
+  for (let n = 0; n < 256; n++) {
+    for (let k = 1; k < 8; k++) tables[k]![n] = (tables[k - 1]![n]! >>> 8) ^ tables[0]![tables[k - 1]![n]! & 0xff]!;
+  }
+  return tables;
+})();
+
+/** Node's native zlib.crc32 (Node >= 20.15) is 2-3x faster on big storages; browsers use the tables. */
+const nativeCrc32: ((bytes: Uint8Array) => number) | null = (() => {
+  try {
+    const zlib = createRequire(import.meta.url)('node:zlib') as { crc32?: (bytes: Uint8Array) => number };
+    return typeof zlib.crc32 === 'function' ? zlib.crc32 : null;
+  } catch {
+    return null;
+  }
 })();
 
 export function crc32(bytes: Uint8Array): number {
+  return nativeCrc32 !== null ? nativeCrc32(bytes) >>> 0 : crc32Tables(bytes);
+}
+
+/** CRC-32 with slicing-by-8 tables (exported for the test that compares it with the native one). */
+export function crc32Tables(bytes: Uint8Array): number {
+  const [t0, t1, t2, t3, t4, t5, t6, t7] = CRC_TABLES as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
   let c = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
+  let i = 0;
+  const n8 = bytes.length - (bytes.length % 8);
+  for (; i < n8; i += 8) {
+    const lo = (c ^ (bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24))) >>> 0;
+    c =
+      t7[lo & 0xff]! ^ t6[(lo >>> 8) & 0xff]! ^ t5[(lo >>> 16) & 0xff]! ^ t4[lo >>> 24]! ^
+      t3[bytes[i + 4]!]! ^ t2[bytes[i + 5]!]! ^ t1[bytes[i + 6]!]! ^ t0[bytes[i + 7]!]!;
+  }
+  for (; i < bytes.length; i++) c = t0[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
   return (c ^ 0xffffffff) >>> 0;
 }
 

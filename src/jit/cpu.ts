@@ -1,8 +1,9 @@
 /**
  * The CPU lowering (webasm backend, host fast paths): a program becomes a list of steps over flat
  * Float32Arrays.
- *  - Fusion: chains of elementwise primitives (and broadcasts) over one shape become one pass
- *    (`FusedGroup`, src/jit/fused.ts); a value inside a group is stored only if something outside the
+ *  - Fusion: chains of elementwise primitives (and broadcasts) over one shape become one pass, and a sum
+ *    of a value of the chain becomes a summed output of that pass (`FusedGroup`, run by the generated wasm
+ *    SIMD of src/backend/wasm-fusion.ts); a value inside a group is stored only if something outside the
  *    group reads it.
  *  - Every other primitive runs its own host path (its declaration's `impl`: wasm GEMM, wasm row ops,
  *    generated loops), writing into a planned buffer.
@@ -12,11 +13,12 @@
  */
 import { BackendError } from '../tensor/errors.ts';
 import { addProfile, profiling, type OpImpl } from '../tensor/exec.ts';
-import { broadcastStrides, sameShape, sizeOf, type Shape } from '../tensor/shape.ts';
+import { broadcastStrides, sameShape, type Shape } from '../tensor/shape.ts';
 import { fromBuffer, hostData, view, type Tensor } from '../tensor/tensor.ts';
-import type { Eqn, Program } from '../tensor/trace.ts';
+import { attrsIf, type Eqn, type Program } from '../tensor/trace.ts';
 import type { Executable } from './executable.ts';
-import { hostFused, type FusedGroup, type FusedNode, type FusedRead } from './fused.ts';
+import { compileFused, type FusedGroup, type FusedNode, type FusedOutput, type FusedRead } from '../backend/wasm-fusion.ts';
+import { SUM } from '../tensor/ops.ts';
 
 /** Where a value's buffer comes from on each call. */
 type Source =
@@ -46,7 +48,8 @@ interface Group {
  * Group elementwise equations. Walking the program in order, an elementwise equation joins the groups of
  * the inputs it reads element for element (same shape, no broadcast) unless those groups are sealed; a
  * group is sealed once one of its values is read from outside it, so the group can run at the place of
- * its last member without delaying a reader.
+ * its last member without delaying a reader. A sum joins the group of its input as a summed output (and
+ * seals it: its result has another shape); a sum of anything else is a group of its own.
  */
 export function groupElementwise(program: Program, producer: Int32Array): Plan {
   const parent: number[] = [];
@@ -61,7 +64,22 @@ export function groupElementwise(program: Program, producer: Int32Array): Plan {
     const p = producer[id];
     return p >= 0 && groupOf[p] >= 0 ? find(groupOf[p]) : -1;
   };
+  const newGroup = (shape: Shape): number => {
+    groups.push({ shape, members: [] });
+    parent.push(groups.length - 1);
+    sealed.push(false);
+    return groups.length - 1;
+  };
   program.eqns.forEach((e, i) => {
+    if (e.prim === SUM) {
+      const g = groupOfValue(e.inputs[0]);
+      const target = g >= 0 && !sealed[g] && sameShape(groups[g].shape, e.inShapes[0]) ? g : newGroup(e.inShapes[0]);
+      if (g >= 0) sealed[g] = true;
+      groups[target].members.push(i);
+      groupOf[i] = target;
+      sealed[target] = true;
+      return;
+    }
     if (e.prim.elementwise === undefined) {
       for (const id of e.inputs) {
         const g = groupOfValue(id);
@@ -84,10 +102,7 @@ export function groupElementwise(program: Program, producer: Int32Array): Plan {
     const [first, ...rest] = [...joinable];
     let g: number;
     if (first === undefined) {
-      g = groups.length;
-      groups.push({ shape: e.shape, members: [] });
-      parent.push(g);
-      sealed.push(false);
+      g = newGroup(e.shape);
     } else {
       g = first;
       for (const r of rest) {
@@ -254,15 +269,14 @@ export function lowerCpu(program: Program): Executable {
 
   function groupStep(g: number): Step {
     const { group, inputs, outputs } = fusedGroup(program, groups[g], root, sources, stored);
-    const fn = hostFused(group);
+    const fn = compileFused(group);
     const ins: Float32Array[] = new Array(inputs.length);
     const outs: Float32Array[] = new Array(outputs.length);
     const fresh = outputs.map((id) => sources.get(id)!.kind === 'fresh');
-    const size = sizeOf(group.shape);
     return (env) => {
       for (let k = 0; k < inputs.length; k++) ins[k] = env[inputs[k]]!;
       for (let k = 0; k < outputs.length; k++) {
-        if (fresh[k]) env[outputs[k]] = new Float32Array(size);
+        if (fresh[k]) env[outputs[k]] = new Float32Array(sizes[outputs[k]]);
         outs[k] = env[outputs[k]]!;
       }
       fn(ins, outs);
@@ -354,12 +368,26 @@ function fusedGroup(
     }
     return node;
   };
+  const outputs: number[] = [];
+  const outs: FusedOutput[] = [];
   for (const m of group.members) {
     const e: Eqn = program.eqns[m];
+    const sum = attrsIf(e, SUM);
+    if (sum !== undefined) {
+      const node = nodeOfValue.get(e.inputs[0]) ?? external(e.inputs[0], e.inShapes[0]);
+      if (stored(e.output)) {
+        outputs.push(e.output);
+        outs.push({ node, sumAxes: sum.axes });
+      }
+      continue;
+    }
     const args = e.inputs.map((id, k) => nodeOfValue.get(id) ?? external(id, e.inShapes[k]));
     nodes.push({ op: e.prim.name, args, expr: e.prim.elementwise!.expr(e.attrs) });
     nodeOfValue.set(e.output, nodes.length - 1);
+    if (stored(e.output)) {
+      outputs.push(e.output);
+      outs.push(nodes.length - 1);
+    }
   }
-  const outputs = group.members.map((m) => program.eqns[m].output).filter(stored);
-  return { group: { shape: group.shape, reads, nodes, outputs: outputs.map((id) => nodeOfValue.get(id)!) }, inputs, outputs };
+  return { group: { shape: group.shape, reads, nodes, outputs: outs }, inputs, outputs };
 }

@@ -3,6 +3,8 @@
  * literals and (b) the same computation as a generated TypeScript loop for the host fast path. Both are
  * built from one description, so they cannot drift apart; the laws check that they agree.
  */
+import { compileFused, exactlyRounded, wasmElementwise, type FusedFn, type FusedGroup } from '../backend/wasm-fusion.ts';
+import { wasmKernelsOn } from '../backend/wasm-memory.ts';
 import type { HostImpl, OpImpl } from './exec.ts';
 import { stridesOf, type Shape } from './shape.ts';
 
@@ -31,6 +33,26 @@ function hostFn(structure: string, build: () => string, params: readonly number[
     const f = fn;
     return (ins, out) => f(ins, out, params);
   };
+}
+
+/**
+ * The generated wasm SIMD pass (wasm-fusion.ts) for a map or sum, compiled once per key: 2-5x the host
+ * loops from ~1,000 elements up (a call costs ~2 us more). Exactly rounded ops below that size keep the
+ * host loop; exp, log, tanh, erf and rsqrt always take the wasm pass, so eager ops and jit's fused groups
+ * (which use it at every size) round them the same way.
+ */
+const WASM_MIN_ELEMENTS = 1024;
+const fusedCache = new Map<string, FusedFn>();
+
+function fusedHost(key: string, group: () => FusedGroup): HostImpl {
+  let fn = fusedCache.get(key);
+  if (fn === undefined) {
+    if (fusedCache.size >= 4096) fusedCache.clear();
+    fn = compileFused(group());
+    fusedCache.set(key, fn);
+  }
+  const f = fn;
+  return (ins, out) => f(ins, [out]);
 }
 
 /** Merge adjacent output dims that every input walks contiguously; drop size-1 dims. */
@@ -126,7 +148,17 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     s += `out[i++] = ${expr};\n` + '}\n'.repeat(rank);
     return s;
   };
-  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params), fills: true };
+  const loop = hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params);
+  const size = dims.reduce((a, b) => a * b, 1);
+  const wasm = wasmElementwise(name, expr) && (size >= WASM_MIN_ELEMENTS || !exactlyRounded(name, expr));
+  const group = (): FusedGroup => ({
+    shape: dims,
+    reads: reads.map((r, k) => ({ strides: strides[k], offset: r.offset })),
+    nodes: [...reads.map((_, k) => ({ op: 'input' as const, input: k })), { op: name, args: reads.map((_, k) => k), expr }],
+    outputs: [reads.length],
+  });
+  const host = () => (wasm && wasmKernelsOn() ? fusedHost(key, group) : loop());
+  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
 }
 
 /** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
@@ -182,5 +214,9 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
     src += '}\n'.repeat(live.length) + 'out.set(acc);\n';
     return src;
   };
-  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host: hostFn(`reduce|${kind}|${live.length}`, hostSource, params), fills: true };
+  const loop = hostFn(`reduce|${kind}|${live.length}`, hostSource, params);
+  const total = inShape.reduce((a, b) => a * b, 1);
+  const group = (): FusedGroup => ({ shape: inShape, reads: [{ strides, offset: 0 }], nodes: [{ op: 'input', input: 0 }], outputs: [{ node: 0, sumAxes: axes }] });
+  const host = () => (kind === 'sum' && total >= WASM_MIN_ELEMENTS && wasmKernelsOn() ? fusedHost(key, group) : loop());
+  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
 }

@@ -3,7 +3,7 @@
  */
 import { logSoftmax } from '../tensor/composite.ts';
 import { ArgumentError, ShapeError } from '../tensor/errors.ts';
-import { add, equal, mul, neg, reshape, sum } from '../tensor/ops.ts';
+import { add, equal, mean, mul, neg, reshape, square, sub, sum } from '../tensor/ops.ts';
 import { arange, hostData, Tensor, tensor } from '../tensor/tensor.ts';
 
 function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>, countOnly = false): [number, number] {
@@ -38,6 +38,14 @@ function checkLabelTensor(op: string, logits: Tensor, labels: Tensor): [number, 
   if (labels.rank !== 1) throw new ShapeError(op, `labels must be a [batch] tensor of class indices, got shape [${labels.shape.join(', ')}]`);
   const host = hostData(labels);
   return checkLabels(op, logits, host === null ? { length: labels.size } : host.subarray(0, labels.size), host === null);
+}
+
+/** torch.nn.functional.mse_loss (mean reduction): mean((prediction − target)²); shapes must agree. */
+export function mseLoss(prediction: Tensor, target: Tensor): Tensor {
+  if (prediction.shape.length !== target.shape.length || prediction.shape.some((d, i) => d !== target.shape[i])) {
+    throw new ShapeError('mseLoss', `prediction [${prediction.shape.join(', ')}] and target [${target.shape.join(', ')}] must have the same shape`);
+  }
+  return mean(square(sub(prediction, target)));
 }
 
 /** Index of the largest value in each row (the first one on ties, as torch.argmax). */

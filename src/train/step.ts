@@ -1,10 +1,9 @@
 /**
  * One training step as one function: loss and gradient of the params (reversible or store backprop),
- * global-norm clipping, AdamW or SGD. With `jit` (the default) it is traced once per batch shape and
- * replayed as a fused program; the step number and the learning rate enter as scalar tensors (AdamW's
- * step-dependent factors, SGD's lr), the labels as a tensor and the key as a key, so one program serves
- * every step (SGD traces its first step apart: its momentum buffer starts differently). Eager and jitted
- * steps compute the same numbers.
+ * global-norm clipping, the optimizer's update. With `jit` (the default) it is traced once per batch
+ * shape and replayed as a fused program: the numbers that change from step to step (the optimizer's
+ * `stepScalars`: learning rate, bias corrections) enter as scalar tensors, the labels as a tensor and the
+ * key as a key, so one program serves every step. Eager and jitted steps compute the same numbers.
  */
 import { valueAndGrad } from '../autodiff/tape.ts';
 import { jit, type Jitted } from '../jit/index.ts';
@@ -12,84 +11,61 @@ import type { Key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
 import { scalar, type Tensor } from '../tensor/tensor.ts';
 import { crossEntropy } from './loss.ts';
-import { adamwApply, adamwScalars, clipGradNorm, sgdApply, type AdamWHyper, type AdamWScalars, type AdamWState } from './optim.ts';
+import { clipGradNorm, type OptState, type Optimizer, type Slots } from './optim.ts';
 
 export interface StepModel<P> {
-  /** Raw logits [B, classes] in training mode. */
-  apply(params: P, x: Tensor, key: Key, opts: { train: boolean; mode?: Mode }): Tensor;
-}
-
-/** AdamW's β1, β2, ε and weight decay; with name 'sgd', SGD with momentum, dampening, nesterov and the weight decay. */
-export interface StepOptimizer extends Omit<AdamWHyper, 'lr'> {
-  readonly name?: 'adamw' | 'sgd';
-  readonly momentum?: number;
-  readonly dampening?: number;
-  readonly nesterov?: boolean;
+  /** Raw outputs (logits) [B, classes] in training mode. */
+  apply(params: P, x: Tensor, key: Key, opts: { readonly train: boolean; readonly mode?: Mode }): Tensor;
 }
 
 export interface StepOptions {
-  readonly mode: Mode;
-  readonly labelSmoothing: number;
-  /** Max global gradient norm; null for no clipping. */
-  readonly clipNorm: number | null;
-  /** The optimizer (the lr is given per step). */
-  readonly optimizer: StepOptimizer;
-  /** Params that get no weight decay. */
-  readonly noDecay?: (name: string) => boolean;
+  /** Backward pass of reversible blocks: 'reversible' (default) or 'store'. */
+  readonly mode?: Mode;
+  /** Loss of the train-mode output and the [batch] labels tensor; default crossEntropy. */
+  readonly loss?: (output: Tensor, labels: Tensor) => Tensor;
+  /** Max global gradient norm; null or absent for no clipping. */
+  readonly clipNorm?: number | null;
   /** Trace once and replay (default true); false runs every op eagerly. */
   readonly jit?: boolean;
 }
 
-export interface StepResult<P> {
+export interface StepResult<P, Slot extends string> {
   readonly loss: Tensor;
+  /** The train-mode output the loss was computed from. */
   readonly logits: Tensor;
   /** The global gradient norm before clipping. */
   readonly gradNorm: Tensor;
   readonly params: P;
-  /** AdamW's moments; with SGD, m holds the momentum buffer and v is passed through. */
-  readonly optState: AdamWState<P>;
+  readonly optState: OptState<P, Slot>;
 }
 
-export interface TrainStep<P> {
-  (params: P, optState: AdamWState<P>, x: Tensor, labels: Tensor, key: Key, lr: number): StepResult<P>;
-  /** The jitted program's planned peak bytes of its last call (null when eager or not known). */
+export interface TrainStep<P, Slot extends string> {
+  (params: P, optState: OptState<P, Slot>, x: Tensor, labels: Tensor, key: Key): StepResult<P, Slot>;
+  /** The jitted program's planned peak bytes of its last call (null when eager or not planned). */
   peakBytes(): number | null;
 }
 
-type StepScalars = AdamWScalars<Tensor> | { readonly lr: Tensor };
-
-export function makeTrainStep<P>(model: StepModel<P>, opts: StepOptions): TrainStep<P> {
-  const sgd = opts.optimizer.name === 'sgd';
-  const noDecay = opts.noDecay ?? (() => false);
-  const body = (params: P, m: P, v: P, x: Tensor, labels: Tensor, key: Key, scalars: StepScalars, first: boolean) => {
+export function makeTrainStep<P, Slot extends string>(model: StepModel<P>, optimizer: Optimizer<Slot>, opts: StepOptions = {}): TrainStep<P, Slot> {
+  const lossFn = opts.loss ?? ((out: Tensor, labels: Tensor) => crossEntropy(out, labels));
+  const body = (params: P, slots: Slots<P, Slot>, x: Tensor, labels: Tensor, key: Key, scalars: Readonly<Record<string, Tensor>>) => {
     let logits: Tensor | null = null;
     const [loss, grads] = valueAndGrad((q: P): Tensor => {
-      logits = model.apply(q, x, key, { train: true, mode: opts.mode });
-      return crossEntropy(logits, labels, opts.labelSmoothing);
+      logits = model.apply(q, x, key, { train: true, mode: opts.mode ?? 'reversible' });
+      return lossFn(logits, labels);
     })(params) as [Tensor, P];
     const clipped = clipGradNorm(grads, opts.clipNorm ?? Infinity);
-    const o = opts.optimizer;
-    const next =
-      'lr' in scalars
-        ? { ...sgdApply(params, clipped.grads, m, { momentum: o.momentum ?? 0, dampening: o.dampening ?? 0, nesterov: o.nesterov ?? false, weightDecay: o.weightDecay }, scalars.lr, first, noDecay), v }
-        : adamwApply(params, clipped.grads, m, v, o, scalars, noDecay);
-    const m1 = 'buf' in next ? next.buf : next.m;
-    return { loss, logits: logits! as Tensor, gradNorm: clipped.norm, params: next.params, m: m1, v: next.v };
+    const next = optimizer.applyUpdate(clipped.grads, slots, params, scalars);
+    return { loss, logits: logits! as Tensor, gradNorm: clipped.norm, params: next.params, slots: next.slots };
   };
   const jitted: Jitted<Parameters<typeof body>, ReturnType<typeof body>> | null = opts.jit === false ? null : jit(body);
   const run = jitted ?? body;
-  const step = ((params, optState, x, labels, key, lr) => {
-    const t = optState.step + 1;
-    let scalars: StepScalars;
-    if (sgd) {
-      scalars = { lr: scalar(lr) };
-    } else {
-      const s = adamwScalars({ lr, ...opts.optimizer }, t);
-      scalars = { stepSize: scalar(s.stepSize), bc2Sqrt: scalar(s.bc2Sqrt), decay: scalar(s.decay) };
-    }
-    const r = run(params, optState.m, optState.v, x, labels, key, scalars, sgd && optState.step === 0);
-    return { loss: r.loss, logits: r.logits, gradNorm: r.gradNorm, params: r.params, optState: { step: t, m: r.m, v: r.v } };
-  }) as TrainStep<P>;
+  const step = ((params, optState, x, labels, key) => {
+    const scalars = Object.fromEntries(Object.entries(optimizer.stepScalars(optState.step)).map(([k, v]) => [k, scalar(v)]));
+    const slots = Object.fromEntries(optimizer.slots.map((s) => [s, optState[s]])) as Slots<P, Slot>;
+    const r = run(params, slots, x, labels, key, scalars);
+    const next: OptState<P, Slot> = { ...r.slots, step: optState.step + 1 };
+    return { loss: r.loss, logits: r.logits, gradNorm: r.gradNorm, params: r.params, optState: next };
+  }) as TrainStep<P, Slot>;
   step.peakBytes = () => jitted?.lastPeakBytes() ?? null;
   return step;
 }
