@@ -3,6 +3,7 @@ export { getBackend, setBackend, withBackend, kernelCacheStats, clearKernelCache
 export { selectBackend, type BackendRequest, type Selection } from './backend/select.ts';
 export { initWebGPU } from './backend/webgpu-node.ts';
 export { measureMemory, type MemoryReport } from './backend/memory.ts';
+export { webgpuCounters, counterDelta, countWebGPU, type WebGPUCounters } from './backend/webgpu-device.ts';
 export { Tensor, tensor, zeros, ones, full, arange, scalar, zerosLike, onesLike, isTensor } from './tensor/tensor.ts';
 export * from './tensor/errors.ts';
 export * from './tensor/ops.ts';
@@ -74,3 +75,4 @@ export {
 } from './io/pyth.ts';
 export { PyDict, PyTuple, PickleError } from './io/pickle.ts';
 export { ZipError } from './io/zip.ts';
+export { DeviceTrainer, type DeviceTrainerOptions, type StepResult } from './train/device-step.ts';

@@ -2,7 +2,7 @@ import type { Tensor } from '../tensor/tensor.ts';
 
 /** A lowered program: program inputs in, program outputs out (as tensors with the shapes it returned). */
 export interface Executable {
-  readonly kind: 'interpret' | 'cpu';
+  readonly kind: 'interpret' | 'cpu' | 'webgpu';
   run(inputs: readonly Tensor[]): Tensor[];
   /**
    * Peak bytes a call holds beyond its inputs, as planned (the arena plus the arrays made per call);
