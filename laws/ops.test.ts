@@ -45,7 +45,7 @@ function agree(got: readonly Tensor[], want: readonly Tensor[], what: string, fl
     const s = scale === null ? null : scale[k].dataSync();
     const base = 1e-5 * maxAbs(b) + floor;
     for (let i = 0; i < a.length; i++) {
-      const tol = s === null ? base : base + gamma * s[i];
+      const tol = s === null ? base : base + gamma * Math.abs(s[i]); // |.|: neg at |inputs| is -|x|
       if (!(Math.abs(a[i] - b[i]) <= tol) && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) {
         throw new Error(`${what}: output ${k} element ${i} of [${g.shape}]: ${a[i]} vs reference ${b[i]} (tol ${tol}${s === null ? '' : `, Σ|terms| ${s[i]}`})`);
       }

@@ -64,29 +64,11 @@ interface Compiled {
   readonly executable: Executable;
 }
 
-type Resolved = 'interpret' | 'cpu' | 'webgpu';
-
-/** The lowering for the current backend; on webgpu 'auto' is decided per program (`forProgram`). */
-function resolveLowering(requested: Lowering): Resolved | 'auto-webgpu' {
+function resolveLowering(requested: Lowering): 'interpret' | 'cpu' | 'webgpu' {
   if (requested === 'webgpu' && getBackend() !== 'webgpu') throw new BackendError(`jit: the 'webgpu' lowering runs on the webgpu backend, and the current one is '${getBackend()}'`);
   if (requested !== 'auto') return requested;
-  if (getBackend() === 'webgpu') return 'auto-webgpu';
+  if (getBackend() === 'webgpu') return 'webgpu';
   return getBackend() === 'webasm' && fastPathsEnabled() ? 'cpu' : 'interpret';
-}
-
-/**
- * 'auto' on webgpu: a device plan when every equation has a device kernel; programs with host-only
- * equations (key derivation and sampling: bits are computed on the host) run through the interpreter,
- * whose kernels keep their results on the device too.
- */
-function forProgram(lowering: Resolved | 'auto-webgpu', program: Program): Resolved {
-  if (lowering !== 'auto-webgpu') return lowering;
-  const onDevice = program.eqns.every((e) => {
-    if (e.prim.view === true) return true;
-    const impl = e.prim.impl(e.inShapes, e.attrs, e.shape);
-    return impl.wgsl !== undefined || impl.kernel !== undefined;
-  });
-  return onDevice ? 'webgpu' : 'interpret';
 }
 
 const LOWER = { cpu: lowerCpu, interpret: lowerInterpret, webgpu: lowerWebGPU } as const;
@@ -114,7 +96,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOp
     let entry = cache.get(key);
     if (entry === undefined) {
       const t = trace(args);
-      entry = { program: t.program, template: t.template, executable: LOWER[forProgram(lowering, t.program)](t.program) };
+      entry = { program: t.program, template: t.template, executable: LOWER[lowering](t.program) };
       if (cache.size >= capacity) cache.delete(cache.keys().next().value!);
     } else {
       cache.delete(key); // re-inserted below: most recently used last
