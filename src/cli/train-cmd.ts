@@ -276,7 +276,7 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
       resume: resumeFrom,
       onRecord: (r) => progress.onRecord(r),
       shouldStop: () => stopRequested,
-      jit: !getBool(args, 'no-jit'),
+      jit: getBool(args, 'no-jit') ? false : undefined,
     });
   } finally {
     progress.stop();

@@ -48,10 +48,11 @@ interface Group {
  * Group elementwise equations. Walking the program in order, an elementwise equation joins the groups of
  * the inputs it reads element for element (same shape, no broadcast) unless those groups are sealed; a
  * group is sealed once one of its values is read from outside it, so the group can run at the place of
- * its last member without delaying a reader. A sum joins the group of its input as a summed output (and
- * seals it: its result has another shape); a sum of anything else is a group of its own.
+ * its last member without delaying a reader. With `sums` (kernels that write summed outputs), a sum joins
+ * the group of its input as a summed output (and seals it: its result has another shape), and a sum of
+ * anything else is a group of its own.
  */
-export function groupElementwise(program: Program, producer: Int32Array): Plan {
+export function groupElementwise(program: Program, producer: Int32Array, { sums }: { readonly sums: boolean }): Plan {
   const parent: number[] = [];
   const find = (g: number): number => {
     while (parent[g] !== g) g = parent[g] = parent[parent[g]];
@@ -71,7 +72,7 @@ export function groupElementwise(program: Program, producer: Int32Array): Plan {
     return groups.length - 1;
   };
   program.eqns.forEach((e, i) => {
-    if (e.prim === SUM) {
+    if (sums && e.prim === SUM) {
       const g = groupOfValue(e.inputs[0]);
       const target = g >= 0 && !sealed[g] && sameShape(groups[g].shape, e.inShapes[0]) ? g : newGroup(e.inShapes[0]);
       if (g >= 0) sealed[g] = true;
@@ -126,7 +127,7 @@ export function lowerCpu(program: Program): Executable {
   // Views share their input's buffer: every value maps to the root value that owns the buffer.
   const root = Int32Array.from({ length: n }, (_, i) => i);
   for (const e of eqns) if (e.prim.view === true) root[e.output] = root[e.inputs[0]];
-  const { groups, groupOf } = groupElementwise(program, producer);
+  const { groups, groupOf } = groupElementwise(program, producer, { sums: true });
 
   // The steps in program order: a non-view, non-elementwise equation at its place; a group at its last member.
   type StepSpec = { readonly kind: 'eqn'; readonly eqn: number } | { readonly kind: 'group'; readonly group: number };

@@ -11,6 +11,7 @@
  * of the step (an iterable source continues from wherever its iterator stands).
  */
 import { leaves } from '../autodiff/pytree.ts';
+import { getBackend } from '../backend/backend.ts';
 import { measureMemory } from '../backend/memory.ts';
 import { foldIn, key as makeKey, type Key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
@@ -138,7 +139,7 @@ export interface TrainOptions<P, Slot extends string> {
   readonly onRecord?: (r: LoopRecord) => void;
   /** Stop early (after the current step) when this returns true; a checkpoint is written first. */
   readonly shouldStop?: () => boolean;
-  /** Trace the training step once and replay it (default true: same numbers, faster); false runs it eagerly. */
+  /** Trace the training step once and replay it (default: true except on webgpu; same numbers, faster); false runs it eagerly. */
   readonly jit?: boolean;
 }
 
@@ -224,8 +225,11 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
     emit(typeof path === 'string' ? { type: 'checkpoint', step, path } : { type: 'checkpoint', step });
   };
 
-  // Loss, gradient, clipping and the update as one function: traced once and replayed, or eager.
-  const trainStep = makeTrainStep(model, optimizer, { mode, loss: opts.loss, clipNorm: opts.clipNorm, jit: opts.jit });
+  // Loss, gradient, clipping and the update as one function: traced once and replayed, or eager. On
+  // webgpu the replay's results live in its device plan, which eager kernels (drift, evaluation) cannot
+  // bind yet, so there the default is eager.
+  const jitStep = opts.jit ?? getBackend() !== 'webgpu';
+  const trainStep = makeTrainStep(model, optimizer, { mode, loss: opts.loss, clipNorm: opts.clipNorm, jit: jitStep });
 
   if (steps === undefined || start < steps) {
     for await (const b of batchesOf('train', opts.data, start)) {
