@@ -42,6 +42,7 @@ export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafeten
 export { adamw, sgd, clipGradNorm, ADAMW_DEFAULTS, SGD_DEFAULTS, type Optimizer, type OptState, type AdamWOptions, type SgdOptions, type AdamWState, type SgdState, type NoDecay } from './train/optim.ts';
 export { warmupCosineSchedule, learningRate, scheduleDefaults, scheduleProblems, type Schedule, type CosineSchedule } from './train/schedule.ts';
 export { crossEntropy, mseLoss, accuracy } from './train/loss.ts';
+export { inProcessShards, shardRanges, type GradientFn, type StepGradients, type ShardSpec } from './train/shards.ts';
 export {
   train,
   evaluate,

@@ -18,8 +18,9 @@ import type { Mode } from '../reversible/index.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
 import { correctCount, crossEntropy } from './loss.ts';
-import type { OptState, Optimizer } from './optim.ts';
 import { makeTrainStep } from './step.ts';
+import { clipGradNorm, type OptState, type Optimizer } from './optim.ts';
+import type { GradientFn } from './shards.ts';
 
 /** A batch: inputs and one integer class label per row. */
 export interface Batch {
@@ -120,10 +121,11 @@ export interface TrainOptions<P, Slot extends string> {
   /** Step s uses the model key foldIn(key, s) (dropout, drop path); default key(0). */
   readonly key?: Key;
   /**
-   * Loss of the train-mode output and the labels (a [batch] tensor of class indices: the jitted step
-   * takes them as an input); default crossEntropy without label smoothing.
+   * Loss of the train-mode output and the labels; default crossEntropy without label smoothing. The
+   * jitted step passes the labels as a [batch] tensor of class indices (an input of its program, not a
+   * constant), other paths as the batch's array; crossEntropy takes both.
    */
-  readonly loss?: (output: Tensor, labels: Tensor) => Tensor;
+  readonly loss?: (output: Tensor, labels: Tensor | ArrayLike<number>) => Tensor;
   /** Max global gradient L2 norm (torch.nn.utils.clip_grad_norm_); null or absent: no clipping. */
   readonly clipNorm?: number | null;
   /** Backward pass of reversible blocks: rebuild activations ('reversible', default) or keep them ('store'). */
@@ -139,7 +141,16 @@ export interface TrainOptions<P, Slot extends string> {
   readonly onRecord?: (r: LoopRecord) => void;
   /** Stop early (after the current step) when this returns true; a checkpoint is written first. */
   readonly shouldStop?: () => boolean;
-  /** Trace the training step once and replay it (default: true except on webgpu; same numbers, faster); false runs it eagerly. */
+  /**
+   * Computes each step's loss and gradients instead of one valueAndGrad over the batch: the sharded
+   * gradient of src/train/shards.ts, in process (`inProcessShards`) or on worker threads
+   * (`startDataParallel` from 'revgrad/node'). `loss` and `mode` are then the gradient function's own.
+   */
+  readonly gradients?: GradientFn<P>;
+  /**
+   * Trace the step (loss, gradient, clipping, update) once and replay it (default: true, except on webgpu,
+   * whose device plans' results eager kernels cannot bind yet, and with `gradients`); same numbers.
+   */
   readonly jit?: boolean;
 }
 
@@ -206,6 +217,7 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
   if (opts.clipNorm !== undefined && opts.clipNorm !== null && !(opts.clipNorm > 0)) throw new ArgumentError('train', `clipNorm must be positive, got ${opts.clipNorm}`);
   const mode = opts.mode ?? 'reversible';
   if (mode !== 'reversible' && mode !== 'store') throw new ArgumentError('train', `mode must be 'reversible' or 'store', got '${String(mode)}'`);
+  const lossFn = opts.loss ?? crossEntropy;
   const stepKey = opts.key ?? makeKey(0);
   const driftEvery = opts.driftEvery ?? 0;
   if (driftEvery > 0 && model.drift === undefined) throw new ArgumentError('train', 'driftEvery needs a model with a drift method');
@@ -225,11 +237,26 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
     emit(typeof path === 'string' ? { type: 'checkpoint', step, path } : { type: 'checkpoint', step });
   };
 
-  // Loss, gradient, clipping and the update as one function: traced once and replayed, or eager. On
-  // webgpu the replay's results live in its device plan, which eager kernels (drift, evaluation) cannot
-  // bind yet, so there the default is eager.
-  const jitStep = opts.jit ?? getBackend() !== 'webgpu';
-  const trainStep = makeTrainStep(model, optimizer, { mode, loss: opts.loss, clipNorm: opts.clipNorm, jit: jitStep });
+  // The whole step as one function (loss, gradient, clipping, update): traced once and replayed, or eager.
+  const trainStep = makeTrainStep(model, optimizer, { mode, loss: lossFn, clipNorm: opts.clipNorm, jit: opts.jit ?? getBackend() !== 'webgpu' });
+  const wholeStep = async (x: Tensor, labels: ArrayLike<number>, k: Key) => {
+    const measured = measureMemory(
+      () => trainStep(params, optState, x, tensor(Float32Array.from(labels), [labels.length]), k),
+      (r) => [...leaves(r.params), ...leaves(r.optState), r.loss, r.logits, r.gradNorm].map((t) => t.storage),
+    );
+    const r = measured.value;
+    ({ params, optState } = r);
+    // A replayed step's memory is its planned buffers (the library's accounting sees eager ops only).
+    return { loss: await r.loss.item(), correct: await correctCount(r.logits, labels), gradNorm: await r.gradNorm.item(), peakBytes: trainStep.peakBytes() ?? measured.peakBytes };
+  };
+  // With a gradient function (data-parallel shards), it gives the gradients and the update runs here.
+  const shardedStep = async (gradients: GradientFn<P>, x: Tensor, labels: ArrayLike<number>, k: Key) => {
+    const g = await gradients(params, { x, labels }, k);
+    const clipped = clipGradNorm(g.grads, opts.clipNorm ?? Infinity);
+    const gradNorm = await clipped.norm.item();
+    ({ params, state: optState } = optimizer.update(clipped.grads, optState, params));
+    return { loss: g.loss, correct: g.correct, gradNorm, peakBytes: g.peakBytes };
+  };
 
   if (steps === undefined || start < steps) {
     for await (const b of batchesOf('train', opts.data, start)) {
@@ -244,18 +271,7 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
         const blocks = await Promise.all(model.drift!(params, x, k).map(async (e) => ({ block: e.block, x1: await e.x1.item(), x2: await e.x2.item() })));
         drift = { type: 'drift', step: s + 1, max: blocks.reduce((m, e) => Math.max(m, e.x1, e.x2), 0), blocks };
       }
-      const labelsT = tensor(Float32Array.from(labels), [labels.length]);
-      const measured = measureMemory(
-        () => trainStep(params, optState, x, labelsT, k),
-        (r) => [...leaves(r.params), ...leaves(r.optState), r.loss, r.logits, r.gradNorm].map((t) => t.storage),
-      );
-      const r = measured.value;
-      const loss = await r.loss.item();
-      const correct = await correctCount(r.logits, labels);
-      const gradNorm = await r.gradNorm.item();
-      ({ params, optState } = r);
-      // The jitted step's memory is its planned buffers (the library's accounting sees eager ops only).
-      const peakBytes = trainStep.peakBytes() ?? measured.peakBytes;
+      const { loss, correct, gradNorm, peakBytes } = opts.gradients !== undefined ? await shardedStep(opts.gradients, x, labels, k) : await wholeStep(x, labels, k);
       const stepMs = performance.now() - t0;
       step = s + 1;
       emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes });
