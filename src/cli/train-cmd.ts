@@ -83,6 +83,7 @@ export const trainSpec: CommandSpec = {
     { name: 'drift-every', kind: 'int', min: 0, arg: 'N', help: 'reversible reconstruction error every N steps; 0: only at the end', defaultText: 'steps/10' },
     { name: 'ckpt-every', kind: 'int', min: 0, arg: 'N', help: 'checkpoint every N steps; 0: only at the end', defaultText: 'steps/10' },
     { name: 'report-depths', kind: 'int-list', min: 0, arg: 'A,B,..', help: 'extra last-stage blocks measured for the report\'s memory chart', defaultText: TRAIN_DEFAULTS.reportDepths.join(',') },
+    { name: 'no-jit', kind: 'bool', help: 'run every op eagerly instead of replaying the traced step (same numbers, slower)' },
     { name: 'no-report', kind: 'bool', help: 'do not write report.html' },
     { name: 'quiet', kind: 'bool', help: 'no progress output' },
     { name: 'on-nan', kind: 'enum', values: ['stop', 'skip'], help: 'a step with a non-finite loss or gradient is never applied: stop the run, or skip its batch', defaultText: 'stop' },
@@ -421,6 +422,7 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
         outDir,
         resumePath: resumeFrom === undefined ? null : ckptPath,
         onNonFinite,
+        jit: getBool(args, 'no-jit') ? false : undefined,
         workers: getNum(args, 'workers') ?? availableParallelism(),
         // Workers build the model from its module (sources .ts in development, .js when compiled).
         modelFactory: { module: new URL(`../models/mvit/model.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href, exportName: 'buildModel', args: [cfg] },

@@ -84,6 +84,8 @@ export interface RunOptions<P> {
   readonly workers?: number;
   /** How a worker builds the model (the module exporting a factory and its arguments); needed for workers > 1. */
   readonly modelFactory?: ModelFactory;
+  /** Replay the traced training step (default: on, except on webgpu; same numbers as eager). */
+  readonly jit?: boolean;
 }
 
 /** Run (or continue) a Moving-MNIST training run with its files. */
@@ -146,6 +148,7 @@ export async function runMovingMnist<P>(opts: RunOptions<P>): Promise<TrainResul
       },
       shouldStop: opts.shouldStop,
       onNonFinite: opts.onNonFinite,
+      jit: opts.jit,
       gradients: gradients?.fn,
     });
   } finally {

@@ -36,6 +36,8 @@ export interface TrainJob {
   /** The checkpoint to continue from (already validated by the caller). */
   readonly resumePath: string | null;
   readonly onNonFinite: 'stop' | 'skip';
+  /** false: every op eager (`--no-jit`); absent: the loop's default (the traced step off webgpu). */
+  readonly jit?: boolean;
   /** Data-parallel worker threads for sharded settings, and how they build the model. */
   readonly workers: number;
   readonly modelFactory: ModelFactory;
@@ -100,6 +102,7 @@ async function run(job: TrainJob, onRecord: (r: LoopRecord) => void): Promise<Tr
       resume,
       onRecord,
       onNonFinite: job.onNonFinite,
+      jit: job.jit,
       workers: job.workers,
       modelFactory: job.modelFactory,
     });

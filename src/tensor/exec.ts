@@ -121,15 +121,23 @@ export function profileOps<A>(fn: () => A): { value: A; ops: Map<string, { calls
   }
 }
 
+/** Whether `profileOps` is collecting (jit's replays report their steps then). */
+export const profiling = (): boolean => profile !== null;
+
+/** Add one run of `name` taking `ms` to the active profile. */
+export function addProfile(name: string, ms: number): void {
+  if (profile === null) return;
+  const entry = profile.get(name) ?? { calls: 0, ms: 0 };
+  entry.calls++;
+  entry.ms += ms;
+  profile.set(name, entry);
+}
+
 function compute(impl: OpImpl, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
   if (profile === null) return computeNow(impl, inputs, outSize);
   const t0 = performance.now();
   const result = computeNow(impl, inputs, outSize);
-  const name = impl.name ?? 'op';
-  const entry = profile.get(name) ?? { calls: 0, ms: 0 };
-  entry.calls++;
-  entry.ms += performance.now() - t0;
-  profile.set(name, entry);
+  addProfile(impl.name ?? 'op', performance.now() - t0);
   return result;
 }
 

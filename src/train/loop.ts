@@ -1,8 +1,9 @@
 /**
  * The training loop over any model and any batch source, on every backend (values are read with
  * `await t.data()`). Per step: the batch, loss and gradient (valueAndGrad; 'reversible' mode unless
- * 'store' is chosen), global-norm clipping, one optimizer update; records (train, eval, drift, checkpoint)
- * go to `onRecord`. Files are the caller's business (`revgrad/node` has the checkpoint and metrics
+ * 'store' is chosen), global-norm clipping, one optimizer update, as one function (src/train/step.ts)
+ * that jit traces once and replays unless `jit: false`; records (train, eval, drift, checkpoint) go to
+ * `onRecord`. Files are the caller's business (`revgrad/node` has the checkpoint and metrics
  * helpers the `revgrad train` command uses), so this module also runs in browsers.
  *
  * Randomness: step s (0-based) gets the model key foldIn(key, s), so a run resumed from a checkpoint
@@ -11,13 +12,15 @@
  */
 import { flattenWithPaths, leaves } from '../autodiff/pytree.ts';
 import { valueAndGrad } from '../autodiff/tape.ts';
+import { getBackend } from '../backend/backend.ts';
 import { measureMemory } from '../backend/memory.ts';
 import { foldIn, key as makeKey, type Key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { InterruptedError } from '../tensor/interrupt.ts';
-import type { Tensor } from '../tensor/tensor.ts';
+import { tensor, type Tensor } from '../tensor/tensor.ts';
 import { correctCount, crossEntropy } from './loss.ts';
+import { makeTrainStep } from './step.ts';
 import { clipGradNorm, type OptState, type Optimizer } from './optim.ts';
 import type { GradientFn } from './shards.ts';
 
@@ -140,8 +143,12 @@ export interface TrainOptions<P, Slot extends string> {
   readonly steps?: number;
   /** Step s uses the model key foldIn(key, s) (dropout, drop path); default key(0). */
   readonly key?: Key;
-  /** Loss of the train-mode output and the labels; default crossEntropy without label smoothing. */
-  readonly loss?: (output: Tensor, labels: ArrayLike<number>) => Tensor;
+  /**
+   * Loss of the train-mode output and the labels; default crossEntropy without label smoothing. The
+   * jitted step passes the labels as a [batch] tensor of class indices (an input of its program, not a
+   * constant), other paths as the batch's array; crossEntropy takes both.
+   */
+  readonly loss?: (output: Tensor, labels: Tensor | ArrayLike<number>) => Tensor;
   /** Max global gradient L2 norm (torch.nn.utils.clip_grad_norm_); null or absent: no clipping. */
   readonly clipNorm?: number | null;
   /** Backward pass of reversible blocks: rebuild activations ('reversible', default) or keep them ('store'). */
@@ -169,6 +176,11 @@ export interface TrainOptions<P, Slot extends string> {
    * (`startDataParallel` from 'revgrad/node'). `loss` and `mode` are then the gradient function's own.
    */
   readonly gradients?: GradientFn<P>;
+  /**
+   * Trace the step (loss, gradient, clipping, update) once and replay it (default: true, except on webgpu,
+   * whose device plans' results eager kernels cannot bind yet, and with `gradients`); same numbers.
+   */
+  readonly jit?: boolean;
 }
 
 export interface TrainResult<P, Slot extends string> extends TrainState<P, Slot> {
@@ -269,24 +281,42 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
     emit(typeof path === 'string' ? { type: 'checkpoint', step, path } : { type: 'checkpoint', step });
   };
 
-  // Only the params are differentiated: the batch and the key are closed over, so no gradient is
-  // computed for the inputs.
-  const lossAndGrad = (p: P, x: Tensor, labels: ArrayLike<number>, k: Key) => {
-    let logits: Tensor | null = null;
-    const [loss, grads] = valueAndGrad((q: P): Tensor => {
-      logits = model.apply(q, x, k, { train: true, mode });
-      return lossFn(logits, labels);
-    })(p);
-    return { loss, grads, logits: logits as unknown as Tensor };
-  };
-  const localGradients = async (p: P, x: Tensor, labels: ArrayLike<number>, k: Key) => {
+  // The whole step as one function (loss, gradient, clipping, update): traced once and replayed, or eager.
+  // A step only proposes the next state; the loop adopts it after the non-finite guard. (On webasm/cpu
+  // the inputs stay valid after a replay; webgpu runs eagerly here, see the jit default.)
+  const trainStep = makeTrainStep(model, optimizer, { mode, loss: lossFn, clipNorm: opts.clipNorm, jit: opts.jit ?? getBackend() !== 'webgpu' });
+  const wholeStep = async (x: Tensor, labels: ArrayLike<number>, k: Key): Promise<Proposed> => {
     const measured = measureMemory(
-      () => lossAndGrad(p, x, labels, k),
-      (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
+      () => trainStep(params, optState, x, tensor(Float32Array.from(labels), [labels.length]), k),
+      (r) => [...leaves(r.params), ...leaves(r.optState), r.loss, r.logits, r.gradNorm].map((t) => t.storage),
     );
-    const { loss, grads, logits } = measured.value;
-    return { loss: await loss.item(), correct: await correctCount(logits, labels), grads, peakBytes: measured.peakBytes };
+    const r = measured.value;
+    // A replayed step's memory is its planned buffers (the library's accounting sees eager ops only).
+    return {
+      loss: await r.loss.item(),
+      correct: await correctCount(r.logits, labels),
+      gradNorm: await r.gradNorm.item(),
+      peakBytes: trainStep.peakBytes() ?? measured.peakBytes,
+      next: () => ({ params: r.params, state: r.optState }),
+      // Only to name the non-finite tensors: the whole step does not hand out its gradients.
+      grads: () => valueAndGrad((q: P): Tensor => lossFn(model.apply(q, x, k, { train: true, mode }), labels))(params)[1],
+    };
   };
+  // With a gradient function (data-parallel shards), it gives the gradients and the update runs here.
+  const shardedStep = async (gradients: GradientFn<P>, x: Tensor, labels: ArrayLike<number>, k: Key): Promise<Proposed> => {
+    const g = await gradients(params, { x, labels }, k);
+    const clipped = clipGradNorm(g.grads, opts.clipNorm ?? Infinity);
+    const gradNorm = await clipped.norm.item();
+    return { loss: g.loss, correct: g.correct, gradNorm, peakBytes: g.peakBytes, next: () => optimizer.update(clipped.grads, optState, params), grads: () => g.grads };
+  };
+  interface Proposed {
+    readonly loss: number;
+    readonly correct: number;
+    readonly gradNorm: number;
+    readonly peakBytes: number;
+    readonly next: () => { params: P; state: OptState<P, Slot> };
+    readonly grads: () => P;
+  }
 
   let skipped = 0;
   try {
@@ -296,12 +326,11 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
         const t0 = performance.now();
         const { x, labels } = checkBatch('train', b, s);
         const k = foldIn(stepKey, s);
-        const { loss, correct, grads: grads0, peakBytes } = opts.gradients !== undefined ? await opts.gradients(params, { x, labels }, k) : await localGradients(params, x, labels, k);
-        const clipped = clipGradNorm(grads0, opts.clipNorm ?? Infinity);
-        const gradNorm = await clipped.norm.item();
+        const proposed = opts.gradients !== undefined ? await shardedStep(opts.gradients, x, labels, k) : await wholeStep(x, labels, k);
+        const { loss, correct, gradNorm, peakBytes } = proposed;
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           // Not applied: params and optimizer state stay those of step s.
-          const record = await diagnoseNonFinite(s + 1, loss, gradNorm, params, grads0);
+          const record = await diagnoseNonFinite(s + 1, loss, gradNorm, params, proposed.grads());
           const giveUp = onNonFinite === 'stop' || record.what === 'parameters' || skipped + 1 >= MAX_CONSECUTIVE_SKIPS;
           emit({ ...record, action: giveUp ? 'stopped' : 'skipped' });
           if (giveUp) {
@@ -318,10 +347,11 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
         const lr = optimizer.learningRate(optState.step);
         let drift: DriftRecord | null = null;
         if (driftEvery > 0 && due(driftEvery, s + 1, steps)) {
+          // The blocks' reconstruction error at the params this step starts from.
           const blocks = await Promise.all(model.drift!(params, x, k).map(async (e) => ({ block: e.block, x1: await e.x1.item(), x2: await e.x2.item() })));
           drift = { type: 'drift', step: s + 1, max: blocks.reduce((m, e) => Math.max(m, e.x1, e.x2), 0), blocks };
         }
-        ({ params, state: optState } = optimizer.update(clipped.grads, optState, params));
+        ({ params, state: optState } = proposed.next());
         step = s + 1;
         const stepMs = performance.now() - t0;
         emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes });
