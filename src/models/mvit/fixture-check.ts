@@ -1,8 +1,9 @@
 /**
  * PySlowFast parity check: load a golden safetensors fixture (weights, inputs, activations, logits,
  * gradients made by the real PySlowFast code), run our model on it and compare every tensor.
- * Tolerances follow the fixtures' MANIFEST: relative 1e-4 of max|ref| per tensor; analytically-zero
- * gradients (softmax shift invariance) absolute 1e-5 * max(1, global max |grad|).
+ * Tolerances: relative 1e-4 of max|ref| per tensor (the fixtures' MANIFEST); analytically-zero
+ * gradients (softmax shift invariance) are float32 rounding noise on both sides, compared absolutely
+ * within ZERO_GRAD_ULPS ulps of the global max |grad| (see there).
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { fromNamed } from '../../autodiff/pytree.ts';
@@ -44,7 +45,16 @@ export interface FixtureReport {
 }
 
 export const REL_TOL = 1e-4;
-export const ZERO_GRAD_ABS_TOL = 1e-5;
+/**
+ * An analytically zero gradient (k.bias without K pooling, norm_k.bias with it) is the float32 sum of
+ * per-token contributions that cancel: what is left is rounding noise, measured at 0.1-0.6 ulps of
+ * the global max |grad| G in every fixture, on our side and PySlowFast's (1e-8 at G = 4.7, 4e-6 at
+ * G = 99.5). Allowed: |ours - ref| <= 8 · 2^-24 · G, 13x the largest noise seen; a real error in
+ * these gradients (a missing term, a wrong sign) is of the order of the gradients themselves. The
+ * MANIFEST's 1e-5 · max(1, G) was 100-1000x the values it compared.
+ */
+export const ZERO_GRAD_ULPS = 8;
+const zeroGradTol = (globalMax: number): number => ZERO_GRAD_ULPS * 2 ** -24 * globalMax;
 
 interface Loaded {
   readonly path: string;
@@ -193,7 +203,7 @@ function globalGradMax(l: Loaded, prefix: string): number {
 
 async function compareGrads(out: Comparison[], group: string, l: Loaded, refPrefix: string, grads: [string, Tensor][]): Promise<void> {
   const zero = zeroGradNames(l);
-  const absTol = ZERO_GRAD_ABS_TOL * Math.max(1, globalGradMax(l, refPrefix));
+  const absTol = zeroGradTol(globalGradMax(l, refPrefix));
   for (const [name, g] of grads) {
     const ref = l.get(`${refPrefix}${name}`);
     if (ref === undefined) continue;
@@ -272,7 +282,7 @@ export async function checkFixture(path: string, modes: readonly Mode[] = ['reve
     await against('block', 'block.dX1', dX1);
     await against('block', 'block.dX2', dX2);
     const zero = zeroGradNames(l);
-    const absTol = ZERO_GRAD_ABS_TOL * Math.max(1, globalGradMax(l, 'block.grad.'));
+    const absTol = zeroGradTol(globalGradMax(l, 'block.grad.'));
     for (const [name, g] of flattenWithPaths(gp)) {
       const ref = l.get(`block.grad.${name}`);
       if (ref !== undefined) out.push(await compare('block', `block.grad.${name}`, g, ref, zero.has(`${prefix}${name}`) ? absTol : undefined));
