@@ -134,7 +134,6 @@ export {
   nonFiniteLeaves,
 } from './train/loop.ts';
 export { InterruptedError, newInterruptFlag, requestInterrupt, watchInterrupts } from './tensor/interrupt.ts';
-export { parseJson, describeValue, JsonError, MAX_JSON_DEPTH } from './io/json.ts';
 export {
   decodePyth,
   encodePyth,
