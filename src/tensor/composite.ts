@@ -4,7 +4,7 @@ import { getBackend } from '../backend/backend.ts';
 import { layerNormAffine, normalizeLast, softmaxLast } from './fused.ts';
 import { abs, add, div, equal, exp, greater, greaterEqual, less, log, max, mul, neg, reshape, sub, sum, toTensor, transpose, where, type TensorLike } from './ops.ts';
 import { checkShape, describe, fmt, normAxes, normAxis } from './shape.ts';
-import { arange, assertTensor, full, view, type Tensor } from './tensor.ts';
+import { arange, assertTensor, full, isTensor, view, type Tensor } from './tensor.ts';
 
 /** A view that is not reported to autodiff, so no gradient flows through it. */
 const detach = (t: Tensor): Tensor => view(t, t.shape);
@@ -26,9 +26,11 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
 export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
   // On the host backends (webasm, cpu) weight and bias of shape [C] fuse into one op; the GPU backends
   // keep normalize, mul, add (their row kernels are WGSL: wgsl-kernels.ts).
+  assertTensor('layerNorm', x, 'input');
   const C = x.rank === 0 ? -1 : x.shape[x.rank - 1];
   const host = getBackend() === 'webasm' || getBackend() === 'cpu';
-  if (host && weight !== null && bias !== null && weight.rank === 1 && bias.rank === 1 && weight.shape[0] === C && bias.shape[0] === C) {
+  const vector = (t: Tensor | null): t is Tensor => isTensor(t) && t.rank === 1 && t.shape[0] === C;
+  if (host && vector(weight) && vector(bias)) {
     return layerNormAffine(x, weight, bias, eps);
   }
   let y = normalizeLast(x, eps);
