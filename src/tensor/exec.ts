@@ -145,7 +145,7 @@ function computeNow(impl: OpImpl, inputs: Float32Array[], outSize: number): Floa
   if (impl.run !== undefined) return impl.run(inputs, outSize);
   const backend = getBackend();
   if (impl.host !== undefined && fastPaths && backend === 'webasm') {
-    const out = new Float32Array(outSize);
+    const out = impl.fills === true ? uninitialized(outSize) : new Float32Array(outSize);
     impl.host()(inputs, out);
     return out;
   }
@@ -159,6 +159,26 @@ function computeNow(impl: OpImpl, inputs: Float32Array[], outSize: number): Floa
 function kernelOf(impl: OpImpl): (gpu: boolean) => KernelSpec {
   if (impl.kernel === undefined) throw new BackendError(`op '${impl.name ?? 'op'}' has no kernel and no host computation`);
   return impl.kernel;
+}
+
+/**
+ * The output of a host impl that writes every element (`fills`): in Node, memory from malloc without the
+ * zero fill of `new Float32Array` (Buffer.allocUnsafeSlow: its own ArrayBuffer, never a pooled slice), one
+ * pass over the output less per op; elsewhere, and for small outputs, a plain Float32Array.
+ */
+const NodeBuffer = (globalThis as { Buffer?: { allocUnsafeSlow(bytes: number): Uint8Array } }).Buffer;
+const uninitialized = (n: number): Float32Array => {
+  if (poison) return new Float32Array(n).fill(NaN);
+  if (NodeBuffer === undefined || n < 1024) return new Float32Array(n);
+  const b = NodeBuffer.allocUnsafeSlow(4 * n);
+  return new Float32Array(b.buffer, b.byteOffset, n);
+};
+
+let poison = false;
+
+/** Tests: hand `fills` impls NaN-filled outputs, so an element an impl does not write shows. */
+export function setPoisonedOutputs(on: boolean): void {
+  poison = on;
 }
 
 function checkGpuSize(impl: OpImpl, inputs: Float32Array[], outSize: number, backend: BackendName): void {
