@@ -7,7 +7,7 @@
  *     const y = R.matmul(a, b);
  *     console.log(await y.data());                     // webgpu results arrive asynchronously
  *
- * Node-only functions (file IO: readSafetensorsFile, checkFixture, ...) are present but throw when
+ * Node-only functions (file IO: readSafetensorsFile, loadWeights, ...) are present but throw when
  * called in a browser; decodeSafetensors / encodeSafetensors work on bytes everywhere.
  */
 export * from './index.ts';

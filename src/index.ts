@@ -35,7 +35,6 @@ export { PRESETS, PRESET_NAMES, presetConfig } from './models/mvit/presets.ts';
 export { buildModel, type MViTModel, type Params } from './models/mvit/model.ts';
 export { loadWeights, saveWeights, paramsFromNamed, readNamedArrays } from './models/mvit/weights.ts';
 export { readYamlConfig, readSlowFastTree, parseSlowFastYamlText, slowFastYaml, type YamlConfig, type SlowFastTree } from './models/mvit/yaml-config.ts';
-export { checkFixture, formatReport } from './models/mvit/fixture-check.ts';
 export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
 export {
   decodePyth,

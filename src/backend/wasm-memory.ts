@@ -10,7 +10,7 @@
  * irregularly) ever needed, is reused by every later call, and never shrinks.
  */
 import { BackendError } from '../tensor/errors.ts';
-import { wasmSimdAvailable } from './wasm-gemm.ts';
+import { wasmSimdAvailable } from './wasm-builder.ts';
 
 let enabled = true;
 

@@ -1,7 +1,7 @@
 /** Pieces shared by the commands: config resolution, model loading, output helpers. */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
-import { parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
+import { formatProblems, parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
 import { isYamlPath, readYamlConfig, type SlowFastTree } from '../models/mvit/yaml-config.ts';
@@ -25,8 +25,7 @@ export const CONFIG_FLAGS: readonly FlagSpec[] = [
   { name: 'config', kind: 'string', arg: 'FILE', help: 'a PySlowFast YAML config (.yaml, _BASE_ followed) or a JSON one (partial; merged over the defaults)' },
 ];
 
-const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] =>
-  [`${source}: ${problems.length} config problem${problems.length === 1 ? '' : 's'}:`, ...problems.map((p) => `  ${p.path || '(config)'}: ${p.message}`)];
+const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] => formatProblems(problems, source).split('\n');
 
 export interface ResolvedConfig {
   readonly cfg: MViTConfig;

@@ -1,4 +1,7 @@
-/** Composite ops written from the primitives (autodiff differentiates them through the primitives). */
+/**
+ * The row ops users call (softmax, logSoftmax, layerNorm, gelu): the fused row primitives of fused.ts
+ * (softmaxLast, normalizeLast, gelu, each with its own VJP) plus ordinary ops around them.
+ */
 import { normalizeLast, softmaxLast } from './fused.ts';
 import { add, exp, log, max, mul, sub, sum, transpose } from './ops.ts';
 import { normAxis } from './shape.ts';

@@ -5,7 +5,7 @@ import { splitIndex } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import { broadcastTo, reshape } from './ops.ts';
 import { apply, definePrimitive } from './primitive.ts';
-import { broadcastShapes, fmt } from './shape.ts';
+import { broadcastShapes, fmt, sizeOf } from './shape.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
 
 export interface MatmulAttrs {
@@ -69,7 +69,7 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     return reshape(matmul(rows, b, { transB }), [...a.shape.slice(0, -1), n]);
   }
   const batchShape = broadcastShapes(op, a2.shape.slice(0, -2), b2.shape.slice(0, -2));
-  const batch = batchShape.reduce((x, y) => x * y, 1);
+  const batch = sizeOf(batchShape);
   const expand = (t: Tensor) => {
     const full = [...batchShape, ...t.shape.slice(-2)];
     return reshape(broadcastTo(t, full), [batch, ...t.shape.slice(-2)]);

@@ -5,8 +5,7 @@
  * gradients (softmax shift invariance) absolute 1e-5 * max(1, global max |grad|).
  */
 import * as E from 'fp-ts/lib/Either.js';
-import { fromNamed } from '../../autodiff/pytree.ts';
-import { flattenWithPaths } from '../../autodiff/pytree.ts';
+import { flattenWithPaths, fromNamed } from '../../autodiff/pytree.ts';
 import { vjp } from '../../autodiff/tape.ts';
 import { getBackend } from '../../backend/backend.ts';
 import { readSafetensorsFile, type SafetensorsFile } from '../../io/safetensors.ts';
@@ -15,7 +14,7 @@ import { sequence, type Mode } from '../../reversible/index.ts';
 import { mul, sum } from '../../tensor/ops.ts';
 import { tensor, type Tensor } from '../../tensor/tensor.ts';
 import { formatProblems, parseConfig, type MViTConfig } from './config.ts';
-import { buildModel, type MViTModel } from './model.ts';
+import { assembleModel, type MViTModel, type ModelProbes } from './model.ts';
 import { DataError } from '../../tensor/errors.ts';
 
 export interface Comparison {
@@ -38,14 +37,15 @@ export interface FixtureReport {
   readonly ok: boolean;
 }
 
-export const REL_TOL = 1e-4;
-export const ZERO_GRAD_ABS_TOL = 1e-5;
+const REL_TOL = 1e-4;
+const ZERO_GRAD_ABS_TOL = 1e-5;
 
 interface Loaded {
   readonly path: string;
   readonly file: SafetensorsFile;
   readonly cfg: MViTConfig;
   readonly model: MViTModel;
+  readonly probes: ModelProbes;
   readonly kind: string;
   readonly get: (name: string) => Tensor | undefined;
 }
@@ -67,7 +67,7 @@ function load(path: string): E.Either<string, Loaded> {
     const a = file.tensors.get(name);
     return a === undefined ? undefined : tensor(a.data, a.shape);
   };
-  return E.right({ path, file, cfg: parsed.right, model: buildModel(parsed.right), kind, get });
+  return E.right({ path, file, cfg: parsed.right, ...assembleModel(parsed.right), kind, get });
 }
 
 async function compare(group: string, name: string, ours: Tensor, ref: Tensor, absTol?: number): Promise<Comparison> {
@@ -135,7 +135,7 @@ export async function checkFixture(path: string, modes: readonly Mode[] = ['reve
   const loaded = load(path);
   if (E.isLeft(loaded)) return loaded;
   const l = loaded.right;
-  const { model } = l;
+  const { model, probes } = l;
   const out: Comparison[] = [];
   const report = (): FixtureReport => ({ fixture: path, kind: l.kind, backend: getBackend(), comparisons: out, ok: out.length > 0 && out.every((c) => c.ok) });
   const k = key(0);
@@ -151,18 +151,16 @@ export async function checkFixture(path: string, modes: readonly Mode[] = ['reve
   const params: any = full ? paramsOf(l, () => true) : { rev_backbone: (paramsOf(l, (n) => n.startsWith('rev_backbone.')) as any).rev_backbone };
 
   // Forward values (dropout rates are 0 in the fixtures, so train and eval agree before the head act).
-  const acts = new Map<string, Tensor>();
+  const [evalOut, acts] = probes.record(params, x, k, { train: false, stackOnly: !full });
   if (full) {
     const logits = model.apply(params, x, k, { train: true });
     await against('logits', 'logits', logits);
-    const probs = model.apply(params, x, k, { train: false, activations: acts });
     const refProbs = l.get('probs_eval');
-    if (refProbs) out.push(await compare('probs_eval', 'probs_eval', probs, refProbs));
+    if (refProbs) out.push(await compare('probs_eval', 'probs_eval', evalOut, refProbs));
     const revOut = model.applyStack(params, acts.get('stack_in')!, k, { train: true });
     await against('rev_out', 'rev_out', revOut);
   } else {
-    const revOut = model.applyStack(params, x, k, { train: false, activations: acts });
-    await against('rev_out', 'rev_out', revOut);
+    await against('rev_out', 'rev_out', evalOut);
   }
   for (const [name, t] of acts) {
     const ref = l.get(`act.${name}`);
@@ -188,7 +186,7 @@ export async function checkFixture(path: string, modes: readonly Mode[] = ['reve
   const dY2 = l.get('block.dY2');
   if (X1 !== undefined && X2 !== undefined) {
     const blockParams = (params as any).rev_backbone.layers[layerId];
-    const block = sequence([model.blockAt(layerId, true)]);
+    const block = sequence([probes.blockAt(layerId, true)]);
     const [Y1, Y2] = block.forward([blockParams], [X1, X2], k);
     await against('block', 'block.Y1', Y1);
     await against('block', 'block.Y2', Y2);

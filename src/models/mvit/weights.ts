@@ -6,6 +6,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, fromNamed } from '../../autodiff/pytree.ts';
 import { readPythFile, stateDictOf } from '../../io/pyth.ts';
 import { readSafetensorsFile, writeSafetensorsFileAtomic, type NamedArray } from '../../io/safetensors.ts';
+import { fmt, sameShape } from '../../tensor/shape.ts';
 import { tensor, type Tensor } from '../../tensor/tensor.ts';
 import type { MViTModel, Params } from './model.ts';
 
@@ -13,8 +14,6 @@ export interface WeightProblem {
   readonly name: string;
   readonly message: string;
 }
-
-const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 /**
  * The model's params from named arrays: every expected name must be present with the expected shape.
@@ -28,7 +27,7 @@ export function paramsFromNamed(model: MViTModel, named: ReadonlyMap<string, Nam
     const a = named.get(spec.name);
     if (a === undefined) {
       problems.push({ name: spec.name, message: `missing (expected shape ${fmt(spec.shape)})` });
-    } else if (a.shape.length !== spec.shape.length || a.shape.some((d, i) => d !== spec.shape[i])) {
+    } else if (!sameShape(a.shape, spec.shape)) {
       problems.push({ name: spec.name, message: `shape ${fmt(a.shape)} does not match the model's ${fmt(spec.shape)}` });
     } else {
       out.set(spec.name, tensor(a.data, spec.shape));
@@ -75,6 +74,3 @@ export async function namedArrays(params: Params): Promise<Map<string, NamedArra
 export async function saveWeights(params: Params, path: string, metadata: Record<string, string> = {}): Promise<void> {
   writeSafetensorsFileAtomic(path, await namedArrays(params), metadata);
 }
-
-export const formatWeightProblems = (problems: readonly WeightProblem[]): string =>
-  problems.map((p) => `  ${p.name}: ${p.message}`).join('\n');
