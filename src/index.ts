@@ -3,6 +3,7 @@ export { getBackend, setBackend, withBackend, kernelCacheStats, clearKernelCache
 export { selectBackend, type BackendRequest, type Selection } from './backend/select.ts';
 export { initWebGPU } from './backend/webgpu-node.ts';
 export { measureMemory, type MemoryReport } from './backend/memory.ts';
+export { webgpuCounters, counterDelta, countWebGPU, type WebGPUCounters } from './backend/webgpu-device.ts';
 export { Tensor, tensor, zeros, ones, full, arange, scalar, zerosLike, onesLike, isTensor } from './tensor/tensor.ts';
 export * from './tensor/errors.ts';
 export * from './tensor/ops.ts';
@@ -36,6 +37,28 @@ export { buildModel, type MViTModel, type Params } from './models/mvit/model.ts'
 export { loadWeights, saveWeights, paramsFromNamed, readNamedArrays } from './models/mvit/weights.ts';
 export { readYamlConfig, readSlowFastTree, parseSlowFastYamlText, slowFastYaml, type YamlConfig, type SlowFastTree } from './models/mvit/yaml-config.ts';
 export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
+export { adamw, sgd, clipGradNorm, ADAMW_DEFAULTS, SGD_DEFAULTS, type Optimizer, type OptState, type AdamWOptions, type SgdOptions, type AdamWState, type SgdState, type NoDecay } from './train/optim.ts';
+export { warmupCosineSchedule, learningRate, scheduleDefaults, scheduleProblems, type Schedule, type CosineSchedule } from './train/schedule.ts';
+export { crossEntropy, mseLoss, accuracy } from './train/loss.ts';
+export {
+  train,
+  evaluate,
+  type Batch,
+  type BatchSource,
+  type BatchStream,
+  type TrainableModel,
+  type TrainOptions,
+  type TrainResult,
+  type TrainState,
+  type EvaluateOptions,
+  type EvalResult,
+  type HeadActivation,
+  type LoopRecord,
+  type TrainRecord,
+  type EvalRecord,
+  type DriftRecord,
+  type CheckpointRecord,
+} from './train/loop.ts';
 export {
   decodePyth,
   encodePyth,
@@ -51,3 +74,4 @@ export {
 } from './io/pyth.ts';
 export { PyDict, PyTuple, PickleError } from './io/pickle.ts';
 export { ZipError } from './io/zip.ts';
+export { DeviceTrainer, type DeviceTrainerOptions, type StepResult } from './train/device-step.ts';

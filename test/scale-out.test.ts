@@ -21,7 +21,8 @@ import { readYamlConfig } from '../src/models/mvit/yaml-config.ts';
 import { foldIn } from '../src/random/index.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import { crossEntropy } from '../src/train/loss.ts';
-import { movingMnistBatches, runKeys, train, type TrainSettings } from '../src/train/loop.ts';
+import { movingMnistBatches } from '../src/data/moving-mnist.ts';
+import { runKeys, runMovingMnist as train, type TrainSettings } from '../src/cli/train-run.ts';
 import type { Tensor } from '../src/tensor/tensor.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -112,7 +113,7 @@ print(len(ms), float(sum(v.double().sum() for v in ms.values())))`, out], { enco
   }
 });
 
-(hasTorch ? test : test.skip)("PySlowFast's own load_checkpoint takes what export and convert write (test path, and train path with CHECKPOINT_EPOCH_RESET)", () => {
+(hasTorch ? test : test.skip)("load_checkpoint's steps (PySlowFast) take what export and convert write (test path, and train path with CHECKPOINT_EPOCH_RESET)", () => {
   const dir = mkdtempSync(join(tmpdir(), 'revgrad-pyslowfast-'));
   try {
     const reference = 'test/fixtures/revmvit_video_conv_avg_full.pyth';
@@ -123,7 +124,7 @@ print(len(ms), float(sum(v.double().sum() for v in ms.values())))`, out], { enco
     // export's layout {epoch, model_state, cfg}, and convert's {model_state, cfg}.
     writeFileSync(join(dir, 'export.pyth'), encodePyth(pyDict([['epoch', -1], ['model_state', state], ['cfg', 'MODEL:\n  NUM_CLASSES: 10\n']])));
     writeFileSync(join(dir, 'convert.pyth'), encodePyth(pyDict([['model_state', state], ['cfg', 'MODEL:\n  NUM_CLASSES: 10\n']])));
-    const r = spawnSync(PYTHON, ['test/fixtures/pyslowfast/load_with_pyslowfast.py', reference, join(dir, 'export.pyth'), join(dir, 'convert.pyth')], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+    const r = spawnSync(PYTHON, ['test/fixtures/pyslowfast/load_like_pyslowfast.py', reference, join(dir, 'export.pyth'), join(dir, 'convert.pyth')], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
     assert.is(r.status, 0, r.stderr);
     const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
     assert.equal(lines, [
@@ -163,13 +164,13 @@ test("SGD from a YAML: the loop takes PySlowFast's SGD step, keeps one buffer, a
     zeroWd1dParam: false,
   };
   const monitoring = { evalEvery: 0, evalBatches: 1, evalBatchSize: 2, driftEvery: 0, ckptEvery: 1, headAct: 'softmax' as const };
-  const batch = movingMnistBatches(cfg);
+  const batches = movingMnistBatches(cfg);
   const dir = mkdtempSync(join(tmpdir(), 'revgrad-sgd-'));
   try {
-    const one = await train({ model, batch, settings: { ...settings, steps: 1 }, monitoring, config: cfg, outDir: null });
+    const one = await train({ model, batches, settings: { ...settings, steps: 1 }, monitoring, config: cfg, outDir: null });
     const keys = runKeys(settings.seed);
     const p0 = model.init(keys.init);
-    const { x, y } = batch(foldIn(keys.data, 0), 'train', 2);
+    const { x, labels: y } = batches(foldIn(keys.data, 0), 'train', 2);
     const [, g] = valueAndGrad((q: typeof p0): Tensor => crossEntropy(model.apply(q, x, foldIn(keys.step, 0), { train: true }), y, 0))(p0);
     const gs = new Map(flattenWithPaths(g));
     for (const [name, p] of flattenWithPaths(p0)) {
@@ -181,14 +182,14 @@ test("SGD from a YAML: the loop takes PySlowFast's SGD step, keeps one buffer, a
       assert.equal(bits(got), bits(expected), name);
     }
 
-    const straight = await train({ model, batch, settings, monitoring, config: cfg, outDir: join(dir, 'a') });
+    const straight = await train({ model, batches, settings, monitoring, config: cfg, outDir: join(dir, 'a') });
     let calls = 0;
-    await train({ model, batch, settings, monitoring, config: cfg, outDir: join(dir, 'b'), shouldStop: () => ++calls >= 2 });
+    await train({ model, batches, settings, monitoring, config: cfg, outDir: join(dir, 'b'), shouldStop: () => ++calls >= 2 });
     const ck = loadCheckpoint(join(dir, 'b', 'checkpoint.safetensors'));
     if (E.isLeft(ck)) return assert.unreachable(ck.left.join('\n'));
     assert.is(ck.right.meta.step, 2);
-    assert.ok(ck.right.optim !== null && ck.right.optim.m.size === model.specs.length && ck.right.optim.v.size === 0, 'SGD stores its momentum only');
-    const resumed = await train({ model, batch, settings, monitoring, config: cfg, outDir: join(dir, 'b'), resume: ck.right });
+    assert.ok(ck.right.optim !== null && [...ck.right.optim.keys()].join() === 'buf' && ck.right.optim.get('buf')!.size === model.specs.length, 'SGD stores its momentum only');
+    const resumed = await train({ model, batches, settings, monitoring, config: cfg, outDir: join(dir, 'b'), resume: ck.right });
     const a = flattenWithPaths(straight.params);
     const b = new Map(flattenWithPaths(resumed.params));
     for (const [name, t] of a) assert.equal(bits(b.get(name)!.dataSync()), bits(t.dataSync()), name);

@@ -12,8 +12,12 @@ import { gelu } from '../src/tensor/composite.ts';
 import { mul } from '../src/tensor/ops.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import { accuracy, crossEntropy } from '../src/train/loss.ts';
-import { movingMnistBatches, readMetrics, train, type TrainableModel, type TrainSettings, type Monitoring } from '../src/train/loop.ts';
+import type { TrainableModel } from '../src/train/loop.ts';
+import { readMetrics } from '../src/train/metrics-file.ts';
 import { adamwInit, adamwUpdate, clipGradNorm, sgdInit, sgdUpdate, type AdamWHyper } from '../src/train/optim.ts';
+import { movingMnistBatches } from '../src/data/moving-mnist.ts';
+import { runMovingMnist as train, type Monitoring, type TrainSettings } from '../src/cli/train-run.ts';
+import type { Key as RandomKey } from '../src/random/index.ts';
 import { learningRate, scheduleDefaults } from '../src/train/schedule.ts';
 import { lineChart, niceTicks, renderReport } from '../src/train/report.ts';
 
@@ -159,7 +163,7 @@ function standIn(depth = 2) {
     weight: mul(normal(k, [out, inp]), scale / Math.sqrt(inp)),
     bias: tensor(new Float32Array(out)),
   });
-  const model: TrainableModel<any> = {
+  const model: TrainableModel<any> & { init(k: RandomKey): any; noDecay(name: string): boolean } = {
     init(k) {
       const ks = split(k, 2 + 4 * depth);
       return {
@@ -202,7 +206,7 @@ test('train: a stand-in model learns; metrics.jsonl holds train, eval, drift and
   const dir = tmp();
   try {
     const model = standIn();
-    const result = await train({ model, batch: movingMnistBatches(fakeCfg), settings: settings(100, { batchSize: 32 }), monitoring: { ...monitoring, evalEvery: 25, driftEvery: 20 }, config: fakeCfg, outDir: dir });
+    const result = await train({ model, batches: movingMnistBatches(fakeCfg), settings: settings(100, { batchSize: 32 }), monitoring: { ...monitoring, evalEvery: 25, driftEvery: 20 }, config: fakeCfg, outDir: dir });
     const rs = readMetrics(join(dir, 'metrics.jsonl'));
     const trainRs = rs.filter((r) => r.type === 'train') as any[];
     assert.is(trainRs.length, 100);
@@ -228,7 +232,8 @@ test('train: a stand-in model learns; metrics.jsonl holds train, eval, drift and
       assert.is(ck.right.meta.seed, 3);
       const names = flattenWithPaths(result.params).map(([n]) => n);
       assert.equal([...ck.right.params.keys()], names);
-      assert.equal([...ck.right.optim!.m.keys()], names);
+      assert.equal([...ck.right.optim!.get('m')!.keys()], names);
+      assert.equal([...ck.right.optim!.keys()], ['m', 'v']);
       assert.ok(ck.right.metadata['optim.m.embed.weight'] === undefined);
       const w = flattenWithPaths(result.params)[0][1].dataSync();
       assert.equal(ck.right.params.get(names[0])!.data, w);
@@ -240,15 +245,15 @@ test('train: a stand-in model learns; metrics.jsonl holds train, eval, drift and
 
 test('train: deterministic, and stop + resume reproduces the uninterrupted run bit for bit', async () => {
   const model = standIn();
-  const batch = movingMnistBatches(fakeCfg);
+  const batches = movingMnistBatches(fakeCfg);
   const quiet: Monitoring = { ...monitoring, evalEvery: 0, driftEvery: 0, ckptEvery: 4 };
-  const full = await train({ model, batch, settings: settings(10), monitoring: quiet, config: fakeCfg, outDir: null });
-  const again = await train({ model, batch, settings: settings(10), monitoring: quiet, config: fakeCfg, outDir: null });
+  const full = await train({ model, batches, settings: settings(10), monitoring: quiet, config: fakeCfg, outDir: null });
+  const again = await train({ model, batches, settings: settings(10), monitoring: quiet, config: fakeCfg, outDir: null });
   const dir = tmp();
   try {
     let steps = 0;
     const stopped = await train({
-      model, batch, settings: settings(10), monitoring: quiet, config: fakeCfg, outDir: dir,
+      model, batches, settings: settings(10), monitoring: quiet, config: fakeCfg, outDir: dir,
       onRecord: (r) => { if (r.type === 'train') steps = r.step; },
       shouldStop: () => steps === 6,
     });
@@ -257,7 +262,7 @@ test('train: deterministic, and stop + resume reproduces the uninterrupted run b
     assert.ok(E.isRight(ck));
     if (E.isLeft(ck)) return;
     assert.is(ck.right.meta.step, 6);
-    const resumed = await train({ model, batch, settings: settings(10), monitoring: quiet, config: fakeCfg, outDir: dir, resume: ck.right });
+    const resumed = await train({ model, batches, settings: settings(10), monitoring: quiet, config: fakeCfg, outDir: dir, resume: ck.right });
     assert.is(resumed.step, 10);
     const flat = (p: unknown) => flattenWithPaths(p).map(([n, t]) => [n, Array.from(t.dataSync())]);
     assert.equal(flat(again.params), flat(full.params));
@@ -266,7 +271,7 @@ test('train: deterministic, and stop + resume reproduces the uninterrupted run b
     const steps2 = (readMetrics(join(dir, 'metrics.jsonl')).filter((r) => r.type === 'train') as any[]).map((r) => r.step);
     assert.equal(steps2, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     // A different seed gives different weights.
-    const other = await train({ model, batch, settings: settings(10, { seed: 4 }), monitoring: quiet, config: fakeCfg, outDir: null });
+    const other = await train({ model, batches, settings: settings(10, { seed: 4 }), monitoring: quiet, config: fakeCfg, outDir: null });
     assert.not.equal(flat(other.params), flat(full.params));
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -276,10 +281,10 @@ test('train: deterministic, and stop + resume reproduces the uninterrupted run b
 test("train: 'store' and 'reversible' modes compute the same losses; reversible needs less peak memory", async () => {
   // Deep and with a large batch, so that activations, not the embedding's gradient, dominate the peak.
   const model = standIn(8);
-  const batch = movingMnistBatches(fakeCfg);
+  const batches = movingMnistBatches(fakeCfg);
   const quiet: Monitoring = { ...monitoring, evalEvery: 0, driftEvery: 0, ckptEvery: 0 };
-  const rev = await train({ model, batch, settings: settings(3, { batchSize: 64 }), monitoring: quiet, config: fakeCfg, outDir: null });
-  const sto = await train({ model, batch, settings: settings(3, { batchSize: 64, mode: 'store' }), monitoring: quiet, config: fakeCfg, outDir: null });
+  const rev = await train({ model, batches, settings: settings(3, { batchSize: 64 }), monitoring: quiet, config: fakeCfg, outDir: null });
+  const sto = await train({ model, batches, settings: settings(3, { batchSize: 64, mode: 'store' }), monitoring: quiet, config: fakeCfg, outDir: null });
   const losses = (r: typeof rev) => (r.records.filter((x) => x.type === 'train') as any[]).map((x) => x.loss);
   close(losses(rev), losses(sto), 1e-4, 'losses');
   const peak = (r: typeof rev) => (r.records.find((x) => x.type === 'train') as any).peakBytes;

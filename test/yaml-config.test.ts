@@ -11,7 +11,7 @@ import { paramCount, paramSpecs } from '../src/models/mvit/params-spec.ts';
 import { PRESET_NAMES, presetConfig } from '../src/models/mvit/presets.ts';
 import { floatText, parseSlowFastYamlText, pythonLiteral, readSlowFastTree, readYamlConfig, slowFastYaml } from '../src/models/mvit/yaml-config.ts';
 import { settingsFromSlowFast, slowFastFromSettings } from '../src/train/solver.ts';
-import type { TrainSettings } from '../src/train/loop.ts';
+import type { TrainSettings } from '../src/train/settings.ts';
 
 const DIR = 'test/fixtures/pyslowfast';
 const ok = <A>(e: E.Either<ConfigProblem[], A>): A => {

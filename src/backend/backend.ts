@@ -8,6 +8,7 @@
 import { GPU } from 'gpu.js';
 import type { IKernelRunShortcut } from 'gpu.js';
 import { applyGpuJsPatches } from './gpujs-patch.ts';
+import { prepareNavigatorGpu } from './webgpu-device.ts';
 import { ArgumentError, BackendError } from '../tensor/errors.ts';
 
 export type BackendName = 'webasm' | 'cpu' | 'webgpu' | 'webgl2';
@@ -46,6 +47,7 @@ export function gpuFor(name: BackendName = current): GPU {
       throw new BackendError("backend 'webgpu': no navigator.gpu here; in Node call `await initWebGPU()` (or `await selectBackend('webgpu')`) first");
     }
     applyGpuJsPatches();
+    if (name === 'webgpu') prepareNavigatorGpu();
     gpu = new GPU({ mode: name } as ConstructorParameters<typeof GPU>[0]);
     gpus.set(name, gpu);
   }

@@ -4,8 +4,8 @@ import * as E from 'fp-ts/lib/Either.js';
 import { formatProblems, parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
+import { NUM_CLASSES as MOVING_MNIST_CLASSES } from '../data/moving-mnist.ts';
 import { isYamlPath, readYamlConfig, type SlowFastTree } from '../models/mvit/yaml-config.ts';
-import { MOVING_MNIST_CLASSES } from '../train/loop.ts';
 import { getStr, type FlagSpec, type ParsedArgs } from './args.ts';
 import { RevgradError } from '../tensor/errors.ts';
 

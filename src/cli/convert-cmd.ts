@@ -13,7 +13,7 @@ import { parseConfig, type MViTConfig } from '../models/mvit/config.ts';
 import { isTorchCheckpointPath } from '../models/mvit/weights.ts';
 import { parseSlowFastYamlText, slowFastYaml, type SlowFastTree } from '../models/mvit/yaml-config.ts';
 import { loadCheckpoint, readWeights } from '../train/checkpoint.ts';
-import type { TrainSettings } from '../train/loop.ts';
+import type { TrainSettings } from '../train/settings.ts';
 import { slowFastFromSettings } from '../train/solver.ts';
 import { getNum, getStr, getBool, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 import { CliError, configFromJson, formatBytes, unwrap } from './common.ts';

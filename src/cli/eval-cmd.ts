@@ -3,8 +3,9 @@ import { existsSync, statSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig } from '../models/mvit/config.ts';
 import { restoreTree, readWeights } from '../train/checkpoint.ts';
-import { evaluate, movingMnistBatches, runKeys } from '../train/loop.ts';
+import { movingMnistBatches } from '../data/moving-mnist.ts';
 import { getBool, getNum, getStr, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
+import { evaluateRun, runKeys } from './train-run.ts';
 import { weightsFromPyth } from './convert-cmd.ts';
 import { isTorchCheckpointPath } from '../models/mvit/weights.ts';
 import { CliError, configFromJson, CONFIG_FLAGS, model as buildModel, movingMnistProblems, resolveConfig, unwrap } from './common.ts';
@@ -53,11 +54,11 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   const batches = getNum(args, 'batches') ?? Math.ceil((getNum(args, 'clips') ?? 512) / batch);
   const seed = getNum(args, 'seed') ?? weights.seed ?? 0;
   const t0 = performance.now();
-  const r = await evaluate(
+  const r = await evaluateRun(
     model,
     params.right,
     movingMnistBatches(cfg),
-    runKeys(seed),
+    seed,
     { evalBatches: batches, evalBatchSize: batch, headAct: cfg.MODEL.HEAD_ACT },
     (getStr(args, 'mode') ?? 'reversible') as 'reversible' | 'store',
   );

@@ -12,7 +12,7 @@ import { foldIn, key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { crossEntropy } from '../train/loss.ts';
-import { movingMnistBatches } from '../train/loop.ts';
+import { movingMnistBatches } from '../data/moving-mnist.ts';
 
 export interface MemoryRow {
   readonly extra: number;
@@ -36,12 +36,12 @@ export function measureMemoryRow(cfg: MViTConfig, extra: number, batch: number, 
   const model = buildModel(c);
   const root = key(seed);
   const params = model.init(foldIn(root, 0));
-  const { x, y } = movingMnistBatches(c)(foldIn(root, 1), 'train', batch);
+  const { x, labels } = movingMnistBatches(c)(foldIn(root, 1), 'train', batch);
   const k = foldIn(root, 2);
   const retained = {} as Record<Mode, number>;
   const peak = {} as Record<Mode, number>;
   for (const mode of ['reversible', 'store'] as const) {
-    const loss = (p: unknown): Tensor => crossEntropy(model.apply(p as never, x, k, { train: true, mode }), y);
+    const loss = (p: unknown): Tensor => crossEntropy(model.apply(p as never, x, k, { train: true, mode }), labels);
     const report = measureMemory(
       () => {
         const [out, pullback] = vjp(loss, params);

@@ -4,17 +4,8 @@ import { join, relative, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig } from '../models/mvit/config.ts';
 import { paramCount } from '../models/mvit/params-spec.ts';
-import { loadCheckpoint } from '../train/checkpoint.ts';
-import {
-  CHECKPOINT_FILE,
-  METRICS_FILE,
-  movingMnistBatches,
-  readMetrics,
-  settingsProblems,
-  train,
-  type Monitoring,
-  type TrainSettings,
-} from '../train/loop.ts';
+import { CHECKPOINT_FILE, loadCheckpoint } from '../train/checkpoint.ts';
+import { METRICS_FILE, readMetrics } from '../train/metrics-file.ts';
 import { ADAMW_DEFAULTS } from '../train/optim.ts';
 import { renderReport, type MemoryPoint } from '../train/report.ts';
 import { scheduleDefaults, scheduleProblems } from '../train/schedule.ts';
@@ -35,6 +26,8 @@ import {
 } from './common.ts';
 import { measureMemoryRow } from './memory.ts';
 import { createProgress } from './progress.ts';
+import { movingMnistBatches } from '../data/moving-mnist.ts';
+import { runMovingMnist, settingsProblems, type Monitoring, type TrainSettings } from './train-run.ts';
 
 /** Defaults: what `npm start` runs (tuned to finish in under 5 minutes on a 2-core CPU). */
 export const TRAIN_DEFAULTS = {
@@ -272,9 +265,9 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   const t0 = performance.now();
   let result;
   try {
-    result = await train({
+    result = await runMovingMnist({
       model,
-      batch: movingMnistBatches(cfg),
+      batches: movingMnistBatches(cfg),
       settings,
       monitoring,
       config: storedConfig ?? cfg,

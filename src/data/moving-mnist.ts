@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { foldIn, key, permutation, randint, split, uniform, type Key } from '../random/keys.ts';
+import { tensor, type Tensor } from '../tensor/tensor.ts';
 import { ArgumentError, DataError, ShapeError } from '../tensor/errors.ts';
 
 /** Side of the source MNIST images. */
@@ -379,4 +380,35 @@ export function makeBatch(k: Key, part: Split, batchSize: number, spec: ClipSpec
     y[b] = clipInto(x, b * clipLength, motionKey, digits[b]!, spec);
   }
   return { x, y, shape: [batchSize, 1, spec.frames, spec.size, spec.size], digits };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches for a model
+
+/** Batches of tensors for a model's input: one call per (key, split, batch size). */
+export type KeyedBatches = (k: Key, part: Split, size: number) => { readonly x: Tensor; readonly labels: Int32Array };
+
+/** Moving-MNIST batches shaped for a config's input: [B, C, T, S, S] ([B, C, S, S] for 2-D patches). */
+export function movingMnistBatches(cfg: {
+  readonly DATA: { readonly NUM_FRAMES: number; readonly TRAIN_CROP_SIZE: number; readonly INPUT_CHANNEL_NUM: readonly number[] };
+  readonly MVIT: { readonly PATCH_2D: boolean };
+}): KeyedBatches {
+  const frames = cfg.MVIT.PATCH_2D ? 1 : cfg.DATA.NUM_FRAMES;
+  const size = cfg.DATA.TRAIN_CROP_SIZE;
+  const channels = cfg.DATA.INPUT_CHANNEL_NUM[0] ?? 1;
+  // Digits at MNIST's own 28 px where the canvas allows (no resampling blur: the digit is what is hard
+  // to learn), moving 1-3 px a frame within the room left.
+  const digitSize = Math.min(28, Math.max(4, size - 4));
+  const spec: ClipSpec = { frames, size, digitSize, minSpeed: 1, maxSpeed: Math.max(1, Math.min(3, size - digitSize)) };
+  return (k, part, n) => {
+    const b = makeBatch(k, part, n, spec);
+    const per = frames * size * size;
+    let x = b.x;
+    if (channels !== 1) {
+      x = new Float32Array(n * channels * per);
+      for (let i = 0; i < n; i++) for (let c = 0; c < channels; c++) x.set(b.x.subarray(i * per, (i + 1) * per), (i * channels + c) * per);
+    }
+    const shape = cfg.MVIT.PATCH_2D ? [n, channels, size, size] : [n, channels, frames, size, size];
+    return { x: tensor(x, shape), labels: b.y };
+  };
 }

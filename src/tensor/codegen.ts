@@ -5,6 +5,7 @@
  * built from one description (a strided map, a reduction, an embed), so they cannot drift apart; the
  * laws check that they agree.
  */
+import { mapKernel, reduceKernel } from '../backend/wgsl-kernels.ts';
 import { compileFused, exactlyRounded, wasmElementwise, type FusedFn, type FusedGroup } from '../backend/wasm-fusion.ts';
 import { wasmKernelsOn } from '../backend/wasm-memory.ts';
 import type { HostImpl, OpImpl } from './exec.ts';
@@ -160,7 +161,8 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     outputs: [reads.length],
   });
   const host = () => (wasm && wasmKernelsOn() ? fusedHost(key, group) : loop());
-  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
+  const wgsl = () => mapKernel({ name, dims, strides, offsets: reads.map((r) => r.offset), lets: [], outputs: [expr] });
+  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true, wgsl };
 }
 
 /** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
@@ -220,5 +222,7 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
   const total = sizeOf(inShape);
   const group = (): FusedGroup => ({ shape: inShape, reads: [{ strides, offset: 0 }], nodes: [{ op: 'input', input: 0 }], outputs: [{ node: 0, sumAxes: axes }] });
   const host = () => (kind === 'sum' && total >= WASM_MIN_ELEMENTS && wasmKernelsOn() ? fusedHost(key, group) : loop());
-  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
+  const wgsl = () =>
+    reduceKernel({ kind, kept: kept.map((d) => inShape[d]), keptStrides: kept.map((d) => strides[d]), reduced: red.map((d) => inShape[d]), reducedStrides: red.map((d) => strides[d]) });
+  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true, wgsl };
 }

@@ -3,6 +3,7 @@
  * applies its primitive (src/tensor/primitive.ts): one declaration holding the shape rule, the kernels
  * (a gpu.js kernel, or its generated host loop on webasm) and the VJP rule with what it saves.
  */
+import { concatKernel, embedKernel } from '../backend/wgsl-kernels.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { contiguousRead, floorDiv, reduce, splitIndex, stridedMap, type StridedRead } from './codegen.ts';
 import type { OpImpl } from './exec.ts';
@@ -434,7 +435,7 @@ function embedImpl(inShape: Shape, outShape: Shape, start: readonly number[], st
       }
     }
   };
-  return { name: 'embed', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+  return { name: 'embed', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, wgsl: () => embedKernel(inShape, outShape, start, step, fill) };
 }
 
 /** Constant padding: `widths[d] = [before, after]` for each axis (missing axes get [0, 0]). */
@@ -502,7 +503,7 @@ function concatImpl(shapes: readonly Shape[], outShape: Shape, axis: number): Op
       }
     }
   };
-  return { name: 'concat', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
+  return { name: 'concat', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true, wgsl: () => concatKernel(blocks, row, outer * row) };
 }
 
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {

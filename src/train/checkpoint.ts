@@ -1,19 +1,21 @@
 /**
- * Training checkpoints in safetensors: the params under their state_dict names, the AdamW moments
- * under `optim.m.<name>` and `optim.v.<name>`, and in `__metadata__` everything needed to continue
- * the run exactly (step, seed and root key, the model config, optimizer and training settings,
- * format version). Nothing in the file depends on the wall clock, so two runs that reach the same
- * state write the same bytes.
+ * Training checkpoints in safetensors (Node: file IO): the params under their state_dict names, the
+ * optimizer state under `optim.<slot>.<name>` (AdamW: `optim.m.*`, `optim.v.*`; SGD: `optim.buf.*`),
+ * and in `__metadata__` everything needed to continue the run exactly (step, seed and root key, the
+ * model config, optimizer and training settings, format version). Nothing in the file depends on the
+ * wall clock, so two runs that reach the same state write the same bytes.
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, unflattenLike } from '../autodiff/pytree.ts';
 import { readSafetensorsFile, writeSafetensorsFileAtomic, type NamedArray } from '../io/safetensors.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
-import type { AdamWState } from './optim.ts';
+import type { TrainState } from './loop.ts';
+import type { Optimizer, OptState } from './optim.ts';
 
 export const CHECKPOINT_FORMAT = 'revgrad-train-checkpoint/1';
-export const M_PREFIX = 'optim.m.';
-export const V_PREFIX = 'optim.v.';
+export const OPTIM_PREFIX = 'optim.';
+/** The file name `revgrad train` uses in its output directory. */
+export const CHECKPOINT_FILE = 'checkpoint.safetensors';
 
 export interface CheckpointMeta {
   /** Optimizer steps completed. */
@@ -33,8 +35,8 @@ export interface LoadedCheckpoint {
   readonly path: string;
   readonly meta: CheckpointMeta;
   readonly params: Map<string, NamedArray>;
-  /** Present when the file holds optimizer state (training checkpoints do; exported weights need not). */
-  readonly optim: { readonly m: Map<string, NamedArray>; readonly v: Map<string, NamedArray> } | null;
+  /** Optimizer state by slot ('m', 'v', 'buf'), then by param name; null when the file holds none (exported weights). */
+  readonly optim: ReadonlyMap<string, Map<string, NamedArray>> | null;
   /** The raw `__metadata__`. */
   readonly metadata: Record<string, string>;
 }
@@ -42,19 +44,20 @@ export interface LoadedCheckpoint {
 /** Reads through `await t.data()`, so checkpoints are written on asynchronous backends (webgpu) too. */
 const toArray = async (t: Tensor): Promise<NamedArray> => ({ shape: [...t.shape], data: await t.data() });
 
-/** Atomically write a checkpoint of `params` and the AdamW state after `meta.step` steps. */
-export async function saveCheckpoint(
-  path: string,
-  params: unknown,
-  optState: (Omit<AdamWState<unknown>, 'v'> & { v?: unknown }) | null,
-  meta: CheckpointMeta,
-): Promise<void> {
+/** The slots of an optimizer state: every key but `step`. */
+const slotsOf = (optState: { readonly step: number }): [string, unknown][] => Object.entries(optState).filter(([k]) => k !== 'step');
+
+/**
+ * Atomically write a checkpoint of `params` and the optimizer state (null: params only) after `meta.step`
+ * steps. `meta.optimizer` gets the optimizer's step count added.
+ */
+export async function saveCheckpoint(path: string, params: unknown, optState: { readonly step: number } | null, meta: CheckpointMeta): Promise<void> {
   const tensors = new Map<string, NamedArray>();
   for (const [name, t] of flattenWithPaths(params)) tensors.set(name, await toArray(t));
   if (optState !== null) {
-    for (const [name, t] of flattenWithPaths(optState.m)) tensors.set(M_PREFIX + name, await toArray(t));
-    // SGD has one buffer (its momentum, under optim.m); AdamW has two.
-    if (optState.v !== undefined) for (const [name, t] of flattenWithPaths(optState.v)) tensors.set(V_PREFIX + name, await toArray(t));
+    for (const [slot, tree] of slotsOf(optState)) {
+      for (const [name, t] of flattenWithPaths(tree)) tensors.set(`${OPTIM_PREFIX}${slot}.${name}`, await toArray(t));
+    }
   }
   writeSafetensorsFileAtomic(path, tensors, {
     format: CHECKPOINT_FORMAT,
@@ -66,6 +69,17 @@ export async function saveCheckpoint(
     training: JSON.stringify(meta.training),
   });
 }
+
+/**
+ * A `checkpoint.save` for `train()`: each save atomically replaces the file at `path` with the state
+ * and `meta(step)`, and reports the path.
+ */
+export const checkpointToFile =
+  <P, Slot extends string>(path: string, meta: (step: number) => CheckpointMeta) =>
+  async (state: TrainState<P, Slot>): Promise<string> => {
+    await saveCheckpoint(path, state.params, state.optState, meta(state.step));
+    return path;
+  };
 
 function parseJson(metadata: Record<string, string>, field: string, problems: string[]): unknown {
   const text = metadata[field];
@@ -114,27 +128,32 @@ export function loadCheckpoint(path: string): E.Either<string[], LoadedCheckpoin
   if (training !== undefined && !isRecord(training)) problems.push(`__metadata__ 'training' must be a JSON object`);
 
   const params = new Map<string, NamedArray>();
-  const m = new Map<string, NamedArray>();
-  const v = new Map<string, NamedArray>();
+  const optim = new Map<string, Map<string, NamedArray>>();
   for (const [name, t] of tensors) {
-    if (name.startsWith(M_PREFIX)) m.set(name.slice(M_PREFIX.length), t);
-    else if (name.startsWith(V_PREFIX)) v.set(name.slice(V_PREFIX.length), t);
-    else params.set(name, t);
+    if (!name.startsWith(OPTIM_PREFIX)) {
+      params.set(name, t);
+      continue;
+    }
+    const rest = name.slice(OPTIM_PREFIX.length);
+    const dot = rest.indexOf('.');
+    if (dot <= 0) {
+      problems.push(`'${name}' is not named optim.<slot>.<param>`);
+      continue;
+    }
+    const slot = rest.slice(0, dot);
+    if (!optim.has(slot)) optim.set(slot, new Map());
+    optim.get(slot)!.set(rest.slice(dot + 1), t);
   }
   if (params.size === 0) problems.push('the file holds no parameters');
-  const hasOptim = m.size > 0 || v.size > 0;
-  const slots = isRecord(optimizer) && optimizer.name === 'sgd' ? ([[M_PREFIX, m]] as const) : ([[M_PREFIX, m], [V_PREFIX, v]] as const);
-  if (hasOptim) {
+  // Every slot is shaped like the params (AdamW's moments, SGD's momentum buffer).
+  for (const [slot, map] of optim) {
+    const prefix = `${OPTIM_PREFIX}${slot}.`;
     for (const [name, p] of params) {
-      for (const [prefix, map] of slots) {
-        const s = map.get(name);
-        if (s === undefined) problems.push(`optimizer state '${prefix}${name}' is missing`);
-        else if (!sameShape(s.shape, p.shape)) problems.push(`optimizer state '${prefix}${name}' has shape [${s.shape}], the param has [${p.shape}]`);
-      }
+      const s = map.get(name);
+      if (s === undefined) problems.push(`optimizer state '${prefix}${name}' is missing`);
+      else if (!sameShape(s.shape, p.shape)) problems.push(`optimizer state '${prefix}${name}' has shape [${s.shape}], the param has [${p.shape}]`);
     }
-    for (const [prefix, map] of [[M_PREFIX, m], [V_PREFIX, v]] as const) {
-      for (const name of map.keys()) if (!params.has(name)) problems.push(`optimizer state '${prefix}${name}' belongs to no parameter`);
-    }
+    for (const name of map.keys()) if (!params.has(name)) problems.push(`optimizer state '${prefix}${name}' belongs to no parameter`);
   }
   if (problems.length > 0) return E.left(problems.map((p) => `${path}: ${p}`));
   return E.right({
@@ -148,7 +167,7 @@ export function loadCheckpoint(path: string): E.Either<string[], LoadedCheckpoin
       training: training as Record<string, unknown>,
     },
     params,
-    optim: hasOptim ? { m, v } : null,
+    optim: optim.size > 0 ? optim : null,
     metadata,
   });
 }
@@ -181,6 +200,38 @@ export function restoreTree<T>(template: T, named: ReadonlyMap<string, NamedArra
   return problems.length > 0 ? E.left(problems) : E.right(unflattenLike(template, values));
 }
 
+/**
+ * The training state stored in `ck`, shaped like `template` (e.g. freshly initialised params) and
+ * `optimizer`'s state: every name and shape is checked, all problems listed.
+ */
+export function restoreTrainState<P, Slot extends string>(ck: LoadedCheckpoint, template: P, optimizer: Optimizer<Slot>): E.Either<string[], TrainState<P, Slot>> {
+  if (ck.optim === null) return E.left([`${ck.path} holds no optimizer state, so the run cannot be continued exactly`]);
+  const problems: string[] = [];
+  const params = restoreTree(template, ck.params, ck.path);
+  if (E.isLeft(params)) problems.push(...params.left);
+  const fresh = optimizer.init(template) as Record<string, unknown>;
+  const state: Record<string, unknown> = {};
+  for (const slot of optimizer.slots) {
+    const stored = ck.optim.get(slot);
+    if (stored === undefined) {
+      problems.push(`${ck.path}: no optimizer state '${OPTIM_PREFIX}${slot}.*' (the ${optimizer.name} optimizer needs ${optimizer.slots.map((s) => `'${s}'`).join(', ')})`);
+      continue;
+    }
+    const tree = restoreTree(fresh[slot], stored, `${ck.path} (${OPTIM_PREFIX}${slot})`);
+    if (E.isLeft(tree)) problems.push(...tree.left);
+    else state[slot] = tree.right;
+  }
+  for (const slot of ck.optim.keys()) {
+    if (!(optimizer.slots as readonly string[]).includes(slot)) problems.push(`${ck.path}: optimizer state '${OPTIM_PREFIX}${slot}.*' is not ${optimizer.name}'s`);
+  }
+  const stored = ck.meta.optimizer;
+  if (typeof stored.name === 'string' && stored.name !== optimizer.name) problems.push(`${ck.path}: written by the ${stored.name} optimizer, not ${optimizer.name}`);
+  const optimStep = Number(stored.step ?? ck.meta.step);
+  if (!Number.isSafeInteger(optimStep) || optimStep < 0) problems.push(`${ck.path}: the optimizer step ${String(stored.step)} is not a non-negative integer`);
+  if (problems.length > 0 || E.isLeft(params)) return E.left(problems);
+  return E.right({ step: ck.meta.step, params: params.right, optState: { ...state, step: optimStep } as OptState<P, Slot> });
+}
+
 export interface Weights {
   readonly path: string;
   /** Parameters by state_dict name (optimizer state left out). */
@@ -204,7 +255,7 @@ export function readWeights(path: string): E.Either<string[], Weights> {
   let config: unknown;
   if (metadata.config !== undefined) config = parseJson(metadata, 'config', problems);
   const params = new Map<string, NamedArray>();
-  for (const [name, t] of tensors) if (!name.startsWith(M_PREFIX) && !name.startsWith(V_PREFIX)) params.set(name, t);
+  for (const [name, t] of tensors) if (!name.startsWith(OPTIM_PREFIX)) params.set(name, t);
   if (params.size === 0) problems.push('the file holds no parameters');
   const seed = metadata.seed === undefined ? undefined : Number(metadata.seed);
   const step = metadata.step === undefined ? undefined : Number(metadata.step);

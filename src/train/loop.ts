@@ -1,83 +1,52 @@
 /**
- * The training loop. Every random choice comes from keys derived from the seed and the step number:
+ * The training loop over any model and any batch source, on every backend (values are read with
+ * `await t.data()`). Per step: the batch, loss and gradient (valueAndGrad; 'reversible' mode unless
+ * 'store' is chosen), global-norm clipping, one optimizer update; records (train, eval, drift, checkpoint)
+ * go to `onRecord`. Files are the caller's business (`revgrad/node` has the checkpoint and metrics
+ * helpers the `revgrad train` command uses), so this module also runs in browsers.
  *
- *   root = key(seed);  [initKey, dataKey, stepKey, evalKey] = split(root, 4)
- *   step s (0-based): batch from foldIn(dataKey, s), dropout/drop-path from foldIn(stepKey, s)
- *   evaluation: batch i from foldIn(evalKey, i) on the 'test' split, model key foldIn(evalKey, -1 >>> 0)
- *
- * so a run resumed from a checkpoint after step c computes exactly what the uninterrupted run computes.
- * Per step: loss and gradient (valueAndGrad, 'reversible' mode unless 'store' is chosen), global-norm
- * clipping, AdamW with a cosine/warmup learning rate. Records (train, eval, drift, checkpoint) go to
- * `onRecord` and, with an output directory, to DIR/metrics.jsonl, one JSON object per line.
+ * Randomness: step s (0-based) gets the model key foldIn(key, s), so a run resumed from a checkpoint
+ * after step c computes exactly what the uninterrupted run computes when the batch source is a function
+ * of the step (an iterable source continues from wherever its iterator stands).
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import * as E from 'fp-ts/lib/Either.js';
-import { leaves, type PyTree } from '../autodiff/pytree.ts';
+import { leaves } from '../autodiff/pytree.ts';
 import { valueAndGrad } from '../autodiff/tape.ts';
 import { measureMemory } from '../backend/memory.ts';
-import { makeBatch, NUM_CLASSES, type ClipSpec } from '../data/moving-mnist.ts';
-import { foldIn, key as makeKey, split, type Key } from '../random/index.ts';
+import { foldIn, key as makeKey, type Key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
-import { tensor, type Tensor } from '../tensor/tensor.ts';
-import { restoreTree, saveCheckpoint, type LoadedCheckpoint } from './checkpoint.ts';
+import { ArgumentError } from '../tensor/errors.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 import { correctCount, crossEntropy } from './loss.ts';
-import { adamwInit, adamwUpdate, clipGradNorm, sgdUpdate, type AdamWHyper, type AdamWState } from './optim.ts';
-import { learningRate, type CosineSchedule } from './schedule.ts';
-import { ArgumentError, DataError } from '../tensor/errors.ts';
+import { clipGradNorm, type OptState, type Optimizer } from './optim.ts';
 
-/** What the loop needs of a model (MViTModel satisfies it). */
-export interface TrainableModel<P = PyTree> {
-  init(key: Key): P;
-  /** train: raw logits [B, classes]; eval: the head activation applied. */
-  apply(params: P, x: Tensor, key: Key, opts: { train: boolean; mode?: Mode }): Tensor;
-  drift(params: P, x: Tensor, key: Key): { block: number; x1: Tensor; x2: Tensor }[];
-  /** No weight decay for this param (PySlowFast's zero group; 1-D params and biases too unless zeroWd1dParam is false). */
-  noDecay(name: string, zeroWd1dParam?: boolean): boolean;
-}
-
+/** A batch: inputs and one integer class label per row. */
 export interface Batch {
   readonly x: Tensor;
-  readonly y: Int32Array;
-}
-export type BatchFn = (key: Key, part: 'train' | 'test', size: number) => Batch;
-
-/** Everything that determines the numbers a run computes (stored in every checkpoint). */
-export interface TrainSettings {
-  readonly seed: number;
-  readonly steps: number;
-  readonly batchSize: number;
-  readonly mode: Mode;
-  readonly schedule: CosineSchedule;
-  /**
-   * AdamW β1, β2, ε and weight decay (the lr comes from the schedule); with name 'sgd', SGD with
-   * momentum, dampening and nesterov (and the weight decay) instead. Absent name: AdamW.
-   */
-  readonly optimizer: Omit<AdamWHyper, 'lr'> & {
-    readonly name?: 'adamw' | 'sgd';
-    readonly momentum?: number;
-    readonly dampening?: number;
-    readonly nesterov?: boolean;
-  };
-  /** PySlowFast's SOLVER.ZERO_WD_1D_PARAM: no decay on 1-D params and biases (default true). */
-  readonly zeroWd1dParam?: boolean;
-  /** Max global gradient norm; null for no clipping. */
-  readonly clipNorm: number | null;
-  readonly labelSmoothing: number;
+  readonly labels: ArrayLike<number>;
 }
 
-/** How a run is observed (not part of its numbers). */
-export interface Monitoring {
-  /** Test accuracy every this many steps (and at the end); 0 turns it off. */
-  readonly evalEvery: number;
-  readonly evalBatches: number;
-  readonly evalBatchSize: number;
-  /** Drift monitor every this many steps (and at the end); 0 turns it off. */
-  readonly driftEvery: number;
-  /** Checkpoint every this many steps (and at the end); 0 for only the end. */
-  readonly ckptEvery: number;
-  /** The head activation applied in eval mode, to compute the test loss from the outputs. */
-  readonly headAct: 'softmax' | 'sigmoid' | 'none';
+/**
+ * Where batches come from: an async iterable (a stream, a worker, a file reader), an iterable (an array,
+ * a generator), or a function of the 0-based step index (deterministic sources; exact resume).
+ */
+export type BatchSource = BatchStream | ((step: number) => Batch | Promise<Batch>);
+
+/** A source with an end (what evaluation takes). */
+export type BatchStream = AsyncIterable<Batch> | Iterable<Batch>;
+
+/** What the loop needs of a model (an MViTModel has it). */
+export interface TrainableModel<P> {
+  /** train: raw outputs (logits) [B, classes]; eval: the head activation applied where the model has one. */
+  apply(params: P, x: Tensor, key: Key, opts: { readonly train: boolean; readonly mode?: Mode }): Tensor;
+  /** Per-block reconstruction error of reversible blocks (scalar tensors); drift records need it. */
+  drift?(params: P, x: Tensor, key: Key): readonly { readonly block: number; readonly x1: Tensor; readonly x2: Tensor }[];
+}
+
+/** Params, optimizer state and the number of steps taken: what a checkpoint stores and `resume` takes. */
+export interface TrainState<P, Slot extends string> {
+  readonly step: number;
+  readonly params: P;
+  readonly optState: OptState<P, Slot>;
 }
 
 export interface TrainRecord {
@@ -86,16 +55,18 @@ export interface TrainRecord {
   readonly loss: number;
   readonly acc: number;
   readonly lr: number;
+  /** Global L2 norm of the gradients before clipping. */
   readonly gradNorm: number;
   readonly stepMs: number;
   readonly clipsPerSec: number;
+  /** Peak live tensor bytes of the step's forward and backward pass. */
   readonly peakBytes: number;
 }
 export interface EvalRecord {
   readonly type: 'eval';
   readonly step: number;
   readonly testAcc: number;
-  /** Mean test cross-entropy (null when the head activation gives no probabilities). */
+  /** Mean test loss (null when the head activation gives no probabilities). */
   readonly testLoss: number | null;
   readonly clips: number;
 }
@@ -103,275 +74,199 @@ export interface DriftRecord {
   readonly type: 'drift';
   readonly step: number;
   readonly max: number;
-  readonly blocks: readonly { block: number; x1: number; x2: number }[];
+  readonly blocks: readonly { readonly block: number; readonly x1: number; readonly x2: number }[];
 }
 export interface CheckpointRecord {
   readonly type: 'checkpoint';
   readonly step: number;
-  readonly path: string;
+  /** Where the checkpoint went, as the `save` callback said. */
+  readonly path?: string;
 }
 export type LoopRecord = TrainRecord | EvalRecord | DriftRecord | CheckpointRecord;
 
-export interface TrainOptions<P = PyTree> {
+/** What the model's eval-mode output is: logits ('none'), or probabilities after a softmax or sigmoid. */
+export type HeadActivation = 'softmax' | 'sigmoid' | 'none';
+
+export interface EvaluateOptions {
+  /** The model key in eval mode (eval mode draws no randomness, but the key is fixed anyway); default key(0). */
+  readonly key?: Key;
+  readonly mode?: Mode;
+  /** Default 'none': the output is logits and `loss` applies. */
+  readonly headAct?: HeadActivation;
+  /** The loss of logits and labels, for 'none'; default crossEntropy. */
+  readonly loss?: (output: Tensor, labels: ArrayLike<number>) => Tensor;
+}
+
+export interface EvalResult {
+  readonly testAcc: number;
+  /** Mean loss per example; null for a sigmoid head. */
+  readonly testLoss: number | null;
+  readonly clips: number;
+}
+
+export interface TrainOptions<P, Slot extends string> {
   readonly model: TrainableModel<P>;
-  readonly batch: BatchFn;
-  readonly settings: TrainSettings;
-  readonly monitoring: Monitoring;
-  /** The model config, stored in checkpoints. */
-  readonly config: unknown;
-  /** Where metrics.jsonl and checkpoint.safetensors go; null keeps everything in memory. */
-  readonly outDir: string | null;
-  /** Continue from this checkpoint (its step, params and optimizer state). */
-  readonly resume?: LoadedCheckpoint;
+  /** The starting params (ignored when `resume` is given). */
+  readonly params: P;
+  readonly optimizer: Optimizer<Slot>;
+  readonly data: BatchSource;
+  /**
+   * Total optimizer steps (counting those before `resume`). Required for a function source; an iterable
+   * source may instead run until it ends.
+   */
+  readonly steps?: number;
+  /** Step s uses the model key foldIn(key, s) (dropout, drop path); default key(0). */
+  readonly key?: Key;
+  /** Loss of the train-mode output and the labels; default crossEntropy without label smoothing. */
+  readonly loss?: (output: Tensor, labels: ArrayLike<number>) => Tensor;
+  /** Max global gradient L2 norm (torch.nn.utils.clip_grad_norm_); null or absent: no clipping. */
+  readonly clipNorm?: number | null;
+  /** Backward pass of reversible blocks: rebuild activations ('reversible', default) or keep them ('store'). */
+  readonly mode?: Mode;
+  /** Held-out evaluation every `every` steps and after the last one; `data` gives a fresh source each time. */
+  readonly eval?: { readonly every: number; readonly data: () => BatchStream } & EvaluateOptions;
+  /** Drift records (reconstruction error per reversible block) every this many steps and after the last; 0: never. */
+  readonly driftEvery?: number;
+  /** Save every `every` steps, after the last step and when stopping early; `save` may return where it wrote. */
+  readonly checkpoint?: { readonly every: number; readonly save: (state: TrainState<P, Slot>) => Promise<string | void> | string | void };
+  /** Continue from this state (its step, params and optimizer state). */
+  readonly resume?: TrainState<P, Slot>;
   readonly onRecord?: (r: LoopRecord) => void;
-  /** Stop early (after the current step) when this returns true; the state is checkpointed. */
+  /** Stop early (after the current step) when this returns true; a checkpoint is written first. */
   readonly shouldStop?: () => boolean;
 }
 
-export interface TrainResult<P = PyTree> {
-  readonly params: P;
-  readonly optState: AdamWState<P>;
-  readonly step: number;
-  readonly records: LoopRecord[];
-  readonly checkpointPath: string | null;
+export interface TrainResult<P, Slot extends string> extends TrainState<P, Slot> {
+  readonly records: readonly LoopRecord[];
 }
 
-export const METRICS_FILE = 'metrics.jsonl';
-export const CHECKPOINT_FILE = 'checkpoint.safetensors';
-
-export interface RunKeys {
-  readonly root: Key;
-  readonly init: Key;
-  readonly data: Key;
-  readonly step: Key;
-  readonly eval: Key;
+/** Batches of a source in order; a function source is called with the step index from `start` on. */
+async function* batchesOf(op: string, source: BatchSource, start: number): AsyncGenerator<Batch> {
+  if (typeof source === 'function') {
+    for (let s = start; ; s++) yield await source(s);
+  } else if (source !== null && typeof source === 'object' && (Symbol.asyncIterator in source || Symbol.iterator in source)) {
+    yield* source;
+  } else {
+    throw new ArgumentError(op, `data must be an async iterable, an iterable${op === 'train' ? ' or a function (step) => batch' : ''} of { x, labels }`);
+  }
 }
 
-export function runKeys(seed: number): RunKeys {
-  const root = makeKey(seed);
-  const [init, data, step, evalKey] = split(root, 4);
-  return { root, init, data, step, eval: evalKey };
+function checkBatch(op: string, b: unknown, index: number): Batch {
+  const batch = b as Partial<Batch> | null;
+  if (batch === null || typeof batch !== 'object' || typeof batch.x !== 'object' || batch.labels === undefined || typeof batch.labels.length !== 'number') {
+    throw new ArgumentError(op, `batch ${index} must be { x: Tensor, labels: number[] | Int32Array }`);
+  }
+  return batch as Batch;
 }
 
-/** The fixed model key of evaluation (eval mode uses no randomness, but the key is fixed anyway). */
-const evalModelKey = (k: RunKeys): Key => foldIn(k.eval, 0xffffffff);
+/** Let timers (a progress bar) and signal handlers run between steps (setImmediate where there is one: no 1 ms clamp). */
+const yieldToEventLoop = (): Promise<void> =>
+  new Promise((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
 
-/** Moving-MNIST batches shaped for a config's input: [B, C, T, S, S] ([B, C, S, S] for 2-D patches). */
-export function movingMnistBatches(cfg: {
-  DATA: { NUM_FRAMES: number; TRAIN_CROP_SIZE: number; INPUT_CHANNEL_NUM: number[] };
-  MVIT: { PATCH_2D: boolean };
-}): BatchFn {
-  const frames = cfg.MVIT.PATCH_2D ? 1 : cfg.DATA.NUM_FRAMES;
-  const size = cfg.DATA.TRAIN_CROP_SIZE;
-  const channels = cfg.DATA.INPUT_CHANNEL_NUM[0] ?? 1;
-  // Digits at MNIST's own 28 px where the canvas allows (no resampling blur: the digit is what is hard
-  // to learn), moving 1-3 px a frame within the room left.
-  const digitSize = Math.min(28, Math.max(4, size - 4));
-  const spec: ClipSpec = { frames, size, digitSize, minSpeed: 1, maxSpeed: Math.max(1, Math.min(3, size - digitSize)) };
-  return (k, part, n) => {
-    const b = makeBatch(k, part, n, spec);
-    const per = frames * size * size;
-    let x = b.x;
-    if (channels !== 1) {
-      x = new Float32Array(n * channels * per);
-      for (let i = 0; i < n; i++) for (let c = 0; c < channels; c++) x.set(b.x.subarray(i * per, (i + 1) * per), (i * channels + c) * per);
-    }
-    const shape = cfg.MVIT.PATCH_2D ? [n, channels, size, size] : [n, channels, frames, size, size];
-    return { x: tensor(x, shape), y: b.y };
-  };
-}
+const due = (every: number, step: number, last: number | undefined) => step === last || (every > 0 && step % every === 0);
 
-export const MOVING_MNIST_CLASSES = NUM_CLASSES;
-
-/** Keep only the records of metrics.jsonl up to `step` (a resumed run rewrites what came after). */
-function truncateMetrics(path: string, step: number): void {
-  if (!existsSync(path)) return;
-  const kept = readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((line) => {
-      if (line.trim() === '') return false;
-      try {
-        const r = JSON.parse(line) as { step?: unknown };
-        return typeof r === 'object' && r !== null && typeof r.step === 'number' && r.step <= step;
-      } catch {
-        return false; // a line torn by a kill
-      }
-    });
-  writeFileSync(path, kept.map((l) => l + '\n').join(''));
-}
-
-export function readMetrics(path: string): Record<string, unknown>[] {
-  if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .flatMap((l) => {
-      try {
-        return [JSON.parse(l) as Record<string, unknown>];
-      } catch {
-        return [];
-      }
-    });
-}
-
-const due = (every: number, step: number, last: number) => step === last || (every > 0 && step % every === 0);
-
-/** Test accuracy and loss on `batches` fixed held-out batches. */
-export async function evaluate<P>(model: TrainableModel<P>, params: P, batch: BatchFn, keys: RunKeys, m: Pick<Monitoring, 'evalBatches' | 'evalBatchSize' | 'headAct'>, mode: Mode = 'reversible') {
+/** Accuracy and mean loss of `model` on every batch of `data`. */
+export async function evaluate<P>(model: TrainableModel<P>, params: P, data: BatchStream, opts: EvaluateOptions = {}): Promise<EvalResult> {
+  const headAct = opts.headAct ?? 'none';
+  const lossFn = opts.loss ?? crossEntropy;
+  const k = opts.key ?? makeKey(0);
   let correct = 0;
   let total = 0;
   let lossSum = 0;
-  for (let i = 0; i < m.evalBatches; i++) {
-    const { x, y } = batch(foldIn(keys.eval, i), 'test', m.evalBatchSize);
-    const out = model.apply(params, x, evalModelKey(keys), { train: false, mode });
-    correct += await correctCount(out, y);
-    total += y.length;
-    if (m.headAct === 'softmax') {
+  let i = 0;
+  for await (const b of batchesOf('evaluate', data, 0)) {
+    const { x, labels } = checkBatch('evaluate', b, i++);
+    const out = model.apply(params, x, k, { train: false, mode: opts.mode ?? 'reversible' });
+    correct += await correctCount(out, labels);
+    total += labels.length;
+    if (headAct === 'softmax') {
       const p = await out.data();
-      const k = out.shape[1];
-      for (let b = 0; b < y.length; b++) lossSum -= Math.log(Math.max(p[b * k + y[b]], 1e-12));
-    } else if (m.headAct === 'none') {
-      lossSum += (await crossEntropy(out, y).data())[0] * y.length;
+      const c = out.shape[1];
+      for (let r = 0; r < labels.length; r++) lossSum -= Math.log(Math.max(p[r * c + labels[r]], 1e-12));
+    } else if (headAct === 'none') {
+      lossSum += (await lossFn(out, labels).item()) * labels.length;
     }
   }
-  return { testAcc: total === 0 ? 0 : correct / total, testLoss: m.headAct === 'sigmoid' || total === 0 ? null : lossSum / total, clips: total };
+  return { testAcc: total === 0 ? 0 : correct / total, testLoss: headAct === 'sigmoid' || total === 0 ? null : lossSum / total, clips: total };
 }
 
-export function settingsProblems(s: TrainSettings): string[] {
-  const p: string[] = [];
-  if (!Number.isSafeInteger(s.seed)) p.push(`seed must be an integer, got ${s.seed}`);
-  if (!(Number.isSafeInteger(s.steps) && s.steps >= 1)) p.push(`steps must be a positive integer, got ${s.steps}`);
-  if (!(Number.isSafeInteger(s.batchSize) && s.batchSize >= 1)) p.push(`batch size must be a positive integer, got ${s.batchSize}`);
-  if (s.mode !== 'reversible' && s.mode !== 'store') p.push(`mode must be 'reversible' or 'store', got '${s.mode}'`);
-  if (s.clipNorm !== null && !(s.clipNorm > 0)) p.push(`clip norm must be positive, got ${s.clipNorm}`);
-  if (!(s.labelSmoothing >= 0 && s.labelSmoothing < 1)) p.push(`label smoothing must be in [0, 1), got ${s.labelSmoothing}`);
-  return p;
-}
+/** Run (or continue) training; resolves when `steps` are done, the source ends, or `shouldStop` said so. */
+export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>): Promise<TrainResult<P, Slot>> {
+  const { model, optimizer } = opts;
+  const steps = opts.steps;
+  if (steps !== undefined && !(Number.isSafeInteger(steps) && steps >= 0)) throw new ArgumentError('train', `steps must be a non-negative integer, got ${steps}`);
+  if (steps === undefined && typeof opts.data === 'function') throw new ArgumentError('train', 'a function batch source needs `steps` (it never ends)');
+  if (opts.clipNorm !== undefined && opts.clipNorm !== null && !(opts.clipNorm > 0)) throw new ArgumentError('train', `clipNorm must be positive, got ${opts.clipNorm}`);
+  const mode = opts.mode ?? 'reversible';
+  if (mode !== 'reversible' && mode !== 'store') throw new ArgumentError('train', `mode must be 'reversible' or 'store', got '${String(mode)}'`);
+  const lossFn = opts.loss ?? crossEntropy;
+  const stepKey = opts.key ?? makeKey(0);
+  const driftEvery = opts.driftEvery ?? 0;
+  if (driftEvery > 0 && model.drift === undefined) throw new ArgumentError('train', 'driftEvery needs a model with a drift method');
 
-/** Run (or continue) training, on every backend (values are read with `await t.data()`). */
-export async function train<P>(opts: TrainOptions<P>): Promise<TrainResult<P>> {
-  const { model, settings, monitoring, outDir } = opts;
-  const problems = settingsProblems(settings);
-  if (problems.length > 0) throw new ArgumentError('train', problems.join('; '));
-  const keys = runKeys(settings.seed);
-  let params: P = model.init(keys.init);
-  const sgd = settings.optimizer.name === 'sgd';
-  let optState: AdamWState<P> = adamwInit(params);
-  let start = 0;
-  if (opts.resume !== undefined) {
-    const ck = opts.resume;
-    if (ck.optim === null) throw new DataError(ck.path, 'train: the checkpoint holds no optimizer state, so the run cannot be continued exactly');
-    const p = restoreTree(params, ck.params, ck.path);
-    const m = restoreTree(optState.m, ck.optim.m, `${ck.path} (optim.m)`);
-    // SGD keeps one buffer (its momentum, stored as optim.m); AdamW two.
-    const v = sgd ? E.right(optState.v) : restoreTree(optState.v, ck.optim.v, `${ck.path} (optim.v)`);
-    const errs = [p, m, v].flatMap((r) => (E.isLeft(r) ? r.left : []));
-    if (errs.length > 0) throw new DataError(ck.path, `train: cannot resume:\n  ${errs.join('\n  ')}`);
-    params = (p as E.Right<P>).right;
-    const optimStep = Number((ck.meta.optimizer as { step?: unknown }).step ?? ck.meta.step);
-    optState = { step: optimStep, m: (m as E.Right<P>).right, v: (v as E.Right<P>).right };
-    start = ck.meta.step;
-  }
-
-  const metricsPath = outDir === null ? null : join(outDir, METRICS_FILE);
-  const ckptPath = outDir === null ? null : join(outDir, CHECKPOINT_FILE);
-  if (outDir !== null) {
-    mkdirSync(outDir, { recursive: true });
-    if (start > 0) truncateMetrics(metricsPath!, start);
-    else writeFileSync(metricsPath!, '');
-  }
+  let params: P = opts.resume?.params ?? opts.params;
+  let optState: OptState<P, Slot> = opts.resume?.optState ?? optimizer.init(params);
+  const start = opts.resume?.step ?? 0;
+  let step = start;
   const records: LoopRecord[] = [];
   const emit = (r: LoopRecord) => {
     records.push(r);
-    if (metricsPath !== null) appendFileSync(metricsPath, JSON.stringify(r) + '\n');
     opts.onRecord?.(r);
   };
-  const meta = (step: number) => ({
-    step,
-    seed: settings.seed,
-    key: keys.root,
-    config: opts.config,
-    optimizer: { name: 'adamw', ...settings.optimizer },
-    training: settings as unknown as Record<string, unknown>,
-  });
-  const checkpoint = async (step: number) => {
-    if (ckptPath === null) return;
-    await saveCheckpoint(ckptPath, params, (sgd ? { step: optState.step, m: optState.m } : optState) as AdamWState<unknown>, meta(step));
-    emit({ type: 'checkpoint', step, path: ckptPath });
+  const checkpoint = async () => {
+    if (opts.checkpoint === undefined) return;
+    const path = await opts.checkpoint.save({ step, params, optState });
+    emit(typeof path === 'string' ? { type: 'checkpoint', step, path } : { type: 'checkpoint', step });
   };
 
   // Only the params are differentiated: the batch and the key are closed over, so no gradient is
-  // computed for the input clips.
-  const lossAndGrad = (p: P, x: Tensor, y: Int32Array, k: Key) => {
+  // computed for the inputs.
+  const lossAndGrad = (p: P, x: Tensor, labels: ArrayLike<number>, k: Key) => {
     let logits: Tensor | null = null;
-    const [loss, g] = valueAndGrad((q: P): Tensor => {
-      logits = model.apply(q, x, k, { train: true, mode: settings.mode });
-      return crossEntropy(logits, y, settings.labelSmoothing);
+    const [loss, grads] = valueAndGrad((q: P): Tensor => {
+      logits = model.apply(q, x, k, { train: true, mode });
+      return lossFn(logits, labels);
     })(p);
-    return { loss, grads: g as P, logits: logits! as Tensor };
+    return { loss, grads, logits: logits as unknown as Tensor };
   };
 
-  let step = start;
-  let queuedDrift: DriftRecord | null = null;
-  for (let s = start; s < settings.steps; s++) {
-    const t0 = performance.now();
-    const { x, y } = opts.batch(foldIn(keys.data, s), 'train', settings.batchSize);
-    const k = foldIn(keys.step, s);
-    const measured = measureMemory(
-      () => lossAndGrad(params, x, y, k),
-      (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
-    );
-    const { loss: lossT, grads: grads0, logits } = measured.value;
-    // Values are read with `await` so the loop also runs on asynchronous backends (webgpu).
-    const loss = (await lossT.data())[0];
-    const correct = await correctCount(logits, y);
-    const clipped = clipGradNorm(grads0, settings.clipNorm ?? Infinity);
-    const gradNorm = (await clipped.norm.data())[0];
-    const lr = learningRate(settings.schedule, s);
-    if (monitoring.driftEvery > 0 && due(monitoring.driftEvery, s + 1, settings.steps)) {
-      const entries = await Promise.all(model.drift(params, x, k).map(async (e) => ({ block: e.block, x1: (await e.x1.data())[0], x2: (await e.x2.data())[0] })));
-      const max = entries.reduce((m, e) => Math.max(m, e.x1, e.x2), 0);
-      // emitted after the train record of this step, below
-      queuedDrift = { type: 'drift', step: s + 1, max, blocks: entries };
+  if (steps === undefined || start < steps) {
+    for await (const b of batchesOf('train', opts.data, start)) {
+      const s = step;
+      const t0 = performance.now();
+      const { x, labels } = checkBatch('train', b, s);
+      const k = foldIn(stepKey, s);
+      const measured = measureMemory(
+        () => lossAndGrad(params, x, labels, k),
+        (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
+      );
+      const { loss: lossT, grads: grads0, logits } = measured.value;
+      const loss = await lossT.item();
+      const correct = await correctCount(logits, labels);
+      const clipped = clipGradNorm(grads0, opts.clipNorm ?? Infinity);
+      const gradNorm = await clipped.norm.item();
+      const lr = optimizer.learningRate(optState.step);
+      let drift: DriftRecord | null = null;
+      if (driftEvery > 0 && due(driftEvery, s + 1, steps)) {
+        const blocks = await Promise.all(model.drift!(params, x, k).map(async (e) => ({ block: e.block, x1: await e.x1.item(), x2: await e.x2.item() })));
+        drift = { type: 'drift', step: s + 1, max: blocks.reduce((m, e) => Math.max(m, e.x1, e.x2), 0), blocks };
+      }
+      ({ params, state: optState } = optimizer.update(clipped.grads, optState, params));
+      const stepMs = performance.now() - t0;
+      step = s + 1;
+      emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes: measured.peakBytes });
+      if (drift !== null) emit(drift);
+      if (opts.eval !== undefined && opts.eval.every > 0 && due(opts.eval.every, step, steps)) {
+        emit({ type: 'eval', step, ...(await evaluate(model, params, opts.eval.data(), { mode, ...opts.eval })) });
+      }
+      const stopping = opts.shouldStop?.() === true;
+      if ((opts.checkpoint !== undefined && due(opts.checkpoint.every, step, steps)) || stopping) await checkpoint();
+      if (stopping || step === steps) break;
+      await yieldToEventLoop();
     }
-    const noDecay = (n: string) => model.noDecay(n, settings.zeroWd1dParam ?? true);
-    if (sgd) {
-      const o = settings.optimizer;
-      const hyper = { lr, momentum: o.momentum ?? 0, dampening: o.dampening ?? 0, nesterov: o.nesterov ?? false, weightDecay: o.weightDecay };
-      const updated = sgdUpdate(params, clipped.grads, { step: optState.step, buf: optState.m }, hyper, noDecay);
-      params = updated.params;
-      optState = { step: updated.state.step, m: updated.state.buf, v: optState.v };
-    } else {
-      const updated = adamwUpdate(params, clipped.grads, optState, { lr, ...settings.optimizer }, noDecay);
-      params = updated.params;
-      optState = updated.state;
-    }
-    const stepMs = performance.now() - t0;
-    step = s + 1;
-    emit({
-      type: 'train',
-      step,
-      loss,
-      acc: correct / y.length,
-      lr,
-      gradNorm,
-      stepMs,
-      clipsPerSec: (y.length * 1000) / stepMs,
-      peakBytes: measured.peakBytes,
-    });
-    if (queuedDrift !== null) {
-      emit(queuedDrift);
-      queuedDrift = null;
-    }
-    if (monitoring.evalEvery > 0 && due(monitoring.evalEvery, step, settings.steps)) {
-      emit({ type: 'eval', step, ...(await evaluate(model, params, opts.batch, keys, monitoring, settings.mode)) });
-    }
-    const stopping = opts.shouldStop?.() === true;
-    if (due(monitoring.ckptEvery, step, settings.steps) || stopping) await checkpoint(step);
-    if (stopping) break;
-    // Let timers (progress bar) and signals run between steps.
-    await new Promise<void>((r) => setImmediate(r));
   }
-  if (start >= settings.steps && ckptPath !== null && !existsSync(ckptPath)) await checkpoint(step);
-  return { params, optState, step, records, checkpointPath: ckptPath };
+  // A source that ended before `steps` (or an open-ended run): the last state is still saved.
+  const last = records.at(-1);
+  if (step > start && !(last?.type === 'checkpoint' && last.step === step)) await checkpoint();
+  return { params, optState, step, records };
 }

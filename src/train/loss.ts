@@ -2,10 +2,9 @@
  * Classification losses and metrics.
  */
 import { logSoftmax } from '../tensor/composite.ts';
-import { ShapeError } from '../tensor/errors.ts';
-import { mul, neg, sum } from '../tensor/ops.ts';
+import { ArgumentError, ShapeError } from '../tensor/errors.ts';
+import { mean, mul, neg, square, sub, sum } from '../tensor/ops.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
-import { ArgumentError } from '../tensor/errors.ts';
 
 function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>): [number, number] {
   if (logits.rank !== 2) throw new ShapeError(op, `logits must be [batch, classes], got [${logits.shape.join(', ')}]`);
@@ -29,6 +28,14 @@ export function crossEntropy(logits: Tensor, labels: ArrayLike<number>, labelSmo
   const target = new Float32Array(b * k).fill(labelSmoothing / k);
   for (let i = 0; i < b; i++) target[i * k + labels[i]] += 1 - labelSmoothing;
   return mul(neg(sum(mul(logSoftmax(logits, -1), tensor(target, [b, k])))), 1 / b);
+}
+
+/** torch.nn.functional.mse_loss (mean reduction): mean((prediction − target)²); shapes must agree. */
+export function mseLoss(prediction: Tensor, target: Tensor): Tensor {
+  if (prediction.shape.length !== target.shape.length || prediction.shape.some((d, i) => d !== target.shape[i])) {
+    throw new ShapeError('mseLoss', `prediction [${prediction.shape.join(', ')}] and target [${target.shape.join(', ')}] must have the same shape`);
+  }
+  return mean(square(sub(prediction, target)));
 }
 
 /** Index of the largest value in each row (the first one on ties, as torch.argmax). */

@@ -1,20 +1,57 @@
 /**
- * Optimizers as pure functions over pytrees: `update(params, grads, state, hyper)` returns the new
- * params and the new state, and never mutates anything. The state is itself a pytree of tensors
- * (plus a step counter), so checkpoints store it by name like the params.
+ * Optimizers as pure init/update pairs over pytrees, in the style of optax:
  *
- * The arithmetic follows PyTorch's single-tensor (`foreach=False`) implementations op for op, in
- * float32, so one step gives the numbers `torch.optim.SGD` / `torch.optim.AdamW` give.
+ *     const opt = adamw({ lr: warmupCosineSchedule(...), weightDecay: 0.05 });
+ *     let state = opt.init(params);
+ *     ({ params, state } = opt.update(grads, state, params));
+ *
+ * Nothing is mutated. Unlike optax, `update` returns the new params directly instead of updates to add:
+ * each tensor's step is one fused pass (the arithmetic of PyTorch's single-tensor `foreach=False`
+ * implementations op for op, in float32, so a step gives the numbers `torch.optim.AdamW` / `torch.optim.SGD`
+ * give). The state is a step counter and one param-shaped tree per slot (AdamW: `m`, `v`; SGD: `buf`),
+ * so checkpoints store it by name like the params.
  */
-import { flattenWithPaths, leaves, mapTree, unflattenLike, type PyTree } from '../autodiff/pytree.ts';
+import { flattenWithPaths, leaves, mapTree, unflattenLike } from '../autodiff/pytree.ts';
+import { ArgumentError, ShapeError } from '../tensor/errors.ts';
 import { elementwise } from '../tensor/elementwise.ts';
 import { add, div, minimum, mul, sqrt, sub, sum } from '../tensor/ops.ts';
 import { scalar, zeros, zerosLike, type Tensor } from '../tensor/tensor.ts';
-import { ArgumentError, ShapeError } from '../tensor/errors.ts';
+import type { Schedule } from './schedule.ts';
 
-/** Params whose name this returns true for get no weight decay. */
+/** Params whose name (dotted pytree path) this returns true for get no weight decay. */
 export type NoDecay = (name: string) => boolean;
 const decayAll: NoDecay = () => false;
+
+/** An optimizer's state: the number of steps taken and one tree shaped like the params per slot. */
+export type OptState<P, Slot extends string> = { readonly step: number } & { readonly [K in Slot]: P };
+
+/** A pure optimizer: `init` makes the state for some params, `update` takes one step. */
+export interface Optimizer<Slot extends string> {
+  /** 'adamw', 'sgd': stored in checkpoints. */
+  readonly name: string;
+  /** The names of the param-shaped trees in the state. */
+  readonly slots: readonly Slot[];
+  /** The hyperparameters (the learning rate as given: a number, or 'schedule'). */
+  readonly hyper: Readonly<Record<string, number | boolean | string>>;
+  /** The learning rate of the update that follows `step` completed steps. */
+  learningRate(step: number): number;
+  init<P>(params: P): OptState<P, Slot>;
+  update<P>(grads: P, state: OptState<P, Slot>, params: P): { params: P; state: OptState<P, Slot> };
+}
+
+const lrAt = (lr: number | Schedule, step: number): number => (typeof lr === 'number' ? lr : lr(step));
+
+function checkLr(op: string, lr: number | Schedule): void {
+  if (typeof lr === 'function') return;
+  if (typeof lr !== 'number' || !(lr >= 0) || !Number.isFinite(lr)) throw new ArgumentError(op, `lr must be a finite number >= 0 or a schedule (step => lr), got ${String(lr)}`);
+}
+
+function checkHyper(op: string, values: Record<string, number>, ranges: Record<string, [number, number]>): void {
+  for (const [name, [lo, hi]] of Object.entries(ranges)) {
+    const v = values[name];
+    if (typeof v !== 'number' || !(v >= lo && v <= hi)) throw new ArgumentError(op, `${name} must be a number in [${lo}, ${hi}], got ${String(v)}`);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // AdamW
@@ -30,14 +67,8 @@ export interface AdamWHyper {
 /** torch.optim.AdamW's defaults, except the weight decay PySlowFast uses (0.05). */
 export const ADAMW_DEFAULTS: AdamWHyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
 
-export interface AdamWState<P = PyTree> {
-  /** Steps taken so far (PyTorch's `state['step']`). */
-  readonly step: number;
-  /** First moment (exp_avg), shaped like the params. */
-  readonly m: P;
-  /** Second moment (exp_avg_sq), shaped like the params. */
-  readonly v: P;
-}
+/** Steps taken so far (PyTorch's `state['step']`), first moment `m` (exp_avg) and second moment `v` (exp_avg_sq). */
+export type AdamWState<P> = OptState<P, 'm' | 'v'>;
 
 export function adamwInit<P>(params: P): AdamWState<P> {
   return { step: 0, m: mapTree(params, zerosLike), v: mapTree(params, zerosLike) };
@@ -107,11 +138,8 @@ export interface SgdHyper {
 
 export const SGD_DEFAULTS: SgdHyper = { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 0, nesterov: false };
 
-export interface SgdState<P = PyTree> {
-  readonly step: number;
-  /** momentum_buffer, shaped like the params (unused before the first step). */
-  readonly buf: P;
-}
+/** Steps taken so far and the momentum_buffer `buf` (unused before the first step). */
+export type SgdState<P> = OptState<P, 'buf'>;
 
 export function sgdInit<P>(params: P): SgdState<P> {
   return { step: 0, buf: mapTree(params, zerosLike) };
@@ -179,4 +207,68 @@ function aligned(op: string, what: string, ref: readonly [string, Tensor][], tre
     }
     return t;
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The optimizers as init/update pairs
+
+export interface AdamWOptions {
+  /** A number or a schedule (step => lr); default 1e-3. */
+  readonly lr?: number | Schedule;
+  readonly beta1?: number;
+  readonly beta2?: number;
+  readonly eps?: number;
+  /** Decoupled weight decay; default 0.05 (PySlowFast's). */
+  readonly weightDecay?: number;
+  /** Params (by dotted path) that get no weight decay, e.g. biases and norms (`model.noDecay`). */
+  readonly noDecay?: NoDecay;
+}
+
+/** AdamW (torch.optim.AdamW semantics; defaults: torch's, with PySlowFast's weight decay 0.05). */
+export function adamw(opts: AdamWOptions = {}): Optimizer<'m' | 'v'> {
+  const lr = opts.lr ?? ADAMW_DEFAULTS.lr;
+  checkLr('adamw', lr);
+  const h = { beta1: opts.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: opts.beta2 ?? ADAMW_DEFAULTS.beta2, eps: opts.eps ?? ADAMW_DEFAULTS.eps, weightDecay: opts.weightDecay ?? ADAMW_DEFAULTS.weightDecay };
+  checkHyper('adamw', h, { beta1: [0, 1], beta2: [0, 1], eps: [0, Infinity], weightDecay: [0, Infinity] });
+  const noDecay = opts.noDecay ?? decayAll;
+  return {
+    name: 'adamw',
+    slots: ['m', 'v'],
+    hyper: { lr: typeof lr === 'number' ? lr : 'schedule', ...h },
+    learningRate: (step) => lrAt(lr, step),
+    init: adamwInit,
+    update: (grads, state, params) => adamwUpdate(params, grads, state, { lr: lrAt(lr, state.step), ...h }, noDecay),
+  };
+}
+
+export interface SgdOptions {
+  /** A number or a schedule (step => lr); default 0.1. */
+  readonly lr?: number | Schedule;
+  /** Default 0.9 (0 turns momentum off). */
+  readonly momentum?: number;
+  readonly dampening?: number;
+  /** Coupled L2 weight decay (added to the gradient); default 0. */
+  readonly weightDecay?: number;
+  readonly nesterov?: boolean;
+  /** Params (by dotted path) that get no weight decay. */
+  readonly noDecay?: NoDecay;
+}
+
+/** SGD with momentum (torch.optim.SGD semantics). */
+export function sgd(opts: SgdOptions = {}): Optimizer<'buf'> {
+  const lr = opts.lr ?? SGD_DEFAULTS.lr;
+  checkLr('sgd', lr);
+  const h = { momentum: opts.momentum ?? SGD_DEFAULTS.momentum, dampening: opts.dampening ?? SGD_DEFAULTS.dampening, weightDecay: opts.weightDecay ?? SGD_DEFAULTS.weightDecay };
+  checkHyper('sgd', h, { momentum: [0, Infinity], dampening: [0, 1], weightDecay: [0, Infinity] });
+  const nesterov = opts.nesterov ?? SGD_DEFAULTS.nesterov;
+  if (nesterov && (h.momentum <= 0 || h.dampening !== 0)) throw new ArgumentError('sgd', 'Nesterov momentum requires a momentum > 0 and zero dampening (as torch.optim.SGD)');
+  const noDecay = opts.noDecay ?? decayAll;
+  return {
+    name: 'sgd',
+    slots: ['buf'],
+    hyper: { lr: typeof lr === 'number' ? lr : 'schedule', ...h, nesterov },
+    learningRate: (step) => lrAt(lr, step),
+    init: sgdInit,
+    update: (grads, state, params) => sgdUpdate(params, grads, state, { lr: lrAt(lr, state.step), ...h, nesterov }, noDecay),
+  };
 }

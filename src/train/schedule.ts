@@ -3,6 +3,9 @@
  * warmup (slowfast/utils/lr_policy.py), counted in optimizer steps instead of (fractional) epochs.
  */
 
+/** A learning rate per step: the argument is the number of optimizer steps completed (0 for the first). */
+export type Schedule = (step: number) => number;
+
 export interface CosineSchedule {
   /** Peak learning rate (SOLVER.BASE_LR). */
   readonly baseLr: number;
@@ -47,6 +50,9 @@ export function learningRate(s: CosineSchedule, step: number): number {
   }
   return cosineAt(s, step);
 }
+
+/** The schedule `s` as a function an optimizer takes: `adamw({ lr: warmupCosineSchedule(s) })`. */
+export const warmupCosineSchedule = (s: CosineSchedule): Schedule => (step) => learningRate(s, step);
 
 /** Problems with a schedule's numbers (empty when it is usable). */
 export function scheduleProblems(s: CosineSchedule): string[] {

@@ -20,7 +20,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import type { SlowFastTree } from '../models/mvit/yaml-config.ts';
 import { SLOWFAST_TRAINING_DEFAULTS } from '../models/mvit/yaml-config.ts';
-import type { TrainSettings } from './loop.ts';
+import type { TrainSettings } from './settings.ts';
 import type { CosineSchedule } from './schedule.ts';
 
 /** What a YAML config decides about a run; steps, batch size and mode come from the command line. */

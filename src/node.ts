@@ -1,0 +1,33 @@
+/**
+ * revgrad/node: the Node-only helpers (files and the Moving-MNIST data set). Everything in 'revgrad'
+ * itself also runs in browsers; this entry adds what needs `node:fs` or the `mnist` package.
+ */
+export { readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
+export { loadWeights, saveWeights } from './models/mvit/weights.ts';
+export { checkFixture, formatReport, type FixtureReport, type Comparison } from './models/mvit/fixture-check.ts';
+export {
+  saveCheckpoint,
+  loadCheckpoint,
+  restoreTrainState,
+  restoreTree,
+  readWeights,
+  checkpointToFile,
+  CHECKPOINT_FILE,
+  CHECKPOINT_FORMAT,
+  type CheckpointMeta,
+  type LoadedCheckpoint,
+  type Weights,
+} from './train/checkpoint.ts';
+export { METRICS_FILE, startMetrics, appendMetric, readMetrics } from './train/metrics-file.ts';
+export {
+  movingMnistBatches,
+  makeBatch,
+  makeClip,
+  loadDigits,
+  NUM_CLASSES as MOVING_MNIST_CLASSES,
+  DIRECTIONS,
+  DEFAULT_CLIP_SPEC,
+  type KeyedBatches,
+  type ClipSpec,
+  type Split,
+} from './data/moving-mnist.ts';
