@@ -4,7 +4,6 @@
  */
 export { readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
 export { loadWeights, saveWeights } from './models/mvit/weights.ts';
-export { checkFixture, formatReport, type FixtureReport, type Comparison } from './models/mvit/fixture-check.ts';
 export {
   saveCheckpoint,
   loadCheckpoint,

@@ -31,7 +31,7 @@ export type HostImpl = (inputs: Float32Array[], out: Float32Array) => void;
 const isGpuBackend = (name: BackendName): boolean => name === 'webgpu' || name === 'webgl2';
 
 /** The most elements a GPU kernel indexes exactly with float32 index math (2^24 - 8; see codegen.ts floorDiv). */
-const GPU_MAX_ELEMENTS = 2 ** 24 - 8;
+export const GPU_MAX_ELEMENTS = 2 ** 24 - 8;
 
 export interface OpImpl {
   /** For profiles and errors. */
