@@ -13,28 +13,20 @@ import fc from 'fast-check';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
-import { assertClose, assertProperty, BACKENDS, checkVjp, maxAbs, OP_CASES, rand, seedArb, shapeArb, sizeOf, taylorRemainders, uniform } from './helpers.ts';
+import { assertClose, assertProperty, BACKENDS, checkVjp, maxAbs, OP_CASES, opLaw, rand, seedArb, shapeArb, sizeOf, uniform } from './helpers.ts';
 
-const RUNS = { numRuns: 25 };
+const RUNS = { runs: 25 };
 
 const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
 
-// --- (a) VJP vs central finite differences, every op ------------------------------------------
+// --- (a) VJP vs central finite differences, every op (the kit's vjpLaw 'fd') ---------------------
 
 for (const entry of OP_CASES) {
-  test(`(a) vjp of ${entry.name} agrees with central finite differences`, () => {
-    assertProperty(
-      fc.property(entry.arb, seedArb, (p, seed) => {
-        for (const backend of BACKENDS) {
-          const r = withBackend(backend, () => checkVjp(entry.build(p), seed));
-          if (!r.ok) {
-            throw new Error(`${entry.name} on ${backend}: <vjp(u), dx> = ${r.analytic}, finite difference = ${r.numeric}, |diff| ${Math.abs(r.analytic - r.numeric)} > tol ${r.tol}`);
-          }
-        }
-      }),
-      RUNS,
-    );
-  });
+  for (const backend of BACKENDS) {
+    test(`(a) [${backend}] vjp of ${entry.name} agrees with central finite differences`, async () => {
+      await opLaw(entry, ['fd'], { backend }).assert(RUNS);
+    });
+  }
 }
 
 // Regression: the 'dx' kernel of src/tensor/conv.ts used to paste the output-channel expression
@@ -54,61 +46,38 @@ test('(a) conv input gradient with groups = 2 and 2 channels per group (regressi
   }
 });
 
-test('(a) the finite-difference check catches a wrong VJP (a customVjp with backward 3x g for x^2)', () => {
-  const wrongSquare = R.customVjp((x: Tensor) => [R.mul(x, x), x] as [Tensor, Tensor], (x: Tensor, g: Tensor) => [R.mul(R.mul(g, x), 3)]);
+const wrongSquare = R.customVjp((x: Tensor) => [R.mul(x, x), x] as [Tensor, Tensor], (x: Tensor, g: Tensor) => [R.mul(R.mul(g, x), 3)]);
+
+test('(a) the finite-difference check catches a wrong VJP (a customVjp with backward 3x g for x^2)', async () => {
   for (const backend of BACKENDS) {
-    const r = withBackend(backend, () => checkVjp({ inputs: [rand([3, 2], 5, 0.5, 1.5)], f: (x) => wrongSquare(x) }, 11));
-    assert.not.ok(r.ok, `${backend}: the wrong VJP passed (${r.analytic} vs ${r.numeric})`);
+    const r = await checkVjp({ inputs: [rand([3, 2], 5, 0.5, 1.5)], f: (x) => wrongSquare(x) }, 11, { backend });
+    assert.not.ok(r.ok, `${backend}: the wrong VJP passed (${r.detail})`);
+    assert.match(r.detail, 'input 0 [3, 2]');
   }
 });
 
-// --- (b) Taylor test --------------------------------------------------------------------------
+// --- (b) Taylor test (the kit's vjpLaw 'taylor') ---------------------------------------------------
 
 // Steps 0.12 ... 0.015 (|v| <= 1): large enough that the h^2 remainder at the smallest step (~2e-4 x
 // curvature) stands above float32 round-off (~1e-7 relative) for most generated cases, small enough that
-// the h^3 term moves the first ratio by < 20% for the curvatures generated (|f'''/f''| <= ~4).
+// the h^3 term moves the first ratio by < 20% for the curvatures generated (|f'''/f''| <= ~4). Cases where
+// the h^3 term or round-off would dominate are inconclusive; each law needs 3 conclusive cases of 16.
 const TAYLOR_HS = [0.12, 0.06, 0.03, 0.015];
-// (cases where the h^3 term would move it more are detected and skipped below).
 
 for (const entry of OP_CASES.filter((e) => e.smooth)) {
-  test(`(b) Taylor remainders of ${entry.name} shrink like h^2`, () => {
-    let checked = 0;
-    assertProperty(
-      fc.property(entry.arb, seedArb, (p, seed) => {
-        for (const backend of BACKENDS) {
-          withBackend(backend, () => {
-            const c = entry.build(p);
-            const { remainders, curvature, cubic, noise } = taylorRemainders(c, seed, TAYLOR_HS);
-            // Where the h^3 term is more than 10% of the h^2 term at the largest step (tanh or erf near 0,
-            // where f'' vanishes but f''' does not), the ratios are not yet asymptotic: skip.
-            if (!(cubic * TAYLOR_HS[0] <= 0.1 * (curvature / 2))) return;
-            // Where the h^2 term is not at least 10x the float32 round-off at the smallest step (ops that
-            // are linear along this direction, flat regions of erf/tanh, softmax over a size-1 axis), the
-            // ratio measures round-off: skip. Above it, round-off (estimated at 4 ulps RMS, several times
-            // the real figure) moves each ratio by < 20%.
-            if (!(remainders[remainders.length - 1] > 10 * noise[noise.length - 1])) return;
-            checked++;
-            for (let i = 0; i + 1 < remainders.length; i++) {
-              const ratio = remainders[i] / remainders[i + 1];
-              if (!(ratio > 3 && ratio < 5)) {
-                throw new Error(`${entry.name} on ${backend}: r(${TAYLOR_HS[i]}) / r(${TAYLOR_HS[i + 1]}) = ${ratio} (remainders ${remainders.join(', ')}, curvature ${curvature}, cubic ${cubic}, noise ${noise.join(', ')})`);
-              }
-            }
-          });
-        }
-      }),
-      { numRuns: 16 },
-    );
-    // Most generated cases are curved; the law must not pass by skipping them all.
-    assert.ok(checked >= 6, `only ${checked} of 32 cases (16 runs x 2 backends) rose above round-off`);
-  });
+  for (const backend of BACKENDS) {
+    test(`(b) [${backend}] Taylor remainders of ${entry.name} shrink like h^2`, async () => {
+      await opLaw(entry, ['taylor'], { backend, taylorSteps: TAYLOR_HS, minConclusive: 3 }).assert({ runs: 16 });
+    });
+  }
 }
 
-test('(b) the Taylor test catches a VJP that is off by a factor (ratio ~2 instead of ~4)', () => {
+test('(b) the Taylor test catches a VJP that is off by a factor (ratio ~2 instead of ~4)', async () => {
   const wrong = R.customVjp((x: Tensor) => [R.exp(x), R.exp(x)] as [Tensor, Tensor], (y: Tensor, g: Tensor) => [R.mul(R.mul(g, y), 1.1)]);
-  const { remainders } = taylorRemainders({ inputs: [rand([4], 3)], f: (x) => wrong(x) }, 9, TAYLOR_HS);
-  const ratio = remainders[2] / remainders[3];
-  assert.ok(ratio < 2.5, `ratio ${ratio}`);
+  const r = await checkVjp({ inputs: [rand([4], 3)], f: (x) => wrong(x) }, 9, { checks: ['taylor'], taylorSteps: TAYLOR_HS });
+  assert.ok(r.conclusive && !r.ok, r.detail);
+  const ratios = /ratios ([^ ]+), ([^ ]+), ([^ ]+)$/.exec(r.detail);
+  assert.ok(ratios !== null && Number(ratios[3]) < 2.5, r.detail);
 });
 
 // --- (c) linearity of pullbacks -----------------------------------------------------------------
@@ -212,44 +181,41 @@ test('(e) grad(f + g) = grad f + grad g', () => {
   );
 });
 
-test('(e) grad over pytree arguments returns trees of the same structure, with the right values', () => {
-  assertProperty(
-    fc.property(shapeArb(1, 3), fc.integer({ min: 1, max: 3 }), seedArb, (shape, layers, seed) => {
+test('(e) grad over pytree arguments returns trees of the same structure, with the right values', async () => {
+  await assertProperty(
+    fc.asyncProperty(shapeArb(1, 3), fc.integer({ min: 1, max: 3 }), seedArb, async (shape, layers, seed) => {
       for (const backend of BACKENDS) {
+        const params = {
+          scale: rand(shape, seed),
+          layers: Array.from({ length: layers }, (_, i) => ({ w: rand(shape, seed + 10 * i + 1), b: [rand([], seed + 10 * i + 2)] })),
+        };
+        const x = rand(shape, seed + 99);
+        type P = typeof params;
+        const loss = (p: P, input: Tensor) => {
+          let h = R.mul(input, p.scale);
+          for (const l of p.layers) h = R.tanh(R.add(R.mul(h, l.w), l.b[0]));
+          return R.sum(R.mul(h, h));
+        };
+        const pLeaves = R.flattenWithPaths(params);
+        const lossOfLeaf = (k: number) => (t: Tensor) => loss(R.unflattenLike(params, pLeaves.map(([, l], j) => (j === k ? t : l))), x);
         withBackend(backend, () => {
-          const params = {
-            scale: rand(shape, seed),
-            layers: Array.from({ length: layers }, (_, i) => ({ w: rand(shape, seed + 10 * i + 1), b: [rand([], seed + 10 * i + 2)] })),
-          };
-          const x = rand(shape, seed + 99);
-          type P = typeof params;
-          const loss = (p: P, input: Tensor) => {
-            let h = R.mul(input, p.scale);
-            for (const l of p.layers) h = R.tanh(R.add(R.mul(h, l.w), l.b[0]));
-            return R.sum(R.mul(h, h));
-          };
           const [g, gx] = R.grad(loss, [0, 1])(params, x) as [P, Tensor];
           assert.equal(Object.keys(g), ['scale', 'layers']);
           assert.is(g.layers.length, layers);
           const gLeaves = R.flattenWithPaths(g);
-          const pLeaves = R.flattenWithPaths(params);
           assert.equal(gLeaves.map(([path, t]) => `${path}:${t.shape}`), pLeaves.map(([path, t]) => `${path}:${t.shape}`));
           assert.equal(gx.shape, x.shape);
-          // Each leaf's gradient agrees with finite differences of the loss in that leaf alone.
+          // Each leaf of the tree gradient equals the gradient of the loss in that leaf alone ...
           pLeaves.forEach(([path], k) => {
-            const r = checkVjp(
-              {
-                inputs: [pLeaves[k][1]],
-                f: (t) => loss(R.unflattenLike(params, pLeaves.map(([, l], j) => (j === k ? t : l))), x),
-              },
-              seed + k,
-            );
-            assert.ok(r.ok, `${backend} ${path}: ${r.analytic} vs ${r.numeric}`);
-            // ... and equals the tree gradient's leaf.
-            const [, pb] = R.vjp((t: Tensor) => loss(R.unflattenLike(params, pLeaves.map(([, l], j) => (j === k ? t : l))), x), pLeaves[k][1]);
+            const [, pb] = R.vjp(lossOfLeaf(k), pLeaves[k][1]);
             assertClose(gLeaves[k][1], pb()[0], 1e-6, 1e-7, `${backend} ${path}`);
           });
         });
+        // ... which agrees with finite differences.
+        for (const [k, [path, leaf]] of pLeaves.entries()) {
+          const r = await checkVjp({ inputs: [leaf], f: lossOfLeaf(k) }, seed + k, { backend });
+          assert.ok(r.ok, `${backend} ${path}: ${r.detail}`);
+        }
       }
     }),
     { numRuns: 8 },

@@ -1,7 +1,9 @@
 /**
- * Shared helpers for the law files: deterministic data, fast-check generators of shapes and of
- * well-conditioned op cases (one per differentiable primitive / composite), and a float64
- * finite-difference checker for VJPs.
+ * Shared helpers for the law files, on top of the law kit (src/laws, published as `revgrad/laws`):
+ * the kit's arbitraries (shapes, broadcast sets, axes, seeds), its property runner, its seeded data and
+ * its VJP checks; plus what only our own laws need: deterministic data families, one generator of
+ * well-conditioned cases per differentiable primitive / composite (OP_CASES), and the three ways an op
+ * runs here (fast paths, webasm kernels, cpu kernels).
  *
  * Generated values are plain data (shapes, seeds, options); tensors are built from them inside the
  * property, so fast-check prints readable counterexamples and the same case can run on every backend.
@@ -13,11 +15,13 @@ import * as R from '../src/index.ts';
 // The tensor `stack` (src/index.ts now exports the reversible-block `stack` under that name).
 import { stack as stackTensors } from '../src/tensor/ops.ts';
 import type { Tensor } from '../src/index.ts';
+import { arb, assertProperty as kitAssertProperty, vjpLaw, type Outcome, type VjpCase, type VjpCheck, type VjpLawOptions } from '../src/laws/index.ts';
+import { dot as kitDot, EPS32 as KIT_EPS32, maxAbs as kitMaxAbs, rng as kitRng, seededUniform } from '../src/laws/numeric.ts';
 
 export const BACKENDS: readonly BackendName[] = ['webasm', 'cpu'];
 
 /** float32 machine epsilon (2^-23). */
-export const EPS32 = 2 ** -23;
+export const EPS32 = KIT_EPS32;
 
 /** Run `fn` with the host fast paths switched off (every op runs its gpu.js kernel), restoring them. */
 export function withoutFastPaths<A>(fn: () => A): A {
@@ -39,27 +43,13 @@ export const MODES: readonly { name: string; run: <A>(fn: () => A) => A }[] = [
 // ---------------------------------------------------------------------------------------------
 // Deterministic data
 
-/** mulberry32: a small seeded PRNG in [0, 1), so a failing seed reproduces. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: a small seeded PRNG in [0, 1), so a failing seed reproduces (the kit's). */
+export const rng = kitRng;
 
 export const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
-/** Uniform values in [lo, hi). */
-export function uniform(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
-  return out;
-}
+/** Uniform values in [lo, hi) (the kit's seeded data). */
+export const uniform = (n: number, seed: number, lo = -1, hi = 1): Float32Array => seededUniform(n, seed, lo, hi);
 
 /** Values with lo <= |x| < hi and a random sign (away from a kink at 0). */
 export function awayFromZero(n: number, seed: number, lo = 0.1, hi = 2): Float32Array {
@@ -89,11 +79,7 @@ export function f64(t: Tensor): Float64Array {
   return Float64Array.from(t.dataSync());
 }
 
-export const maxAbs = (xs: ArrayLike<number>): number => {
-  let m = 0;
-  for (let i = 0; i < xs.length; i++) m = Math.max(m, Math.abs(xs[i]));
-  return m;
-};
+export const maxAbs = kitMaxAbs;
 
 /** Throws unless `got` and `want` have the same shape and |got - want| <= atol + rtol * max|want| everywhere. */
 export function assertClose(got: Tensor, want: Tensor, rtol: number, atol: number, what: string): void {
@@ -115,46 +101,17 @@ export function assertClose(got: Tensor, want: Tensor, rtol: number, atol: numbe
 // Shape generators (small: dims 1..4, rank 0..4)
 
 export const dimArb = fc.integer({ min: 1, max: 4 });
-export const shapeArb = (minRank = 0, maxRank = 4): fc.Arbitrary<number[]> =>
-  fc.array(dimArb, { minLength: minRank, maxLength: maxRank });
-export const seedArb = fc.integer({ min: 1, max: 0x7fffffff });
+export const shapeArb = (minRank = 0, maxRank = 4): fc.Arbitrary<number[]> => arb.shape({ minRank, maxRank });
+export const seedArb = arb.seed();
 
-/**
- * Shapes that broadcast together (NumPy rules): every shape is `base` with some axes set to 1 and
- * some leading axes dropped; `out` is their broadcast shape.
- */
-export function broadcastShapesArb(count: number, maxRank = 4): fc.Arbitrary<{ base: number[]; shapes: number[][]; out: number[] }> {
-  return shapeArb(0, maxRank).chain((base) =>
-    fc
-      .array(fc.record({ ones: fc.array(fc.boolean(), { minLength: base.length, maxLength: base.length }), drop: fc.integer({ min: 0, max: base.length }) }), {
-        minLength: count,
-        maxLength: count,
-      })
-      .map((specs) => {
-        const shapes = specs.map(({ ones, drop }) => base.map((d, i) => (ones[i] ? 1 : d)).slice(drop));
-        const out = base.map((_, i) => {
-          let d = 1;
-          for (const s of shapes) {
-            const j = i - (base.length - s.length);
-            if (j >= 0 && s[j] !== 1) d = s[j];
-          }
-          return d;
-        });
-        // Leading axes that every shape dropped are not in the result.
-        const rank = Math.max(0, ...shapes.map((s) => s.length));
-        return { base, shapes, out: out.slice(base.length - rank) };
-      }),
-  );
-}
+/** Shapes that broadcast together (NumPy rules), with their broadcast shape `out`. */
+export const broadcastShapesArb = (count: number, maxRank = 4) => arb.broadcastShapes(count, { maxRank });
 
 /** A subset of the axes of a rank-r shape, each written as a non-negative or a negative index. */
-export const axesArb = (rank: number): fc.Arbitrary<number[]> =>
-  fc
-    .subarray([...Array(rank).keys()])
-    .chain((axes) => fc.array(fc.boolean(), { minLength: axes.length, maxLength: axes.length }).map((negs) => axes.map((a, i) => (negs[i] ? a - rank : a))));
+export const axesArb = arb.axes;
 
 /** One axis of a rank-r shape (r >= 1), possibly negative. */
-export const axisArb = (rank: number): fc.Arbitrary<number> => fc.integer({ min: -rank, max: rank - 1 });
+export const axisArb = arb.axis;
 
 // ---------------------------------------------------------------------------------------------
 // Op cases: one generator per differentiable op, with inputs kept where the op is smooth.
@@ -522,200 +479,23 @@ export const OP_CASES: readonly OpEntry[] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
-// Finite differences
-
-export interface FdOptions {
-  /** Step along the direction v (|v| <= 1 per element). */
-  readonly h?: number;
-  /** Relative tolerance on the sum of |terms| (see checkVjp). */
-  readonly rtol?: number;
-  /** float32 round-off allowance, in ulps of |f(x ± hv)|. */
-  readonly ulps?: number;
-}
-
-export interface FdResult {
-  readonly analytic: number;
-  readonly numeric: number;
-  readonly tol: number;
-  readonly ok: boolean;
-}
-
-const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
+// VJP checks and the property runner: the kit's
 
 /** Σ a·b in float64. */
-export function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
+export const dot = kitDot;
+
+/** One VJP check (the kit's 'fd' by default) of one case on the current backend. */
+export function checkVjp(c: OpCase, seed: number, opts: VjpLawOptions & { checks?: readonly VjpCheck[] } = {}): Promise<Outcome> {
+  return vjpLaw(fc.constant<VjpCase>(c), { checks: ['fd'], ...opts }).measure({ ...c, seed });
 }
 
-/**
- * Compare <vjp(u), dx> with the central difference (f(x + h v) - f(x - h v)) · u, all sums in float64.
- *
- * The perturbed inputs are rounded to float32 (that is all the library can take), so dx is the exact
- * difference of the two rounded inputs (x + hv) - (x - hv) computed in float64, not 2hv: the comparison
- * then carries no input-rounding error. Remaining error sources, which set the tolerance:
- *  - truncation of the central difference: per term (h|v|)^2 |f'''| / 6, i.e. a relative error of at
- *    most 1e-4 * |f'''/f'| / 6 for h = 1e-2; the generated inputs keep |f'''/f'| below ~60 (worst case
- *    pow with base 0.5 and exponent -2: 48), so <= 1e-3 relative to the sum of |terms|: rtol = 2e-3
- *    (a wrong rule - wrong factor, sign, axis or transpose - is off by O(1) of that sum);
- *  - float32 round-off in f(x ± hv): a few ulps of the values involved; ulps * EPS32 * Σ|u|(|f+| + |f-|).
- *    The central difference divides this by 2h ~ 0.02, so it is the term that forbids much smaller h.
- */
-export function checkVjp(c: OpCase, seed: number, opts: FdOptions = {}): FdResult {
-  const check = fdCheck(c, seed, opts);
-  let step = check.next();
-  while (!step.done) step = check.next(step.value.dataSync());
-  return step.value;
-}
-
-/** checkVjp reading results asynchronously (every backend, webgpu included). */
-export async function checkVjpAsync(c: OpCase, seed: number, opts: FdOptions = {}): Promise<FdResult> {
-  const check = fdCheck(c, seed, opts);
-  let step = check.next();
-  while (!step.done) step = check.next(await step.value.data());
-  return step.value;
-}
-
-/**
- * The check itself, independent of how data is read: it yields each tensor whose values it needs and
- * is resumed with them, so one body serves the synchronous and the asynchronous driver.
- */
-function* fdCheck(c: OpCase, seed: number, opts: FdOptions): Generator<Tensor, FdResult, Float32Array> {
-  const h = opts.h ?? 1e-2;
-  const rtol = opts.rtol ?? 2e-3;
-  const ulps = opts.ulps ?? 64;
-  const wrt = c.wrt ?? c.inputs.map((_, i) => i);
-  const [y, pullback] = R.vjp(c.f, ...c.inputs);
-  const ys = leavesOf(y);
-  const us = ys.map((t, k) => uniform(t.size, seed + 101 * k));
-  const cts = us.map((d, k) => R.tensor(d, [...ys[k].shape]));
-  const grads = pullback((Array.isArray(y) ? cts : cts[0]) as never) as Tensor[];
-  const plus = [...c.inputs];
-  const minus = [...c.inputs];
-  const dxs = new Map<number, Float64Array>();
-  for (const i of wrt) {
-    const x = yield c.inputs[i];
-    const v = uniform(x.length, seed + 7 + 13 * i);
-    const xp = Float32Array.from(x, (xi, j) => xi + h * v[j]);
-    const xm = Float32Array.from(x, (xi, j) => xi - h * v[j]);
-    plus[i] = R.tensor(xp, [...c.inputs[i].shape]);
-    minus[i] = R.tensor(xm, [...c.inputs[i].shape]);
-    dxs.set(i, Float64Array.from(xp, (p, j) => p - xm[j]));
-  }
-  let analytic = 0;
-  let absTerms = 0;
-  for (const [i, dx] of dxs) {
-    const g = grads[i];
-    if (g.shape.join(',') !== c.inputs[i].shape.join(',')) throw new Error(`gradient ${i} has shape [${g.shape}], input [${c.inputs[i].shape}]`);
-    const gd = yield g;
-    for (let j = 0; j < dx.length; j++) {
-      analytic += gd[j] * dx[j];
-      absTerms += Math.abs(gd[j] * dx[j]);
-    }
-  }
-  const fp = leavesOf(c.f(...plus));
-  const fm = leavesOf(c.f(...minus));
-  let numeric = 0;
-  let absNumeric = 0;
-  let roundScale = 0;
-  for (let k = 0; k < fp.length; k++) {
-    const a = yield fp[k];
-    const b = yield fm[k];
-    const uk = us[k];
-    for (let j = 0; j < a.length; j++) {
-      numeric += uk[j] * (a[j] - b[j]);
-      absNumeric += Math.abs(uk[j] * (a[j] - b[j]));
-      roundScale += Math.abs(uk[j]) * (Math.abs(a[j]) + Math.abs(b[j]));
-    }
-  }
-  const tol = rtol * Math.max(absTerms, absNumeric) + ulps * EPS32 * roundScale + 1e-30;
-  return { analytic, numeric, tol, ok: Math.abs(analytic - numeric) <= tol };
-}
-
-/**
- * Taylor remainders r(h) = |(f(x + h v) - f(x)) · u - <vjp(u), dx>| for the given steps (dx the exact
- * float32 step, as in checkVjp). For a correct VJP r(h) = c2 h^2 + c3 h^3 + ..., so r(h) / r(h/2) -> 4; a wrong VJP
- * leaves an O(h) remainder (ratio 2). u is chosen along the second difference f(x+h0 v) + f(x-h0 v) - 2 f(x),
- * so the h^2 coefficient u·(v^T f'' v) is as large as possible rather than accidentally near zero.
- * Returns the remainders, `curvature` = 2 c2, an estimate `cubic` of |c3| and the round-off `noise` per step.
- */
-export function taylorRemainders(c: OpCase, seed: number, hs: readonly number[]): { remainders: number[]; curvature: number; cubic: number; noise: number[] } {
-  const wrt = c.wrt ?? c.inputs.map((_, i) => i);
-  const vs = new Map(wrt.map((i) => [i, uniform(c.inputs[i].size, seed + 7 + 13 * i)]));
-  const shifted = (h: number) => {
-    const xs = [...c.inputs];
-    for (const [i, v] of vs) xs[i] = R.tensor(Float32Array.from(c.inputs[i].dataSync(), (xi, j) => xi + h * v[j]), [...c.inputs[i].shape]);
-    return xs;
-  };
-  const flat = (ts: Tensor | Tensor[]) => Float64Array.from(leavesOf(ts).flatMap((t) => Array.from(t.dataSync())));
-  const f0 = flat(c.f(...c.inputs));
-  const h0 = hs[0];
-  const fp = flat(c.f(...shifted(h0)));
-  const fm = flat(c.f(...shifted(-h0)));
-  const d2 = fp.map((p, j) => p + fm[j] - 2 * f0[j]);
-  const norm = Math.sqrt(dot(d2, d2));
-  const uFlat = d2.map((d) => (norm > 0 ? d / norm : 0));
-  const [y, pullback] = R.vjp(c.f, ...c.inputs);
-  const ys = leavesOf(y);
-  let at = 0;
-  const cts = ys.map((t) => {
-    const part = Float32Array.from(uFlat.subarray(at, at + t.size));
-    at += t.size;
-    return R.tensor(part, [...t.shape]);
-  });
-  const grads = pullback((Array.isArray(y) ? cts : cts[0]) as never) as Tensor[];
-  // The odd part of the remainder, (f(x + h0 v) - f(x - h0 v)) · u - <vjp(u), dx>, is ~ (1/3) h0^3 u·f'''(v,v,v):
-  // it estimates the cubic coefficient, so the caller can tell whether h^2 dominates at these steps.
-  const [xp, xm] = [shifted(h0), shifted(-h0)];
-  let odd = 0;
-  for (const i of vs.keys()) {
-    const g = grads[i].dataSync();
-    const a = xp[i].dataSync();
-    const b = xm[i].dataSync();
-    for (let j = 0; j < g.length; j++) odd -= g[j] * (a[j] - b[j]);
-  }
-  for (let j = 0; j < fp.length; j++) odd += uFlat[j] * (fp[j] - fm[j]);
-  const cubic = Math.abs(odd) / (2 * h0 ** 3);
-  // float32 round-off in each remainder, root-mean-square style (independent roundings): 4 ulps of each
-  // f(x), f(x + h v) value weighted by u (unit length), and of each float32 gradient term.
-  const noise: number[] = [];
-  const remainders = hs.map((h) => {
-    const xs = shifted(h);
-    let lin = 0;
-    let linAbs = 0;
-    for (const i of vs.keys()) {
-      const g = grads[i].dataSync();
-      const x1 = xs[i].dataSync();
-      const x0 = c.inputs[i].dataSync();
-      for (let j = 0; j < g.length; j++) {
-        lin += g[j] * (x1[j] - x0[j]);
-        linAbs += (g[j] * (x1[j] - x0[j])) ** 2;
-      }
-    }
-    const f1 = flat(c.f(...xs));
-    let change = 0;
-    let fAbs = 0;
-    for (let j = 0; j < f1.length; j++) {
-      change += uFlat[j] * (f1[j] - f0[j]);
-      fAbs += uFlat[j] ** 2 * (f1[j] ** 2 + f0[j] ** 2);
-    }
-    noise.push(4 * EPS32 * Math.sqrt(fAbs + linAbs));
-    return Math.abs(change - lin);
-  });
-  return { remainders, curvature: norm / (h0 * h0), cubic, noise };
+/** The kit's vjpLaw over an op's generated cases (each printed with the plain data it was built from). */
+export function opLaw(entry: OpEntry, checks: readonly VjpCheck[], opts: VjpLawOptions = {}) {
+  return vjpLaw(entry.arb.map((p) => ({ ...entry.build(p), spec: p })), { checks, ...opts });
 }
 
 /**
  * fc.assert, but the thrown error carries the failing assertion's message (uvu does not print
- * fast-check's `cause`), the counterexample and the seed/path to replay it.
+ * fast-check's `cause`), the counterexample and the seed/path to replay it (the kit's runner).
  */
-export function assertProperty<Ts>(property: fc.IProperty<Ts>, params: fc.Parameters<Ts> = {}): void {
-  const details = fc.check(property, params);
-  if (!details.failed) return;
-  const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
-  throw new Error(
-    `property failed after ${details.numRuns} run(s): ${cause}\n` +
-      `counterexample: ${fc.stringify(details.counterexample)}\nreplay with { seed: ${details.seed}, path: ${JSON.stringify(details.counterexamplePath)} }`,
-  );
-}
+export const assertProperty = kitAssertProperty;

@@ -112,12 +112,11 @@ test('residuals of max(exp(x)) and of matmul(tanh(A), B): max saves input (count
  *     held as a residual, then writes exp's gradient g * e (4n) while reading g and e: peak 12n.
  */
 
-// BUG (src/tensor/exec.ts execute + src/backend/memory.ts peakFromLog): execute logs the reads of the
-// inputs (`t.storage.read()`) *before* the output Storage is constructed (which logs its allocation),
-// and peakFromLog frees a buffer right after its last read. So an op's inputs are already dead when its
-// output is allocated, and every peak is under-reported by the inputs of the peak op: today the chain
-// gives 4n (not 8n), the diamond 8n (not 12n), grad of sum(exp(x)) 8n (not 12n). The three peak laws
-// below fail until a buffer's life extends over the allocation made by the op that last reads it.
+// Regression (src/tensor/exec.ts execute + src/backend/memory.ts peakFromLog): execute used to log the
+// reads of the inputs before the output Storage was constructed, and peakFromLog frees a buffer right
+// after its last read, so an op's inputs were already dead when its output was allocated and every peak
+// was under-reported by the inputs of the peak op (the chain gave 4n, the diamond 8n, grad of
+// sum(exp(x)) 8n). A buffer's life now extends over the allocation made by the op that last reads it.
 test('measureMemory: a chain of k unary ops on n floats peaks at two live buffers (8n)', () => {
   assertProperty(
     fc.property(shapeArb(1, 4), fc.integer({ min: 2, max: 6 }), seedArb, (shape, k, seed) => {

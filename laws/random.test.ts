@@ -5,6 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
+import { assertProperty } from './helpers.ts';
 import { threefry2x32 } from '../src/random/threefry.ts';
 import {
   bernoulli,
@@ -107,7 +108,7 @@ test('erfinv matches reference values and inverts erf', () => {
     assert.ok(Math.abs(erfinv(u) - expected) < 1e-13, `erfinv(${u}) = ${erfinv(u)}`);
   }
   // The float32 evaluation rounds its input first, so it is compared at that rounded input.
-  fc.assert(
+  assertProperty(
     fc.property(fc.double({ min: -0.9999999, max: 0.9999999, noNaN: true }), (u) => {
       const exact = erfinv(Math.fround(u));
       return Math.abs(erfinvFloat32(u) - exact) <= 1e-6 * Math.abs(exact) + 1e-30;
@@ -117,7 +118,7 @@ test('erfinv matches reference values and inverts erf', () => {
   assert.is(erfinv(1), Infinity);
   assert.is(erfinv(-1), -Infinity);
   assert.ok(Number.isNaN(erfinv(1.5)));
-  fc.assert(
+  assertProperty(
     fc.property(fc.double({ min: -0.999999, max: 0.999999, noNaN: true }), (u) => {
       return Math.abs(erf(erfinv(u)) - u) < 1e-14;
     }),
@@ -127,19 +128,37 @@ test('erfinv matches reference values and inverts erf', () => {
 
 // --- structural laws -------------------------------------------------------------------------
 
-test('same key gives the same bits and samples (determinism)', () => {
-  fc.assert(
+test('randomBits(k, n) is the known-answer Threefry block on counter pairs (i, i + ⌈n/2⌉), JAX\'s legacy layout', () => {
+  assertProperty(
+    fc.property(anyKey, fc.integer({ min: 0, max: 65 }), (k, n) => {
+      // jax._src.prng threefry_random_bits: counters 0..n-1 padded with a 0 to even length, cut in two
+      // halves (x0, x1), one block per pair; the words come out as [all first words, all second words].
+      const half = Math.ceil(n / 2);
+      const want = new Uint32Array(2 * half);
+      for (let i = 0; i < half; i++) {
+        const [a, b] = threefry2x32(k, [i, half + i < n ? half + i : 0]);
+        want[i] = a;
+        want[half + i] = b;
+      }
+      assert.equal(Array.from(randomBits(k, n)), Array.from(want.subarray(0, n)));
+    }),
+    RUNS,
+  );
+});
+
+test('uniform(k, n) puts the top 23 bits of each word into the mantissa of a float in [1, 2), minus 1 (JAX)', () => {
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: 0, max: 64 }), (k, n) => {
-      assert.equal(randomBits(k, n), randomBits([k[0], k[1]], n));
-      assert.equal(normal(k, n), normal(k, n));
-      assert.equal(permutation(k, n), permutation(k, n));
+      const bits = randomBits(k, n);
+      const f = new Float32Array(new Uint32Array(Array.from(bits, (b) => (b >>> 9) | 0x3f800000)).buffer);
+      assert.equal(Array.from(uniform(k, n)), Array.from(f, (v) => Math.fround(v - 1)));
     }),
     RUNS,
   );
 });
 
 test('different keys give different bits', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, anyKey, (a, b) => {
       fc.pre(keyText(a) !== keyText(b));
       assert.not.equal(randomBits(a, 4), randomBits(b, 4));
@@ -149,7 +168,7 @@ test('different keys give different bits', () => {
 });
 
 test('split children are pairwise distinct and distinct from the parent', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: 1, max: 16 }), (k, n) => {
       const children = split(k, n);
       assert.is(children.length, n);
@@ -161,7 +180,7 @@ test('split children are pairwise distinct and distinct from the parent', () => 
 });
 
 test('foldIn with different data gives different keys', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, uint32, uint32, (k, d1, d2) => {
       fc.pre(d1 !== d2);
       assert.is.not(keyText(foldIn(k, d1)), keyText(foldIn(k, d2)));
@@ -182,7 +201,7 @@ test('key functions reject malformed keys and counts', () => {
 // --- distributions ---------------------------------------------------------------------------
 
 test('uniform lies in [0, 1) with mean within 5 sigma of 1/2', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, (k) => {
       const n = 4096;
       const u = uniform(k, n);
@@ -195,7 +214,7 @@ test('uniform lies in [0, 1) with mean within 5 sigma of 1/2', () => {
 });
 
 test('uniform with bounds stays in [lo, hi)', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: -1000, max: 1000 }), fc.integer({ min: 1, max: 500 }), (k, lo, width) => {
       const hi = lo + width;
       assert.ok(uniform(k, 256, lo, hi).every((v) => v >= lo && v < hi));
@@ -213,7 +232,7 @@ test('uniform never returns hi even where float32 rounding would reach it', () =
 });
 
 test('normal has mean ~0 and variance ~1 for n = 8192', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, (k) => {
       const n = 8192;
       const z = normal(k, n);
@@ -226,7 +245,7 @@ test('normal has mean ~0 and variance ~1 for n = 8192', () => {
 });
 
 test('truncatedNormal stays strictly inside (lower, upper)', () => {
-  fc.assert(
+  assertProperty(
     fc.property(
       anyKey,
       fc.double({ min: -4, max: 3, noNaN: true }),
@@ -247,7 +266,7 @@ test('truncatedNormal stays strictly inside (lower, upper)', () => {
 });
 
 test('bernoulli rate is within 5 sigma of p', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.double({ min: 0, max: 1, noNaN: true }), (k, p) => {
       const n = 4096;
       const draws = bernoulli(k, n, p);
@@ -262,7 +281,7 @@ test('bernoulli rate is within 5 sigma of p', () => {
 });
 
 test('permutation is a permutation of 0..n-1', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: 0, max: 300 }), (k, n) => {
       const sorted = Array.from(permutation(k, n)).sort((a, b) => a - b);
       assert.equal(sorted, Array.from({ length: n }, (_, i) => i));
@@ -280,7 +299,7 @@ test('permutation puts each element in each slot about equally often', () => {
 });
 
 test('randint lies in [lo, hi), covers it evenly, and extends its prefix', () => {
-  fc.assert(
+  assertProperty(
     fc.property(anyKey, fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), fc.integer({ min: 1, max: 2 ** 32 }), (k, lo, width) => {
       const hi = Math.min(lo + width, 2 ** 31);
       const r = randint(k, 200, lo, hi);

@@ -1,55 +1,37 @@
 /**
- * Laws of reversible(F, G) and reversible sequences (src/reversible/index.ts), checked with fast-check
- * on both the 'webasm' and the 'cpu' backends, for generated stochastic branches: linear, MLP-like and
- * attention-like (softmax) F and G, each with dropout and drop-path at rates > 0.
- *
- * Stated tolerances:
- * - inverse: ‖inverse(forward(x)) − x‖∞ ≤ INV_TOL · D · (1 + ‖x‖∞ + ‖y‖∞) for a depth-D sequence
- *   (float32 additive coupling loses about one ulp of the larger of x and y per block, and the
- *   branches here are scaled to be about 1-Lipschitz); same bound for forward(inverse(y)) − y.
- * - gradients: for every input and parameter leaf, ‖g_rev − g_store‖∞ ≤ 1e-4 · max(‖g_rev‖∞, ‖g_store‖∞, 1e-2 · ‖g_all‖∞),
- *   where ‖g_all‖∞ is the largest gradient entry over all leaves: every leaf within 1e-4 relative,
- *   and leaves under 1% of the largest gradient within 1e-6 · ‖g_all‖∞ absolute. That floor (about
- *   8 float32 ulps of the largest gradient) is for leaves whose gradient is zero or nearly so by
- *   cancellation, e.g. the key bias of attention (softmax ignores a per-query shift): there both
- *   modes return rounding noise, measured up to ~1.3e-7 · ‖g_all‖∞ with inputs of magnitude 10.
- * - determinism, composition: bitwise equality.
+ * Laws of reversible(F, G) and reversible sequences (src/reversible/index.ts), on the 'webasm' and the
+ * 'cpu' backends, for generated families of stochastic blocks: linear, MLP-like and attention-like
+ * (softmax) F and G, each with dropout and drop-path at rates > 0, 'split' or 'shared' keys, buffered or
+ * not. The inverse, gradient, determinism and memory laws are the kit's (src/laws, `revgrad/laws`), run
+ * with its default tolerances:
+ * - inverse: ‖inverse(forward(x)) − x‖∞ ≤ 64 ulps · D · max|state| for a depth-D sequence (and the same
+ *   for forward(inverse(y)) − y), where max|state| is the largest stream value met on the way;
+ * - gradients: for every input and parameter leaf, ‖g_rev − g_store‖∞ ≤ 1e-4 · max(‖g_rev‖∞, ‖g_store‖∞,
+ *   1e-2 · ‖g_all‖∞), ‖g_all‖∞ the largest gradient entry over all leaves. The floor (about 8 float32
+ *   ulps of the largest gradient) is for leaves whose gradient is zero or nearly so by cancellation,
+ *   e.g. the key bias of attention (softmax ignores a per-query shift): there both modes return
+ *   rounding noise, measured up to ~1.3e-7 · ‖g_all‖∞ with inputs of magnitude 10;
+ * - determinism: bitwise; forward equals the coupling computed by hand from the documented key
+ *   derivation (bitwise);
  * - memory: exact byte counts from the library's own accounting (pullback.residualBytes, measureMemory).
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import {
-  abs,
-  add,
-  div,
-  leaves,
-  matmul,
-  max,
-  measureMemory,
-  mul,
-  ones,
-  softmax,
-  sub,
-  sum,
-  tanh,
-  valueAndGrad,
-  vjp,
-  withBackend,
-  type BackendName,
-  type Tensor,
-} from '../src/index.ts';
+import { div, matmul, mul, ones, softmax, tanh, tensor, withBackend, type BackendName, type Tensor } from '../src/index.ts';
 import { foldIn, normal, split, type Key } from '../src/random/index.ts';
 import { dropout, dropPath, linear, mlp, type LinearParams } from '../src/nn/index.ts';
 import { reversible, sequence, type AnyBlock, type BlockParams, type Branch, type Pair } from '../src/reversible/index.ts';
+import { arb, assertProperty, determinismLaw, inverseLaw, memoryFlatLaw, reversibleGradLaw, type Family } from '../src/laws/index.ts';
 
 const BACKENDS: readonly BackendName[] = ['webasm', 'cpu'];
-const INV_TOL = 1e-5;
-const GRAD_RTOL = 1e-4;
 const TRAIN = { train: true };
 /** LAW_RUNS_SCALE=10 multiplies every numRuns (for soak runs; the default keeps the file at a few seconds). */
 const SCALE = Math.max(1, Number(process.env.LAW_RUNS_SCALE ?? '1') || 1);
-const runs = (n: number) => ({ numRuns: n * SCALE });
+const runs = (n: number) => ({ runs: n * SCALE });
+const numRuns = (n: number) => ({ numRuns: n * SCALE });
+/** LAW_VERBOSE=1 prints each kit law's report (its worst case). */
+const show = (r: { text: string }) => void (process.env.LAW_VERBOSE ? console.log(r.text) : undefined);
 
 // ---------------------------------------------------------------------------------------------
 // Generated branches
@@ -162,12 +144,26 @@ function build(c: Case) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Families of generated blocks for the kit's laws
+
+const specText = (s: BlockSpec) =>
+  `${s.F.kind}(drop ${s.F.drop}, path ${s.F.path}) / ${s.G.kind}(drop ${s.G.drop}, path ${s.G.path}), keys ${s.keys}${s.buffer ? ', buffer' : ''}`;
+
+/** Sequences of 1..maxDepth generated blocks, printed by their specs, with params for any [B, T, C]. */
+const family = (maxDepth: number): fc.Arbitrary<Family<BlockParams<any, any>[]>> =>
+  fc.array(blockSpec, { minLength: 1, maxLength: maxDepth }).map((specs) => {
+    const subject = sequence(specs.map(blockOf));
+    Object.defineProperty(subject, fc.toStringMethod, { value: () => `sequence [${specs.map(specText).join('; ')}]` });
+    return { subject, params: (k: Key, s: readonly number[]) => split(k, specs.length).map((pk, i) => blockParams(specs[i], s[2], pk)) };
+  });
+
+/** Both streams of one generated [B, T, C] shape, uniform in [-m, m] for a magnitude m of 0.1, 1 or 10. */
+const streams = (shape: fc.Arbitrary<readonly number[]>) =>
+  fc.constantFrom(0.1, 1, 10).chain((m) => arb.tensors(2, { shape, min: -m, max: m })).map(([a, b]): Pair => [a, b]);
+
+// ---------------------------------------------------------------------------------------------
 // Helpers
 
-const maxAbs = (t: Tensor): number => max(abs(t)).itemSync();
-const maxAbsDiff = (a: Tensor, b: Tensor): number => maxAbs(sub(a, b));
-const pairMax = (p: Pair): number => Math.max(maxAbs(p[0]), maxAbs(p[1]));
-const pairDiff = (a: Pair, b: Pair): number => Math.max(maxAbsDiff(a[0], b[0]), maxAbsDiff(a[1], b[1]));
 const bits = (t: Tensor): number[] => Array.from(new Uint32Array(Float32Array.from(t.dataSync()).buffer));
 const sameBits = (a: Tensor, b: Tensor): boolean => {
   const x = bits(a);
@@ -175,78 +171,52 @@ const sameBits = (a: Tensor, b: Tensor): boolean => {
   return x.length === y.length && x.every((v, i) => v === y[i]);
 };
 
-function perBackend(name: string, body: () => void): void {
-  for (const backend of BACKENDS) test(`[${backend}] ${name}`, () => withBackend(backend, body));
+function perBackend(name: string, body: (backend: BackendName) => void | Promise<void>): void {
+  for (const backend of BACKENDS) test(`[${backend}] ${name}`, () => (withBackend(backend, () => body(backend))));
 }
 
 // ---------------------------------------------------------------------------------------------
-// Inverse
+// Inverse, gradients, determinism, memory: the kit's laws over the generated families
 
-perBackend('inverse(forward(x)) = x for stochastic linear / MLP / attention branches', () => {
-  fc.assert(
-    fc.property(caseArb(3), (c) => {
-      const { seq, params, xs } = build(c);
-      const ys = seq.forward(params, xs, c.fwdKey);
-      const back = seq.inverse(params, ys, c.fwdKey);
-      const tol = INV_TOL * c.blocks.length * (1 + pairMax(xs) + pairMax(ys));
-      const err = pairDiff(back, xs);
-      assert.ok(err <= tol, `‖inverse(forward(x)) − x‖∞ = ${err} > ${tol}`);
-    }),
-    runs(50),
-  );
+perBackend('inverse(forward(x)) = x and forward(inverse(y)) = y for stochastic linear / MLP / attention branches', async (backend) => {
+  await inverseLaw(family(3), { input: streams(shape3), backend }).assert(runs(50)).then(show);
 });
 
-perBackend('forward(inverse(y)) = y', () => {
-  fc.assert(
-    fc.property(caseArb(3), (c) => {
-      const { seq, params, other: ys } = build(c);
-      const xs = seq.inverse(params, ys, c.fwdKey);
-      const again = seq.forward(params, xs, c.fwdKey);
-      const tol = INV_TOL * c.blocks.length * (1 + pairMax(xs) + pairMax(ys));
-      const err = pairDiff(again, ys);
-      assert.ok(err <= tol, `‖forward(inverse(y)) − y‖∞ = ${err} > ${tol}`);
-    }),
-    runs(50),
-  );
+perBackend("gradients in 'reversible' mode equal 'store' mode (inputs and every parameter, stochastic F and G)", async (backend) => {
+  await reversibleGradLaw(family(3), { input: streams(shape3), backend }).assert(runs(40)).then(show);
 });
 
-// ---------------------------------------------------------------------------------------------
-// Gradients
+// 64+ elements, so masks drawn with different keys differ (rates >= 0.05: all-kept has probability < 0.04 per key).
+const maskShape = fc.tuple(fc.integer({ min: 2, max: 3 }), fc.integer({ min: 4, max: 5 }), fc.integer({ min: 8, max: 8 }));
 
-perBackend("gradients in 'reversible' mode equal 'store' mode (inputs and every parameter, stochastic F and G)", () => {
-  fc.assert(
-    fc.property(caseArb(3), anyKey, (c, ctKey) => {
+perBackend('the same key gives the same bits (forward and inverse); every branch varies with its key', async (backend) => {
+  await determinismLaw(family(3), { input: streams(maskShape), backend, random: true }).assert(runs(10)).then(show);
+});
+
+perBackend('forward of a sequence is the coupling Y1 = X1 + F(X2), Y2 = X2 + G(Y1) with the documented keys (bitwise)', () => {
+  assertProperty(
+    fc.property(caseArb(3), (c) => {
       const { seq, params, xs } = build(c);
-      const [kc1, kc2] = split(ctKey);
-      const ct: Pair = [normal(kc1, c.shape), normal(kc2, c.shape)];
-      const run = (mode: 'reversible' | 'store') => {
-        const f = (P: typeof params, x1: Tensor, x2: Tensor) => seq.forward(P, [x1, x2], c.fwdKey, { mode });
-        const [out, pullback] = vjp(f, params, xs[0], xs[1]);
-        return { out, grads: pullback(ct as [Tensor, Tensor]) };
+      const [y1, y2] = seq.forward(params, xs, c.fwdKey);
+      // docs/reversible.md: keys = split(key, D); block i gives [kF, kG] = split(keys[i], 2) ('split') or keys[i] to both ('shared').
+      const blockKeys = split(c.fwdKey, c.blocks.length);
+      // float32 addition is correctly rounded: the float64 sum stored into a Float32Array is the same bits.
+      const plus = (u: Tensor, v: Tensor) => {
+        const q = v.dataSync();
+        return tensor(Float32Array.from(u.dataSync(), (p, j) => p + q[j]), u.shape);
       };
-      const rev = run('reversible');
-      const sto = run('store');
-      // The forward values do not depend on the mode at all.
-      assert.ok(sameBits(rev.out[0], sto.out[0]) && sameBits(rev.out[1], sto.out[1]), 'forward values differ between modes');
-      const a = leaves(rev.grads);
-      const b = leaves(sto.grads);
-      assert.is(a.length, b.length);
-      assert.ok(a.length >= 2 + 2 * c.blocks.length);
-      const overall = Math.max(...b.map(maxAbs));
-      assert.ok(overall > 0);
-      a.forEach((g, i) => {
-        assert.equal(g.shape, b[i].shape);
-        const d = maxAbsDiff(g, b[i]);
-        const scale = Math.max(maxAbs(g), maxAbs(b[i]), 1e-2 * overall);
-        assert.ok(d <= GRAD_RTOL * scale, `gradient leaf ${i}: ‖Δ‖∞ = ${d} > ${GRAD_RTOL} · ${scale}`);
+      let [a, b] = xs;
+      c.blocks.forEach((spec, i) => {
+        const [kF, kG] = spec.keys === 'shared' ? [blockKeys[i], blockKeys[i]] : split(blockKeys[i], 2);
+        a = plus(a, branch(spec.F)(params[i].F, b, kF));
+        b = plus(b, branch(spec.G)(params[i].G, a, kG));
       });
+      assert.ok(sameBits(y1, a), 'Y1 differs from the hand-computed coupling');
+      assert.ok(sameBits(y2, b), 'Y2 differs from the hand-computed coupling');
     }),
-    runs(40),
+    numRuns(15),
   );
 });
-
-// ---------------------------------------------------------------------------------------------
-// Determinism and key use
 
 /**
  * A block whose F and G multiply by dropout masks of a known rate and record them (masks are read
@@ -261,28 +231,10 @@ function recordingBlock(p: number, log: { F: Tensor[]; G: Tensor[] }, keys: 'spl
   return reversible(rec('F'), rec('G'), { keys });
 }
 // 64+ elements and p in [0.25, 0.5]: two independent masks agree with probability ≤ 0.625^64 < 1e-13.
-const maskShape = fc.tuple(fc.integer({ min: 2, max: 3 }), fc.integer({ min: 4, max: 5 }), fc.integer({ min: 8, max: 8 }));
 const maskRate = fc.integer({ min: 25, max: 50 }).map((r) => r / 100);
 
-perBackend('forward with the same key is bitwise identical across runs (fresh blocks, fresh params)', () => {
-  fc.assert(
-    fc.property(caseArb(3), (c) => {
-      const first = (() => {
-        const { seq, params, xs } = build(c);
-        return seq.forward(params, xs, c.fwdKey);
-      })();
-      const second = (() => {
-        const { seq, params, xs } = build(c);
-        return seq.forward(params, xs, c.fwdKey);
-      })();
-      assert.ok(sameBits(first[0], second[0]) && sameBits(first[1], second[1]));
-    }),
-    runs(15),
-  );
-});
-
-perBackend('different keys give different masks; F and G (and different blocks) get different masks from one key', () => {
-  fc.assert(
+perBackend('different keys give different masks; F and G (and different blocks) get different masks from one key; the inverse replays them', () => {
+  assertProperty(
     fc.property(maskShape, maskRate, anyKey, anyKey, anyKey, (shape, p, ka, kb, pk) => {
       fc.pre(ka[0] !== kb[0] || ka[1] !== kb[1]);
       const log = { F: [] as Tensor[], G: [] as Tensor[] };
@@ -316,19 +268,23 @@ perBackend('different keys give different masks; F and G (and different blocks) 
       assert.ok(sameBits(replayF[0], fa0) && sameBits(replayF[1], fa1));
       assert.ok(sameBits(replayF[2], fa1) && sameBits(replayF[3], fa0));
     }),
-    runs(15),
+    numRuns(15),
   );
 });
 
-test('masks depend only on the key: identical on webasm and cpu', () => {
-  fc.assert(
-    fc.property(maskShape, maskRate, anyKey, (shape, p, k) => {
-      const masks = BACKENDS.map((b) => withBackend(b, () => dropout(k, p, ones(shape), TRAIN)));
-      assert.ok(sameBits(masks[0], masks[1]));
-      const paths = BACKENDS.map((b) => withBackend(b, () => dropPath(k, p, ones(shape), TRAIN)));
-      assert.ok(sameBits(paths[0], paths[1]));
+perBackend("'shared' keys give F and G of a block the same mask, as PySlowFast's shared drop-path", () => {
+  assertProperty(
+    fc.property(maskShape, maskRate, anyKey, anyKey, (shape, p, k, pk) => {
+      const log = { F: [] as Tensor[], G: [] as Tensor[] };
+      const C = shape[2];
+      const [p0, p1, kx] = split(pk, 3);
+      const [kx1, kx2] = split(kx);
+      recordingBlock(p, log, 'shared').forward({ F: linearParams(p0, C, C), G: linearParams(p1, C, C) }, [normal(kx1, shape), normal(kx2, shape)], k);
+      assert.ok(sameBits(log.F[0], log.G[0]));
+      // ... and exactly the mask dropout draws from the block key itself.
+      assert.ok(sameBits(log.F[0], dropout(k, p, ones(shape), TRAIN)));
     }),
-    runs(40),
+    numRuns(10),
   );
 });
 
@@ -336,7 +292,7 @@ test('masks depend only on the key: identical on webasm and cpu', () => {
 // Composition
 
 perBackend('inverse of a sequence = the reversed sequence of block inverses (bitwise)', () => {
-  fc.assert(
+  assertProperty(
     fc.property(caseArb(4), (c) => {
       const { seq, params, other: ys } = build(c);
       const n = c.blocks.length;
@@ -356,50 +312,24 @@ perBackend('inverse of a sequence = the reversed sequence of block inverses (bit
         assert.ok(sameBits(direct[0], fwd[0]) && sameBits(direct[1], fwd[1]), `forward split at ${cut}`);
       }
     }),
-    runs(15),
+    numRuns(15),
   );
 });
 
 // ---------------------------------------------------------------------------------------------
 // Memory
 
-const DEPTHS = [1, 2, 4, 8, 16, 32];
+/** One generated unbuffered block (buffered blocks keep their outputs by design). */
+const blockFamily = fc.tuple(branchSpec, branchSpec).map(([F, G]) => {
+  const spec: BlockSpec = { F, G, keys: 'split', buffer: false };
+  const block = blockOf(spec);
+  Object.defineProperty(block, fc.toStringMethod, { value: () => `block ${specText(spec)}` });
+  return { block, params: (k: Key, s: readonly number[]) => blockParams(spec, s[2], k) };
+});
 
-perBackend("bytes kept for backward: constant in depth (1..32) in 'reversible' mode, linear in 'store' mode", () => {
-  fc.assert(
-    fc.property(branchSpec, branchSpec, fc.integer({ min: 2, max: 4 }), anyKey, (sF, sG, C, k) => {
-      const shape = [1, 2, C];
-      const spec: BlockSpec = { F: sF, G: sG, keys: 'split', buffer: false };
-      const measure = (D: number, mode: 'reversible' | 'store') => {
-        const seq = sequence(Array.from({ length: D }, () => blockOf(spec)));
-        const pk = split(k, D + 2);
-        const params = Array.from({ length: D }, (_, i) => blockParams(spec, C, pk[i]));
-        const x1 = normal(pk[D], shape);
-        const x2 = normal(pk[D + 1], shape);
-        const loss = (P: typeof params, a: Tensor, b: Tensor) => {
-          const [y1, y2] = seq.forward(P, [a, b], k, { mode });
-          return sum(mul(y1, add(y2, 1)));
-        };
-        const residual = vjp(loss, params, x1, x2)[1].residualBytes;
-        const peak = measureMemory(() => valueAndGrad(loss, [0, 1, 2])(params, x1, x2)).peakBytes;
-        return { residual, peak };
-      };
-      const rev = DEPTHS.map((D) => measure(D, 'reversible'));
-      const sto = DEPTHS.map((D) => measure(D, 'store'));
-      for (const m of rev) assert.is(m.residual, rev[0].residual, `reversible residual bytes ${rev.map((r) => r.residual)}`);
-      // Peak: identical for every depth from 2 on. Depth 1 may peak a little lower: its only block is
-      // also the first, so nothing overlaps rebuilding a previous block's inputs in its backward pass.
-      for (const m of rev.slice(1)) assert.is(m.peak, rev[1].peak, `reversible peak bytes ${rev.map((r) => r.peak)}`);
-      assert.ok(rev[0].peak <= rev[1].peak, `reversible peak bytes ${rev.map((r) => r.peak)}`);
-      // store: exactly affine in D with a positive per-block cost, so depth 32 keeps 32 blocks' worth.
-      const perBlock = sto[1].residual - sto[0].residual;
-      assert.ok(perBlock > 0);
-      DEPTHS.forEach((D, i) => assert.is(sto[i].residual, sto[0].residual + (D - 1) * perBlock, `store residual bytes ${sto.map((s) => s.residual)}`));
-      assert.ok(sto[DEPTHS.length - 1].residual > 16 * rev[0].residual);
-      assert.ok(sto[DEPTHS.length - 1].peak > 8 * rev[0].peak);
-    }),
-    runs(4),
-  );
+perBackend("bytes kept for backward: constant in depth (1..32) in 'reversible' mode, exactly linear in 'store' mode", async (backend) => {
+  const input = { shape: fc.integer({ min: 2, max: 4 }).map((C) => [1, 2, C]) };
+  await memoryFlatLaw(blockFamily, { input, depths: [1, 2, 4, 8, 16, 32], store: 'linear', backend }).assert(runs(4)).then(show);
 });
 
 test.run();

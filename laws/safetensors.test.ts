@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
+import { assertProperty } from './helpers.ts';
 import { decodeSafetensors, encodeSafetensors, type NamedArray, type SafetensorsFile } from '../src/io/safetensors.ts';
 
 // Sized so the whole file runs in a few seconds.
@@ -50,7 +51,7 @@ function decodeNeverThrows(bytes: Uint8Array): ReturnType<typeof decodeSafetenso
 }
 
 test('decode(encode(x)) equals x bit for bit, in insertion order, metadata included', () => {
-  fc.assert(
+  assertProperty(
     fc.property(tensorMapArb, metadataArb, (tensors, metadata) => {
       const result = decodeSafetensors(encodeSafetensors(tensors, metadata));
       if (result._tag === 'Left') throw result.left;
@@ -68,7 +69,7 @@ test('decode(encode(x)) equals x bit for bit, in insertion order, metadata inclu
 });
 
 test('any byte array decodes to Left or Right and never throws', () => {
-  fc.assert(
+  assertProperty(
     fc.property(fc.uint8Array({ maxLength: 2000 }), (bytes) => isWellFormedResult(decodeNeverThrows(bytes))),
     { numRuns: 500 },
   );
@@ -76,7 +77,7 @@ test('any byte array decodes to Left or Right and never throws', () => {
 
 test('random bytes behind a plausible header length never throw either', () => {
   // A length prefix that fits makes the random bytes reach the UTF-8 and JSON stages.
-  fc.assert(
+  assertProperty(
     fc.property(fc.uint8Array({ maxLength: 400 }), fc.nat(), (body, seed) => {
       const bytes = new Uint8Array(8 + body.length);
       new DataView(bytes.buffer).setBigUint64(0, BigInt(body.length === 0 ? 0 : seed % (body.length + 1)), true);
@@ -88,7 +89,7 @@ test('random bytes behind a plausible header length never throw either', () => {
 });
 
 test('a valid file cut short at any position is a Left', () => {
-  fc.assert(
+  assertProperty(
     fc.property(
       validFileArb.chain((bytes) => fc.tuple(fc.constant(bytes), fc.nat({ max: bytes.length - 1 }))),
       ([bytes, cut]) => decodeNeverThrows(bytes.subarray(0, cut))._tag === 'Left',
@@ -98,7 +99,7 @@ test('a valid file cut short at any position is a Left', () => {
 });
 
 test("a header length beyond the file (up to 2^64 - 1) is 'truncated' or 'header'", () => {
-  fc.assert(
+  assertProperty(
     fc.property(
       validFileArb.chain((bytes) =>
         fc.tuple(fc.constant(bytes), fc.bigInt({ min: BigInt(bytes.length - 7), max: 2n ** 64n - 1n })),
@@ -116,7 +117,7 @@ test("a header length beyond the file (up to 2^64 - 1) is 'truncated' or 'header
 
 test('flipping bytes inside the JSON header never throws', () => {
   const flipsArb = fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 6 });
-  fc.assert(
+  assertProperty(
     fc.property(validFileArb, flipsArb, (valid, flips) => {
       const bytes = valid.slice();
       const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
@@ -130,7 +131,7 @@ test('flipping bytes inside the JSON header never throws', () => {
 test('flipping bytes to JSON punctuation inside the header never throws', () => {
   // XOR masks rarely yield a still-valid JSON; swapping in structural characters reaches the validators.
   const punctuation = fc.constantFrom(...'{}[]":,0123456789-. ').map((c) => c.charCodeAt(0));
-  fc.assert(
+  assertProperty(
     fc.property(validFileArb, fc.array(fc.tuple(fc.nat(), punctuation), { minLength: 1, maxLength: 3 }), (valid, edits) => {
       const bytes = valid.slice();
       const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));

@@ -131,15 +131,15 @@ test('conv and pooling: group mismatch and bad windows give ShapeError / Argumen
   throwsTyped(() => R.avgPool3d(t([1, 1, 4, 4, 4]), [2, 2, 2], [1, 1, 1], [2, 0, 0]), ArgumentError, ['avgPool3d', 'padding'], 'pool padding');
 });
 
-// --- known bugs: each of these fails today (see the report); do not weaken ----------------------
+// --- regressions: each of these failed before its fix, with the error described; do not weaken -----
 
-// BUG (src/tensor/conv.ts, `triple` accepts 0 for stride): conv with stride 0 divides by zero in
+// Was a bug (src/tensor/conv.ts, `triple` accepts 0 for stride): conv with stride 0 divides by zero in
 // outSize and throws a RangeError ("Invalid typed array length: Infinity") from new Float32Array.
 test('conv with stride 0 is an ArgumentError', () => {
   throwsTyped(() => R.conv(t([1, 1, 4]), t([1, 1, 2]), { stride: 0 }), ArgumentError, ['conv', 'stride'], 'stride 0');
 });
 
-// BUG (src/tensor/conv.ts, poolOutShape is never checked): a pooling window larger than the padded
+// Was a bug (src/tensor/conv.ts, poolOutShape is never checked): a pooling window larger than the padded
 // input gives a negative output size; webasm throws RangeError ("Invalid typed array length: -64"),
 // cpu a plain gpu.js Error ("CPUKernel.output[0] incorrectly defined as `-64`").
 test('a pooling window larger than the input is a ShapeError', () => {
@@ -147,11 +147,11 @@ test('a pooling window larger than the input is a ShapeError', () => {
   throwsTyped(() => R.avgPool3d(t([1, 1, 2, 2, 2]), [7, 7, 7], [1, 1, 1]), ShapeError, ['avgPool3d', '[1, 1, 2, 2, 2]'], 'avgPool3d');
 });
 
-// BUG (src/tensor/ops.ts: slice reads start[d], pad reads and destructures widths[d], embed reads start[d],
+// Was a bug (src/tensor/ops.ts: slice reads start[d], pad reads and destructures widths[d], embed reads start[d],
 // split spreads sizesOrCount, shape.ts normAxes spreads `axes`, conv.ts triple spreads any non-number,
-// all without checking types): null / {} / a bare number give TypeErrors ("Cannot read properties of
+// all without checking types): null / {} / a bare number gave TypeErrors ("Cannot read properties of
 // null (reading '0')", "axes is not iterable", "v is not iterable", ".for is not iterable"). Each line
-// below fails on its own today (checked one by one).
+// below failed on its own (checked one by one).
 test('null where an index list, padding widths or axes are expected is an ArgumentError', () => {
   throwsTyped(() => R.slice(t([2]), null as never), ArgumentError, ['slice'], 'slice(x, null)');
   throwsTyped(() => R.pad(t([2]), null as never), ArgumentError, ['pad'], 'pad(x, null)');
@@ -167,7 +167,7 @@ test('null where an index list, padding widths or axes are expected is an Argume
   throwsTyped(() => R.pad(t([2]), [0] as never), ArgumentError, ['pad'], 'pad(x, [0])');
 });
 
-// BUG (src/tensor/composite.ts softmax: reads x.rank before checking that x is a tensor): softmax(null)
+// Was a bug (src/tensor/composite.ts softmax: reads x.rank before checking that x is a tensor): softmax(null)
 // throws "TypeError: Cannot read properties of null (reading 'rank')", softmax('a') normalises an axis of a
 // string's undefined rank.
 test('softmax of a non-tensor is an ArgumentError', () => {
@@ -175,21 +175,21 @@ test('softmax of a non-tensor is an ArgumentError', () => {
   throwsTyped(() => R.softmax([1, 2] as never), ArgumentError, ['softmax', 'array'], 'softmax(array)');
 });
 
-// BUG (src/tensor/ops.ts take: the output shape x.shape[:axis] + indices.shape + x.shape[axis+1:] is not
+// Was a bug (src/tensor/ops.ts take: the output shape x.shape[:axis] + indices.shape + x.shape[axis+1:] is not
 // checked against the maximum rank): take(zeros([1, 1, 1, 1]), zeros([1, 1, 1, 1]), 0) returns a rank-7
 // tensor (shape [1, 1, 1, 1, 1, 1, 1]), which no other op accepts.
 test('take whose output would exceed rank 6 is a ShapeError', () => {
   throwsTyped(() => R.take(t([1, 1, 1, 1]), t([1, 1, 1, 1]), 0), ShapeError, ['take', 'rank 7'], 'take rank 7');
 });
 
-// BUG (src/tensor/tensor.ts, inferShape only follows the first element): ragged nested arrays whose
+// Was a bug (src/tensor/tensor.ts, inferShape only follows the first element): ragged nested arrays whose
 // total length happens to match the first-element shape are accepted with a wrong shape:
 // tensor([[1], [2, 3], []]) returns shape [3, 1] with data [1, 2, 3].
 test('ragged nested arrays are a ShapeError even when the element count matches', () => {
   throwsTyped(() => R.tensor([[1], [2, 3], []]), ShapeError, ['tensor', 'ragged'], 'tensor([[1], [2, 3], []])');
 });
 
-// BUG (src/tensor/tensor.ts arange, src/tensor/ops.ts scatterAdd): sizes computed from NaN are not
+// Was a bug (src/tensor/tensor.ts arange, src/tensor/ops.ts scatterAdd): sizes computed from NaN are not
 // validated: arange(NaN) returns a tensor of shape [NaN]; scatterAdd(g, idx, 0, NaN) returns shape
 // [NaN] on webasm and throws a plain gpu.js Error on cpu.
 test('NaN sizes in arange and scatterAdd are errors, not tensors of shape [NaN]', () => {
@@ -197,7 +197,7 @@ test('NaN sizes in arange and scatterAdd are errors, not tensors of shape [NaN]'
   throwsTyped(() => R.scatterAdd(t([2]), R.tensor([0, 1]), 0, NaN), ArgumentError, ['scatterAdd', 'NaN'], 'scatterAdd size NaN');
 });
 
-// BUG (src/tensor/ops.ts embed: start and step are not validated): a negative start writes outside the
+// Was a bug (src/tensor/ops.ts embed: start and step are not validated): a negative start writes outside the
 // output and silently gives a wrong result (embed(ones([2]), [4], [-1], [1]) = [1, 0, 0, 0]); a step of 0
 // stacks every element on one position.
 test('embed with a negative start or a zero step is an error, not a silent wrong result', () => {
@@ -205,7 +205,7 @@ test('embed with a negative start or a zero step is an error, not a silent wrong
   throwsTyped(() => R.embed(R.ones([2]), [4], [0], [0]), ArgumentError, ['embed', 'step'], 'zero step');
 });
 
-// BUG (src/tensor/shape.ts normAxis accepts axis 0 / -1 for rank 0 via Math.max(rank, 1); then
+// Was a bug (src/tensor/shape.ts normAxis accepts axis 0 / -1 for rank 0 via Math.max(rank, 1); then
 // codegen.ts reduce computes count = 1 * inShape[0] = NaN): sum(scalar(3), 0) returns 3 on webasm but
 // throws "ReferenceError: user_NaN is not defined" from the generated gpu.js kernel on cpu.
 test('reducing a rank-0 tensor over axis 0 is either a ShapeError or the same value on every backend', () => {

@@ -8,7 +8,7 @@
  *  - ops: every differentiable primitive and composite of laws/helpers.ts OP_CASES, for sampled
  *    shapes: forward values and VJPs equal to webasm within 1e-5 · max|webasm| (laws/ops.test.ts's
  *    tolerance between webasm and cpu), and the VJP against central finite differences on the backend
- *    itself (laws/helpers.ts checkVjp's math and tolerances: h = 1e-2, rtol 2e-3, 64 ulps).
+ *    itself (the law kit's vjpLaw 'fd' check, src/laws/vjp.ts: h = 1e-2, rtol 2e-3, 64 ulps).
  *  - reversible: inverse(forward(x)) = x within 1e-5 · depth · (1 + |x| + |y|); reversible and store
  *    gradients equal within 1e-4 (relative per leaf, floor 1e-6 of the largest gradient, as
  *    laws/reversible.test.ts); the same key gives bitwise the same output and a different key a
@@ -20,13 +20,13 @@
  */
 import fc from 'fast-check';
 import * as E from 'fp-ts/lib/Either.js';
-import { getBackend, withBackend, type BackendName } from '../src/backend/backend.ts';
+import { withBackend, type BackendName } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
 import { dropout, dropPath, linear, mlp, type LinearParams } from '../src/nn/index.ts';
 import { foldIn, key, normal, split, type Key } from '../src/random/index.ts';
 import { reversible, sequence, type AnyBlock, type BlockParams, type Branch, type Pair } from '../src/reversible/index.ts';
-import { checkVjpAsync, OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
+import { checkVjp, OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
 
 export interface LawResult {
   readonly group: 'ops' | 'reversible' | 'fixture';
@@ -110,15 +110,9 @@ export async function opLaws(backend: BackendName, opts: OpLawOptions = {}): Pro
           problem = compareArrays(got.data[k], want.data[k], 1e-5, `case ${s}, result ${k} (outputs, then input cotangents) [${want.value[k].shape}]`);
         }
         if (problem !== null) break;
-        const previous = getBackend();
-        R.setBackend(backend);
-        try {
-          const fd = await checkVjpAsync(entry.build(p), seed);
-          worstFd = Math.max(worstFd, Math.abs(fd.analytic - fd.numeric) / fd.tol);
-          if (!fd.ok) problem = `case ${s}: finite differences: <vjp(u), dx> = ${fd.analytic}, numeric ${fd.numeric}, tol ${fd.tol}`;
-        } finally {
-          R.setBackend(previous);
-        }
+        const fd = await checkVjp(entry.build(p), seed, { backend });
+        worstFd = Math.max(worstFd, fd.ratio);
+        if (!fd.ok) problem = `case ${s}: ${fd.detail}`;
       }
     } catch (e) {
       problem = `threw: ${e instanceof Error ? e.message : String(e)}`.slice(0, 2000);

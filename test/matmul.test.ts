@@ -1,9 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import { gpuFor, withBackend, type BackendName } from '../src/backend/backend.ts';
+import { gpuFor, kernelCacheStats, withBackend, type BackendName } from '../src/backend/backend.ts';
 import { matmulKernelRun, setWasmGemm, type MatmulProblem } from '../src/backend/matmul.ts';
-import { checkGemm, matmulProblem, randomArray, TRANSPOSES } from './matmul-helpers.ts';
+import { checkGemm, matmulProblem, TRANSPOSES } from './matmul-helpers.ts';
 
 const BACKENDS: BackendName[] = ['webasm', 'cpu'];
 
@@ -53,13 +53,22 @@ for (const backend of BACKENDS) {
   });
 }
 
-test('a repeated problem reuses its kernel and gives the same bits', () => {
+test('a repeated problem reuses its compiled gpu.js kernel (a cache hit, nothing compiled) and is right both times', () => {
   const p: MatmulProblem = { batch: 2, m: 9, k: 12, n: 6, transA: true, transB: false };
-  const a = randomArray(2 * 9 * 12, 3);
-  const b = randomArray(2 * 12 * 6, 4);
-  const first = withBackend('webasm', () => matmulKernelRun(p, a, b));
-  const second = withBackend('webasm', () => matmulKernelRun(p, a, b));
-  assert.equal(Array.from(second), Array.from(first));
+  const previous = setWasmGemm(false); // the gpu.js rows4 kernel on webasm, not the wasm GEMM
+  try {
+    for (const backend of BACKENDS) {
+      const gemm = (q: MatmulProblem, a: Float32Array, b: Float32Array) => withBackend(backend, () => matmulKernelRun(q, a, b));
+      checkGemm(gemm, p, 3, `${backend}, first call`);
+      const before = kernelCacheStats();
+      checkGemm(gemm, p, 4, `${backend}, second call`);
+      const after = kernelCacheStats();
+      assert.is(after.compiled, before.compiled, `${backend}: the second call compiled a kernel`);
+      assert.ok(after.hits > before.hits, `${backend}: the second call did not hit the kernel cache`);
+    }
+  } finally {
+    setWasmGemm(previous);
+  }
 });
 
 test('webasm matmuls on the gpu.js path run as wasm kernels (no silent fallback to cpu)', () => {
