@@ -10,7 +10,8 @@ export * from './tensor/ops.ts';
 export { matmul, type MatmulOptions } from './tensor/matmul.ts';
 export { conv, maxPool3d, avgPool3d, type ConvOptions } from './tensor/conv.ts';
 export { depthwiseConv3d } from './tensor/depthwise.ts';
-export { softmax, logSoftmax, layerNorm, gelu } from './tensor/composite.ts';
+export { softmax, logSoftmax, layerNorm, gelu, sigmoid, softplus, logSumExp, min, clip, oneHot } from './tensor/composite.ts';
+export { einsum } from './tensor/einsum.ts';
 export { setFastPaths } from './tensor/exec.ts';
 export { vjp, jvp, hvp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
 export { flattenWithPaths, leaves, mapTree, zipTrees, unflattenLike, toNamed, fromNamed, type PyTree } from './autodiff/pytree.ts';
@@ -40,6 +41,7 @@ export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafeten
 export { adamw, sgd, clipGradNorm, ADAMW_DEFAULTS, SGD_DEFAULTS, type Optimizer, type OptState, type AdamWOptions, type SgdOptions, type AdamWState, type SgdState, type NoDecay } from './train/optim.ts';
 export { warmupCosineSchedule, learningRate, scheduleDefaults, scheduleProblems, type Schedule, type CosineSchedule } from './train/schedule.ts';
 export { crossEntropy, mseLoss, accuracy } from './train/loss.ts';
+export { inProcessShards, shardRanges, type GradientFn, type StepGradients, type ShardSpec } from './train/shards.ts';
 export {
   train,
   evaluate,

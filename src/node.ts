@@ -18,6 +18,7 @@ export {
   type Weights,
 } from './train/checkpoint.ts';
 export { METRICS_FILE, startMetrics, appendMetric, readMetrics } from './train/metrics-file.ts';
+export { startDataParallel, type DataParallel, type DataParallelOptions, type ModelFactory } from './train/parallel.ts';
 export {
   movingMnistBatches,
   makeBatch,

@@ -24,7 +24,8 @@ import type { Tensor } from '../src/index.ts';
 import { formatProblems, parseConfig } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { foldIn, key, normal, split } from '../src/random/index.ts';
-import { DeviceProgram, programFromTrace } from '../src/tensor/plan.ts';
+import { DeviceProgram } from '../src/tensor/plan.ts';
+import { programFromTrace } from '../src/jit/webgpu.ts';
 import { jit } from '../src/jit/index.ts';
 import { DeviceTrainer } from '../src/train/device-step.ts';
 import { crossEntropy } from '../src/train/loss.ts';
@@ -309,14 +310,17 @@ export interface StepLawReport extends PlanLawResult {
  * with a changing learning rate: equal losses and parameters; after the warm-up step each step makes at
  * most 4 submissions, exactly 1 readback, and creates no pipeline and no buffer.
  */
-export async function stepLaw(opts: { batch?: number; steps?: number; config?: object; mode?: 'reversible' | 'store' } = {}): Promise<StepLawReport> {
+export async function stepLaw(opts: { batch?: number; steps?: number; config?: object; mode?: 'reversible' | 'store'; dropout?: boolean } = {}): Promise<StepLawReport> {
   const batch = opts.batch ?? 2;
   const steps = opts.steps ?? 3;
   const mode = opts.mode ?? 'reversible';
+  const base = (opts.config ?? SMALL_REVMVIT) as typeof SMALL_REVMVIT;
+  // With dropout and drop path the masks come from the step's key: the same on the host and the device.
+  const config = opts.dropout === true ? { ...base, MODEL: { ...base.MODEL, DROPOUT_RATE: 0.3 }, MVIT: { ...base.MVIT, DROPOUT_RATE: 0.1, DROPPATH_RATE: 0.2 } } : base;
   let perStep: WebGPUCounters | undefined;
   let losses: number[] | undefined;
-  const result = await law(`${mode} AdamW training step replayed on the device (b${batch}, ${steps} steps)`, async () => {
-    const parsed = parseConfig(opts.config ?? SMALL_REVMVIT);
+  const result = await law(`${mode} AdamW training step${opts.dropout === true ? ' with dropout and drop path' : ''} replayed on the device (b${batch}, ${steps} steps)`, async () => {
+    const parsed = parseConfig(config);
     if (E.isLeft(parsed)) fail(formatProblems(parsed.left));
     const cfg = parsed.right;
     const model = buildModel(cfg);
@@ -338,8 +342,8 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
     let gradMax: number[] = [];
     withBackend('webasm', () => {
       let st = adamwInit(p);
-      for (const b of batches) {
-        const [loss, grads0] = R.valueAndGrad((q: typeof p) => crossEntropy(model.apply(q, b.x, kStep, { train: true, mode }), b.labels, 0.1))(p);
+      for (const [s, b] of batches.entries()) {
+        const [loss, grads0] = R.valueAndGrad((q: typeof p) => crossEntropy(model.apply(q, b.x, foldIn(kStep, s + 1), { train: true, mode }), b.labels, 0.1))(p);
         const grads = clipGradNorm(grads0, 0.5).grads;
         const gm = flattenWithPaths(grads).map(([, g]) => g.dataSync().reduce((a, v) => Math.max(a, Math.abs(v)), 0));
         gradMax = gm.map((v, i) => Math.max(v, gradMax[i] ?? 0));

@@ -66,6 +66,12 @@ if (!status.ok) {
     assert.ok(r.ok, report(r));
   });
 
+  test('with dropout and drop path: the masks drawn on the host from each step\'s key equal eager mode\'s', async () => {
+    const r = await stepLaw({ dropout: true });
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
   test('jit(step) on webgpu: parameters stay on the device, <= 4 submissions and 1 readback per step, = eager webasm', async () => {
     const r = await jitStepLaw();
     console.log(report(r));

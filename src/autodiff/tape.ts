@@ -60,7 +60,7 @@ setOpObserver((op) => {
 });
 
 /** Whether an autodiff trace is open and recording (a jitted function called now runs eagerly, so the tape sees its ops). */
-export const recording = (): boolean => paused === 0 && traces.length > 0;
+export const recording = (): boolean => paused === 0 && traces.some((t) => t.paused === 0);
 
 /** Run `fn` with recording off: nothing inside it is differentiated by the enclosing traces. */
 export function untraced<A>(fn: () => A): A {

@@ -67,7 +67,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   // one larger product instead of a batch of small ones over copies of b (and b's gradient comes out
   // of one product instead of a batch reduced afterwards).
   if (b.rank === 2 && a.rank > 2 && !transA) {
-    const rows = reshape(a, [sizeOf(a.shape.slice(0, -1)), k]); // not -1: k may be 0
+    // The row count is explicit: reshape cannot infer -1 when k is 0 (an empty product).
+    const rows = reshape(a, [sizeOf(a.shape.slice(0, -1)), k]);
     return reshape(matmul(rows, b, { transB }), [...a.shape.slice(0, -1), n]);
   }
   const batchShape = broadcastShapes(op, a2.shape.slice(0, -2), b2.shape.slice(0, -2));

@@ -9,24 +9,28 @@
  *  - every op becomes its WGSL kernel where it has one (OpImpl.wgsl: elementwise maps, reductions,
  *    row ops, the tiled matmul) and its gpu.js kernel otherwise (conv, pooling, gathers, ...);
  *  - buffers are planned once: inputs, state and constants get their own; intermediate values share a
- *    pool (a buffer is reused by a value of the same size once its previous value's last reader ran);
+ *    pool (a buffer is reused, by a value at most as large and at least half its size, once its previous
+ *    value's last reader ran);
  *  - new state is copied over old state at the end of the run, in the same command encoder.
  * `DeviceProgram.run` then uploads the inputs, submits once and reads back the outputs once.
  *
- * Programs come from the jit tracer (`programFromTrace`: src/tensor/trace.ts's programs, views folded
- * into the buffers they view, each equation's kernels from its primitive).
+ * Programs come from the jit tracer (src/jit/webgpu.ts `programFromTrace`: views folded into the
+ * buffers they view, elementwise chains fused into one kernel, other equations run their primitive's
+ * kernels).
  */
 import { DevicePlan, type PlanStep } from '../backend/webgpu-plan.ts';
 import { webgpuDevice } from '../backend/webgpu-device.ts';
 import { ArgumentError, BackendError } from './errors.ts';
 import { GPU_MAX_ELEMENTS, type OpImpl } from './exec.ts';
-import type { Program as TracedProgram } from './trace.ts';
+import type { WgslKernel } from '../backend/wgsl-kernels.ts';
 
-export interface ProgramNode {
-  readonly impl: OpImpl;
-  readonly inputs: readonly number[];
-  readonly output: number;
-}
+/** An op (its kernels from its `OpImpl`), or a fused group given as one WGSL kernel with several outputs. */
+export type ProgramNode =
+  | { readonly impl: OpImpl; readonly inputs: readonly number[]; readonly output: number }
+  | { readonly fused: WgslKernel; readonly inputs: readonly number[]; readonly outputs: readonly number[] };
+
+const nodeOutputs = (n: ProgramNode): readonly number[] => ('fused' in n ? n.outputs : [n.output]);
+const nodeName = (n: ProgramNode): string => ('fused' in n ? n.fused.name : n.impl.name ?? 'op');
 
 export interface Program {
   /** Size of each value in floats, by value id. */
@@ -62,12 +66,14 @@ export function lowerProgram(p: Program, maxThreads: number): Lowered {
   const produced = new Array<boolean>(n).fill(false);
   p.nodes.forEach((node, i) => {
     node.inputs.forEach((v) => {
-      check(v, `an input of node ${i} (${node.impl.name ?? 'op'})`);
+      check(v, `an input of node ${i} (${nodeName(node)})`);
       lastUse[v] = i;
     });
-    check(node.output, `the output of node ${i}`);
-    if (produced[node.output]) throw new ArgumentError('lowerProgram', `${label}: value ${node.output} is produced twice`);
-    produced[node.output] = true;
+    for (const o of nodeOutputs(node)) {
+      check(o, `an output of node ${i}`);
+      if (produced[o]) throw new ArgumentError('lowerProgram', `${label}: value ${o} is produced twice`);
+      produced[o] = true;
+    }
   });
   const pinned = new Set<number>();
   const persistent = new Set<number>([...p.inputs, ...p.state.map((s) => s.value), ...p.constants.map((c) => c.value)]);
@@ -85,26 +91,39 @@ export function lowerProgram(p: Program, maxThreads: number): Lowered {
   const newSlot = (size: number) => buffers.push(size) - 1;
   for (const v of persistent) slotOf[v] = newSlot(p.sizes[v]);
   // Values a node produces and the run reads at the end (outputs, next state) get their own buffers, so
-  // a read copies exactly the value; the others share a pool by size.
-  const free = new Map<number, number[]>();
-  const take = (size: number) => free.get(size)?.pop() ?? newSlot(size);
+  // a read copies exactly the value; the others share a pool.
+  // Free pooled buffers; a value takes the smallest that holds it, unless that is over twice its size
+  // (kernels index by the value's size, so a larger buffer is fine; a much larger one is waste).
+  const free: number[] = [];
+  const take = (size: number): number => {
+    let best = -1;
+    for (let j = 0; j < free.length; j++) {
+      const b = buffers[free[j]];
+      if (b >= size && b <= 2 * Math.max(size, 1) && (best < 0 || b < buffers[free[best]])) best = j;
+    }
+    if (best < 0) return newSlot(size);
+    return free.splice(best, 1)[0];
+  };
   const steps: PlanStep[] = [];
   const gpujsOps = new Map<string, number>();
   const ctx = { maxThreads };
   p.nodes.forEach((node, i) => {
-    const out = node.output;
-    slotOf[out] = pinned.has(out) ? newSlot(p.sizes[out]) : take(p.sizes[out]);
+    const outs = nodeOutputs(node);
+    for (const o of outs) slotOf[o] = pinned.has(o) ? newSlot(p.sizes[o]) : take(p.sizes[o]);
     const inputs = node.inputs.map((v) => {
-      if (slotOf[v] < 0) throw new ArgumentError('lowerProgram', `${label}: node ${i} (${node.impl.name ?? 'op'}) reads value ${v} before any node produces it`);
+      if (slotOf[v] < 0) throw new ArgumentError('lowerProgram', `${label}: node ${i} (${nodeName(node)}) reads value ${v} before any node produces it`);
       return slotOf[v];
     });
-    if (p.sizes[out] > 0) {
+    if ('fused' in node) {
+      steps.push({ kind: 'wgsl', kernel: node.fused, inputs, outputs: outs.map((o) => slotOf[o]) });
+    } else if (p.sizes[node.output] > 0) {
+      const out = node.output;
       if (node.impl.wgsl !== undefined) {
         steps.push({ kind: 'wgsl', kernel: node.impl.wgsl({ ...ctx, outSize: p.sizes[out] }), inputs, outputs: [slotOf[out]] });
       } else {
         const kernel = node.impl.kernel;
         if (kernel === undefined) {
-          throw new BackendError(`${label}: op '${node.impl.name ?? 'op'}' (node ${i}) runs on the host only (it has neither a WGSL nor a gpu.js kernel), so it cannot be part of a device plan`);
+          throw new BackendError(`${label}: op '${nodeName(node)}' (node ${i}) runs on the host only (it has neither a WGSL nor a gpu.js kernel), so it cannot be part of a device plan`);
         }
         const spec = kernel(true);
         const name = node.impl.name ?? spec.key.split('|')[0];
@@ -116,15 +135,11 @@ export function lowerProgram(p: Program, maxThreads: number): Lowered {
         steps.push({ kind: 'gpujs', kernel: { name, source: spec.source, outSize: p.sizes[out], inputSizes: node.inputs.map((v) => p.sizes[v]) }, inputs, output: slotOf[out] });
       }
     }
-    // Inputs whose last reader this was go back to the pool (after the output took its buffer: a
+    // Inputs whose last reader this was go back to the pool (after the outputs took their buffers: a
     // dispatch must not read and write one buffer).
-    for (const v of new Set(node.inputs)) {
-      if (lastUse[v] === i && !persistent.has(v) && !pinned.has(v)) {
-        const size = p.sizes[v];
-        free.set(size, [...(free.get(size) ?? []), slotOf[v]]);
-      }
-    }
-    if (lastUse[out] === -1 && !pinned.has(out)) free.set(p.sizes[out], [...(free.get(p.sizes[out]) ?? []), slotOf[out]]);
+    const release = (v: number) => free.push(slotOf[v]);
+    for (const v of new Set(node.inputs)) if (lastUse[v] === i && !persistent.has(v) && !pinned.has(v)) release(v);
+    for (const o of outs) if (lastUse[o] === -1 && !pinned.has(o)) release(o);
   });
   for (const s of p.state) {
     check(s.value, 'a state value');
@@ -210,48 +225,4 @@ export class DeviceProgram {
   destroy(): void {
     this.plan.destroy();
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// From the jit's traced programs
-
-export interface FromTraceOptions {
-  /** Program inputs that are state, each with the program output that replaces it after a run. */
-  readonly state?: readonly { readonly input: number; readonly output: number }[];
-  /** Program outputs read back per run (default: every output that is not next state). */
-  readonly reads?: readonly number[];
-  readonly label?: string;
-}
-
-/**
- * A traced program (src/tensor/trace.ts) as a plan program: views share the buffer they view, every
- * other equation runs its primitive's kernels, the constants' data is read (awaited: they may be on a
- * device). Returns the program and the positions of its per-run inputs among the traced inputs.
- */
-export async function programFromTrace(t: TracedProgram, options: FromTraceOptions = {}): Promise<{ program: Program; runInputs: number[] }> {
-  const alias = Array.from(t.sizes, (_, i) => i);
-  const nodes: ProgramNode[] = [];
-  for (const e of t.eqns) {
-    const inputs = e.inputs.map((id) => alias[id]);
-    if (e.prim.view === true) alias[e.output] = inputs[0];
-    else nodes.push({ impl: e.prim.impl(e.inShapes, e.attrs as never, e.shape), inputs, output: e.output });
-  }
-  const state = options.state ?? [];
-  const stateInputs = new Set(state.map((s) => s.input));
-  const stateOutputs = new Set(state.map((s) => s.output));
-  const runInputs = t.inputs.map((_, i) => i).filter((i) => !stateInputs.has(i));
-  const reads = options.reads ?? t.outputs.map((_, i) => i).filter((i) => !stateOutputs.has(i));
-  const constants = await Promise.all(t.consts.map(async (c) => ({ value: c.id, data: (await c.tensor.data()).slice(0, t.sizes[c.id]) })));
-  return {
-    program: {
-      sizes: t.sizes,
-      nodes,
-      inputs: runInputs.map((i) => t.inputs[i]),
-      state: state.map((s) => ({ value: t.inputs[s.input], next: alias[t.outputs[s.output].id] })),
-      constants,
-      outputs: reads.map((k) => alias[t.outputs[k].id]),
-      label: options.label,
-    },
-    runInputs,
-  };
 }

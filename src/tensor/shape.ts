@@ -2,7 +2,7 @@
 import { ArgumentError, ShapeError } from './errors.ts';
 
 export type Shape = readonly number[];
-const MAX_RANK = 6;
+export const MAX_RANK = 6;
 
 export const fmt = (s: Shape): string => `[${s.join(', ')}]`;
 

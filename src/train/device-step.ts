@@ -10,19 +10,21 @@
  *
  * The step is the same arithmetic as `valueAndGrad` + `crossEntropy` (with label smoothing) +
  * `clipGradNorm` + `adamwUpdate` eagerly, as the training loop does (the tests compare them): the per-step numbers of AdamW (the learning rate, the bias corrections) are inputs
- * of the program, everything else is fixed when it is captured. Models with dropout or drop path are
- * refused: their masks would be captured once and repeat (the jit's key inputs lift that).
+ * of the program, everything else is fixed when it is traced. Step t's key is foldIn(key, t): dropout
+ * and drop-path masks are drawn on the host from it (the same bits as eager mode) and uploaded.
  */
 import { flattenWithPaths, unflattenLike } from '../autodiff/pytree.ts';
 import { valueAndGrad } from '../autodiff/tape.ts';
 import type { MViTModel, Params } from '../models/mvit/model.ts';
-import { key as makeKey, type Key } from '../random/index.ts';
+import { foldIn, key as makeKey, type Key } from '../random/index.ts';
+import { keyBits } from '../random/traced.ts';
 import { logSoftmax } from '../tensor/composite.ts';
 import { elementwise } from '../tensor/elementwise.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { mul, neg, sum } from '../tensor/ops.ts';
-import { DeviceProgram, programFromTrace } from '../tensor/plan.ts';
+import { DeviceProgram } from '../tensor/plan.ts';
 import { jit } from '../jit/index.ts';
+import { programFromTrace } from '../jit/webgpu.ts';
 import { scalar, tensor, zeros, type Tensor } from '../tensor/tensor.ts';
 import { ADAMW_DEFAULTS, clipGradNorm, type AdamWHyper } from './optim.ts';
 
@@ -33,7 +35,7 @@ export interface DeviceTrainerOptions {
   readonly mode?: 'reversible' | 'store';
   /** AdamW's betas, eps and weight decay (the learning rate is given per step). */
   readonly hyper?: Partial<AdamWHyper>;
-  /** Key for the model's (deterministic) forward. */
+  /** Step t draws its dropout and drop-path masks with foldIn(key, t) (default key(0)). */
   readonly key?: Key;
   /** Cross-entropy label smoothing (default 0), as `crossEntropy`'s. */
   readonly labelSmoothing?: number;
@@ -59,6 +61,9 @@ export class DeviceTrainer {
     private readonly template: Params,
     private readonly names: readonly string[],
     private readonly program: DeviceProgram,
+    /** The host prefix: random draws of the step from its inputs (empty without dropout). */
+    private readonly draw: (inputs: readonly Float32Array[]) => Float32Array[],
+    private readonly baseKey: Key,
     readonly batch: number,
     readonly classes: number,
     readonly inputShape: readonly number[],
@@ -71,10 +76,6 @@ export class DeviceTrainer {
     const cfg = model.config;
     const op = 'DeviceTrainer';
     if (!Number.isInteger(options.batch) || options.batch < 1) throw new ArgumentError(op, `batch must be a positive integer, got ${options.batch}`);
-    const stochastic = [['MODEL.DROPOUT_RATE', cfg.MODEL.DROPOUT_RATE], ['MVIT.DROPOUT_RATE', cfg.MVIT.DROPOUT_RATE], ['MVIT.DROPPATH_RATE', cfg.MVIT.DROPPATH_RATE]].filter(([, r]) => (r as number) > 0);
-    if (stochastic.length > 0) {
-      throw new ArgumentError(op, `the compiled step cannot draw fresh dropout masks per step yet; set ${stochastic.map(([n, r]) => `${n} (${r})`).join(', ')} to 0 or train eagerly`);
-    }
     const hyper = { ...ADAMW_DEFAULTS, ...options.hyper };
     const labelSmoothing = options.labelSmoothing ?? 0;
     if (!(labelSmoothing >= 0 && labelSmoothing < 1)) throw new ArgumentError(op, `label smoothing must be in [0, 1), got ${labelSmoothing}`);
@@ -95,12 +96,12 @@ export class DeviceTrainer {
     const eps = scalar(hyper.eps);
     const keep = scalar(1);
     const decays = named.map(([name]) => hyper.weightDecay !== 0 && !model.noDecay(name));
-    const step = (state: Tensor[], inputs: Tensor[]): Tensor[] => {
+    const step = (state: Tensor[], inputs: Tensor[], stepKey: Key): Tensor[] => {
       const [x, target, stepSize, bc2, decay] = inputs;
       const p = unflattenLike(params, state.slice(0, n));
       let logits: Tensor | null = null;
       const [l, grads] = valueAndGrad((q: Params) => {
-        logits = model.apply(q, x, k, { train: true, mode });
+        logits = model.apply(q, x, stepKey, { train: true, mode });
         // crossEntropy written on a target tensor (the smoothed one-hot labels), so the labels are an input.
         return mul(neg(sum(mul(logSoftmax(logits, -1), target))), 1 / batch);
       })(p);
@@ -113,15 +114,17 @@ export class DeviceTrainer {
     const placeholders = [zeros(inputShape), zeros([batch, classes]), scalar(0), scalar(1), scalar(1)];
     const state = [...named.map(([, t]) => t), ...named.map(([, t]) => zeros(t.shape)), ...named.map(([, t]) => zeros(t.shape))];
     // Trace the step (jit: abstract tensors, nothing computed); state input i is replaced by output 2 + i.
-    const traced = jit(step, { lowering: 'interpret' }).program(state, placeholders);
-    const { program: planned } = await programFromTrace(traced, {
+    // The step's key is an input: dropout and drop-path masks are drawn per step (on the host, uploaded).
+    const traced = jit(step, { lowering: 'interpret' }).program(state, placeholders, k);
+    const { program: planned, host, runInputs } = await programFromTrace(traced, {
       state: state.map((_, i) => ({ input: i, output: 2 + i })),
       reads: [0, 1],
       label: `${mode} AdamW step, batch ${batch}`,
     });
     const initial = await Promise.all(state.map((t) => t.data()));
     const program = await DeviceProgram.compile(planned, initial);
-    return new DeviceTrainer(params, named.map(([name]) => name), program, batch, classes, inputShape, hyper, labelSmoothing);
+    const draw = (data: readonly Float32Array[]) => host.compute(new Map(runInputs.map((pos, j) => [traced.inputs[pos], data[j]])));
+    return new DeviceTrainer(params, named.map(([name]) => name), program, draw, k, batch, classes, inputShape, hyper, labelSmoothing);
   }
 
   /**
@@ -143,7 +146,8 @@ export class DeviceTrainer {
     const t = this.stepsTaken + 1;
     const bc1 = 1 - this.hyper.beta1 ** t;
     const bc2 = Math.sqrt(1 - this.hyper.beta2 ** t);
-    const [loss, logits] = await this.program.run([x, target, Float32Array.of(lr / bc1), Float32Array.of(bc2), Float32Array.of(1 - lr * this.hyper.weightDecay)]);
+    const inputs = [x, target, Float32Array.of(lr / bc1), Float32Array.of(bc2), Float32Array.of(1 - lr * this.hyper.weightDecay), keyBits(foldIn(this.baseKey, t))];
+    const [loss, logits] = await this.program.run([...inputs, ...this.draw(inputs)]);
     this.stepsTaken = t;
     return { loss: loss[0], logits };
   }

@@ -10,7 +10,7 @@ import { decodeSafetensors } from '../../src/io/safetensors.ts';
 import { parseConfig } from '../../src/models/mvit/config.ts';
 import { buildModel } from '../../src/models/mvit/model.ts';
 import * as R from '../../src/index.ts';
-import { fixtureLaw, opLaws, reversibleLaws, type LawResult } from '../backend-laws.ts';
+import { fixtureLaw, higherOrderLaws, opLaws, reversibleLaws, type LawResult } from '../backend-laws.ts';
 import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from '../plan-laws.ts';
 
 type Backend = 'webgpu' | 'webgl2';
@@ -43,7 +43,7 @@ async function run(backend: Backend, opts: { samples?: number; fixture?: string 
   try {
     const smokeResult = await smoke(backend);
     setBackend('webasm');
-    const results = [...(await opLaws(backend, { samples: opts.samples ?? 2 })), ...(await reversibleLaws(backend))];
+    const results = [...(await opLaws(backend, { samples: opts.samples ?? 2 })), ...(await reversibleLaws(backend)), ...(await higherOrderLaws(backend))];
     if (opts.fixture !== undefined) {
       const bytes = new Uint8Array(await (await fetch(`/fixtures/${opts.fixture}.safetensors`)).arrayBuffer());
       results.push(await fixtureLaw(backend, opts.fixture, bytes, { decodeSafetensors: decodeSafetensors as never, parseConfig: parseConfig as never, buildModel }));
