@@ -6,6 +6,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { pipe } from 'fp-ts/lib/function.js';
+import { describeValue } from './json.ts';
 
 export interface Problem {
   /** Where, e.g. 'MVIT.POOL_Q_STRIDE[1]' ('' for the whole document). */
@@ -18,14 +19,21 @@ export type Decoder<A> = (value: unknown, path: string) => Decoded<A>;
 
 export const problem = (path: string, message: string): Problem => ({ path, message });
 export const fail = <A>(path: string, message: string): Decoded<A> => E.left([problem(path, message)]);
-export const join = (path: string, key: string): string => (path ? `${path}.${key}` : key);
+/** A key as shown in a path: a hostile 1 MB key is cut. */
+const keyText = (key: string): string => (key.length > 64 ? `${key.slice(0, 61)}...` : key);
+export const join = (path: string, key: string): string => (path ? `${path}.${keyText(key)}` : keyText(key));
 export const at = (path: string, index: number): string => `${path}[${index}]`;
 
-/** A short rendering of a value for a message (JSON, cut at 60 characters). */
-export function describe(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+/** A short rendering of a value for a message (cut at 60 characters; a deep, cyclic or huge value costs little and cannot throw). */
+export const describe = (value: unknown): string => describeValue(value, 60);
+
+/** Most entries of any list or object decoded here: more is refused with one problem, unvisited. */
+export const MAX_LIST_ENTRIES = 4096;
+
+/** The problem of an object with more than MAX_LIST_ENTRIES keys, or null. */
+export function tooManyKeys(v: Record<string, unknown>, path: string): Problem | null {
+  const n = Object.keys(v).length;
+  return n > MAX_LIST_ENTRIES ? problem(path, `an object of ${n} keys; at most ${MAX_LIST_ENTRIES} are accepted`) : null;
 }
 
 export const isRecord = (value: unknown): value is Record<string, unknown> =>
@@ -81,7 +89,9 @@ export const integer =
   (v, path) =>
     typeof v === 'number' && Number.isFinite(v) && !Number.isInteger(v)
       ? fail(path, `expected an integer, got ${v}`)
-      : real(range, 'an integer')(v, path);
+      : typeof v === 'number' && Number.isInteger(v) && !Number.isSafeInteger(v)
+        ? fail(path, `expected an integer below 2^53, got ${v}`)
+        : real(range, 'an integer')(v, path);
 
 /** One of `values`; `consequence` says what the consumer would do with anything else. */
 export const oneOf =
@@ -103,6 +113,7 @@ export const list =
   <A>(item: Decoder<A>, lengths?: readonly number[]): Decoder<A[]> =>
   (v, path) => {
     if (!Array.isArray(v)) return fail(path, `expected a list, got ${describe(v)}`);
+    if (v.length > MAX_LIST_ENTRIES) return fail(path, `a list of ${v.length} entries; at most ${MAX_LIST_ENTRIES} are accepted`);
     if (lengths && !lengths.includes(v.length)) {
       return fail(path, `expected a list of ${lengths.join(' or ')} entries, got ${v.length}: ${describe(v)}`);
     }
@@ -133,7 +144,8 @@ function editDistance(a: string, b: string): number {
 
 /** The known keys within two edits of `key`, as a "; did you mean A or B?" hint ('' when none). */
 export function didYouMean(key: string, known: readonly string[]): string {
-  const close = known.filter((k) => editDistance(key, k) <= 2);
+  // Within distance 2 the lengths differ by at most 2; checking that first keeps long keys cheap.
+  const close = known.filter((k) => Math.abs(k.length - key.length) <= 2 && editDistance(key, k) <= 2);
   return close.length > 0 ? `; did you mean ${close.join(' or ')}?` : '';
 }
 
@@ -151,6 +163,8 @@ export const struct =
   <T>(fields: Fields<T>, options: StructOptions): Decoder<T> =>
   (v, path) => {
     if (!isRecord(v)) return fail(path, `expected an object, got ${describe(v)}`);
+    const tooMany = tooManyKeys(v, path);
+    if (tooMany) return E.left([tooMany]);
     const names = Object.keys(fields) as (keyof T & string)[];
     const ignored = options.ignored ?? [];
     const unknown = Object.keys(v)

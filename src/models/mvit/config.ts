@@ -6,6 +6,7 @@
  * PySlowFast would do.
  */
 import * as E from 'fp-ts/lib/Either.js';
+import { parseJson } from '../../io/json.ts';
 import {
   boolean,
   describe,
@@ -14,11 +15,13 @@ import {
   integer,
   isRecord,
   list,
+  MAX_LIST_ENTRIES,
   nullable,
   oneOf,
   real,
   string,
   struct,
+  tooManyKeys,
   tuple,
   type Decoder,
   type Fields,
@@ -122,6 +125,13 @@ const unknownKey = (key: string, known: readonly string[]): string =>
   `unknown key: PySlowFast's config merge raises KeyError ('Non-existent config key')${didYouMean(key, known)}`;
 const section = <T>(fields: Fields<T>, ignored: readonly string[] = []): Decoder<T> => struct<T>(fields, { ignored, unknownKey });
 
+/**
+ * Most layers a config may have: no real model comes near it (PySlowFast's largest MViT has 80 layers),
+ * and it keeps validation and the geometry cheap whatever the input. Lists and objects are bounded by
+ * the decoders (MAX_LIST_ENTRIES); memory separately, by the resource estimate.
+ */
+export const MAX_DEPTH = 4096;
+
 const positiveInt = integer({ min: 1 });
 const nonNegativeInt = integer({ min: 0 });
 const probability = real({ min: 0, max: 1 });
@@ -166,7 +176,7 @@ const decodeConfig: Decoder<MViTConfig> = section<MViTConfig>({
     QKV_BIAS: boolean,
     DROPPATH_RATE: real({ min: 0, below: 1 }),
     LAYER_SCALE_INIT_VALUE: real(),
-    DEPTH: positiveInt,
+    DEPTH: integer({ min: 1, max: MAX_DEPTH }),
     NORM: oneOf(['layernorm'] as const, 'MViT raises NotImplementedError("Only supports layernorm.")'),
     DIM_MUL: list(layerMultiplier),
     HEAD_MUL: list(layerMultiplier),
@@ -204,7 +214,8 @@ const decodeConfig: Decoder<MViTConfig> = section<MViTConfig>({
 /** Objects merge key by key; anything else (lists, scalars, null) replaces the default. */
 function mergeOver(base: unknown, override: unknown): unknown {
   if (override === undefined) return base;
-  if (!isRecord(base) || !isRecord(override)) return override;
+  // An oversized object is not merged: the decoder refuses it with one problem.
+  if (!isRecord(base) || !isRecord(override) || Object.keys(override).length > MAX_LIST_ENTRIES) return override;
   const keys = [...new Set([...Object.keys(base), ...Object.keys(override)])];
   // fromEntries defines own properties, so a "__proto__" key stays an (unknown) key, not a prototype.
   return Object.fromEntries(
@@ -236,6 +247,8 @@ function otherSectionProblems(user: Record<string, unknown>): ConfigProblem[] {
 
 function topLevelProblems(user: Record<string, unknown>): ConfigProblem[] {
   const known = [...MODEL_SECTIONS, ...OTHER_SLOWFAST_SECTIONS] as readonly string[];
+  const tooMany = tooManyKeys(user, '');
+  if (tooMany) return [tooMany];
   const unknown = Object.keys(user)
     .filter((k) => !known.includes(k))
     .map((k) => ({ path: k, message: unknownKey(k, known) }));
@@ -262,17 +275,17 @@ export function parseConfigText(
   source: string,
   options: ParseOptions = {},
 ): E.Either<ConfigProblem[], MViTConfig> {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    return fail('', `${source}: not valid JSON (${(error as Error).message})`);
-  }
-  return parseConfig(json, options);
+  const json = parseJson(text, source);
+  return E.isLeft(json) ? fail('', json.left.message) : parseConfig(json.right, options);
 }
 
 /** One line per problem, for CLI output and error messages. */
 export function formatProblems(problems: readonly ConfigProblem[], source?: string): string {
   const header = `${problems.length} config problem${problems.length === 1 ? '' : 's'}${source ? ` in ${source}` : ''}:`;
-  return [header, ...problems.map((p) => `  ${p.path || '(config)'}: ${p.message}`)].join('\n');
+  const shown = problems.slice(0, MAX_REPORTED_PROBLEMS).map((p) => `  ${p.path || '(config)'}: ${p.message}`);
+  const rest = problems.length - shown.length;
+  return [header, ...shown, ...(rest > 0 ? [`  ... and ${rest} more`] : [])].join('\n');
 }
+
+/** Reports list at most this many problems (the count says how many there were). */
+export const MAX_REPORTED_PROBLEMS = 50;
