@@ -5,8 +5,8 @@
  * encodes the op and its full shape signature, so each kernel is compiled once; the cache is a
  * bounded LRU that calls `destroy()` on eviction because undestroyed gpu.js kernels pin wasm memory.
  */
-import { GPU } from 'gpu.js';
-import type { IKernelRunShortcut } from 'gpu.js';
+import type { GPU, IKernelRunShortcut } from 'gpu.js';
+import { gpujs } from './gpujs.ts';
 import { applyGpuJsPatches } from './gpujs-patch.ts';
 import { prepareNavigatorGpu } from './webgpu-device.ts';
 import { ArgumentError, BackendError } from '../tensor/errors.ts';
@@ -48,7 +48,8 @@ export function gpuFor(name: BackendName = current): GPU {
     }
     applyGpuJsPatches();
     if (name === 'webgpu') prepareNavigatorGpu();
-    gpu = new GPU({ mode: name } as ConstructorParameters<typeof GPU>[0]);
+    const { GPU: Gpu } = gpujs();
+    gpu = new Gpu({ mode: name } as ConstructorParameters<typeof GPU>[0]);
     gpus.set(name, gpu);
   }
   return gpu;
