@@ -73,6 +73,8 @@ interface Region {
 }
 
 interface Encoded {
+  /** The kernel's name (profiles group by it). */
+  readonly name: string;
   readonly pipeline: unknown;
   readonly bindGroup: unknown;
   readonly groups: readonly [number, number, number];
@@ -239,6 +241,8 @@ export class DevicePlan {
   private readonly slotStaging = new Map<number, { buffer: GpuBufferLike; busy: boolean }[]>();
   private readonly readOffsets: number[];
   private destroyed = false;
+  /** Profiled: kernels ran out of order, the values are garbage. */
+  private spent = false;
 
   private constructor(
     private readonly shared: WebGPUShared,
@@ -348,7 +352,7 @@ export class DevicePlan {
           ...slots.map((slot, b) => ({ binding: b, resource: bound(regions[slot]) })),
           { ...uniform, binding: slots.length },
         ];
-        encoded.push({ pipeline, bindGroup: device.createBindGroup({ layout, entries }), groups: s.kernel.workgroups });
+        encoded.push({ name: s.kernel.name, pipeline, bindGroup: device.createBindGroup({ layout, entries }), groups: s.kernel.workgroups });
       } else {
         const built = gpujs[i]!;
         const entries = [
@@ -356,7 +360,7 @@ export class DevicePlan {
           ...s.inputs.map((slot, b) => ({ binding: 1 + b, resource: bound(regions[slot]) })),
           { binding: 1 + s.inputs.length, resource: bound(regions[s.output]) },
         ];
-        encoded.push({ pipeline: built.pipeline, bindGroup: device.createBindGroup({ layout: built.layout, entries }), groups: built.groups });
+        encoded.push({ name: `${s.kernel.name} (gpu.js)`, pipeline: built.pipeline, bindGroup: device.createBindGroup({ layout: built.layout, entries }), groups: built.groups });
       }
     });
     // Consecutive dispatches share one compute pass (each dispatch is its own synchronisation scope).
@@ -476,6 +480,52 @@ export class DevicePlan {
     return this.commands.reduce((n, c) => n + (c.kind === 'pass' ? c.dispatches.length : 0), 0);
   }
 
+  /**
+   * Device time by kernel (for benchmarks): per kernel name, its dispatches in plan order, `repeats` times
+   * over, in one submission timed to onSubmittedWorkDone, less an empty submission's time; copies as
+   * 'copy'. Kernels run out of their order, so the plan's values are garbage afterwards: the plan is
+   * spent (a later run raises BackendError). Sorted by time, largest first.
+   */
+  async profile(repeats = 3): Promise<{ name: string; dispatches: number; ms: number }[]> {
+    if (this.destroyed) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}' has been destroyed`);
+    this.spent = true;
+    const { device } = this.shared;
+    const kinds = new Map<string, Command[]>();
+    for (const c of this.commands) {
+      if (c.kind === 'copy') kinds.set('copy', [...(kinds.get('copy') ?? []), c]);
+      else for (const d of c.dispatches) kinds.set(d.name, [...(kinds.get(d.name) ?? []), { kind: 'pass', dispatches: [d] }]);
+    }
+    const timed = async (commands: readonly Command[], times: number): Promise<number> => {
+      const encoder: EncoderLike = device.createCommandEncoder();
+      for (let r = 0; r < times; r++) {
+        const pass = encoder.beginComputePass();
+        for (const c of commands) {
+          if (c.kind !== 'pass') continue;
+          for (const d of c.dispatches) {
+            pass.setPipeline(d.pipeline);
+            pass.setBindGroup(0, d.bindGroup);
+            pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
+          }
+        }
+        pass.end();
+        for (const c of commands) if (c.kind === 'copy' && c.bytes > 0) copyRegion(encoder, c.from, c.to, c.bytes);
+      }
+      const t0 = performance.now();
+      device.queue.submit([encoder.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      return performance.now() - t0;
+    };
+    const empty: number[] = [];
+    for (let i = 0; i < 5; i++) empty.push(await timed([], 1));
+    const base = empty.sort((a, b) => a - b)[2];
+    const out: { name: string; dispatches: number; ms: number }[] = [];
+    for (const [name, commands] of kinds) {
+      await timed(commands, 1); // warm
+      out.push({ name, dispatches: commands.reduce((n, c) => n + (c.kind === 'pass' ? c.dispatches.length : 1), 0), ms: Math.max(0, (await timed(commands, repeats)) - base) / repeats });
+    }
+    return out.sort((a, b) => b.ms - a.ms);
+  }
+
   /** Release the plan's buffers (its pipelines stay cached for the next plan). */
   destroy(): void {
     if (this.destroyed) return;
@@ -488,5 +538,6 @@ export class DevicePlan {
 
   private live(): void {
     if (this.destroyed) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}' has been destroyed`);
+    if (this.spent) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}' was profiled: its values are garbage, compile it again to run it`);
   }
 }

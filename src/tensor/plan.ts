@@ -431,6 +431,11 @@ export class DeviceProgram {
     return this.plan.dispatches;
   }
 
+  /** Device time by kernel (DevicePlan.profile): the program is spent afterwards (its values are garbage). */
+  profile(repeats?: number): Promise<{ name: string; dispatches: number; ms: number }[]> {
+    return this.plan.profile(repeats);
+  }
+
   get deviceBytes(): number {
     return this.plan.deviceBytes;
   }

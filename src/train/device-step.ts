@@ -145,6 +145,14 @@ export class DeviceTrainer {
     return { dispatches: this.program.dispatches, deviceBytes: this.program.deviceBytes, gpujsOps: this.program.gpujsOps, memory };
   }
 
+  /**
+   * Device time of one step by kernel, for benchmarks (DevicePlan.profile: each kernel's dispatches
+   * replayed together). Spends the trainer: its parameters are garbage afterwards and step() raises.
+   */
+  profile(repeats?: number): Promise<{ name: string; dispatches: number; ms: number }[]> {
+    return this.program.profile(repeats);
+  }
+
   destroy(): void {
     this.program.destroy();
   }
