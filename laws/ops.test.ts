@@ -19,11 +19,12 @@ import { assertProperty, broadcastShapesArb, distinct, rand, maxAbs, MODES, OP_C
 const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
 
 /**
- * Ops that are sums of products of their inputs (or copies): for these the float32 error of any
+ * Ops that are sums of products of their inputs with positive coefficients (or copies; not sub or neg,
+ * whose absolute-value evaluation is not Σ|terms|): for these the float32 error of any
  * summation order is bounded by γ_n · Σ|terms| (n terms, γ_n = n·2^-24 / (1 - n·2^-24)), and Σ|terms| of
  * every output element is the op itself evaluated at |inputs| (and, for the VJP, at |cotangent|).
  */
-const MULTILINEAR = new Set(['neg', 'add', 'sub', 'mul', 'sum', 'mean', 'broadcastTo', 'reshape', 'permute', 'transpose', 'slice', 'embed', 'concat', 'split', 'chunk', 'stack', 'take', 'scatterAdd', 'matmul', 'conv', 'depthwiseConv3d', 'avgPool3d']);
+const MULTILINEAR = new Set(['add', 'mul', 'sum', 'mean', 'broadcastTo', 'reshape', 'permute', 'transpose', 'slice', 'embed', 'concat', 'split', 'chunk', 'stack', 'take', 'scatterAdd', 'matmul', 'conv', 'depthwiseConv3d', 'avgPool3d']);
 
 /**
  * |got - want| <= 1e-5 · max|want| + floor + γ_n · scale_i elementwise. The reference accumulates in
@@ -259,37 +260,73 @@ test('matmul (with batch broadcasting and transposes) matches a float64 referenc
   );
 });
 
-test('conv1d (stride, padding, groups) matches a float64 reference', () => {
-  assertProperty(
-    fc.property(
-      fc.record({ b: fc.integer({ min: 1, max: 2 }), groups: fc.integer({ min: 1, max: 3 }), cg: fc.integer({ min: 1, max: 2 }), cpg: fc.integer({ min: 1, max: 2 }), k: fc.integer({ min: 1, max: 3 }), extra: fc.integer({ min: 0, max: 4 }), stride: fc.integer({ min: 1, max: 3 }), pad: fc.integer({ min: 0, max: 2 }), seed: seedArb }),
-      ({ b, groups, cg, cpg, k, extra, stride, pad, seed }) => {
-        const cin = cg * groups;
-        const cout = cpg * groups;
+/** conv1d in float64: y[b, co, o] = Σ_ci,t x[b, g·Cg + ci, o·s − p + t] · w[co, ci, t], and its VJP at cotangent u. */
+function conv1dRef(x: Float32Array, w: Float32Array, u: Float32Array, d: { b: number; groups: number; cg: number; cpg: number; k: number; L: number; stride: number; pad: number }) {
+  const { b, groups, cg, cpg, k, L, stride, pad } = d;
+  const cin = cg * groups;
+  const cout = cpg * groups;
+  const outL = Math.floor((L + 2 * pad - k) / stride) + 1;
+  const y = new Float64Array(b * cout * outL);
+  const dx = new Float64Array(x.length);
+  const dw = new Float64Array(w.length);
+  for (let bi = 0; bi < b; bi++) for (let co = 0; co < cout; co++) for (let o = 0; o < outL; o++) {
+    const g = Math.floor(co / cpg);
+    const yi = (bi * cout + co) * outL + o;
+    for (let ci = 0; ci < cg; ci++) for (let t = 0; t < k; t++) {
+      const i = o * stride - pad + t;
+      if (i < 0 || i >= L) continue;
+      const xi = (bi * cin + g * cg + ci) * L + i;
+      const wi = (co * cg + ci) * k + t;
+      y[yi] += x[xi] * w[wi];
+      dx[xi] += u[yi] * w[wi];
+      dw[wi] += u[yi] * x[xi];
+    }
+  }
+  return { y, dx, dw, outL, cin, cout };
+}
+
+const conv1dArb = (dense: boolean) =>
+  fc.record({
+    b: fc.integer({ min: 1, max: 2 }),
+    // Dense: groups 1 and Cin·K >= 8, the host's im2col + matmul path (src/tensor/conv.ts convViaMatmul).
+    groups: dense ? fc.constant(1) : fc.integer({ min: 1, max: 3 }),
+    cg: dense ? fc.integer({ min: 2, max: 4 }) : fc.integer({ min: 1, max: 2 }),
+    cpg: fc.integer({ min: 1, max: 3 }),
+    k: dense ? fc.integer({ min: 4, max: 5 }) : fc.integer({ min: 1, max: 3 }),
+    extra: fc.integer({ min: 0, max: 4 }),
+    stride: fc.integer({ min: 1, max: 3 }),
+    pad: fc.integer({ min: 0, max: 2 }),
+    seed: seedArb,
+  });
+
+for (const dense of [false, true]) {
+  test(`conv1d (${dense ? 'dense, through im2col + matmul on webasm' : 'stride, padding, groups'}): forward and both gradients match a float64 reference`, () => {
+    assertProperty(
+      fc.property(conv1dArb(dense), ({ b, groups, cg, cpg, k, extra, stride, pad, seed }) => {
         const L = k + extra;
+        const cin = cg * groups;
         const x = uniform(b * cin * L, seed);
-        const w = uniform(cout * cg * k, seed + 1);
+        const w = uniform(cpg * groups * cg * k, seed + 1);
         const outL = Math.floor((L + 2 * pad - k) / stride) + 1;
-        const want = new Float64Array(b * cout * outL);
-        for (let bi = 0; bi < b; bi++) for (let co = 0; co < cout; co++) for (let o = 0; o < outL; o++) {
-          const g = Math.floor(co / cpg);
-          let s = 0;
-          for (let ci = 0; ci < cg; ci++) for (let t = 0; t < k; t++) {
-            const i = o * stride - pad + t;
-            if (i >= 0 && i < L) s += x[(bi * cin + g * cg + ci) * L + i] * w[(co * cg + ci) * k + t];
-          }
-          want[(bi * cout + co) * outL + o] = s;
-        }
+        const u = uniform(b * cpg * groups * outL, seed + 2);
+        const ref = conv1dRef(x, w, u, { b, groups, cg, cpg, k, L, stride, pad });
         for (const mode of MODES) {
-          const got = mode.run(() => R.conv(R.tensor(x, [b, cin, L]), R.tensor(w, [cout, cg, k]), { stride, padding: pad, groups }));
-          assert.equal([...got.shape], [b, cout, outL]);
-          near(got.dataSync(), want, 0, `${mode.name}: conv1d`, 1e-6 * cg * k);
+          const [y, gx, gw] = mode.run(() => {
+            const [out, pullback] = R.vjp((a: Tensor, c: Tensor) => R.conv(a, c, { stride, padding: pad, groups }), R.tensor(x, [b, cin, L]), R.tensor(w, [ref.cout, cg, k]));
+            assert.equal([...out.shape], [b, ref.cout, ref.outL]);
+            const [da, dc] = pullback(R.tensor(u, [b, ref.cout, ref.outL])) as Tensor[];
+            return [out.dataSync(), da.dataSync(), dc.dataSync()];
+          });
+          // float32 accumulation of at most Cg·K (forward, dx) or B·outL (dw) products of terms in [-1, 1].
+          near(y, ref.y, 0, `${mode.name}: conv1d`, 1e-6 * cg * k);
+          near(gx, ref.dx, 0, `${mode.name}: conv1d dx`, 1e-6 * cpg * k);
+          near(gw, ref.dw, 0, `${mode.name}: conv1d dw`, 1e-6 * b * ref.outL);
         }
-      },
-    ),
-    { numRuns: 25 },
-  );
-});
+      }),
+      { numRuns: 25 },
+    );
+  });
+}
 
 test('maxPool3d and avgPool3d match float64 references (avg counts padding, as PyTorch)', () => {
   assertProperty(

@@ -226,7 +226,7 @@ test('reducing a rank-0 tensor over axis 0 is either a ShapeError or the same va
 
 /** Descriptions of arguments (materialised inside the property): tensors of possibly bad shapes and junk. */
 type Junk =
-  | { tensor: number[] }
+  | { tensor: number[]; ints?: number }
   | { value: unknown };
 
 const tensorShapeArb = fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 0, maxLength: 4 });
@@ -247,9 +247,13 @@ const junkArb: fc.Arbitrary<Junk> = fc.oneof(
 function materialise(j: Junk): unknown {
   if ('tensor' in j) {
     const n = j.tensor.reduce((a, b) => a * b, 1);
-    return R.tensor(Float32Array.from({ length: n }, (_, i) => ((i * 7) % 5) - 2 + 0.25), j.tensor);
+    // Non-integer values, or with `ints` the integers 0 .. ints-1 (index tensors).
+    const ints = j.ints;
+    return R.tensor(Float32Array.from({ length: n }, (_, i) => (ints === undefined ? ((i * 7) % 5) - 2 + 0.25 : (i * 7) % ints)), j.tensor);
   }
-  return Array.isArray(j.value) ? [...j.value] : j.value;
+  // A list may hold tensors to make (the fitting stack arguments).
+  const isJunk = (x: unknown): x is Junk => x !== null && typeof x === 'object' && ('tensor' in x || 'value' in x);
+  return Array.isArray(j.value) ? j.value.map((x) => (isJunk(x) ? materialise(x) : x)) : j.value;
 }
 
 const isTensor = (v: unknown): v is Tensor => v instanceof R.Tensor;
@@ -269,6 +273,15 @@ function broadcast(a: readonly number[], b: readonly number[]): number[] | null 
   return out;
 }
 
+/** An array of integers (null entries allowed where `nulls`). */
+const intList = (v: unknown, nulls = false): v is number[] => Array.isArray(v) && v.every((x) => (nulls && x === null) || isInt(x));
+
+/** A per-axis option: undefined (the default), one integer for every axis, or `n` integers; each >= min. */
+function perAxis(v: unknown, n: number, dflt: number | null, min: number): number[] | null {
+  const list = v === undefined ? (dflt === null ? null : Array(n).fill(dflt)) : typeof v === 'number' ? Array(n).fill(v) : Array.isArray(v) ? v : null;
+  return list !== null && list.length === n && list.every((x) => isInt(x) && x >= min) ? list : null;
+}
+
 const asOperand = (v: unknown): number[] | null => (isTensor(v) ? [...v.shape] : typeof v === 'number' ? [] : null);
 
 /** Normalised axes of a rank-r tensor, or null where they are invalid (rank 0 has no axes). */
@@ -280,14 +293,14 @@ function axesOf(axes: unknown, rank: number): number[] | null {
 }
 
 /**
- * One fuzzed op: argument generators and an oracle giving the expected output shape (null: the call
- * must throw a RevgradError; 'any': only that a result has a sane shape).
+ * One fuzzed op: argument generators and an oracle giving the expected output shape (a list of shapes
+ * for ops returning several tensors; null: the call must throw a RevgradError).
  */
 interface FuzzOp {
   readonly name: string;
   readonly args: fc.Arbitrary<Junk[]>;
   readonly call: (...args: any[]) => unknown;
-  readonly expect: (...args: any[]) => number[] | null | 'any';
+  readonly expect: (...args: any[]) => number[] | number[][] | null;
 }
 
 const args = (...arbs: fc.Arbitrary<Junk>[]) => fc.tuple(...arbs);
@@ -299,6 +312,39 @@ const maybeAxes: fc.Arbitrary<Junk> = fc.oneof(
   junkValueArb.map((value) => ({ value })),
 );
 const bool: fc.Arbitrary<Junk> = fc.boolean().map((value) => ({ value }));
+
+// Arguments that fit (or nearly fit): junk alone rarely reaches an op's success path, where the
+// oracle's shape is what is checked.
+const dim = fc.integer({ min: 1, max: 3 });
+const fittingSplit = fc.tuple(fc.array(dim, { minLength: 1, maxLength: 3 }), fc.integer({ min: 1, max: 3 }), fc.boolean()).chain(([shape, parts, asSizes]) => {
+  const full = [...shape, parts * 2];
+  const sizes = asSizes ? fc.array(fc.nat({ max: parts * 2 }), { minLength: parts, maxLength: parts }).map((v) => [...v.slice(0, -1), parts * 2 - v.slice(0, -1).reduce((a, b) => a + b, 0)]) : fc.constant(parts);
+  return fc.tuple(fc.constant({ tensor: full } as Junk), sizes.map((value) => ({ value }) as Junk), fc.constant({ value: -1 } as Junk));
+});
+const fittingStack = fc.tuple(tensorShapeArb, fc.integer({ min: 1, max: 3 }), fc.integer({ min: -3, max: 3 })).map(([shape, n, axis]) => [
+  { value: Array.from({ length: n }, () => ({ tensor: shape })) } as Junk,
+  { value: axis } as Junk,
+]);
+const fittingTake = fc.tuple(fc.array(dim, { minLength: 1, maxLength: 3 }), fc.array(dim, { maxLength: 2 }), fc.nat({ max: 2 })).map(([shape, idx, axis]) => [
+  { tensor: shape } as Junk,
+  { tensor: idx, ints: shape[Math.min(axis, shape.length - 1)] } as Junk,
+  { value: Math.min(axis, shape.length - 1) } as Junk,
+]);
+const fittingConv = fc
+  .record({ b: dim, g: fc.integer({ min: 1, max: 2 }), cg: dim, cpg: dim, k: fc.array(dim, { minLength: 1, maxLength: 3 }), extra: fc.nat({ max: 2 }), stride: fc.oneof(fc.constant(undefined), dim), padding: fc.oneof(fc.constant(undefined), fc.nat({ max: 1 })) })
+  .map(({ b, g, cg, cpg, k, extra, stride, padding }) => [
+    { tensor: [b, g * cg, ...k.map((v) => v + extra)] } as Junk,
+    { tensor: [g * cpg, cg, ...k] } as Junk,
+    { value: { stride, padding, groups: g } } as Junk,
+  ]);
+const fittingPool = fc
+  .record({ lead: fc.array(dim, { minLength: 1, maxLength: 2 }), k: fc.array(dim, { minLength: 3, maxLength: 3 }), extra: fc.array(fc.nat({ max: 2 }), { minLength: 3, maxLength: 3 }), stride: fc.oneof(fc.constant(undefined), fc.array(dim, { minLength: 3, maxLength: 3 })), pad: fc.boolean() })
+  .map(({ lead, k, extra, stride, pad }) => [
+    { tensor: [...lead, ...k.map((v, i) => v + extra[i])] } as Junk,
+    { value: k } as Junk,
+    { value: stride } as Junk,
+    { value: pad ? k.map((v) => Math.floor(v / 2)) : undefined } as Junk,
+  ]);
 
 const FUZZ: readonly FuzzOp[] = [
   { name: 'zeros', args: args(shapeJunk), call: (s) => R.zeros(s), expect: (s) => (validShape(s) ? [...s] : null) },
@@ -342,7 +388,7 @@ const FUZZ: readonly FuzzOp[] = [
     expect: (x, axes, keepdims) => {
       if (!isTensor(x)) return null;
       const ax = axesOf(axes, x.rank);
-      if (ax === null) return x.rank === 0 && (axes === 0 || axes === -1) ? 'any' : null;
+      if (ax === null) return null;
       if (name === 'max' && ax.some((a) => x.shape[a] === 0)) return null;
       return keepdims ? x.shape.map((d, i) => (ax.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !ax.includes(i));
     },
@@ -422,22 +468,139 @@ const FUZZ: readonly FuzzOp[] = [
       return xs[0].shape.map((d, i) => (i === ax[0] ? xs.reduce((s, t) => s + t.shape[i], 0) : d));
     },
   },
-  // Ops where the fuzz checks only the error type and the sanity of returned shapes.
-  { name: 'slice', args: args(junkArb, shapeJunk, shapeJunk, shapeJunk), call: (x, a, b, c) => R.slice(x, a, b, c), expect: () => 'any' },
-  { name: 'pad', args: args(junkArb, fc.oneof(fc.array(fc.tuple(fc.integer({ min: -1, max: 2 }), fc.integer({ min: -1, max: 2 })), { maxLength: 4 }).map((value) => ({ value })), shapeJunk)), call: (x, w) => R.pad(x, w), expect: () => 'any' },
-  { name: 'split', args: args(junkArb, fc.oneof(junkValueArb.map((value) => ({ value })), shapeJunk), fc.integer({ min: -3, max: 3 }).map((value) => ({ value }))), call: (x, s, a) => R.split(x, s, a), expect: () => 'any' },
-  { name: 'stack', args: args(fc.array(junkArb, { maxLength: 3 }).map((value) => ({ value })), fc.integer({ min: -4, max: 4 }).map((value) => ({ value }))), call: (xs, a) => stackTensors(xs, a), expect: () => 'any' },
-  { name: 'take', args: args(junkArb, junkArb, fc.integer({ min: -3, max: 3 }).map((value) => ({ value }))), call: (x, i, a) => R.take(x, i, a), expect: () => 'any' },
-  { name: 'softmax', args: args(junkArb, maybeAxes), call: (x, a) => R.softmax(x, a), expect: () => 'any' },
-  { name: 'layerNorm', args: args(junkArb, junkArb, junkArb), call: (x, w, b) => R.layerNorm(x, w, b), expect: () => 'any' },
+  // Ops whose oracles follow the documented argument rules (docs/api.md) and the implementations' checks.
+  {
+    name: 'slice',
+    args: args(junkArb, shapeJunk, fc.oneof(fc.constant({ value: undefined }), shapeJunk, fc.array(fc.oneof(fc.constant(null), fc.integer({ min: -4, max: 5 })), { maxLength: 4 }).map((value) => ({ value }))), fc.oneof(fc.constant({ value: undefined }), shapeJunk)),
+    call: (x, a, b, c) => R.slice(x, a, b, c),
+    expect: (x, start, stop, step) => {
+      if (!isTensor(x) || !intList(start) || (stop !== undefined && !intList(stop, true)) || (step !== undefined && !intList(step))) return null;
+      if (start.length > x.rank) return null;
+      const out: number[] = [];
+      for (let d = 0; d < x.rank; d++) {
+        const n = x.shape[d];
+        const st = step?.[d] ?? 1;
+        if (st <= 0) return null;
+        const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
+        out.push(Math.max(0, Math.ceil((clamp(stop?.[d] ?? n) - clamp(start[d] ?? 0)) / st)));
+      }
+      return out;
+    },
+  },
+  {
+    name: 'pad',
+    args: args(junkArb, fc.oneof(fc.array(fc.tuple(fc.integer({ min: -1, max: 2 }), fc.integer({ min: -1, max: 2 })), { maxLength: 4 }).map((value) => ({ value })), shapeJunk)),
+    call: (x, w) => R.pad(x, w),
+    expect: (x, widths) => {
+      if (!isTensor(x) || !Array.isArray(widths) || widths.length > x.rank) return null;
+      if (!widths.every((p) => Array.isArray(p) && p.length === 2 && p.every((v) => isInt(v) && v >= 0))) return null;
+      return x.shape.map((n, d) => n + (widths[d]?.[0] ?? 0) + (widths[d]?.[1] ?? 0));
+    },
+  },
+  {
+    name: 'split',
+    args: fc.oneof(args(junkArb, fc.oneof(junkValueArb.map((value) => ({ value })), shapeJunk), fc.integer({ min: -3, max: 3 }).map((value) => ({ value }))), fittingSplit),
+    call: (x, s, a) => R.split(x, s, a),
+    expect: (x, s, axis): number[][] | null => {
+      if (!isTensor(x)) return null;
+      const ax = axesOf(axis, x.rank);
+      if (ax === null || !isInt(axis)) return null;
+      const n = x.shape[ax[0]];
+      let sizes: number[];
+      if (typeof s === 'number') {
+        if (!isInt(s) || s <= 0 || n % s !== 0 || (n === 0 && s > 1)) return null;
+        sizes = Array(s).fill(n / s);
+      } else {
+        if (!intList(s) || s.reduce((p: number, q: number) => p + q, 0) !== n || s.some((v: number) => v < 0)) return null;
+        sizes = s;
+      }
+      return sizes.map((k) => x.shape.map((d, i) => (i === ax[0] ? k : d)));
+    },
+  },
+  {
+    name: 'stack',
+    args: fc.oneof(args(fc.array(junkArb, { maxLength: 3 }).map((value) => ({ value })), fc.integer({ min: -4, max: 4 }).map((value) => ({ value }))), fittingStack),
+    call: (xs, a) => stackTensors(xs, a),
+    expect: (xs, axis) => {
+      if (!Array.isArray(xs) || xs.length === 0 || !xs.every(isTensor)) return null;
+      const s = xs[0].shape;
+      const ax = axesOf(axis, s.length + 1);
+      if (ax === null || s.length + 1 > 6 || !xs.every((t) => t.shape.join() === s.join())) return null;
+      return [...s.slice(0, ax[0]), xs.length, ...s.slice(ax[0])];
+    },
+  },
+  {
+    name: 'take',
+    args: fc.oneof(args(junkArb, junkArb, fc.integer({ min: -3, max: 3 }).map((value) => ({ value }))), fittingTake),
+    call: (x, i, a) => R.take(x, i, a),
+    expect: (x, indices, axis) => {
+      if (!isTensor(x) || !isTensor(indices)) return null;
+      const ax = axesOf(axis, x.rank);
+      if (ax === null) return null;
+      const n = x.shape[ax[0]];
+      if (!indices.dataSync().every((v) => isInt(v) && v >= 0 && v < n)) return null;
+      const out = [...x.shape.slice(0, ax[0]), ...indices.shape, ...x.shape.slice(ax[0] + 1)];
+      return out.length > 6 ? null : out;
+    },
+  },
+  {
+    name: 'softmax',
+    args: args(junkArb, maybeAxes),
+    call: (x, a) => R.softmax(x, a),
+    // One axis (default -1): an integer in range; a list of axes is not an axis.
+    expect: (x, axis) => (isTensor(x) && (axis === undefined || isInt(axis)) && axesOf(axis ?? -1, x.rank) !== null ? [...x.shape] : null),
+  },
+  {
+    name: 'layerNorm',
+    args: args(junkArb, fc.oneof(junkArb, fc.constant({ value: null })), fc.oneof(junkArb, fc.constant({ value: null }))),
+    call: (x, w, b) => R.layerNorm(x, w, b),
+    // Normalises the last axis (rank >= 1), then weight and bias broadcast (null: none; a number is a scalar).
+    expect: (x, w, b) => {
+      if (!isTensor(x) || x.rank === 0) return null;
+      let out: number[] | null = [...x.shape];
+      for (const p of [w, b]) {
+        if (p === null) continue;
+        const s = asOperand(p);
+        out = s === null || out === null ? null : broadcast(out, s);
+      }
+      return out;
+    },
+  },
   {
     name: 'conv',
-    args: args(junkArb, junkArb, fc.record({ stride: fc.oneof(fc.constant(undefined), junkValueArb), padding: fc.oneof(fc.constant(undefined), junkValueArb), groups: fc.oneof(fc.constant(undefined), junkValueArb) }).map((value) => ({ value }))),
+    args: fc.oneof(fittingConv, args(junkArb, junkArb, fc.record({ stride: fc.oneof(fc.constant(undefined), junkValueArb), padding: fc.oneof(fc.constant(undefined), junkValueArb), groups: fc.oneof(fc.constant(undefined), junkValueArb) }).map((value) => ({ value })))),
     call: (x, w, o) => R.conv(x, w, o),
-    expect: () => 'any',
+    expect: (x, w, o: { stride?: unknown; padding?: unknown; groups?: unknown }) => {
+      if (!isTensor(x) || !isTensor(w)) return null;
+      const spatial = w.rank - 2;
+      if (spatial < 1 || spatial > 3 || x.rank !== w.rank) return null;
+      const stride = perAxis(o.stride, spatial, 1, 1);
+      const padding = perAxis(o.padding, spatial, 0, 0);
+      const g = o.groups ?? 1;
+      if (stride === null || padding === null || !isInt(g) || g < 1) return null;
+      const [cin, cout, cg] = [x.shape[1], w.shape[0], w.shape[1]];
+      if (cin % g !== 0 || cout % g !== 0 || cg * g !== cin) return null;
+      const sp = x.shape.slice(2).map((n, d) => Math.floor((n + 2 * padding[d] - w.shape[2 + d]) / stride[d]) + 1);
+      return sp.some((n) => n <= 0) ? null : [x.shape[0], cout, ...sp];
+    },
   },
-  { name: 'maxPool3d', args: args(junkArb, shapeJunk, shapeJunk, shapeJunk), call: (x, k, s, p) => R.maxPool3d(x, k, s, p), expect: () => 'any' },
-  { name: 'avgPool3d', args: args(junkArb, shapeJunk, shapeJunk, shapeJunk), call: (x, k, s, p) => R.avgPool3d(x, k, s, p), expect: () => 'any' },
+  ...(['maxPool3d', 'avgPool3d'] as const).map((name): FuzzOp => ({
+    name,
+    args: fc.oneof(args(junkArb, shapeJunk, fc.oneof(fc.constant({ value: undefined }), shapeJunk), fc.oneof(fc.constant({ value: undefined }), shapeJunk)), fittingPool),
+    call: (x, k, s, p) => R[name](x, k, s, p),
+    // [B, C, D, H, W] or [C, D, H, W]; kernel, stride (default the kernel) and padding: 3 integers or one
+    // for all (kernel, stride >= 1; 0 <= padding <= kernel / 2); every output axis non-empty.
+    expect: (x, kernel, stride, padding) => {
+      if (!isTensor(x) || (x.rank !== 4 && x.rank !== 5)) return null;
+      const k = perAxis(kernel, 3, null, 1);
+      const s = perAxis(stride ?? kernel, 3, 1, 1);
+      const p = perAxis(padding, 3, 0, 0);
+      if (k === null || s === null || p === null || p.some((v, i) => v > k[i] / 2)) return null;
+      const lead = x.shape.slice(0, x.rank - 3);
+      const out = [...lead, ...x.shape.slice(x.rank - 3).map((n, d) => Math.floor((n + 2 * p[d] - k[d]) / s[d]) + 1)];
+      return out.some((n) => n <= 0) ? null : out;
+    },
+  })),
 ];
 
 function checkCall(op: FuzzOp, junk: Junk[], backend: string): void {
@@ -450,7 +613,7 @@ function checkCall(op: FuzzOp, junk: Junk[], backend: string): void {
     if (!(e instanceof RevgradError)) {
       throw new Error(`${op.name} on ${backend} threw ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`);
     }
-    if (want !== null && want !== 'any') throw new Error(`${op.name} on ${backend}: expected shape [${want}], got ${e.name}: ${e.message}`);
+    if (want !== null) throw new Error(`${op.name} on ${backend}: expected shape ${JSON.stringify(want)}, got ${e.name}: ${e.message}`);
     return;
   }
   for (const r of Array.isArray(result) ? result : [result]) {
@@ -459,10 +622,9 @@ function checkCall(op: FuzzOp, junk: Junk[], backend: string): void {
       throw new Error(`${op.name} on ${backend} returned an invalid shape [${r.shape}] with ${r.dataSync().length} values`);
     }
   }
-  if (want === null) throw new Error(`${op.name} on ${backend}: expected a RevgradError, got shape [${(result as Tensor).shape}]`);
-  if (want !== 'any' && (result as Tensor).shape.join(',') !== want.join(',')) {
-    throw new Error(`${op.name} on ${backend}: expected shape [${want}], got [${(result as Tensor).shape}]`);
-  }
+  const got = Array.isArray(result) ? result.map((r: Tensor) => [...r.shape]) : [...(result as Tensor).shape];
+  if (want === null) throw new Error(`${op.name} on ${backend}: expected a RevgradError, got shape ${JSON.stringify(got)}`);
+  if (JSON.stringify(got) !== JSON.stringify(want)) throw new Error(`${op.name} on ${backend}: expected shape ${JSON.stringify(want)}, got ${JSON.stringify(got)}`);
 }
 
 for (const op of FUZZ) {

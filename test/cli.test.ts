@@ -144,12 +144,17 @@ test('train refuses to overwrite a run without --force; --force replaces it; eva
   const forced = revgrad('train', ...quickTrain, '--out', out, '--seed', '5', '--force');
   assert.is(forced.code, 0, forced.err);
   assert.ok(Buffer.compare(before, readFileSync(join(out, 'checkpoint.safetensors'))) !== 0, 'the checkpoint was not replaced');
-  const ev = revgrad('eval', '--checkpoint', join(out, 'checkpoint.safetensors'), '--clips', '8', '--batch', '4', '--json');
+  // eval in a fresh process, on the clips the training run evaluated at its last step (its seed, 4 clips
+  // in one batch), must reproduce that evaluation from metrics.jsonl: same accuracy, same loss.
+  const ev = revgrad('eval', '--checkpoint', join(out, 'checkpoint.safetensors'), '--clips', '4', '--batch', '4', '--json');
   assert.is(ev.code, 0, ev.err);
-  const res = JSON.parse(ev.out) as { clips: number; accuracy: number; step: number };
-  assert.is(res.clips, 8);
-  assert.is(res.step, 3);
-  assert.ok(res.accuracy >= 0 && res.accuracy <= 1);
+  const res = JSON.parse(ev.out) as { clips: number; accuracy: number; loss: number; step: number };
+  const records = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; step: number; testAcc: number; testLoss: number; clips: number });
+  const trained = records.filter((r) => r.type === 'eval').at(-1);
+  assert.ok(trained !== undefined && trained.step === 3, `no final evaluation in metrics.jsonl: ${JSON.stringify(records.map((r) => r.type))}`);
+  assert.equal([res.step, res.clips], [3, trained!.clips]);
+  assert.is(res.accuracy, trained!.testAcc);
+  assert.ok(Math.abs(res.loss - trained!.testLoss) <= 1e-6 * Math.abs(trained!.testLoss), `eval loss ${res.loss}, training's ${trained!.testLoss}`);
 });
 
 test('check passes on a tiny config; memory --json shows reversible retaining less than store', () => {
@@ -171,12 +176,12 @@ test('check passes on a tiny config; memory --json shows reversible retaining le
 });
 
 test('check-fixture: a PySlowFast fixture passes (exit 0); random bytes are refused (exit 1)', () => {
+  // The fixture is part of the repo (test/fixtures/MANIFEST.md): missing, it is an error, not a skip.
   const fixture = join(ROOT, 'test/fixtures/revvit_2d_stack_cls.safetensors');
-  if (existsSync(fixture)) {
-    const r = revgrad('check-fixture', fixture);
-    assert.is(r.code, 0, r.out + r.err);
-    assert.match(r.out, 'PASS');
-  }
+  assert.ok(existsSync(fixture), `${fixture} is missing from the checkout`);
+  const r = revgrad('check-fixture', fixture);
+  assert.is(r.code, 0, r.out + r.err);
+  assert.match(r.out, 'PASS');
   const bad = join(DIR, 'fixture-corrupt.safetensors');
   writeFileSync(bad, randomBytes(256));
   const b = revgrad('check-fixture', bad);

@@ -42,6 +42,18 @@ export interface VjpLawOptions {
   readonly checks?: readonly VjpCheck[];
   /** Finite-difference step along directions with |v| <= 1 (default 1e-2). */
   readonly h?: number;
+  /**
+   * 'each' (default): one finite difference per input, so a failure names the input; 'together': one
+   * for all inputs at once (two evaluations of f in all, for functions of many parameter leaves).
+   */
+  readonly fdInputs?: 'each' | 'together';
+  /**
+   * Directions v for 'fd': 'random' (default, uniform in [-1, 1]), or 'ascent': the same magnitudes
+   * with the signs of the VJP, so the terms of <vjp(u), v> do not cancel and an error anywhere in the
+   * VJP adds up instead of averaging out (for functions of many leaves, where a random direction's sum
+   * is a small difference of large terms).
+   */
+  readonly direction?: 'random' | 'ascent';
   /** Relative tolerance of the finite-difference comparisons (default 2e-3; see `fdBody`). */
   readonly rtol?: number;
   /** float32 round-off allowance in ulps of the function values (default 64). */
@@ -95,30 +107,43 @@ function* fdBody(c: VjpCase, seed: number, o: VjpLawOptions): Body<Outcome> {
   for (const i of wrt) {
     if (!sameShape(grads[i].shape, c.inputs[i].shape)) return failed(`the gradient of ${describeInput(c, i)} has shape ${fmt(grads[i].shape)}`);
   }
-  const xs = yield wrt.map((i) => c.inputs[i]);
-  const runs = wrt.map((i, j) => {
-    const p = perturb(xs[j], direction(xs[j].length, seed, i), h);
+  const read = yield [...wrt.map((i) => c.inputs[i]), ...wrt.map((i) => grads[i])];
+  const xs = read.slice(0, wrt.length);
+  const gs = read.slice(wrt.length);
+  const dir = (j: number, i: number) => {
+    const v = direction(xs[j].length, seed, i);
+    return o.direction === 'ascent' ? v.map((x, e) => (gs[j][e] < 0 ? -Math.abs(x) : Math.abs(x))) : v;
+  };
+  // One run per input ('each'), or one run moving every input ('together').
+  const groups = o.fdInputs === 'together' ? [wrt.map((i, j) => ({ i, j }))] : wrt.map((i, j) => [{ i, j }]);
+  const runs = groups.map((group) => {
     const plus = [...c.inputs];
     const minus = [...c.inputs];
-    plus[i] = tensor(p.xp, [...c.inputs[i].shape]);
-    minus[i] = tensor(p.xm, [...c.inputs[i].shape]);
-    return { i, dx: p.dx, fp: leavesOf(c.f(...plus)), fm: leavesOf(c.f(...minus)) };
+    const dx = group.map(({ i, j }) => {
+      const p = perturb(xs[j], dir(j, i), h);
+      plus[i] = tensor(p.xp, [...c.inputs[i].shape]);
+      minus[i] = tensor(p.xm, [...c.inputs[i].shape]);
+      return { j, dx: p.dx };
+    });
+    return { label: group.length === 1 ? describeInput(c, group[0].i) : `all ${group.length} inputs together`, dx, fp: leavesOf(c.f(...plus)), fm: leavesOf(c.f(...minus)) };
   });
-  const d = yield [...wrt.map((i) => grads[i]), ...runs.flatMap((r) => [...r.fp, ...r.fm])];
+  const d = [...gs, ...(yield runs.flatMap((r) => [...r.fp, ...r.fm]))];
   const ud = us.data;
   let worst: { ratio: number; text: string } = { ratio: -1, text: '' };
-  runs.forEach((r, j) => {
-    const g = d[j];
+  runs.forEach((r, q) => {
     let analytic = 0;
     let absTerms = 0;
-    for (let e = 0; e < r.dx.length; e++) {
-      analytic += g[e] * r.dx[e];
-      absTerms += Math.abs(g[e] * r.dx[e]);
+    for (const { j, dx } of r.dx) {
+      const g = d[j];
+      for (let e = 0; e < dx.length; e++) {
+        analytic += g[e] * dx[e];
+        absTerms += Math.abs(g[e] * dx[e]);
+      }
     }
     let numeric = 0;
     let absNumeric = 0;
     let roundScale = 0;
-    const base = wrt.length + j * 2 * ys.length;
+    const base = wrt.length + q * 2 * ys.length;
     for (let k = 0; k < ys.length; k++) {
       const a = d[base + k];
       const b = d[base + ys.length + k];
@@ -133,7 +158,7 @@ function* fdBody(c: VjpCase, seed: number, o: VjpLawOptions): Body<Outcome> {
     const diff = Math.abs(analytic - numeric);
     const ratio = diff !== diff ? Infinity : diff / tol;
     if (ratio > worst.ratio) {
-      worst = { ratio, text: `${describeInput(c, r.i)}: <vjp(u), dx> = ${num(analytic)}, central difference = ${num(numeric)}, |diff| ${num(diff)} vs tol ${num(tol)} (h ${h})` };
+      worst = { ratio, text: `${r.label}: <vjp(u), dx> = ${num(analytic)}, central difference = ${num(numeric)}, |diff| ${num(diff)} vs tol ${num(tol)} (h ${h})` };
     }
   });
   if (worst.ratio < 0) return inconclusive('fd: no differentiable input');

@@ -192,7 +192,8 @@ const reduceImpl = (kind: 'sum' | 'max') => ([shape]: readonly Shape[], { axes }
 /** The shape of x with the reduced axes kept as 1 (to broadcast a reduced result back). */
 const keptShape = (shape: Shape, axes: readonly number[]): number[] => shape.map((d, i) => (axes.includes(i) ? 1 : d));
 
-const SUM = definePrimitive<ReduceAttrs>({
+/** The sum primitive (lowerings fuse it into elementwise groups as a summed output). */
+export const SUM = definePrimitive<ReduceAttrs>({
   name: 'sum',
   shape: ([x], attrs) => reducedShape(x, attrs),
   impl: reduceImpl('sum'),
@@ -667,7 +668,8 @@ function concatImpl(shapes: readonly Shape[], outShape: Shape, axis: number): Op
 
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {
   if (!Array.isArray(xs as unknown) || xs.length === 0) throw new ArgumentError('stack', 'expected a non-empty array of tensors');
-  const rank = assertTensor('stack', xs[0], 'element 0').rank;
+  xs.forEach((t, i) => assertTensor('stack', t, `element ${i}`));
+  const rank = xs[0].rank;
   const ax = normAxis('stack', axis, rank + 1);
   if (rank + 1 > 6) {
     const shape = [...xs[0].shape.slice(0, ax), xs.length, ...xs[0].shape.slice(ax)];
