@@ -224,6 +224,37 @@ export async function fusedLaw(samples = 6): Promise<PlanLawResult> {
   });
 }
 
+/**
+ * A value read at two strides inside one fused group (x as a row and as a column of one broadcast sum,
+ * and once more at its own shape) and a value read twice by one WGSL op (matmul(a, a)): jit on the
+ * device equals eager webasm. (Plans bind every storage buffer writable, and WebGPU refuses two
+ * writable bindings of the same bytes in one dispatch: the kernel must bind such a value once.)
+ */
+export async function sharedReadLaw(samples = 4): Promise<PlanLawResult> {
+  return law('one value read twice by a kernel (fused group at two strides, matmul(a, a)) = eager webasm', async () => {
+    const cases = fc.sample(fc.record({ n: fc.integer({ min: 1, max: 40 }), seed: fc.integer({ min: 1, max: 1e6 }) }), { seed: 20261201, numRuns: samples });
+    let worst = 0;
+    for (const c of cases) {
+      const f = ([x, a]: Tensor[]) => [R.mul(R.add(R.reshape(x, [1, c.n]), R.reshape(x, [c.n, 1])), R.tanh(x)), R.matmul(a, a)];
+      const inputs = [R.tensor(uniform(c.n, c.seed), [c.n]), R.tensor(uniform(c.n * c.n, c.seed + 1), [c.n, c.n])];
+      const want = withBackend('webasm', () => f(inputs)).map((t) => t.dataSync());
+      const traced = jit(f, { lowering: 'interpret' }).program(inputs);
+      const program = await DeviceProgram.compile((await programFromTrace(traced, { label: 'shared reads' })).program, []);
+      try {
+        const got = await program.run(inputs.map((t) => t.dataSync()));
+        want.forEach((w, k) => {
+          const d = relDiff(got[k], w);
+          if (!(d <= 1e-5)) fail(`n = ${c.n}, result ${k}: ${d.toExponential(2)} of max|webasm| off`);
+          worst = Math.max(worst, d);
+        });
+      } finally {
+        program.destroy();
+      }
+    }
+    return `${cases.length} cases equal to webasm (worst ${worst.toExponential(1)} of max|webasm|)`;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Every op in a plan
 

@@ -13,7 +13,7 @@ import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import { countWebGPU } from '../src/backend/webgpu-device.ts';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
-import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from './plan-laws.ts';
+import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, type PlanLawResult } from './plan-laws.ts';
 
 const status = await initWebGPU();
 const samples = Math.max(1, Number(process.env.PLAN_LAW_SAMPLES ?? '1') || 1);
@@ -47,6 +47,12 @@ if (!status.ok) {
 
   test('fused elementwise groups (broadcasts, offsets, constants, op chains) as one WGSL kernel equal the host', async () => {
     const r = await fusedLaw(6 * samples);
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('a value a kernel reads twice (a fused group at two strides, matmul(a, a)) is bound once and gives eager\'s values', async () => {
+    const r = await sharedReadLaw(4 * samples);
     console.log(report(r));
     assert.ok(r.ok, report(r));
   });

@@ -11,7 +11,7 @@
  */
 import { BackendError } from '../tensor/errors.ts';
 import { getBackend } from './backend.ts';
-import { wasmSimdAvailable } from './wasm-gemm.ts';
+import { wasmSimdAvailable } from './wasm-builder.ts';
 
 let enabled = true;
 

@@ -1,4 +1,8 @@
-/** Composite ops written from the primitives (autodiff differentiates them through the primitives). */
+/**
+ * Composite ops written from the primitives (autodiff differentiates them through the primitives):
+ * softmax, logSoftmax and layerNorm around the fused row primitives of fused.ts (softmaxLast,
+ * normalizeLast; gelu is one), sigmoid, softplus, logSumExp, min, clip, oneHot.
+ */
 import { ArgumentError, ShapeError } from './errors.ts';
 import { getBackend } from '../backend/backend.ts';
 import { layerNormAffine, normalizeLast, softmaxLast } from './fused.ts';

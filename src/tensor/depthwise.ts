@@ -5,6 +5,7 @@
  * no permutes around the pooling, and the host loop's inner loop runs over the contiguous channels.
  */
 import { wasmDepthwise } from '../backend/wasm-depthwise.ts';
+import { depthwiseKernel } from '../backend/wgsl-kernels.ts';
 import { wasmKernelsOn } from '../backend/wasm-memory.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
@@ -51,14 +52,6 @@ export function depthwiseConv3d(x: Tensor, w: Tensor, opts: { stride: readonly n
 function outShape(xs: Shape, ws: Shape, a: DepthwiseAttrs): number[] {
   return [xs[0], ...[0, 1, 2].map((d) => outSize(xs[d + 1], ws[d + 2], a.stride[d], a.padding[d])), xs[4]];
 }
-
-/** The input gradient: shaped like the conv input. */
-export const depthwiseConv3dGradInput = (g: Tensor, w: Tensor, inputShape: Shape, a: DepthwiseAttrs): Tensor =>
-  apply(DEPTHWISE.dx, [g, w], { of: a, shape: inputShape });
-
-/** The weight gradient. */
-export const depthwiseConv3dGradWeight = (x: Tensor, g: Tensor, weightShape: Shape, a: DepthwiseAttrs): Tensor =>
-  apply(DEPTHWISE.dw, [x, g], { of: a, shape: weightShape });
 
 function impl(part: ConvPart, xs: Shape, ws: Shape, os: Shape, a: DepthwiseAttrs): OpImpl {
   const [N, D, H, W, C] = xs;
@@ -113,7 +106,7 @@ return acc;
   const host = () => (wasmKernelsOn()
     ? (ins: Float32Array[], out: Float32Array) => wasmDepthwise(part, geom, ins[0], ins[1], out)
     : (ins: Float32Array[], out: Float32Array) => loop(geom, ins[0], ins[1], out));
-  return { name: `dwconv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+  return { name: `dwconv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, wgsl: () => depthwiseKernel(part, geom) };
 }
 
 /**

@@ -29,7 +29,7 @@ export type HostImpl = (inputs: Float32Array[], out: Float32Array) => void;
  * step (codegen.ts `splitIndex`). The host backends (webasm: IEEE f32 division, cpu: f64) keep the
  * plain, faster form.
  */
-export const isGpuBackend = (name: BackendName): boolean => name === 'webgpu' || name === 'webgl2';
+const isGpuBackend = (name: BackendName): boolean => name === 'webgpu' || name === 'webgl2';
 
 /** The most elements a GPU kernel indexes exactly with float32 index math (2^24 - 8; see codegen.ts floorDiv). */
 export const GPU_MAX_ELEMENTS = 2 ** 24 - 8;
@@ -74,7 +74,7 @@ export function setFastPaths(enabled: boolean): void {
 /** Whether host fast paths are on (jit lowers to fused host loops only then). */
 export const fastPathsEnabled = (): boolean => fastPaths;
 
-export function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
+function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
   // Sizes are part of the key: a kernel is built for one output size and one set of input lengths.
   const kernel: IKernelRunShortcut = cachedKernel(`${spec.key}#${outSize}#${inputs.map((x) => x.length).join(',')}`, (gpu) =>
     gpu.createKernel(spec.source, { output: [outSize] }),
