@@ -332,6 +332,8 @@ export interface StepLawReport extends PlanLawResult {
   /** Device work per steady-state step (the mean of the measured steps). */
   readonly perStep?: WebGPUCounters;
   readonly losses?: readonly number[];
+  /** Ops of the compiled step that ran their gpu.js kernel (no WGSL form), with counts. */
+  readonly gpujsOps?: readonly (readonly [string, number])[];
 }
 
 /**
@@ -350,6 +352,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
   const config = opts.dropout === true ? { ...base, MODEL: { ...base.MODEL, DROPOUT_RATE: 0.3 }, MVIT: { ...base.MVIT, DROPOUT_RATE: 0.1, DROPPATH_RATE: 0.2 } } : base;
   let perStep: WebGPUCounters | undefined;
   let losses: number[] | undefined;
+  let gpujs: (readonly [string, number])[] | undefined;
   const result = await law(`${mode} AdamW training step${opts.dropout === true ? ' with dropout and drop path' : ''} replayed on the device (b${batch}, ${steps} steps)`, async () => {
     const parsed = parseConfig(config);
     if (E.isLeft(parsed)) fail(formatProblems(parsed.left));
@@ -415,6 +418,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
         worst = Math.max(worst, d);
       }
       const { dispatches, gpujsOps } = trainer.stats;
+      gpujs = [...gpujsOps];
       return `${dispatches} dispatches; per step ${total.submits / steps} submission(s), ${total.readbacks / steps} readback(s), ` +
         `${total.pipelines} new pipelines, ${total.buffers} new buffers, ${(total.uploadBytes / steps / 1024).toFixed(1)} KiB uploaded; losses ${got.map((l) => l.toFixed(4)).join(' ')} = eager webasm; ` +
         `parameters within ${worst.toExponential(1)}${noise.length > 0 ? ` (not compared: ${noise.length} with gradients at rounding level, ${noise.slice(0, 2).join(', ')}${noise.length > 2 ? ', ...' : ''})` : ''}; gpu.js kernels for ${[...gpujsOps].map(([k, n]) => `${k} x${n}`).join(', ') || 'none'}`;
@@ -422,7 +426,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
       trainer.destroy();
     }
   });
-  return { ...result, perStep, losses };
+  return { ...result, perStep, losses, gpujsOps: gpujs };
 }
 
 /**

@@ -220,15 +220,16 @@ export function reduceKernel(d: ReduceDescription): WgslKernel {
 // ---------------------------------------------------------------------------------------------
 // Row ops over the last axis
 
-export type RowOp = 'softmax' | 'softmaxGrad' | 'normalize' | 'normalizeGrad';
+export type RowOp = 'softmax' | 'softmaxGrad' | 'normalize' | 'normalizeGrad' | 'layerNorm';
 
 /**
- * A workgroup per row of C values (x = a0; for the gradients g = a1): the row statistics are
- * reduced once in shared memory, then every thread writes its share of the row.
+ * A workgroup per row of C values (x = a0; for the gradients g = a1; for layerNorm the weight a1 and
+ * bias a2, of C each): the row statistics are reduced once in shared memory, then every thread writes
+ * its share of the row.
  */
 export function rowKernel(op: RowOp, rows: number, C: number, eps: number): WgslKernel {
   const { decl, params } = uniformBlock([rows, C, f32Bits(eps)]);
-  const inputs = op === 'softmax' || op === 'normalize' ? 1 : 2;
+  const inputs = op === 'softmax' || op === 'normalize' ? 1 : op === 'layerNorm' ? 3 : 2;
   const reduceInto = (name: string, kind: 'sum' | 'max', term: string) =>
     `  {\n    var acc : f32 = ${kind === 'sum' ? '0.0' : 'a0[base]'};\n` +
     `    for (var j = lid.x; j < C; j += ${WG}u) { let v = ${term}; acc = ${kind === 'sum' ? 'acc + v' : 'max(acc, v)'}; }\n` +
@@ -251,6 +252,9 @@ export function rowKernel(op: RowOp, rows: number, C: number, eps: number): Wgsl
       break;
     case 'normalize':
       body = stats + store(`(${x} - mu) * inv`);
+      break;
+    case 'layerNorm':
+      body = stats + store(`(${x} - mu) * inv * a1[j] + a2[j]`);
       break;
     case 'normalizeGrad':
       body = stats + `  var mg : f32 = 0.0;\n${reduceInto('mg', 'sum', g)}  mg = mg / f32(C);\n` +
