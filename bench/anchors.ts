@@ -168,6 +168,41 @@ function tfGelu(x: tf.Tensor): tf.Tensor {
   });
 }
 
+/*
+ * Gradient anchors for tfjs: its Node bundle of tfjs-core registers no gradients (the `@tensorflow/tfjs`
+ * umbrella does, and tfjs-core's ESM files cannot be imported by Node), so tf.grad is unavailable here.
+ * These compose forward + backward from tfjs ops: for softmax exactly the ops of tfjs's Softmax_grad;
+ * for layerNorm and GELU the closed-form input gradients, fewer ops than tf.grad would run through the
+ * composed forward, so the anchor is if anything faster than tfjs's own gradient.
+ */
+function tfSoftmaxVjp(x: tf.Tensor, dy: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const y = tf.softmax(x);
+    const dyTimesY = tf.mul(dy, y);
+    return tf.sub(dyTimesY, tf.mul(tf.sum(dyTimesY, -1, true), y));
+  });
+}
+
+function tfLayerNormVjp(x: tf.Tensor2D, dy: tf.Tensor, gamma: tf.Tensor1D): tf.Tensor {
+  return tf.tidy(() => {
+    const { mean, variance } = tf.moments(x, -1, true);
+    const rstd = tf.rsqrt(tf.add(variance, 1e-5));
+    const xhat = tf.mul(tf.sub(x, mean), rstd);
+    const dxhat = tf.mul(dy, gamma);
+    return tf.mul(rstd, tf.sub(tf.sub(dxhat, tf.mean(dxhat, -1, true)), tf.mul(xhat, tf.mean(tf.mul(dxhat, xhat), -1, true))));
+  });
+}
+
+function tfGeluVjp(x: tf.Tensor, dy: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const c = Math.sqrt(2 / Math.PI);
+    const x2 = tf.square(x);
+    const t = tf.tanh(tf.mul(tf.mul(x, tf.add(tf.mul(x2, 0.044715), 1)), c));
+    const dt = tf.mul(tf.sub(1, tf.square(t)), tf.mul(tf.add(tf.mul(x2, 3 * 0.044715), 1), c));
+    return tf.mul(dy, tf.add(tf.mul(tf.add(t, 1), 0.5), tf.mul(tf.mul(x, 0.5), dt)));
+  });
+}
+
 function tfRowOpRows(backend: 'wasm' | 'cpu'): Row[] {
   const impl = `tfjs-${backend}`;
   const [r, c] = ROW_OP_SHAPE;
@@ -175,18 +210,13 @@ function tfRowOpRows(backend: 'wasm' | 'cpu'): Row[] {
   const gamma = tf.tensor1d(seededArray(c, 4));
   const beta = tf.tensor1d(seededArray(c, 5));
   const g = tf.tensor2d(seededArray(r * c, 6), [r, c]);
-  // Gradient rows: forward + backward for a given output cotangent (tf.grad(f)(x, dy)), input gradient only.
-  const vjp = (f: (v: tf.Tensor) => tf.Tensor) => tf.grad(f);
-  const softmaxVjp = vjp((v) => tf.softmax(v));
-  const layerNormVjp = vjp((v) => tfLayerNorm(v as tf.Tensor2D, gamma, beta));
-  const geluVjp = vjp(tfGelu);
   const rows: Row[] = [
     { op: 'softmax', shape: rowOpLabel, impl, ms: timeTf(() => tf.softmax(x)), gflops: null },
     { op: 'layerNorm', shape: rowOpLabel, impl, ms: timeTf(() => tfLayerNorm(x, gamma, beta)), gflops: null, note: 'moments + ops, with gamma/beta' },
     { op: 'gelu', shape: rowOpLabel, impl, ms: timeTf(() => tfGelu(x)), gflops: null, note: 'tanh form, composed' },
-    { op: 'softmax grad', shape: rowOpLabel, impl, ms: timeTf(() => softmaxVjp(x, g)), gflops: null, note: 'tf.grad(f)(x, dy): fwd + bwd' },
-    { op: 'layerNorm grad', shape: rowOpLabel, impl, ms: timeTf(() => layerNormVjp(x, g)), gflops: null, note: 'tf.grad(f)(x, dy): fwd + bwd' },
-    { op: 'gelu grad', shape: rowOpLabel, impl, ms: timeTf(() => geluVjp(x, g)), gflops: null, note: 'tf.grad(f)(x, dy): fwd + bwd' },
+    { op: 'softmax grad', shape: rowOpLabel, impl, ms: timeTf(() => tfSoftmaxVjp(x, g)), gflops: null, note: 'fwd + bwd composed (as tfjs Softmax_grad)' },
+    { op: 'layerNorm grad', shape: rowOpLabel, impl, ms: timeTf(() => tfLayerNormVjp(x, g, gamma)), gflops: null, note: 'fwd + bwd composed (closed form)' },
+    { op: 'gelu grad', shape: rowOpLabel, impl, ms: timeTf(() => tfGeluVjp(x, g)), gflops: null, note: 'fwd + bwd composed (tanh form)' },
   ];
   tf.dispose([x, g, gamma, beta]);
   return rows;

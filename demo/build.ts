@@ -1,7 +1,7 @@
 /**
  * Browser builds with esbuild:
  *   - the library: src/browser.ts -> dist/revgrad.browser.js (ESM; `npm run build:browser`);
- *   - the demo: demo/main.ts -> dist/demo/main.js (one bundle, the library inside);
+ *   - the demo: demo/main.ts -> dist/demo/main.js and its worker demo/worker.ts -> dist/demo/worker.js;
  *   - the browser test page: test/browser/laws-page.ts -> dist/test-page/laws-page.js (test:browser).
  *
  * gpu.js resolves to its browser build (the package's `browser` field: dist/gpu-browser.js, which has the
@@ -71,10 +71,11 @@ export async function buildLibrary(minify = false): Promise<string> {
   return outfile;
 }
 
-/** The demo: one bundle with the library inside (it also uses Moving-MNIST's pure helpers and the optimizer). */
+/** The demo: the page's bundle and its training worker's, each with the library inside. */
 export async function buildDemo(): Promise<string> {
   const outfile = join(DIST, 'demo', 'main.js');
   await build({ ...common, entryPoints: [join(ROOT, 'demo', 'main.ts')], outfile });
+  await build({ ...common, entryPoints: [join(ROOT, 'demo', 'worker.ts')], outfile: join(DIST, 'demo', 'worker.js') });
   return outfile;
 }
 

@@ -1,23 +1,32 @@
 /**
- * The demo page (demo/index.html, `npm run demo`): a small video Rev-ViT built with buildModel, its
- * forward pass and derived inverse (reconstruction error per block), a few AdamW steps on Moving-MNIST
- * clips, and the memory the backward pass keeps in reversible vs store mode.
+ * The demo page (demo/index.html, `npm run demo`):
+ *  1-2. a small video Rev-ViT built with buildModel: its forward pass and derived inverse (reconstruction
+ *       error per block), on the page's backend;
+ *  3.   training in a Web Worker (demo/worker.ts) of `npm start`'s model with its recipe, on the best
+ *       backend there (on WebGPU the whole step is one compiled device plan), with a live loss and
+ *       accuracy chart, then the trained model's predictions on held-out clips;
+ *  4.   the memory the backward pass keeps in reversible vs store mode;
+ *  5.   a checkpoint made by `npm start` (checkpoint.safetensors, chosen with the file input or given as
+ *       ?checkpoint=URL) and its predictions on clips.
  *
- * URL parameters: backend=auto|webgpu|webgl2|webasm|cpu (default auto), steps (training steps, default 10),
- * batch (training batch, default 8), depths (for the memory table, default 2,4,8). Results are also left on window.revgradDemo for tests.
+ * URL parameters: backend=auto|webgpu|webgl2|webasm|cpu (default auto; the page and the worker),
+ * steps (training steps, default 300), batch (default 16), lr (default 2e-3), depths (for the memory
+ * table, default 2,4,8), checkpoint (a URL to load at start). Results are also left on window.revgradDemo
+ * for tests; document.body.dataset.state becomes 'done' (or 'error') when the page and the training are.
  */
 import * as R from '../src/index.ts';
-import type { Tensor } from '../src/index.ts';
 import { selectBackend, type BackendRequest } from '../src/backend/select.ts';
-import { areaResize, classLabel, DEFAULT_CLIP_SPEC, DIGIT_SIDE, DIRECTIONS, sampleMotion, trajectory } from '../src/data/moving-mnist.ts';
-import { foldIn, key, randint, split, type Key } from '../src/random/index.ts';
+import { DEFAULT_CLIP_SPEC, DIRECTIONS } from '../src/data/moving-mnist.ts';
+import { key, type Key } from '../src/random/index.ts';
 import { crossEntropy } from '../src/train/loss.ts';
-import { ADAMW_DEFAULTS, adamwInit, adamwUpdate } from '../src/train/optim.ts';
+import { loadDigits, makeClips, type Digits } from './data.ts';
+import type { Prediction, WorkerReply, WorkerRequest } from './worker.ts';
 
 const params = new URLSearchParams(location.search);
 const request = (params.get('backend') ?? 'auto') as BackendRequest;
-const STEPS = Math.max(0, Number(params.get('steps') ?? '10') || 0);
-const BATCH = Math.max(1, Number(params.get('batch') ?? '8') || 8);
+const STEPS = Math.max(0, Number(params.get('steps') ?? '300') || 0);
+const BATCH = Math.max(1, Number(params.get('batch') ?? '16') || 16);
+const LR = Number(params.get('lr') ?? '2e-3') || 2e-3;
 const DEPTH = 4;
 const MEMORY_DEPTHS = (params.get('depths') ?? '2,4,8').split(',').map(Number).filter((d) => Number.isInteger(d) && d > 0);
 const spec = DEFAULT_CLIP_SPEC;
@@ -39,45 +48,10 @@ const row = (cells: (string | number)[], tag = 'td') => `<tr>${cells.map((c) => 
 /** Let the page paint between long steps. */
 const frame = () => new Promise((r) => requestAnimationFrame(() => r(null)));
 
-// ---------------------------------------------------------------------------------------------
-// Data: Moving-MNIST clips from a subset of the mnist package's digits (served as /digits.bin)
-
-interface Digits {
-  count: number;
-  labels: Uint8Array;
-  images: Float32Array;
-}
-
-async function loadDigits(): Promise<Digits> {
-  const bytes = new Uint8Array(await (await fetch('./digits.bin')).arrayBuffer());
-  const count = new DataView(bytes.buffer).getUint32(0, true);
-  const labels = bytes.slice(4, 4 + count);
-  const images = Float32Array.from(bytes.subarray(4 + count, 4 + count + count * 784), (v) => v / 255);
-  return { count, labels, images };
-}
-
-/** A batch of clips [B, 1, T, S, S] with labels digit * 4 + direction (src/data/moving-mnist.ts's construction). */
-function makeBatch(digits: Digits, k: Key, size: number): { x: Tensor; y: Int32Array; raw: Float32Array } {
-  const clip = spec.frames * spec.size * spec.size;
-  const raw = new Float32Array(size * clip);
-  const y = new Int32Array(size);
-  for (let b = 0; b < size; b++) {
-    const [pick, motionKey] = split(foldIn(k, b));
-    const index = randint(pick, 1, 0, digits.count)[0];
-    const motion = sampleMotion(motionKey, spec);
-    const digit = areaResize(digits.images.subarray(index * 784, (index + 1) * 784), DIGIT_SIDE, spec.digitSize);
-    trajectory(motion, spec).forEach(([px, py], t) => {
-      const base = b * clip + t * spec.size * spec.size;
-      for (let r = 0; r < spec.digitSize; r++) {
-        for (let c = 0; c < spec.digitSize; c++) {
-          const at = base + (py + r) * spec.size + (px + c);
-          raw[at] = Math.max(raw[at], digit[r * spec.digitSize + c]);
-        }
-      }
-    });
-    y[b] = classLabel(digits.labels[index], motion.direction);
-  }
-  return { x: R.tensor(raw, [size, 1, spec.frames, spec.size, spec.size]), y, raw };
+/** A batch of clips [B, 1, T, S, S] of the page's video Rev-ViT as a tensor. */
+function makeBatch(digits: Digits, k: Key, size: number): { x: R.Tensor; y: Int32Array; raw: Float32Array } {
+  const b = makeClips(digits, k, size, spec);
+  return { x: R.tensor(b.x, [size, 1, spec.frames, spec.size, spec.size]), y: b.y, raw: b.x };
 }
 
 function drawClip(raw: Float32Array, label: number): void {
@@ -117,9 +91,179 @@ function videoRevVit(depth: number) {
 const countParams = (model: R.MViTModel) => model.specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
 
 // ---------------------------------------------------------------------------------------------
+// 3. Training in a worker, with a live chart
+
+interface StepPoint {
+  step: number;
+  loss: number;
+  accuracy: number;
+  ms: number;
+}
+
+const runningMean = (xs: readonly number[], i: number, n: number) => {
+  const from = Math.max(0, i - n + 1);
+  let s = 0;
+  for (let j = from; j <= i; j++) s += xs[j];
+  return s / (i - from + 1);
+};
+
+/** Loss (left axis) and batch accuracy, mean of the last 20 steps (right axis, 0-100 %), against the step. */
+function drawTrainingChart(points: readonly StepPoint[], total: number): void {
+  const w = 560, h = 230, left = 44, right = 44, top = 24, bottom = 30;
+  const losses = points.map((p) => p.loss);
+  const acc = points.map((_, i) => runningMean(points.map((p) => p.accuracy), i, 20));
+  const maxLoss = Math.max(...losses, 1e-6);
+  const minLoss = Math.min(...losses, maxLoss - 1e-6);
+  const x = (step: number) => left + ((step - 1) / Math.max(1, total - 1)) * (w - left - right);
+  const yLoss = (v: number) => h - bottom - ((v - minLoss) / (maxLoss - minLoss || 1)) * (h - top - bottom);
+  const yAcc = (v: number) => h - bottom - v * (h - top - bottom);
+  const line = (ys: number[], f: (v: number) => number) => points.map((p, i) => `${x(p.step).toFixed(1)},${f(ys[i]).toFixed(1)}`).join(' ');
+  const last = points[points.length - 1];
+  $('train-chart').innerHTML =
+    `<text x="${left}" y="15" font-size="12">step ${last?.step ?? 0}/${total}: loss <tspan fill="#3b6fd6">${last?.loss.toFixed(3) ?? '–'}</tspan>, ` +
+    `accuracy (last 20 batches) <tspan fill="#2e9d57">${last === undefined ? '–' : (acc[acc.length - 1] * 100).toFixed(0) + ' %'}</tspan></text>` +
+    `<line x1="${left}" y1="${h - bottom}" x2="${w - right}" y2="${h - bottom}" stroke="#99a"/>` +
+    `<text x="4" y="${yLoss(maxLoss) + 4}" font-size="11" fill="#3b6fd6">${maxLoss.toFixed(2)}</text><text x="4" y="${yLoss(minLoss) + 4}" font-size="11" fill="#3b6fd6">${minLoss.toFixed(2)}</text>` +
+    `<text x="${w - right + 4}" y="${yAcc(1) + 4}" font-size="11" fill="#2e9d57">100%</text><text x="${w - right + 4}" y="${yAcc(0) + 4}" font-size="11" fill="#2e9d57">0%</text>` +
+    `<text x="${left}" y="${h - 8}" font-size="11">1</text><text x="${w - right - 20}" y="${h - 8}" font-size="11">${total}</text>` +
+    `<polyline class="loss" fill="none" stroke="#3b6fd6" stroke-width="1.8" points="${line(losses, yLoss)}"/>` +
+    `<polyline class="accuracy" fill="none" stroke="#2e9d57" stroke-width="1.8" points="${line(acc, yAcc)}"/>`;
+}
+
+function renderPredictions(host: string, predictions: readonly Prediction[]): void {
+  const el = $(host);
+  el.innerHTML = '';
+  for (const p of predictions) {
+    const card = document.createElement('div');
+    card.className = `prediction ${p.label === p.predicted ? 'right' : 'wrong'}`;
+    const frames = document.createElement('div');
+    frames.className = 'frames';
+    const per = p.size * p.size;
+    for (let t = 0; t < p.frames.length / per; t++) {
+      const canvas = document.createElement('canvas');
+      canvas.width = canvas.height = p.size;
+      canvas.className = 'frame small';
+      const ctx = canvas.getContext('2d')!;
+      const img = ctx.createImageData(p.size, p.size);
+      for (let i = 0; i < per; i++) {
+        const v = Math.round(p.frames[t * per + i] * 255);
+        img.data.set([v, v, v, 255], i * 4);
+      }
+      ctx.putImageData(img, 0, 0);
+      frames.append(canvas);
+    }
+    const name = (c: number) => `${Math.floor(c / 4)} ${DIRECTIONS[c % 4]}`;
+    const caption = document.createElement('div');
+    caption.className = 'muted';
+    caption.textContent = `true: ${name(p.label)} · predicted: ${name(p.predicted)} (${(p.confidence * 100).toFixed(0)} %) ${p.label === p.predicted ? '✓' : '✗'}`;
+    card.append(frames, caption);
+    el.append(card);
+  }
+}
+
+/** Train in a worker; resolves when it has trained and predicted, rejects on its error. */
+function startTraining(): Promise<void> {
+  const points: StepPoint[] = [];
+  const training: Record<string, unknown> = { steps: points };
+  report.training = training;
+  if (STEPS === 0) {
+    $('train-status').textContent = 'training skipped (steps=0)';
+    return Promise.resolve();
+  }
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  return new Promise<void>((resolve, reject) => {
+    worker.onerror = (e) => reject(new Error(`training worker: ${e.message}`));
+    worker.onmessage = (e: MessageEvent<WorkerReply>) => {
+      const m = e.data;
+      switch (m.type) {
+        case 'status':
+          $('train-status').textContent = m.text;
+          break;
+        case 'backend':
+          Object.assign(training, { backend: m.backend, engine: m.engine, reason: m.reason });
+          $('train-backend').textContent = `${m.model}, ${m.params.toLocaleString()} parameters; worker backend ${m.backend} (${m.engine === 'device plan' ? 'each step one compiled device plan: one submission, one readback' : 'eager'}; ${m.reason})`;
+          break;
+        case 'step':
+          points.push({ step: m.step, loss: m.loss, accuracy: m.accuracy, ms: m.ms });
+          $('train-status').textContent = `training: step ${m.step}/${STEPS}, ${fmtMs(m.ms)} per step, lr ${m.lr.toExponential(2)}`;
+          drawTrainingChart(points, STEPS);
+          break;
+        case 'trained':
+          Object.assign(training, { seconds: m.seconds, heldOutAccuracy: m.accuracy, predictions: m.predictions.map((p) => ({ label: p.label, predicted: p.predicted })) });
+          $('train-status').textContent = `trained ${m.steps} steps in ${m.seconds.toFixed(1)} s; held-out clips below: ${(m.accuracy * 100).toFixed(0)} % right`;
+          renderPredictions('train-predictions', m.predictions);
+          worker.terminate();
+          resolve();
+          break;
+        case 'error':
+          training.error = m.message;
+          $('train-status').textContent = `training failed: ${m.message.split('\n')[0]}`;
+          worker.terminate();
+          reject(new Error(m.message));
+          break;
+        default:
+          break;
+      }
+    };
+    const req: WorkerRequest = { type: 'train', backend: request, steps: STEPS, batch: BATCH, lr: LR, seed: 0 };
+    worker.postMessage(req);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A checkpoint's predictions
+
+function predictCheckpoint(bytes: ArrayBuffer, name: string): Promise<void> {
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  $('checkpoint-status').textContent = `reading ${name}…`;
+  return new Promise<void>((resolve, reject) => {
+    worker.onmessage = (e: MessageEvent<WorkerReply>) => {
+      const m = e.data;
+      if (m.type === 'predictions') {
+        report.checkpoint = { name: m.name, step: m.step, accuracy: m.accuracy, predictions: m.predictions.map((p) => ({ label: p.label, predicted: p.predicted, confidence: p.confidence })) };
+        $('checkpoint-status').textContent = `${m.name}${m.step !== null ? ` (after ${m.step} steps)` : ''}: ${m.model}; ${(m.accuracy * 100).toFixed(0)} % of these ${m.predictions.length} clips right`;
+        renderPredictions('checkpoint-predictions', m.predictions);
+        worker.terminate();
+        resolve();
+      } else if (m.type === 'error') {
+        report.checkpoint = { name, error: m.message };
+        $('checkpoint-status').textContent = `could not use ${name}: ${m.message.split('\n')[0]}`;
+        worker.terminate();
+        reject(new Error(m.message));
+      }
+    };
+    const req: WorkerRequest = { type: 'predict', bytes, name, clips: 12, seed: 7 };
+    worker.postMessage(req, [bytes]);
+  });
+}
+
+function wireCheckpointInput(): void {
+  const input = $<HTMLInputElement>('checkpoint-file');
+  input.addEventListener('change', () => {
+    const file = input.files?.[0];
+    if (file === undefined) return;
+    void file.arrayBuffer().then((bytes) => predictCheckpoint(bytes, file.name)).catch(() => undefined);
+  });
+  // `npm run demo` serves the newest run's checkpoint: offer it with one click.
+  void fetch('./checkpoint.json')
+    .then((r) => (r.ok ? (r.json() as Promise<{ path: string | null }>) : { path: null }))
+    .then(({ path }) => {
+      if (path === null) return;
+      const button = $<HTMLButtonElement>('checkpoint-newest');
+      button.textContent = `use ${path}`;
+      button.hidden = false;
+      button.addEventListener('click', () => {
+        void fetch('./checkpoint.safetensors').then((r) => r.arrayBuffer()).then((bytes) => predictCheckpoint(bytes, path)).catch(() => undefined);
+      });
+    })
+    .catch(() => undefined);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const t0 = performance.now();
+  wireCheckpointInput();
   (document.getElementById('backend-select') as HTMLSelectElement).value = request;
   $('backend-select').addEventListener('change', (e) => {
     params.set('backend', (e.target as HTMLSelectElement).value);
@@ -132,10 +276,12 @@ async function main(): Promise<void> {
   report.backend = sel.backend;
   report.reason = sel.reason;
 
+  const training = startTraining();
+  training.catch(() => undefined); // reported by main's await
   status('loading digits…');
   const digits = await loadDigits();
   const model = videoRevVit(DEPTH);
-  let p = model.init(key(0));
+  const p = model.init(key(0));
   const geo = model.geometry;
   $('model').innerHTML =
     `<table>${row(['video Rev-ViT', ''], 'th')}${row(['input', `[B, 1, ${spec.frames}, ${spec.size}, ${spec.size}]`])}` +
@@ -167,41 +313,6 @@ async function main(): Promise<void> {
   report.drift = errors;
   await frame();
 
-  // 3. Training
-  const losses: number[] = [];
-  const times: number[] = [];
-  let state = adamwInit(p);
-  const chart = $('loss-chart');
-  const drawChart = () => {
-    const w = 420, h = 180, pad = 28;
-    const max = Math.max(...losses, 1e-6), min = Math.min(...losses, max - 1e-6);
-    const xs = (i: number) => pad + (i / Math.max(1, STEPS - 1)) * (w - 2 * pad);
-    const ys = (v: number) => h - pad - ((v - min) / (max - min || 1)) * (h - 2 * pad);
-    chart.innerHTML = `<text x="${pad}" y="16" font-size="12">training loss (cross-entropy), ${losses.length}/${STEPS} steps</text>` +
-      `<line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" stroke="#99a"/>` +
-      `<text x="4" y="${ys(max) + 4}" font-size="11">${max.toFixed(2)}</text><text x="4" y="${ys(min) + 4}" font-size="11">${min.toFixed(2)}</text>` +
-      `<polyline fill="none" stroke="#3b6fd6" stroke-width="2" points="${losses.map((v, i) => `${xs(i).toFixed(1)},${ys(v).toFixed(1)}`).join(' ')}"/>` +
-      losses.map((v, i) => `<circle cx="${xs(i).toFixed(1)}" cy="${ys(v).toFixed(1)}" r="2.5" fill="#3b6fd6"/>`).join('');
-  };
-  for (let step = 0; step < STEPS; step++) {
-    status(`training step ${step + 1}/${STEPS} (batch ${BATCH})…`);
-    const ts = performance.now();
-    const batch = makeBatch(digits, foldIn(key(3), step), BATCH);
-    const labels = Array.from(batch.y);
-    const [loss, grads] = R.valueAndGrad((q: typeof p) => crossEntropy(model.apply(q, batch.x, foldIn(key(4), step), { train: true, mode: 'reversible' }), labels))(p);
-    const next = adamwUpdate(p, grads, state, { ...ADAMW_DEFAULTS, lr: 2e-3 }, model.noDecay);
-    p = next.params;
-    state = next.state;
-    losses.push(await loss.item());
-    await Promise.all(R.leaves(p).map((t: Tensor) => t.data()));
-    times.push(performance.now() - ts);
-    drawChart();
-    $('train').innerHTML = row(['step', 'loss', 'time'], 'th') + losses.map((v, i) => row([i + 1, v.toFixed(4), fmtMs(times[i])])).join('');
-    await frame();
-  }
-  report.losses = losses;
-  report.stepMs = times;
-
   // 4. Memory kept for backward, by depth and mode
   status('measuring retained memory…');
   const memory: { depth: number; reversible: number; store: number }[] = [];
@@ -223,7 +334,15 @@ async function main(): Promise<void> {
     await frame();
   }
   report.memory = memory;
-  status(`done in ${fmtMs(performance.now() - t0)} on ${sel.backend}`, 'done');
+  status('waiting for the training in the worker…');
+  await training;
+  const url = params.get('checkpoint');
+  if (url !== null) {
+    status(`loading the checkpoint ${url}…`);
+    const bytes = await (await fetch(url)).arrayBuffer();
+    await predictCheckpoint(bytes, url.split('/').pop() ?? url);
+  }
+  status(`done in ${fmtMs(performance.now() - t0)}: page on ${sel.backend}, training on ${String((report.training as { backend?: string }).backend)}`, 'done');
 }
 
 main().catch((e: unknown) => {

@@ -1,13 +1,14 @@
 /**
  * `npm run demo`: build the demo and serve it on http://localhost:8080 (PORT to change).
  *
- * Routes: / (demo/index.html), /main.js (the demo bundle: library and demo code), /revgrad.browser.js
+ * Routes: / (demo/index.html), /main.js and /worker.js (the demo's page and training worker bundles), /revgrad.browser.js
  * (the library's browser build), /digits.bin (a subset of the `mnist` package's digits for the Moving-MNIST
- * clips: the first 120 samples of each digit, 8-bit), and for test/browser.test.ts /test/laws.html with its
+ * clips: the first 120 samples of each digit, 8-bit), /checkpoint.safetensors and /checkpoint.json (the newest
+ * runs/<time>/checkpoint.safetensors that `npm start` wrote, for the demo's predictions), and for test/browser.test.ts /test/laws.html with its
  * bundle and /fixtures/*.safetensors. Nothing else is served.
  */
 import { createServer, type Server } from 'node:http';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,19 +54,38 @@ export interface Running {
   close(): Promise<void>;
 }
 
-/** Build what the pages need (unless `build` is false) and serve on `port` (0: any free port). */
-export async function startServer(opts: { port?: number; build?: boolean; testPage?: boolean } = {}): Promise<Running> {
+/** The checkpoint of the newest run under runs/ (what the last `npm start` wrote), or null. */
+export function newestCheckpoint(root = join(ROOT, 'runs')): string | null {
+  if (!existsSync(root)) return null;
+  let best: { file: string; mtime: number } | null = null;
+  for (const dir of readdirSync(root)) {
+    const file = join(root, dir, 'checkpoint.safetensors');
+    if (!existsSync(file)) continue;
+    const mtime = statSync(file).mtimeMs;
+    if (best === null || mtime > best.mtime) best = { file, mtime };
+  }
+  return best?.file ?? null;
+}
+
+/**
+ * Build what the pages need (unless `build` is false) and serve on `port` (0: any free port).
+ * `checkpoint` is served as /checkpoint.safetensors (default: the newest run's, if any).
+ */
+export async function startServer(opts: { port?: number; build?: boolean; testPage?: boolean; checkpoint?: string | null } = {}): Promise<Running> {
   if (opts.build !== false) {
     await buildDemo();
     await buildLibrary();
     if (opts.testPage) await buildTestPage();
   }
   const digits = digitsSubset();
+  const checkpoint = opts.checkpoint === undefined ? newestCheckpoint() : opts.checkpoint;
   const files: Record<string, string> = {
     '/': join(ROOT, 'demo', 'index.html'),
     '/index.html': join(ROOT, 'demo', 'index.html'),
     '/main.js': join(DIST, 'demo', 'main.js'),
     '/main.js.map': join(DIST, 'demo', 'main.js.map'),
+    '/worker.js': join(DIST, 'demo', 'worker.js'),
+    '/worker.js.map': join(DIST, 'demo', 'worker.js.map'),
     '/revgrad.browser.js': join(DIST, 'revgrad.browser.js'),
     '/revgrad.browser.js.map': join(DIST, 'revgrad.browser.js.map'),
     '/test/laws-page.js': join(DIST, 'test-page', 'laws-page.js'),
@@ -78,6 +98,11 @@ export async function startServer(opts: { port?: number; build?: boolean; testPa
       res.end(body);
     };
     if (path === '/digits.bin') return send(200, TYPES['.bin'], digits);
+    if (path === '/checkpoint.json') return send(200, 'application/json', JSON.stringify({ path: checkpoint === null ? null : checkpoint.startsWith(ROOT) ? checkpoint.slice(ROOT.length + 1) : checkpoint }));
+    if (path === '/checkpoint.safetensors') {
+      if (checkpoint === null || !existsSync(checkpoint)) return send(404, 'text/plain', 'no checkpoint: run npm start first');
+      return send(200, TYPES['.safetensors'], readFileSync(checkpoint));
+    }
     if (path === '/test/laws.html') return send(200, TYPES['.html'], LAWS_HTML);
     if (path.startsWith('/fixtures/') && path.endsWith('.safetensors')) {
       const file = normalize(join(ROOT, 'test', path));

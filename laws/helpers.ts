@@ -131,6 +131,8 @@ export interface OpEntry<P = any> {
   readonly build: (p: P) => OpCase;
   /** Smooth ops used by the Taylor test (second derivative non-zero in general). */
   readonly smooth?: boolean;
+  /** Ops without a gradient (index outputs: argmax, oneHot): the laws compare their values; finite differences do not apply. */
+  readonly noGradient?: boolean;
 }
 
 const op = <P>(name: string, arb: fc.Arbitrary<P>, build: (p: P) => OpCase, smooth = false): OpEntry<P> => ({ name, arb, build, smooth });
@@ -265,6 +267,26 @@ const concatArb = shapeArb(1, 4).chain((shape) =>
     seed: seedArb,
   }),
 );
+
+/** einsum subscripts of every supported kind (matmul, batch axes, sums, permutes, outer products, ellipsis, three operands). */
+const EINSUM_SPECS = ['ij,jk->ik', 'bij,bjk->bik', 'ij->ji', 'ijk->kj', 'ijk->', 'ij->i', 'i,i->', 'i,j->ij', 'ij,j->i', 'ij,jk', 'bhqd,bhkd->bhqk', '...ij,jk->...ik', '...i,...i->...', 'ij,jk,kl->il', 'ijk,ikl->jl', 'ab,cb->ca', 'ij,kj->'];
+
+/** A spec with a size (1..3) per letter and 0-2 ellipsis axes, some of them 1 in the first operand (broadcast). */
+const einsumArb = fc
+  .record({
+    spec: fc.constantFrom(...EINSUM_SPECS),
+    sizes: fc.record(Object.fromEntries([...'abcdhijklq'].map((l) => [l, dimArb])) as Record<string, fc.Arbitrary<number>>),
+    ellipsis: fc.array(fc.record({ n: dimArb, broadcast: fc.boolean() }), { maxLength: 2 }),
+    seed: seedArb,
+  })
+  .map(({ spec, sizes, ellipsis, seed }) => {
+    const lhs = spec.split('->')[0].split(',');
+    const shapes = lhs.map((s, i) => [
+      ...(s.startsWith('...') ? ellipsis.map((e) => (i === 0 && e.broadcast ? 1 : e.n)) : []),
+      ...[...s.replace('...', '')].map((l) => sizes[l]),
+    ]);
+    return { spec, shapes, seed };
+  });
 
 /** Every differentiable primitive and composite, with inputs where the op is smooth. */
 export const OP_CASES: readonly OpEntry[] = [
@@ -476,6 +498,61 @@ export const OP_CASES: readonly OpEntry[] = [
     true,
   ),
   unaryCase('gelu', R.gelu, u(-3, 3), true),
+  // The ops of issue 11 item 7: activations, reductions, scans, index ops, einsum.
+  unaryCase('sin', R.sin, u(-3, 3), true),
+  unaryCase('cos', R.cos, u(-3, 3), true),
+  unaryCase('sigmoid', R.sigmoid, u(-4, 4), true),
+  unaryCase('softplus', R.softplus, u(-4, 4), true),
+  // Reduced axes of size >= 2 (else logSumExp is the identity, with no curvature for the Taylor test).
+  op(
+    'logSumExp',
+    shapeArb(1, 3).chain((shape) => fc.record({ shape: fc.constant(shape.map((d) => d + 1)), axes: fc.option(axesArb(shape.length).filter((a) => a.length > 0), { nil: undefined }), keepdims: fc.boolean(), seed: seedArb })),
+    ({ shape, axes, keepdims, seed }) => ({ inputs: [R.tensor(uniform(sizeOf(shape), seed, -1.5, 1.5), shape)], f: (x) => R.logSumExp(x, axes, keepdims) }),
+    true,
+  ),
+  op(
+    'min',
+    shapeArb(0, 4).chain((shape) => fc.record({ shape: fc.constant(shape), axes: fc.option(axesArb(shape.length), { nil: undefined }), keepdims: fc.boolean(), seed: seedArb })),
+    ({ shape, axes, keepdims, seed }) => ({ inputs: [R.tensor(distinct(sizeOf(shape), seed), shape)], f: (x) => R.min(x, axes, keepdims) }),
+  ),
+  // Bounds and x have fractional parts >= 0.15 apart (x: .1-.2, lo: .6-.7, hi: .85-.95), so no step crosses a kink.
+  op('clip (number bounds)', fc.record({ shape: shapeArb(0, 4), lo: fc.integer({ min: -2, max: 0 }), width: fc.integer({ min: 0, max: 2 }), seed: seedArb }), ({ shape, lo, width, seed }) => ({
+    inputs: [R.tensor(offGrid(0.1, 0.2)(sizeOf(shape), seed), shape)],
+    f: (x) => R.clip(x, lo + 0.65, lo + width + 0.9),
+  })),
+  op('clip (tensor bounds)', fc.record({ s: broadcastShapesArb(3), oneSided: fc.constantFrom('both', 'lo', 'hi'), seed: seedArb }), ({ s, oneSided, seed }) => ({
+    inputs: [
+      R.tensor(offGrid(0.1, 0.2)(sizeOf(s.shapes[0]), seed), s.shapes[0]),
+      R.tensor(offGrid(0.6, 0.7)(sizeOf(s.shapes[1]), seed + 1).map((v) => v - 1), s.shapes[1]),
+      R.tensor(offGrid(0.85, 0.95)(sizeOf(s.shapes[2]), seed + 2), s.shapes[2]),
+    ],
+    f: (x, lo, hi) => R.clip(x, oneSided === 'hi' ? null : lo, oneSided === 'lo' ? null : hi),
+  })),
+  op(
+    'cumsum',
+    shapeArb(1, 4).chain((shape) => fc.record({ shape: fc.constant(shape), axis: axisArb(shape.length), exclusive: fc.boolean(), reverse: fc.boolean(), seed: seedArb })),
+    ({ shape, axis, exclusive, reverse, seed }) => ({ inputs: [rand(shape, seed)], f: (x) => R.cumsum(x, axis, { exclusive, reverse }) }),
+  ),
+  // No gradient (the output is an index): the laws compare values across modes and backends; the VJP is zero.
+  ...(['argmax', 'argmin'] as const).map((name) =>
+    op(
+      name,
+      shapeArb(0, 4).chain((shape) => fc.record({ shape: fc.constant(shape), axis: shape.length === 0 ? fc.constant(undefined) : fc.option(axisArb(shape.length), { nil: undefined }), keepdims: fc.boolean(), seed: seedArb })),
+      ({ shape, axis, keepdims, seed }) => ({ inputs: [R.tensor(distinct(sizeOf(shape), seed), shape)], f: (x) => R[name](x, axis, keepdims), wrt: [] }),
+    ),
+  ).map((e) => ({ ...e, noGradient: true })),
+  {
+    ...op(
+      'oneHot',
+      fc.record({ shape: shapeArb(0, 3), n: fc.integer({ min: 1, max: 5 }), seed: seedArb }),
+      ({ shape, n, seed }) => ({ inputs: [R.tensor(uniform(sizeOf(shape), seed, 0, n).map(Math.floor), shape)], f: (i) => R.oneHot(i, n), wrt: [] }),
+    ),
+    noGradient: true,
+  },
+  op('einsum', einsumArb, ({ spec, shapes, seed }) => ({
+    inputs: shapes.map((s, i) => rand(s, seed + i)),
+    f: (...xs) => R.einsum(spec, ...xs),
+  }), true),
 ];
 
 // ---------------------------------------------------------------------------------------------

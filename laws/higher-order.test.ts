@@ -23,6 +23,7 @@ import { dropout, layerNorm, linear, type LinearParams, type NormParams } from '
 import { foldIn, key, normal, split, type Key } from '../src/random/index.ts';
 import { reversible, sequence, type BlockParams, type Pair } from '../src/reversible/index.ts';
 import { assertClose, assertProperty, BACKENDS, dot, EPS32, maxAbs, OP_CASES, rand, seedArb, shapeArb, uniform, type OpCase } from './helpers.ts';
+import { jit } from '../src/jit/index.ts';
 
 const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
 const f64 = (t: Tensor): Float64Array => Float64Array.from(t.dataSync());
@@ -167,17 +168,22 @@ function scalarOf(c: OpCase, seed: number): (...xs: Tensor[]) => Tensor {
   return (...xs) => leavesOf(c.f(...xs)).reduce<Tensor>((acc, t, k) => R.add(acc, R.mul(R.sum(R.mul(R.square(t), ws[k])), 0.5)), R.scalar(0));
 }
 
+/**
+ * <z, H t> against central differences of the gradient along t, Richardson-extrapolated from steps h and 2h
+ * ((4 D(h) - D(2h)) / 3 cancels the h² term, which dominates where H is small next to the third derivative:
+ * mul of two small scalars). The 2h pair steps along the same v; its tangent differs from t by rounding only.
+ */
 function checkHvp(c: OpCase, seed: number, fd = true): void {
   const h = 1e-2;
   const s = scalarOf(c, seed);
   const { plus, minus, tangents } = fdPair(c, seed, h);
+  const far = fdPair(c, seed, 2 * h);
   const hv = R.hvp(s, c.inputs, tangents);
   const gradAll = (xs: Tensor[]) => {
     const [, pb] = R.vjp(s, ...xs);
     return pb();
   };
-  const gp = gradAll(plus);
-  const gm = gradAll(minus);
+  const [gp, gm, gp2, gm2] = [plus, minus, far.plus, far.minus].map(gradAll);
   const wrt = c.wrt ?? c.inputs.map((_, i) => i);
   let analytic = 0;
   let absAnalytic = 0;
@@ -186,13 +192,14 @@ function checkHvp(c: OpCase, seed: number, fd = true): void {
   let round = 0;
   for (const i of wrt) {
     const z = uniform(c.inputs[i].size, seed + 57 * i);
-    const [a, b, v] = [gp[i].dataSync(), gm[i].dataSync(), hv[i].dataSync()];
+    const [a, b, a2, b2, v] = [gp[i], gm[i], gp2[i], gm2[i], hv[i]].map((t) => t.dataSync());
     for (let j = 0; j < z.length; j++) {
+      const d = (4 * (a[j] - b[j])) / (2 * h) / 3 - (a2[j] - b2[j]) / (4 * h) / 3;
       analytic += z[j] * v[j];
       absAnalytic += Math.abs(z[j] * v[j]);
-      numeric += (z[j] * (a[j] - b[j])) / (2 * h);
-      absNumeric += Math.abs((z[j] * (a[j] - b[j])) / (2 * h));
-      round += (Math.abs(z[j]) * (Math.abs(a[j]) + Math.abs(b[j]))) / (2 * h);
+      numeric += z[j] * d;
+      absNumeric += Math.abs(z[j] * d);
+      round += Math.abs(z[j]) * ((4 * (Math.abs(a[j]) + Math.abs(b[j]))) / (2 * h) + (Math.abs(a2[j]) + Math.abs(b2[j])) / (4 * h)) / 3;
     }
   }
   const tol = 3e-3 * Math.max(absAnalytic, absNumeric) + 64 * EPS32 * round + 1e-30;
@@ -312,15 +319,21 @@ for (const [name, ops] of Object.entries(CUSTOM)) {
   });
 }
 
+/**
+ * H t against central differences of the gradient along t, Richardson-extrapolated from steps h and 2h
+ * ((4 D(h) - D(2h)) / 3 cancels the h² term: softplus(2x)² has fourth derivatives 16x its second).
+ */
 function checkHvpAgainstFd(f: (...xs: Tensor[]) => Tensor, xs: Tensor[], ts: Tensor[], hv: Tensor[], what: string): void {
   const h = 1e-2;
-  const at = (sign: number) => {
-    const [, pb] = R.vjp(f, ...xs.map((x, i) => R.add(x, R.mul(ts[i], sign * h))));
+  const at = (step: number) => {
+    const [, pb] = R.vjp(f, ...xs.map((x, i) => R.add(x, R.mul(ts[i], step))));
     return pb();
   };
-  const [gp, gm] = [at(1), at(-1)];
+  const [g1p, g1m, g2p, g2m] = [at(h), at(-h), at(2 * h), at(-2 * h)];
   hv.forEach((v, i) => {
-    const fd = R.div(R.sub(gp[i], gm[i]), 2 * h);
+    const d1 = R.div(R.sub(g1p[i], g1m[i]), 2 * h);
+    const d2 = R.div(R.sub(g2p[i], g2m[i]), 4 * h);
+    const fd = R.div(R.sub(R.mul(d1, 4), d2), 3);
     assertClose(v, fd, 5e-3, 1e-7, `${what}: argument ${i} against finite differences`);
   });
 }
@@ -337,6 +350,19 @@ test('(c) one level keeps only the residuals; an enclosing level sees forward as
       assert.ok(outer.residualBytes > 4 * 20, `${backend}: outer level keeps ${outer.residualBytes} bytes`);
     });
   }
+});
+
+test('(c) inside a custom op\'s forward at a single level nothing records, so a jitted function there runs as a program', () => {
+  const inner = jit((x: Tensor) => R.tanh(R.mul(x, 2)));
+  const op = R.customVjp((x: Tensor) => [inner(x), x] as [Tensor, Tensor], (x: Tensor, g: Tensor) => [R.mul(g, R.mul(R.sub(1, R.square(R.tanh(R.mul(x, 2)))), 2))]);
+  const x = rand([3, 4], 7);
+  const g = R.grad((t: Tensor) => R.sum(op(R.exp(t))))(x);
+  assert.is(inner.stats.replays, 1, 'forward ran the compiled program');
+  assert.is(inner.stats.inlined, 0);
+  assertClose(g, R.grad((t: Tensor) => R.sum(R.tanh(R.mul(R.exp(t), 2))))(x), 1e-5, 1e-7, 'gradient');
+  // At second order the enclosing level records forward, so the jitted function runs eagerly there.
+  R.grad((t: Tensor) => R.sum(R.grad((u: Tensor) => R.sum(op(u)))(t)))(x);
+  assert.is(inner.stats.inlined, 1);
 });
 
 test('(c) the hvp law fails if enclosing levels do not see forward (the old behaviour: second derivative 0)', () => {

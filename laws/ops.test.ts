@@ -12,6 +12,7 @@ import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
 import { setWasmKernels, CHUNK_FLOATS } from '../src/backend/wasm-memory.ts';
+import { setWasmFma, wasmRelaxedSimdAvailable } from '../src/backend/wasm-gemm.ts';
 import { gelu, geluGrad, normalizeGrad, normalizeLast, softmaxGrad, softmaxLast } from '../src/tensor/fused.ts';
 import { assertProperty, broadcastShapesArb, distinct, rand, maxAbs, MODES, OP_CASES, rng, seedArb, shapeArb, sizeOf, uniform, type OpCase } from './helpers.ts';
 
@@ -46,7 +47,7 @@ function agree(got: readonly Tensor[], want: readonly Tensor[], what: string, fl
     const s = scale === null ? null : scale[k].dataSync();
     const base = 1e-5 * maxAbs(b) + floor;
     for (let i = 0; i < a.length; i++) {
-      const tol = s === null ? base : base + gamma * Math.abs(s[i]);
+      const tol = s === null ? base : base + gamma * Math.abs(s[i]); // |.|: neg at |inputs| is -|x|
       if (!(Math.abs(a[i] - b[i]) <= tol) && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) {
         throw new Error(`${what}: output ${k} element ${i} of [${g.shape}]: ${a[i]} vs reference ${b[i]} (tol ${tol}${s === null ? '' : `, Σ|terms| ${s[i]}`})`);
       }
@@ -463,7 +464,18 @@ test('depthwiseConv3d on channels-last equals conv with groups = C on channels-f
 const WASM_MODES: readonly { name: string; run: <A>(fn: () => A) => A }[] = [
   { name: 'webasm (wasm kernels)', run: (fn) => withBackend('webasm', fn) },
   { name: 'webasm (host loops)', run: (fn) => withBackend('webasm', () => withWasmKernels(false, fn)) },
+  { name: 'webasm (wasm kernels, separate mul + add)', run: (fn) => withBackend('webasm', () => withoutFma(fn)) },
 ];
+
+/** The kernels use fused multiply-add (relaxed SIMD) where the engine has it; this runs the other path. */
+function withoutFma<A>(fn: () => A): A {
+  const previous = setWasmFma(false);
+  try {
+    return fn();
+  } finally {
+    setWasmFma(previous);
+  }
+}
 
 function withWasmKernels<A>(on: boolean, fn: () => A): A {
   const previous = setWasmKernels(on);
@@ -505,6 +517,10 @@ for (const k of ROW_KERNELS) {
     );
   });
 }
+
+test('relaxed SIMD (fused multiply-add) is on in Node: the engine has it or the V8 flag was switched on', () => {
+  if (typeof process === 'object' && process.env.REVGRAD_RELAXED_SIMD !== '0') assert.ok(wasmRelaxedSimdAvailable());
+});
 
 test('row kernels: wasm and host loops agree on rows spanning several staging chunks and longer than one', () => {
   // CHUNK_FLOATS elements per staged chunk: 3 rows of 5001 per chunk, and a row of 20000 alone.

@@ -1,17 +1,77 @@
-/** revgrad: functional reverse-mode autodiff on gpu.js kernels, with reversible combinators. */
+/**
+ * revgrad: functional reverse-mode autodiff on gpu.js kernels, with reversible combinators.
+ *
+ * This entry runs everywhere (Node, browsers, bundlers): its module graph has no node: built-ins.
+ * File helpers (safetensors/.pyth files, weights, checkpoints, YAML configs, the fixture check) and the
+ * Moving-MNIST data set are in 'revgrad/node'. Every export is listed by name: the public surface is
+ * this file (docs/api.md documents each name; test/api-surface.test.ts checks that).
+ */
 export { getBackend, setBackend, withBackend, kernelCacheStats, clearKernelCache, setKernelCacheCapacity, type BackendName } from './backend/backend.ts';
-export { selectBackend, type BackendRequest, type Selection } from './backend/select.ts';
-export { initWebGPU } from './backend/webgpu-node.ts';
+export { selectBackend, chooseBackend, probeWebGL2, probeWebAssemblySimd, type BackendRequest, type Selection, type SelectOptions, type Probes } from './backend/select.ts';
+export { initWebGPU, isSoftwareAdapter, describeAdapter, type AdapterDescription, type WebGPUStatus, type InitOptions } from './backend/webgpu-node.ts';
 export { measureMemory, type MemoryReport } from './backend/memory.ts';
+export { webgpuCounters, counterDelta, countWebGPU, type WebGPUCounters } from './backend/webgpu-device.ts';
 export { Tensor, tensor, zeros, ones, full, arange, scalar, zerosLike, onesLike, isTensor } from './tensor/tensor.ts';
-export * from './tensor/errors.ts';
-export * from './tensor/ops.ts';
+export { RevgradError, ShapeError, ArgumentError, BackendError, AutodiffError, DataError, InternalError, TraceError } from './tensor/errors.ts';
+export {
+  neg,
+  abs,
+  exp,
+  log,
+  sqrt,
+  rsqrt,
+  tanh,
+  erf,
+  relu,
+  sign,
+  sin,
+  cos,
+  square,
+  add,
+  sub,
+  mul,
+  div,
+  pow,
+  maximum,
+  minimum,
+  greater,
+  greaterEqual,
+  less,
+  lessEqual,
+  equal,
+  notEqual,
+  where,
+  sum,
+  max,
+  mean,
+  cumsum,
+  argmax,
+  argmin,
+  sumTo,
+  reshape,
+  permute,
+  transpose,
+  expandDims,
+  squeeze,
+  broadcastTo,
+  slice,
+  embed,
+  pad,
+  concat,
+  stack,
+  split,
+  chunk,
+  take,
+  scatterAdd,
+  type TensorLike,
+} from './tensor/ops.ts';
 export { matmul, type MatmulOptions } from './tensor/matmul.ts';
 export { conv, maxPool3d, avgPool3d, type ConvOptions } from './tensor/conv.ts';
 export { depthwiseConv3d } from './tensor/depthwise.ts';
-export { softmax, logSoftmax, layerNorm, gelu } from './tensor/composite.ts';
+export { softmax, logSoftmax, layerNorm, gelu, sigmoid, softplus, logSumExp, min, clip, oneHot } from './tensor/composite.ts';
+export { einsum } from './tensor/einsum.ts';
 export { setFastPaths } from './tensor/exec.ts';
-export { vjp, jvp, hvp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback } from './autodiff/tape.ts';
+export { vjp, jvp, hvp, grad, valueAndGrad, customVjp, stopGradient, untraced, type Pullback, type GradsAt } from './autodiff/tape.ts';
 export { flattenWithPaths, leaves, mapTree, zipTrees, unflattenLike, toNamed, fromNamed, type PyTree } from './autodiff/pytree.ts';
 export { profileOps } from './tensor/exec.ts';
 export { jit, type Jitted, type JitOptions, type JitStats, type Lowering, type Program, type Eqn } from './jit/index.ts';
@@ -24,6 +84,17 @@ export {
   stack as reversibleStack,
   type Branch,
   type BlockOptions,
+  type BlockParams,
+  type BlockParamsOf,
+  type AnyBlock,
+  type SequenceParams,
+  type SequenceOptions,
+  type Layer,
+  type LayerParams,
+  type StackParams,
+  type StackGroup,
+  type ReversibleStack,
+  type Pair,
   type DriftEntry,
   type Mode,
   type ReversibleBlock,
@@ -33,13 +104,12 @@ export {
 export { parseConfig, parseConfigText, formatProblems, type MViTConfig, type ConfigProblem } from './models/mvit/config.ts';
 export { PRESETS, PRESET_NAMES, presetConfig } from './models/mvit/presets.ts';
 export { buildModel, type MViTModel, type Params } from './models/mvit/model.ts';
-export { loadWeights, saveWeights, paramsFromNamed, readNamedArrays } from './models/mvit/weights.ts';
-export { readYamlConfig, readSlowFastTree, parseSlowFastYamlText, slowFastYaml, type YamlConfig, type SlowFastTree } from './models/mvit/yaml-config.ts';
-export { checkFixture, formatReport } from './models/mvit/fixture-check.ts';
-export { decodeSafetensors, encodeSafetensors, readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
+export { paramsFromNamed, type WeightProblem } from './models/mvit/weights.ts';
+export { decodeSafetensors, encodeSafetensors, SafetensorsError, type NamedArray, type SafetensorsFile } from './io/safetensors.ts';
 export { adamw, sgd, clipGradNorm, ADAMW_DEFAULTS, SGD_DEFAULTS, type Optimizer, type OptState, type AdamWOptions, type SgdOptions, type AdamWState, type SgdState, type NoDecay } from './train/optim.ts';
 export { warmupCosineSchedule, learningRate, scheduleDefaults, scheduleProblems, type Schedule, type CosineSchedule } from './train/schedule.ts';
 export { crossEntropy, mseLoss, accuracy } from './train/loss.ts';
+export { inProcessShards, shardRanges, type GradientFn, type StepGradients, type ShardSpec } from './train/shards.ts';
 export {
   train,
   evaluate,
@@ -62,8 +132,6 @@ export {
 export {
   decodePyth,
   encodePyth,
-  readPythFile,
-  writePythFileAtomic,
   stateDictOf,
   tensorToFloat32,
   pyDict,
@@ -74,3 +142,4 @@ export {
 } from './io/pyth.ts';
 export { PyDict, PyTuple, PickleError } from './io/pickle.ts';
 export { ZipError } from './io/zip.ts';
+export { DeviceTrainer, type DeviceTrainerOptions, type StepResult } from './train/device-step.ts';

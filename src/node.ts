@@ -2,8 +2,10 @@
  * revgrad/node: the Node-only helpers (files and the Moving-MNIST data set). Everything in 'revgrad'
  * itself also runs in browsers; this entry adds what needs `node:fs` or the `mnist` package.
  */
-export { readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors.ts';
-export { loadWeights, saveWeights } from './models/mvit/weights.ts';
+export { readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensors-file.ts';
+export { readPythFile, writePythFileAtomic } from './io/pyth-file.ts';
+export { loadWeights, saveWeights, readNamedArrays } from './models/mvit/weights-file.ts';
+export { readYamlConfig, readSlowFastTree, parseSlowFastYamlText, slowFastYaml, type YamlConfig, type SlowFastTree } from './models/mvit/yaml-config.ts';
 export { checkFixture, formatReport, type FixtureReport, type Comparison } from './models/mvit/fixture-check.ts';
 export {
   saveCheckpoint,
@@ -19,6 +21,7 @@ export {
   type Weights,
 } from './train/checkpoint.ts';
 export { METRICS_FILE, startMetrics, appendMetric, readMetrics } from './train/metrics-file.ts';
+export { startDataParallel, type DataParallel, type DataParallelOptions, type ModelFactory } from './train/parallel.ts';
 export {
   movingMnistBatches,
   makeBatch,

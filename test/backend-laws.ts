@@ -13,6 +13,8 @@
  *    gradients equal within 1e-4 (relative per leaf, floor 1e-6 of the largest gradient, as
  *    laws/reversible.test.ts); the same key gives bitwise the same output and a different key a
  *    different one; and the backend's outputs equal webasm's within 1e-5 relative.
+ *  - higher-order: jvp and hvp (second-order rules: maxPoolGrad/maxPoolSelect, normalizeGrad, softmaxGrad,
+ *    geluGrad; customVjp at two levels through a reversible sequence) equal webasm's within 1e-5 relative.
  *  - fixture: the golden PySlowFast logits (and input gradient) of one shared fixture within the
  *    fixture tolerance (1e-4 of max|ref|), computed from safetensors bytes (no file system needed).
  *
@@ -29,7 +31,7 @@ import { reversible, sequence, type AnyBlock, type BlockParams, type Branch, typ
 import { checkVjp, OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
 
 export interface LawResult {
-  readonly group: 'ops' | 'reversible' | 'fixture';
+  readonly group: 'ops' | 'reversible' | 'higher-order' | 'fixture';
   readonly name: string;
   readonly ok: boolean;
   /** The worst case's numbers, or the error. */
@@ -289,6 +291,60 @@ export async function reversibleLaws(backend: BackendName): Promise<LawResult[]>
     }
     return `${want.data.length} tensors within 1e-5 of webasm (gradient leaves: of max(leaf, 1% of the largest))`;
   }));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Higher order
+
+/**
+ * jvp and hvp on `backend` against webasm: the ops whose gradients have their own rules (pooling, the
+ * fused row ops) and a reversible sequence (customVjp differentiated at two levels).
+ */
+export async function higherOrderLaws(backend: BackendName): Promise<LawResult[]> {
+  const x5 = (seed: number) => R.tensor(uniform(2 * 2 * 3 * 4 * 4, seed, -2, 2), [2, 2, 3, 4, 4]);
+  const cases: { name: string; run: () => Tensor[] }[] = [
+    { name: 'jvp and hvp of maxPool3d (maxPoolGrad, maxPoolSelect)', run: () => {
+      const f = (x: Tensor) => R.maxPool3d(x, [2, 2, 2], [1, 2, 2], [1, 1, 1]);
+      const w = R.tensor(uniform(2 * 2 * 4 * 3 * 3, 9), [2, 2, 4, 3, 3]);
+      return [R.jvp(f, [x5(1)], [x5(2)])[1], ...R.hvp((x: Tensor) => R.sum(R.mul(R.square(f(x)), w)), [x5(1)], [x5(2)])];
+    } },
+    { name: 'jvp and hvp of layerNorm, softmax and gelu (normalizeGrad, softmaxGrad, geluGrad)', run: () => {
+      const x = R.tensor(uniform(4 * 6, 3, -2, 2), [4, 6]);
+      const t = R.tensor(uniform(4 * 6, 4), [4, 6]);
+      const w = R.tensor(uniform(4 * 6, 5), [4, 6]);
+      const f = (a: Tensor) => R.gelu(R.mul(R.softmax(R.layerNorm(a, null, null), -1), 3));
+      return [R.jvp(f, [x], [t])[1], ...R.hvp((a: Tensor) => R.sum(R.mul(f(a), w)), [x], [t])];
+    } },
+    { name: 'hvp through a reversible sequence (customVjp at two levels) w.r.t. inputs and parameters', run: () => {
+      const c = revCase(1);
+      const seq = sequence(c.blocks);
+      const w = normal(key(5), [2, 4, 6]);
+      const loss = (p: BlockParams<any, any>[], x1: Tensor, x2: Tensor) => {
+        const [y1, y2] = seq.forward(p, [x1, x2], key(3));
+        return R.sum(R.mul(R.tanh(R.add(y1, y2)), w));
+      };
+      const tp = R.mapTree(c.params, (t) => R.mul(normal(foldIn(key(21), t.size), [...t.shape]), 0.5));
+      const [k1, k2] = split(key(8));
+      return R.leaves(R.hvp(loss, [c.params, c.xs[0], c.xs[1]], [tp, normal(k1, [2, 4, 6]), normal(k2, [2, 4, 6])]));
+    } },
+  ];
+  const out: LawResult[] = [];
+  for (const c of cases) {
+    const t0 = now();
+    let problem: string | null = null;
+    try {
+      const want = await on('webasm', c.run, (v) => v);
+      const got = await on(backend, c.run, (v) => v);
+      const all = Math.max(...want.data.map(maxAbsOf));
+      for (let k = 0; k < want.data.length && problem === null; k++) {
+        problem = compareArrays(got.data[k], want.data[k], 1e-5, `result ${k} [${want.value[k].shape}]`, 1e-2 * all);
+      }
+    } catch (e) {
+      problem = `threw: ${e instanceof Error ? e.message : String(e)}`.slice(0, 2000);
+    }
+    out.push({ group: 'higher-order', name: c.name, ok: problem === null, detail: problem ?? 'equal to webasm within 1e-5 (of max(result, 1% of the largest))', ms: now() - t0 });
+  }
   return out;
 }
 

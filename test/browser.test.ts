@@ -6,8 +6,13 @@
  *    passing finite differences, the reversible laws, and the revvit_2d_full golden fixture;
  *  - backend selection in the page: 'auto' does not take SwiftShader, allowSoftware does;
  *  - the browser build dist/revgrad.browser.js loads as plain ESM with the public API of src/index.ts;
+ *  - device plans on Chromium's WebGPU (test/plan-laws.ts): the tiled matmul, fused groups, every op as a
+ *    plan step, the compiled AdamW training step and jit(step) = the eager step with <= 4 submissions
+ *    and 1 readback per step, no new pipelines or buffers;
  *  - the demo (demo/index.html) on auto and, lighter, on webgpu: screenshots in runs/browser/ and the
- *    expected elements (clip frames, reconstruction error per block, loss curve, memory table).
+ *    expected elements (clip frames, reconstruction error per block, the worker's training with its loss
+ *    and accuracy chart, memory table), that the loss falls, and a checkpoint written by the training
+ *    code predicting exactly what Node predicts with it.
  *
  * Skips, with the reason printed, where /usr/bin/chromium is missing (.ci/browser-deps.sh installs it).
  * BROWSER_LAW_SAMPLES sets the generated cases per op (default 2).
@@ -20,6 +25,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { BrowserContext, Page } from 'playwright-core';
 import type { LawResult } from './backend-laws.ts';
+import type { PlanLawResult } from './plan-laws.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -48,7 +54,11 @@ if (!existsSync(CHROMIUM)) {
   test.skip('browser (no chromium)', () => {});
 } else {
   const { chromium } = await import('playwright-core');
-  const { startServer } = await import('../demo/serve.ts');
+  const { startServer, digitsSubset } = await import('../demo/serve.ts');
+  const checkpointDir = mkdtempSync(join(tmpdir(), 'revgrad-demo-ckpt-'));
+  const checkpointFile = join(checkpointDir, 'checkpoint.safetensors');
+  /** What Node predicts with that checkpoint on the clips the demo shows (set up in test.before). */
+  let nodePredictions: number[] = [];
   let server: Awaited<ReturnType<typeof startServer>>;
   let context: BrowserContext;
   let profile: string;
@@ -63,7 +73,8 @@ if (!existsSync(CHROMIUM)) {
 
   test.before(async () => {
     const t0 = performance.now();
-    server = await startServer({ testPage: true });
+    nodePredictions = await writeDemoCheckpoint(checkpointFile);
+    server = await startServer({ testPage: true, checkpoint: checkpointFile });
     profile = mkdtempSync(join(tmpdir(), 'revgrad-chromium-'));
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
@@ -81,7 +92,43 @@ if (!existsSync(CHROMIUM)) {
     await context?.close();
     await server?.close();
     if (profile !== undefined) rmSync(profile, { recursive: true, force: true });
+    rmSync(checkpointDir, { recursive: true, force: true });
   });
+
+  /**
+   * A training checkpoint as `npm start` writes it (saveCheckpoint: params, AdamW moments, the config in the
+   * metadata) of REV_MVIT_MNIST after two AdamW steps, and Node's predictions with it on the 12 clips the
+   * demo's checkpoint section draws (demo/worker.ts predict: key 7).
+   */
+  async function writeDemoCheckpoint(file: string): Promise<number[]> {
+    const [{ saveCheckpoint }, { adamwInit, adamwUpdate, ADAMW_DEFAULTS }, { crossEntropy, argmaxRows }, { parseDigits, makeClips, clipSpecFor }, { foldIn, key }, R, E] = await Promise.all([
+      import('../src/train/checkpoint.ts'),
+      import('../src/train/optim.ts'),
+      import('../src/train/loss.ts'),
+      import('../demo/data.ts'),
+      import('../src/random/index.ts'),
+      import('../src/index.ts'),
+      import('fp-ts/lib/Either.js'),
+    ]);
+    const parsed = R.parseConfig(R.PRESETS.REV_MVIT_MNIST);
+    if (E.isLeft(parsed)) throw new Error(R.formatProblems(parsed.left));
+    const cfg = parsed.right;
+    const model = R.buildModel(cfg);
+    const digits = parseDigits(digitsSubset());
+    const spec = clipSpecFor(cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE);
+    const shape = (n: number) => [n, 1, spec.frames, spec.size, spec.size];
+    let params = model.init(key(3));
+    let state = adamwInit(params);
+    for (let s = 0; s < 2; s++) {
+      const b = makeClips(digits, foldIn(key(4), s), 4, spec);
+      const [, grads] = R.valueAndGrad((p: typeof params) => crossEntropy(model.apply(p, R.tensor(b.x, shape(4)), key(5), { train: true }), Array.from(b.y)))(params);
+      ({ params, state } = adamwUpdate(params, grads, state, { ...ADAMW_DEFAULTS, lr: 2e-3 }, model.noDecay));
+    }
+    saveCheckpoint(file, params, state, { step: 2, seed: 0, key: [0, 0], config: cfg, optimizer: { name: 'adamw' }, training: {} });
+    const clips = makeClips(digits, foldIn(key(7), 0x5eed), 12, spec);
+    const probs = model.apply(params, R.tensor(clips.x, shape(12)), key(7), { train: false }).dataSync();
+    return Array.from(argmaxRows(probs, 12, cfg.MODEL.NUM_CLASSES));
+  }
 
   test('selection in the page: SwiftShader is found but auto does not take it; allowSoftware does', async () => {
     const env = await laws.evaluate(() => (window as any).revgradLaws.environment());
@@ -130,6 +177,19 @@ if (!existsSync(CHROMIUM)) {
     assert.equal(r.y, [19, 22, 43, 50]);
   });
 
+  test('device plans on WebGPU in Chromium: tiled matmul, fused groups, every op, the compiled AdamW step (<= 4 submissions, 1 readback per step) = eager', async () => {
+    const r: { results: PlanLawResult[]; ms: number } = await laws.evaluate(() => (window as any).revgradLaws.plan({ samples: 1 }));
+    const line = (x: PlanLawResult) => `  [webgpu plan] ${x.ok ? 'ok  ' : 'FAIL'} ${x.name} (${x.ms.toFixed(0)} ms): ${x.detail}`;
+    r.results.filter((x) => !x.ok || !x.name.startsWith('op ')).forEach((x) => console.log(line(x)));
+    const ops = r.results.filter((x) => x.name.startsWith('op '));
+    console.log(`  [webgpu plan] ops ${ops.filter((x) => x.ok).length}/${ops.length}; all in ${(r.ms / 1000).toFixed(1)} s`);
+    assert.ok(ops.length >= 40, `expected the ~45 OP_CASES, got ${ops.length}`);
+    assert.ok(r.results.some((x) => x.name.includes('training step')), 'the step law did not run');
+    assert.ok(r.results.some((x) => x.name.startsWith('jit(step)')), 'the jit step law did not run');
+    const bad = r.results.filter((x) => !x.ok);
+    assert.is(bad.length, 0, bad.map(line).join('\n'));
+  });
+
   async function demo(query: string, name: string, timeoutMs: number) {
     const page = await newPage();
     const t0 = performance.now();
@@ -145,8 +205,10 @@ if (!existsSync(CHROMIUM)) {
       backend: document.getElementById('backend')!.textContent,
       frames: document.querySelectorAll('#clip canvas').length,
       driftRows: document.querySelectorAll('#drift tr').length - 1,
-      lossPoints: document.querySelectorAll('#loss-chart circle').length,
-      trainRows: document.querySelectorAll('#train tr').length - 1,
+      lines: Array.from(document.querySelectorAll('#train-chart polyline')).map((p) => (p.getAttribute('points') ?? '').trim().split(/\s+/).filter((x) => x !== '').length),
+      trainStatus: document.getElementById('train-status')!.textContent,
+      trainPredictions: document.querySelectorAll('#train-predictions .prediction').length,
+      checkpointPredictions: document.querySelectorAll('#checkpoint-predictions .prediction').length,
       memoryRows: document.querySelectorAll('#memory tr').length - 1,
       report: (window as any).revgradDemo,
     }));
@@ -155,29 +217,48 @@ if (!existsSync(CHROMIUM)) {
     return state;
   }
 
-  test('demo on auto: forward, inverse error per block, training, memory; screenshot', async () => {
-    const s = await demo('?steps=4&batch=8', 'auto', 120_000);
-    assert.is(s.state, 'done', `${s.status}\n${s.report?.error ?? ''}`);
+  /** Mean of the first and the last `n` losses of the training. */
+  const ends = (losses: number[], n: number) => [losses.slice(0, n), losses.slice(-n)].map((xs) => xs.reduce((a, b) => a + b, 0) / xs.length);
+
+  test('demo on auto: forward, inverse error per block, training in a worker (the loss falls, chart drawn), memory, a checkpoint\'s predictions = Node\'s; screenshot', async () => {
+    const steps = 120;
+    const s = await demo(`?steps=${steps}&batch=8&checkpoint=/checkpoint.safetensors`, 'auto', 600_000);
+    assert.is(s.state, 'done', `${s.status}\n${s.report?.error ?? ''}${s.report?.training?.error ?? ''}`);
     assert.is(s.backend, 'webasm', 'auto under SwiftShader should run on webasm');
     assert.is(s.frames, 8);
     assert.is(s.driftRows, 4);
     for (const d of s.report.drift) assert.ok(d.x1 < 1e-5 && d.x2 < 1e-5, `block ${d.block} reconstruction error ${d.x1}, ${d.x2}`);
-    assert.is(s.lossPoints, 4);
-    assert.is(s.trainRows, 4);
-    assert.ok(s.report.losses.every((l: number) => Number.isFinite(l) && l > 0 && l < 10), `losses ${s.report.losses}`);
+    const t = s.report.training;
+    assert.is(t.engine, 'eager', 'no hardware WebGPU in the worker: the eager webasm step');
+    assert.is(t.steps.length, steps);
+    const losses: number[] = t.steps.map((p: { loss: number }) => p.loss);
+    assert.ok(losses.every((l) => Number.isFinite(l) && l > 0 && l < 10), `losses ${losses}`);
+    const [first, last] = ends(losses, 15);
+    console.log(`  demo training: loss ${first.toFixed(3)} (first 15 steps) -> ${last.toFixed(3)} (last 15); ${t.seconds.toFixed(1)} s in the worker`);
+    assert.ok(last < first - 0.1, `the loss should fall: mean of the first 15 steps ${first}, of the last 15 ${last}`);
+    assert.equal(s.lines, [steps, steps], 'the chart draws the loss and the accuracy at every step');
+    assert.is(s.trainPredictions, 8, 'the trained model predicts 8 held-out clips');
     assert.is(s.memoryRows, 3);
     const [m2, m4, m8] = s.report.memory;
     assert.is(m2.reversible, m8.reversible, 'reversible retained memory should not grow with depth');
     assert.ok(m8.store > 3 * m2.store && m4.store > m2.store, `store memory should grow with depth: ${JSON.stringify(s.report.memory)}`);
+    assert.is(s.checkpointPredictions, 12);
+    assert.is(s.report.checkpoint.step, 2);
+    assert.equal(s.report.checkpoint.predictions.map((p: { predicted: number }) => p.predicted), nodePredictions, 'the page predicts what Node predicts with the same checkpoint');
   });
 
-  test('demo on webgpu (SwiftShader; 1 step, batch 2): same elements, same reconstruction errors', async () => {
-    const s = await demo('?backend=webgpu&steps=1&batch=2&depths=2', 'webgpu', 240_000);
-    assert.is(s.state, 'done', `${s.status}\n${s.report?.error ?? ''}`);
+  test('demo on webgpu (SwiftShader; 3 steps, batch 2): the worker trains through the compiled device plan, same elements and reconstruction errors', async () => {
+    const s = await demo('?backend=webgpu&steps=3&batch=2&depths=2', 'webgpu', 600_000);
+    assert.is(s.state, 'done', `${s.status}\n${s.report?.error ?? ''}${s.report?.training?.error ?? ''}`);
     assert.is(s.backend, 'webgpu');
     assert.is(s.driftRows, 4);
     for (const d of s.report.drift) assert.ok(d.x1 < 1e-5 && d.x2 < 1e-5, `block ${d.block} reconstruction error ${d.x1}, ${d.x2}`);
-    assert.is(s.lossPoints, 1);
+    const t = s.report.training;
+    assert.is(t.backend, 'webgpu');
+    assert.is(t.engine, 'device plan');
+    assert.is(t.steps.length, 3);
+    assert.ok(t.steps.every((p: { loss: number }) => Number.isFinite(p.loss) && p.loss > 0), JSON.stringify(t.steps));
+    assert.equal(s.lines, [3, 3]);
     assert.is(s.memoryRows, 1);
   });
 

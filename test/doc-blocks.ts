@@ -15,9 +15,27 @@ export function runnableBlocks(markdown: string): string[] {
   return blocks;
 }
 
-/** Relative module specifiers (`from '../src/x.ts'`, `import '../x.ts'`) made absolute, resolved from `base`. */
+/** Every fenced block whose info string starts with `ts` (`ts`, `ts runnable`), with its 1-based line. */
+export function tsBlocks(markdown: string): { code: string; line: number; runnable: boolean }[] {
+  const blocks: { code: string; line: number; runnable: boolean }[] = [];
+  const fence = /^```ts(\b[^\n]*)\n([\s\S]*?)^```[ \t]*$/gm;
+  for (let m = fence.exec(markdown); m !== null; m = fence.exec(markdown)) {
+    blocks.push({ code: m[2]!, line: markdown.slice(0, m.index).split('\n').length, runnable: /\brunnable\b/.test(m[1]!) });
+  }
+  return blocks;
+}
+
+/** The package's own entries, as the sources (docs say `from 'revgrad'`; tests run them against src/, not a build). */
+const ENTRIES: Record<string, string> = { revgrad: 'src/index.ts', 'revgrad/node': 'src/node.ts', 'revgrad/laws': 'src/laws/index.ts' };
+
+/**
+ * Relative module specifiers (`from '../src/x.ts'`, `import '../x.ts'`) made absolute, resolved from `base`,
+ * and 'revgrad', 'revgrad/node', 'revgrad/laws' pointed at the sources.
+ */
 export function absolutizeImports(source: string, base: string): string {
-  return source.replace(/(\bfrom\s+|\bimport\s+|\bimport\(\s*)(['"])(\.\.?\/[^'"]+)\2/g, (_all, lead: string, q: string, spec: string) => `${lead}${q}${resolve(base, spec)}${q}`);
+  return source
+    .replace(/(\bfrom\s+|\bimport\s+|\bimport\(\s*)(['"])(\.\.?\/[^'"]+)\2/g, (_all, lead: string, q: string, spec: string) => `${lead}${q}${resolve(base, spec)}${q}`)
+    .replace(/(\bfrom\s+|\bimport\s+|\bimport\(\s*)(['"])(revgrad(?:\/node|\/laws)?)\2/g, (_all, lead: string, q: string, spec: string) => `${lead}${q}${join(repo, ENTRIES[spec]!)}${q}`);
 }
 
 /**

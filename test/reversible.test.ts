@@ -23,7 +23,7 @@ import {
 } from '../src/index.ts';
 import { key, normal, split, type Key } from '../src/random/index.ts';
 import { dropout, dropPath, linear, type LinearParams } from '../src/nn/index.ts';
-import { reversible, sequence, stack, stage, type AnyBlock, type Branch, type Pair } from '../src/reversible/index.ts';
+import { reversible, sequence, stack, stage, type AnyBlock, type Branch, type Pair, type StackParams } from '../src/reversible/index.ts';
 
 const TRAIN = { train: true };
 const BACKENDS: readonly BackendName[] = ['webasm', 'cpu'];
@@ -76,7 +76,9 @@ const C2 = 6;
 /** A stage: [..., 2C] -> [..., C'] (what Rev-MViT's pooling/projection stages do to the channels). */
 const proj = stage((p: LinearParams, x: Tensor, k: Key) => dropout(k, 0.1, linear(p, x), TRAIN));
 const layers = [reversible(branch, branch), reversible(branch, branch), proj, reversible(branch, branch), reversible(branch, branch, { keys: 'shared' })];
-const stackParams = (k: Key): unknown[] => {
+/** The layers' params, typed position by position (StackParams) as stack() expects them. */
+type LayersParams = StackParams<typeof layers>;
+const stackParams = (k: Key): LayersParams => {
   const ks = split(k, layers.length);
   return [blockParams(ks[0], C), blockParams(ks[1], C), lin(ks[2], C2, 2 * C), blockParams(ks[3], C2), blockParams(ks[4], C2)];
 };
@@ -124,7 +126,7 @@ perBackend("stack: 'reversible' and 'store' modes give the same value and gradie
   const x = normal(key(5), [2, 3, C]);
   const ct = normal(key(6), [2, 3, 2 * C2]);
   const run = (mode: 'reversible' | 'store') => {
-    const [out, pb] = vjp((p: unknown[], xx: Tensor) => net.forward(p, xx, key(7), { mode }), P, x);
+    const [out, pb] = vjp((p: LayersParams, xx: Tensor) => net.forward(p, xx, key(7), { mode }), P, x);
     return { out, grads: pb(ct), residual: pb.residualBytes };
   };
   const rev = run('reversible');

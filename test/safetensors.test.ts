@@ -5,15 +5,8 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Either } from 'fp-ts/lib/Either.js';
-import {
-  decodeSafetensors,
-  encodeSafetensors,
-  readSafetensorsFile,
-  SafetensorsError,
-  writeSafetensorsFileAtomic,
-  type NamedArray,
-  type SafetensorsFile,
-} from '../src/io/safetensors.ts';
+import { decodeSafetensors, encodeSafetensors, SafetensorsError, type NamedArray, type SafetensorsFile } from '../src/io/safetensors.ts';
+import { readSafetensorsFile, writeSafetensorsFileAtomic } from '../src/io/safetensors-file.ts';
 
 // ---- helpers ------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
-import { readSafetensorsFile } from '../src/io/safetensors.ts';
+import { readSafetensorsFile } from '../src/io/safetensors-file.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'src/cli/main.ts');

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
-import { fixtureLaw, opLaws, reversibleLaws, type LawResult } from './backend-laws.ts';
+import { fixtureLaw, higherOrderLaws, opLaws, reversibleLaws, type LawResult } from './backend-laws.ts';
 
 const status = await initWebGPU();
 const samples = Math.max(1, Number(process.env.WEBGPU_LAW_SAMPLES ?? '2') || 2);
@@ -38,6 +38,13 @@ if (!status.ok) {
 
   test('reversible laws on webgpu: inverse, reversible = store gradients, key determinism, equal to webasm', async () => {
     const results = await reversibleLaws('webgpu');
+    results.forEach((r) => console.log(report(r)));
+    const bad = results.filter((r) => !r.ok);
+    assert.is(bad.length, 0, bad.map(report).join('\n'));
+  });
+
+  test('jvp and hvp on webgpu (second-order rules, customVjp at two levels) equal webasm', async () => {
+    const results = await higherOrderLaws('webgpu');
     results.forEach((r) => console.log(report(r)));
     const bad = results.filter((r) => !r.ok);
     assert.is(bad.length, 0, bad.map(report).join('\n'));

@@ -9,7 +9,8 @@ import { flattenWithPaths } from '../src/autodiff/pytree.ts';
 import { encodeSafetensors, decodeSafetensors } from '../src/io/safetensors.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { presetConfig } from '../src/models/mvit/presets.ts';
-import { loadWeights, namedArrays, paramsFromNamed, saveWeights } from '../src/models/mvit/weights.ts';
+import { namedArrays, paramsFromNamed } from '../src/models/mvit/weights.ts';
+import { loadWeights, saveWeights } from '../src/models/mvit/weights-file.ts';
 import { key } from '../src/random/index.ts';
 
 const cfg = presetConfig('REV_VIT_TINY');

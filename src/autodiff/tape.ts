@@ -60,7 +60,7 @@ setOpObserver((op) => {
 });
 
 /** Whether an autodiff trace is open and recording (a jitted function called now runs eagerly, so the tape sees its ops). */
-export const recording = (): boolean => paused === 0 && traces.length > 0;
+export const recording = (): boolean => paused === 0 && traces.some((t) => t.paused === 0);
 
 /** Run `fn` with recording off: nothing inside it is differentiated by the enclosing traces. */
 export function untraced<A>(fn: () => A): A {
@@ -186,18 +186,32 @@ function scalarOutput(op: string, out: unknown): Tensor {
   return out;
 }
 
-/** `valueAndGrad(f, argnums)(...args)` = [f(...args), gradient w.r.t. the args at `argnums`]. */
-export function valueAndGrad<A extends unknown[]>(f: (...args: A) => Tensor, argnums: Argnums = 0) {
-  return (...args: A): [Tensor, any] => {
+/**
+ * The gradients `grad(f, argnums)` returns: for one argument index, a tree like that argument (as JAX's
+ * grad returns a pytree like its input: tensor leaves replaced by their gradients, other leaves kept);
+ * for a list of indices, a tuple of such trees.
+ */
+export type GradsAt<A extends readonly unknown[], N extends number | readonly number[]> = N extends number
+  ? A[N]
+  : { -readonly [K in keyof N]: A[N[K] & keyof A] };
+
+/** `valueAndGrad(f, argnums)(...args)` = [f(...args), gradient w.r.t. the args at `argnums` (default 0)]. */
+export function valueAndGrad<A extends unknown[] = [Tensor]>(f: (...args: A) => Tensor): (...args: A) => [Tensor, A[0]];
+export function valueAndGrad<A extends unknown[] = [Tensor], const N extends number | readonly number[] = 0>(f: (...args: A) => Tensor, argnums: N): (...args: A) => [Tensor, GradsAt<A, N>];
+export function valueAndGrad<A extends unknown[]>(f: (...args: A) => Tensor, argnums: Argnums = 0): (...args: A) => [Tensor, unknown] {
+  return (...args: A): [Tensor, unknown] => {
     const [out, pullback] = vjp(f, ...args);
     scalarOutput('valueAndGrad', out);
     return [out, selectGrads(pullback(), argnums)];
   };
 }
 
-/** `grad(f, argnums)(...args)`: the gradient of a scalar function w.r.t. the args at `argnums`. */
-export function grad<A extends unknown[]>(f: (...args: A) => Tensor, argnums: Argnums = 0) {
-  return (...args: A): any => valueAndGrad(f, argnums)(...args)[1];
+/** `grad(f, argnums)(...args)`: the gradient of a scalar function w.r.t. the args at `argnums` (default 0), shaped like them. */
+export function grad<A extends unknown[] = [Tensor]>(f: (...args: A) => Tensor): (...args: A) => A[0];
+export function grad<A extends unknown[] = [Tensor], const N extends number | readonly number[] = 0>(f: (...args: A) => Tensor, argnums: N): (...args: A) => GradsAt<A, N>;
+export function grad<A extends unknown[]>(f: (...args: A) => Tensor, argnums: Argnums = 0): (...args: A) => unknown {
+  const vg = valueAndGrad(f, argnums);
+  return (...args: A) => vg(...args)[1];
 }
 
 /** Throws unless `tangents` is a tree of tensors shaped like `primals` (leaf for leaf). */

@@ -5,9 +5,10 @@
  * encodes the op and its full shape signature, so each kernel is compiled once; the cache is a
  * bounded LRU that calls `destroy()` on eviction because undestroyed gpu.js kernels pin wasm memory.
  */
-import { GPU } from 'gpu.js';
-import type { IKernelRunShortcut } from 'gpu.js';
+import type { GPU, IKernelRunShortcut } from 'gpu.js';
+import { gpujs } from './gpujs.ts';
 import { applyGpuJsPatches } from './gpujs-patch.ts';
+import { prepareNavigatorGpu } from './webgpu-device.ts';
 import { ArgumentError, BackendError } from '../tensor/errors.ts';
 
 export type BackendName = 'webasm' | 'cpu' | 'webgpu' | 'webgl2';
@@ -46,7 +47,9 @@ export function gpuFor(name: BackendName = current): GPU {
       throw new BackendError("backend 'webgpu': no navigator.gpu here; in Node call `await initWebGPU()` (or `await selectBackend('webgpu')`) first");
     }
     applyGpuJsPatches();
-    gpu = new GPU({ mode: name } as ConstructorParameters<typeof GPU>[0]);
+    if (name === 'webgpu') prepareNavigatorGpu();
+    const { GPU: Gpu } = gpujs();
+    gpu = new Gpu({ mode: name } as ConstructorParameters<typeof GPU>[0]);
     gpus.set(name, gpu);
   }
   return gpu;

@@ -7,14 +7,14 @@
  * them i32 again; measured 1.4-2x on every loop kernel with identical outputs
  * (see docs/design.md). Small enough to upstream as is.
  */
-import { WebAssemblyFunctionNode } from 'gpu.js';
+import { gpujs } from './gpujs.ts';
 
 let applied = false;
 
 export function applyGpuJsPatches(): void {
   if (applied) return;
   applied = true;
-  const FunctionNode = WebAssemblyFunctionNode as unknown as { prototype: Record<string, unknown> } | undefined;
+  const FunctionNode = gpujs().WebAssemblyFunctionNode as unknown as { prototype: Record<string, unknown> } | undefined;
   if (FunctionNode === undefined) return;
   for (const method of ['emitFunction', 'emitVectorFunction']) {
     const original = FunctionNode.prototype[method] as ((...a: unknown[]) => unknown) | undefined;

@@ -18,7 +18,7 @@
 import { ModuleBuilder, type ValType } from './wasm-builder.ts';
 import { Simd, type V } from './wasm-simd.ts';
 import { align64, ensureKernelBytes, kernelHeap, kernelMemory, SLACK_BYTES } from './wasm-memory.ts';
-import { wasmRelaxedSimdAvailable } from './wasm-gemm.ts';
+import { wasmFmaOn } from './wasm-gemm.ts';
 
 export type DepthwisePart = 'fwd' | 'dx' | 'dw';
 
@@ -148,7 +148,7 @@ type DepthwiseExports = Record<DepthwisePart, PartFn>;
 const modules = new Map<string, DepthwiseExports>();
 
 function partsFor(C: number): DepthwiseExports {
-  const fma = wasmRelaxedSimdAvailable();
+  const fma = wasmFmaOn();
   const key = `${C}${fma ? 'm' : ''}`;
   let ex = modules.get(key);
   if (ex === undefined) {

@@ -22,7 +22,7 @@ import { ArgumentError } from '../tensor/errors.ts';
 import { ModuleBuilder, type FunctionBuilder } from './wasm-builder.ts';
 import { Simd, type V } from './wasm-simd.ts';
 import { align64, CHUNK_FLOATS, ensureKernelBytes, kernelHeap, kernelMemory, SLACK_BYTES, wasmKernelsOn } from './wasm-memory.ts';
-import { wasmRelaxedSimdAvailable } from './wasm-gemm.ts';
+import { wasmFmaOn } from './wasm-gemm.ts';
 
 /** How an input is read at a coordinate of the group's shape: offset + sum(coord[d] * strides[d]). */
 export interface FusedRead {
@@ -490,7 +490,7 @@ function runHost(fn: HostFn, g: FusedGroup, p: Plan, inputs: readonly Float32Arr
 }
 
 function wasmFor(structure: string, g: FusedGroup, p: Plan, L: Layout): RunExport {
-  const fma = wasmRelaxedSimdAvailable();
+  const fma = wasmFmaOn();
   const key = `${structure}|${fma}`;
   let run = wasmCache.get(key);
   if (run === undefined) {

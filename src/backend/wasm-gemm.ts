@@ -50,6 +50,7 @@ export interface WasmGemmConfig {
  * has relaxed SIMD (Node 20: only behind --experimental-wasm-relaxed-simd).
  */
 export const DEFAULT_WASM_GEMM: WasmGemmConfig = { mr: 4, nr: 8, unroll: 1 };
+const FMA_WASM_GEMM: WasmGemmConfig = { ...DEFAULT_WASM_GEMM, fma: true };
 
 // ---------------------------------------------------------------------------------------------
 // code generation
@@ -261,11 +262,21 @@ export function wasmSimdAvailable(): boolean {
   return simdAvailable;
 }
 
-/** Whether the engine accepts relaxed SIMD (f32x4.relaxed_madd); Node 20 only behind a V8 flag. */
+/**
+ * Whether the engine accepts relaxed SIMD (f32x4.relaxed_madd). Relaxed SIMD is standard WebAssembly
+ * (3.0) and on by default from V8 11.4 (Node 22, current browsers); Node 20's V8 has it complete but
+ * behind --experimental-wasm-relaxed-simd. There the flag is switched on at run time (v8 module,
+ * reached through process.getBuiltinModule so browser bundles carry no node: import) before the check:
+ * the flag only makes the engine accept the extra opcodes in modules compiled afterwards, and the fused
+ * multiply-add is worth 24 % in the GEMM and 20-35 % in the row kernels (docs/benchmarks.md).
+ * REVGRAD_RELAXED_SIMD=0 in the environment leaves the engine's flags alone.
+ */
 export function wasmRelaxedSimdAvailable(): boolean {
   if (relaxedAvailable === undefined) {
+    const fmaBytes = gemmModuleBytes({ ...DEFAULT_WASM_GEMM, fma: true });
     try {
-      relaxedAvailable = typeof WebAssembly === 'object' && WebAssembly.validate(gemmModuleBytes({ ...DEFAULT_WASM_GEMM, fma: true }));
+      if (typeof WebAssembly === 'object' && !WebAssembly.validate(fmaBytes)) enableRelaxedSimdFlag();
+      relaxedAvailable = typeof WebAssembly === 'object' && WebAssembly.validate(fmaBytes);
     } catch {
       relaxedAvailable = false;
     }
@@ -274,6 +285,29 @@ export function wasmRelaxedSimdAvailable(): boolean {
 }
 
 let relaxedAvailable: boolean | undefined;
+
+function enableRelaxedSimdFlag(): void {
+  const proc = (globalThis as { process?: { env?: Record<string, string | undefined>; getBuiltinModule?: (id: string) => unknown } }).process;
+  if (proc?.getBuiltinModule === undefined || proc.env?.REVGRAD_RELAXED_SIMD === '0') return;
+  const v8 = proc.getBuiltinModule('node:v8') as { setFlagsFromString?: (flags: string) => void } | undefined;
+  v8?.setFlagsFromString?.('--experimental-wasm-relaxed-simd');
+}
+
+let fmaWanted = true;
+
+/**
+ * Use the fused multiply-add (relaxed SIMD) in the generated kernels and the GEMM where the engine has
+ * it (true, the default) or the separate multiply and add (false: for tests of that path, or for bits
+ * that do not depend on whether the hardware fuses). Returns the previous setting.
+ */
+export function setWasmFma(on: boolean): boolean {
+  const previous = fmaWanted;
+  fmaWanted = on;
+  return previous;
+}
+
+/** Whether the generated kernels use relaxed_madd now. */
+export const wasmFmaOn = (): boolean => fmaWanted && wasmRelaxedSimdAvailable();
 
 const PAGE = 65536;
 const align64 = (bytes: number): number => Math.ceil(bytes / 64) * 64;
@@ -412,13 +446,10 @@ function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void 
  * Requires wasmSimdAvailable().
  */
 export function wasmGemm(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array {
-  defaultGemm ??= wasmGemmWith(wasmGemmConfig());
-  return defaultGemm(p, a, b);
+  return wasmGemmWith(wasmGemmConfig())(p, a, b);
 }
-
-let defaultGemm: GemmFn | undefined;
 
 /** The configuration `wasmGemm` uses: DEFAULT_WASM_GEMM, fused multiply-add where relaxed SIMD exists. */
 export function wasmGemmConfig(): WasmGemmConfig {
-  return wasmRelaxedSimdAvailable() ? { ...DEFAULT_WASM_GEMM, fma: true } : DEFAULT_WASM_GEMM;
+  return wasmFmaOn() ? FMA_WASM_GEMM : DEFAULT_WASM_GEMM;
 }

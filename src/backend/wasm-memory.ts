@@ -10,6 +10,7 @@
  * irregularly) ever needed, is reused by every later call, and never shrinks.
  */
 import { BackendError } from '../tensor/errors.ts';
+import { getBackend } from './backend.ts';
 import { wasmSimdAvailable } from './wasm-gemm.ts';
 
 let enabled = true;
@@ -25,8 +26,12 @@ export function setWasmKernels(on: boolean): boolean {
   return previous;
 }
 
-/** Whether the fast paths run the generated wasm kernels now. */
-export const wasmKernelsOn = (): boolean => enabled && wasmSimdAvailable();
+/**
+ * Whether the fast paths run the generated wasm kernels now: they are the webasm backend's; on 'cpu' (the
+ * reference) host loops run, so code that calls an op's host impl directly (jit's cpu lowering) computes
+ * what the backend's own kernels compute.
+ */
+export const wasmKernelsOn = (): boolean => enabled && getBackend() === 'webasm' && wasmSimdAvailable();
 
 const PAGE = 65536;
 /** Elements per stream per chunk: 64 KiB, so a 3-stream op keeps ~200 KiB in flight (L2-resident). */

@@ -13,7 +13,7 @@
 import { ModuleBuilder, type FunctionBuilder, type ValType } from './wasm-builder.ts';
 import { Simd, type V } from './wasm-simd.ts';
 import { kernelMemory, runChunked } from './wasm-memory.ts';
-import { wasmRelaxedSimdAvailable } from './wasm-gemm.ts';
+import { wasmFmaOn } from './wasm-gemm.ts';
 
 export type RowOpName = 'softmax' | 'softmaxGrad' | 'normalize' | 'normalizeGrad';
 export type ElementwiseRowOp = 'gelu' | 'geluGrad';
@@ -228,7 +228,7 @@ let instance: RowOpsExports | undefined;
 let instanceFma: boolean | undefined;
 
 function rowOps(): RowOpsExports {
-  const fma = wasmRelaxedSimdAvailable();
+  const fma = wasmFmaOn();
   if (instance === undefined || instanceFma !== fma) {
     const module = new WebAssembly.Module(rowOpsModuleBytes(fma));
     instance = new WebAssembly.Instance(module, { env: { memory: kernelMemory } }).exports as unknown as RowOpsExports;

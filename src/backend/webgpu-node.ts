@@ -16,6 +16,7 @@
  * works with the platform left unset. When the variable is unset we try the likely one first (unset on
  * machines with /dev/nvidiactl, surfaceless elsewhere) and the other one if no adapter answers.
  */
+import { prepareNavigatorGpu } from './webgpu-device.ts';
 
 /** What an adapter says about itself (GPUAdapterInfo's fields; empty strings where the driver is silent). */
 export interface AdapterDescription {
@@ -96,6 +97,7 @@ const errorText = (e: unknown): string => (e instanceof Error ? e.message : Stri
 async function probe(options: InitOptions): Promise<WebGPUStatus> {
   const nav = (globalThis as { navigator?: { gpu?: GPULike } }).navigator;
   if (nav?.gpu !== undefined) {
+    prepareNavigatorGpu();
     const adapter = await nav.gpu.requestAdapter();
     if (adapter === null) return { ok: false, reason: 'navigator.gpu is present but requestAdapter() answered null (no usable WebGPU adapter)' };
     const d = toDescription(adapter);
@@ -141,6 +143,7 @@ async function probeDawn(options: InitOptions): Promise<WebGPUStatus> {
         configurable: true,
         writable: true,
       });
+      prepareNavigatorGpu();
       const d = toDescription(adapter);
       return { ok: true, adapter: d, software: isSoftwareAdapter(d), source: 'dawn' };
     }

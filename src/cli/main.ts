@@ -1,11 +1,12 @@
-#!/usr/bin/env -S node --import tsx
+#!/usr/bin/env node
 /**
- * `revgrad`: train, evaluate and check Rev-MViT models.
+ * `revgrad`: train, evaluate and check Rev-MViT models. The package's bin is this file compiled
+ * (dist/cli/main.js, plain node); from a checkout, `node --import tsx src/cli/main.ts`.
  *
  * Exit status: 0 success; 1 a failure (missing or corrupt file, invalid config, failed check);
  * 2 bad usage (unknown flag, bad number, missing argument); 130 interrupted.
  */
-import { existsSync, readdirSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as E from 'fp-ts/lib/Either.js';
 import { helpText, parseArgs, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
@@ -36,7 +37,7 @@ export function mainHelp(): string {
   return [
     'revgrad: reversible networks on a functional TypeScript autodiff (gpu.js kernels)',
     '',
-    'Usage: revgrad <command> [flags]     (revgrad <command> --help for its flags)',
+    'Usage: revgrad <command> [flags]     (revgrad <command> --help for its flags; revgrad --version)',
     '',
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.spec.name.padEnd(14)} ${c.spec.summary}`),
@@ -60,9 +61,18 @@ async function probeWebGPUIfGpu(): Promise<WebGPUStatus> {
   return hasGpu ? initWebGPU() : { ok: false, reason: 'no GPU device node (/dev/nvidia*, /dev/dri/renderD*)' };
 }
 
+/** The package version (package.json is two folders up from both src/cli/ and dist/cli/). */
+export function version(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 /** Run the CLI on `argv` (the words after `revgrad`); returns the exit status. */
 export async function main(argv: readonly string[], err: (s: string) => void = (s) => process.stderr.write(s)): Promise<number> {
   const [name, ...rest] = argv;
+  if (name === '--version' || name === '-V') {
+    process.stdout.write(`revgrad ${version()}\n`);
+    return 0;
+  }
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     if (name === 'help' && rest[0] !== undefined) return main([rest[0], '--help'], err);
     process.stdout.write(mainHelp() + '\n');

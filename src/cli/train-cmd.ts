@@ -1,5 +1,6 @@
 /** `revgrad train`: train a Rev-MViT on Moving-MNIST, with checkpoints, resume and an HTML report. */
 import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import type { MViTConfig } from '../models/mvit/config.ts';
@@ -42,6 +43,8 @@ export const TRAIN_DEFAULTS = {
   evalClips: 256,
   evalBatch: 32,
   reportDepths: [0, 2, 4],
+  /** Gradient shards per step (at most the batch size): 1, 2 and 4 workers all divide them. */
+  shards: 4,
 } as const;
 
 export const REPORT_FILE = 'report.html';
@@ -63,6 +66,8 @@ export const trainSpec: CommandSpec = {
     { name: 'label-smoothing', kind: 'number', min: 0, max: 0.99, arg: 'X', help: 'cross-entropy label smoothing', defaultText: String(TRAIN_DEFAULTS.labelSmoothing) },
     { name: 'seed', kind: 'int', min: 0, arg: 'N', help: 'seed of every key (init, data, dropout, eval)', defaultText: String(TRAIN_DEFAULTS.seed) },
     { name: 'mode', kind: 'enum', values: ['reversible', 'store'], help: "backward pass: rebuild activations ('reversible') or keep them ('store')", defaultText: 'reversible' },
+    { name: 'workers', kind: 'int', min: 1, arg: 'N', help: 'worker threads computing the gradient shards (data parallel); the weights do not depend on it', defaultText: "the machine's cores" },
+    { name: 'shards', kind: 'int', min: 1, arg: 'N', help: 'gradient shards per step, summed in a fixed order (part of the run: changes the numbers)', defaultText: `${TRAIN_DEFAULTS.shards} (at most the batch)` },
     { name: 'out', kind: 'string', arg: 'DIR', help: 'output directory (metrics.jsonl, checkpoint.safetensors, report.html)', defaultText: 'a new runs/<timestamp>' },
     { name: 'resume', kind: 'bool', help: 'continue the run in --out DIR from its checkpoint (bit-exact)' },
     { name: 'force', kind: 'bool', help: 'overwrite the run in an existing --out DIR' },
@@ -81,6 +86,8 @@ export const trainSpec: CommandSpec = {
     'Every random choice comes from keys derived from --seed and the step number, so a run killed at any',
     'point and continued with --resume ends with the same weights, bit for bit, as an uninterrupted run.',
     'With --resume the run\'s settings come from the checkpoint; flags that would change them are refused.',
+    'Each step\'s batch is cut into --shards fixed shards whose gradients are summed in order; --workers threads',
+    'compute them, so any --workers gives the same weights bit for bit (--workers is not part of the run).',
     'Ctrl-C stops after the current step and writes a checkpoint.',
   ].join('\n'),
 };
@@ -121,6 +128,7 @@ function settingsFromFlags(args: ParsedArgs, yaml?: SolverSettings): TrainSettin
     optimizer: { ...optimizer, weightDecay: getNum(args, 'weight-decay') ?? optimizer.weightDecay },
     clipNorm: clip === 0 ? null : clip,
     labelSmoothing: getNum(args, 'label-smoothing') ?? yaml?.labelSmoothing ?? TRAIN_DEFAULTS.labelSmoothing,
+    shards: getNum(args, 'shards') ?? Math.min(TRAIN_DEFAULTS.shards, getNum(args, 'batch') ?? TRAIN_DEFAULTS.batch),
     ...(yaml === undefined ? {} : { zeroWd1dParam: yaml.zeroWd1dParam }),
   };
 }
@@ -194,6 +202,7 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
     check('label-smoothing', asGiven.labelSmoothing, settings.labelSmoothing);
     check('seed', asGiven.seed, settings.seed);
     check('mode', asGiven.mode, settings.mode);
+    check('shards', asGiven.shards, settings.shards);
     if (conflicts.length > 0) {
       throw new CliError(['--resume continues the stored run exactly, so its settings cannot change:', ...conflicts.map((c) => `  ${c}`)]);
     }
@@ -271,6 +280,9 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
       settings,
       monitoring,
       config: storedConfig ?? cfg,
+      workers: getNum(args, 'workers') ?? availableParallelism(),
+      // Workers build the model from its module (sources .ts in development, .js when compiled).
+      modelFactory: { module: new URL(`../models/mvit/model.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href, exportName: 'buildModel', args: [cfg] },
       outDir,
       resume: resumeFrom,
       onRecord: (r) => progress.onRecord(r),

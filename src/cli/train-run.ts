@@ -21,6 +21,10 @@ import type { Optimizer } from '../train/optim.ts';
 import { evaluate, train, type Batch, type HeadActivation, type LoopRecord, type TrainableModel, type TrainResult } from '../train/loop.ts';
 import { appendMetric, METRICS_FILE, startMetrics } from '../train/metrics-file.ts';
 import { settingsOptimizer, settingsProblems, type TrainSettings } from '../train/settings.ts';
+import { startDataParallel, type ModelFactory } from '../train/parallel.ts';
+import { inProcessShards, type GradientFn } from '../train/shards.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import { getBackend } from '../backend/backend.ts';
 import { CliError } from './common.ts';
 
 /** How a run is observed (not part of its numbers). */
@@ -74,6 +78,10 @@ export interface RunOptions<P> {
   readonly onRecord?: (r: LoopRecord) => void;
   /** Stop early (after the current step) when this returns true; the state is checkpointed. */
   readonly shouldStop?: () => boolean;
+  /** With sharded settings: worker threads computing the shards (1: in this process); default 1. */
+  readonly workers?: number;
+  /** How a worker builds the model (the module exporting a factory and its arguments); needed for workers > 1. */
+  readonly modelFactory?: ModelFactory;
 }
 
 /** Run (or continue) a Moving-MNIST training run with its files. */
@@ -105,35 +113,55 @@ export async function runMovingMnist<P>(opts: RunOptions<P>): Promise<TrainResul
     optimizer: { ...settings.optimizer, name: optimizer.name },
     training: settings as unknown as Record<string, unknown>,
   });
-  const result = await train({
-    model,
-    params,
-    optimizer,
-    resume,
-    data: (s) => batches(foldIn(keys.data, s), 'train', settings.batchSize),
-    steps: settings.steps,
-    key: keys.step,
-    loss: (logits, labels) => crossEntropy(logits, labels, settings.labelSmoothing),
-    clipNorm: settings.clipNorm,
-    mode: settings.mode,
-    eval:
-      monitoring.evalEvery > 0
-        ? {
-            every: monitoring.evalEvery,
-            data: () => evalBatches(batches, keys, monitoring.evalBatches, monitoring.evalBatchSize),
-            key: evalModelKey(keys),
-            headAct: monitoring.headAct,
-          }
-        : undefined,
-    driftEvery: monitoring.driftEvery,
-    checkpoint: outDir === null ? undefined : { every: monitoring.ckptEvery, save: checkpointToFile(join(outDir, CHECKPOINT_FILE), meta) },
-    onRecord: (r) => {
-      if (metricsPath !== null) appendMetric(metricsPath, r);
-      opts.onRecord?.(r);
-    },
-    shouldStop: opts.shouldStop,
-  });
-  return result;
+  const gradients = await shardedGradients(opts, params);
+  try {
+    return await train({
+      model,
+      params,
+      optimizer,
+      resume,
+      data: (s) => batches(foldIn(keys.data, s), 'train', settings.batchSize),
+      steps: settings.steps,
+      key: keys.step,
+      loss: (logits, labels) => crossEntropy(logits, labels, settings.labelSmoothing),
+      clipNorm: settings.clipNorm,
+      mode: settings.mode,
+      eval:
+        monitoring.evalEvery > 0
+          ? {
+              every: monitoring.evalEvery,
+              data: () => evalBatches(batches, keys, monitoring.evalBatches, monitoring.evalBatchSize),
+              key: evalModelKey(keys),
+              headAct: monitoring.headAct,
+            }
+          : undefined,
+      driftEvery: monitoring.driftEvery,
+      checkpoint: outDir === null ? undefined : { every: monitoring.ckptEvery, save: checkpointToFile(join(outDir, CHECKPOINT_FILE), meta) },
+      onRecord: (r) => {
+        if (metricsPath !== null) appendMetric(metricsPath, r);
+        opts.onRecord?.(r);
+      },
+      shouldStop: opts.shouldStop,
+      gradients: gradients?.fn,
+    });
+  } finally {
+    await gradients?.close();
+  }
+}
+
+/** The sharded gradient of the settings: on worker threads, or in this process for one worker. */
+async function shardedGradients<P>(opts: RunOptions<P>, params: P): Promise<{ fn: GradientFn<P>; close: () => Promise<void> } | undefined> {
+  const { settings } = opts;
+  if (settings.shards === undefined) return undefined;
+  // Workers run the CPU (webasm) path; on a GPU backend the shards run in this process.
+  const workers = getBackend() === 'webasm' ? Math.min(opts.workers ?? 1, settings.shards) : 1;
+  if (workers <= 1) {
+    const loss = (logits: Tensor, labels: ArrayLike<number>) => crossEntropy(logits, labels, settings.labelSmoothing);
+    return { fn: inProcessShards(opts.model, { mode: settings.mode, loss }, settings.shards), close: async () => {} };
+  }
+  if (opts.modelFactory === undefined) throw new CliError([`${workers} workers need a model factory (the module that builds the model in each worker)`]);
+  const pool = await startDataParallel(params, { workers, shards: settings.shards, model: opts.modelFactory, mode: settings.mode, labelSmoothing: settings.labelSmoothing });
+  return { fn: pool.gradients, close: () => pool.close() };
 }
 
 /** Test accuracy and loss of `params` on fixed held-out batches of a run with `seed`. */

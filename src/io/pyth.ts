@@ -17,10 +17,8 @@
  * Writing produces what `torch.save` does (pickle protocol 2, aligned stored zip entries, version 3),
  * every tensor float32 with its own storage; torch.load with and without weights_only reads it.
  */
-import { readFileSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import { RevgradError } from '../tensor/errors.ts';
-import { writeFileAtomic } from './atomic.ts';
 import {
   describePy,
   pickle,
@@ -275,16 +273,6 @@ function torchGlobals(fail: (code: PythErrorCode, message: string) => never): Re
   return table;
 }
 
-/** Reads a checkpoint file; file-system failures come back as code 'io'. */
-export function readPythFile(path: string): E.Either<PythError, PythFile> {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (cause) {
-    return E.left(new PythError('io', `${path}: cannot read: ${(cause as Error).message}`, path));
-  }
-  return decodePyth(bytes, path);
-}
 
 /** A tensor's values as float32, in row-major order (the view gathered, the dtype converted). */
 export function tensorToFloat32(file: PythFile, t: TorchTensor, name: string): E.Either<PythError, Float32Array> {
@@ -482,12 +470,3 @@ function littleEndianBytes(data: Float32Array): Uint8Array {
   return out;
 }
 
-/** encodePyth, then a crash-safe write (temporary file, fsync, rename). Throws PythError. */
-export function writePythFileAtomic(path: string, value: PythOut): void {
-  const bytes = encodePyth(value);
-  try {
-    writeFileAtomic(path, bytes);
-  } catch (cause) {
-    throw new PythError('io', `${path}: write failed: ${(cause as Error).message}`, path);
-  }
-}

@@ -22,11 +22,9 @@
  * Writing always stores F32, in insertion order with contiguous offsets, `__metadata__` first, and
  * the header padded with spaces so that 8 + N is a multiple of 8, as the reference writer does.
  */
-import { readFileSync } from 'node:fs';
 import { chain, isLeft, left, map, right, type Either } from 'fp-ts/lib/Either.js';
 import { pipe } from 'fp-ts/lib/function.js';
 import { RevgradError } from '../tensor/errors.ts';
-import { writeFileAtomic } from './atomic.ts';
 
 export interface NamedArray {
   readonly shape: readonly number[];
@@ -63,7 +61,7 @@ export class SafetensorsError extends RevgradError {
   }
 }
 
-type TensorInput = Map<string, NamedArray> | Record<string, NamedArray>;
+export type TensorInput = Map<string, NamedArray> | Record<string, NamedArray>;
 
 const LENGTH_PREFIX_BYTES = 8;
 /** The reference implementation refuses headers above this size; so do we. */
@@ -127,16 +125,6 @@ export function decodeSafetensors(bytes: Uint8Array, source?: string): Either<Sa
   );
 }
 
-/** Reads a file synchronously and decodes it; file-system failures come back as code 'io'. */
-export function readSafetensorsFile(path: string): Either<SafetensorsError, SafetensorsFile> {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (cause) {
-    return left(new SafetensorsError('io', `${path}: cannot read: ${messageOf(cause)}`, path, { cause }));
-  }
-  return decodeSafetensors(bytes, path);
-}
 
 /** The u64 header length, checked against the bytes present before anything is sized by it. */
 function headerLength(bytes: Uint8Array, fail: Fail): Either<SafetensorsError, number> {
@@ -461,20 +449,6 @@ function writeFloat32LittleEndian(out: Uint8Array, offset: number, data: Float32
   }
 }
 
-/**
- * Writes a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs the directory,
- * so a crash leaves either the old file or the new one, never a torn one. Encoding happens first:
- * if it throws, the file system is not touched. File-system failures throw code 'io' and remove
- * the temporary file.
- */
-export function writeSafetensorsFileAtomic(path: string, tensors: TensorInput, metadata?: Record<string, string>): void {
-  const bytes = encodeSafetensors(tensors, metadata);
-  try {
-    writeFileAtomic(path, bytes);
-  } catch (cause) {
-    throw new SafetensorsError('io', `${path}: atomic write failed: ${messageOf(cause)}`, path, { cause });
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Small shared helpers
@@ -512,6 +486,6 @@ function jsonOrString(value: unknown): string {
   }
 }
 
-function messageOf(error: unknown): string {
+export function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }

@@ -12,7 +12,6 @@
  * Writing produces what torch's writer (miniz) produces: stored entries whose data starts on a
  * 64-byte boundary (padding in the local header's extra field), fixed timestamps, no ZIP64.
  */
-import { createRequire } from 'node:module';
 import { inflateSync } from 'fflate';
 import { RevgradError } from '../tensor/errors.ts';
 
@@ -75,10 +74,16 @@ const CRC_TABLES = (() => {
   return tables;
 })();
 
-/** Node's native zlib.crc32 (Node >= 20.15) is 2-3x faster on big storages; browsers use the tables. */
+/**
+ * Node's native zlib.crc32 (Node >= 20.15) is 2-3x faster on big storages; browsers use the tables.
+ * process.getBuiltinModule keeps node:zlib out of the static module graph (the package's main entry
+ * must bundle for browsers).
+ */
 const nativeCrc32: ((bytes: Uint8Array) => number) | null = (() => {
   try {
-    const zlib = createRequire(import.meta.url)('node:zlib') as { crc32?: (bytes: Uint8Array) => number };
+    const builtin = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule;
+    const zlib = builtin?.('node:zlib') as { crc32?: (bytes: Uint8Array) => number } | undefined;
+    if (zlib === undefined) return null;
     return typeof zlib.crc32 === 'function' ? zlib.crc32 : null;
   } catch {
     return null;

@@ -24,13 +24,16 @@ import { fillTemplate, flattenArgs, leafTensor, replaceLeaves, resultTemplate, t
 import { lowerCpu } from './cpu.ts';
 import type { Executable } from './executable.ts';
 import { lowerInterpret } from './interpret.ts';
+import { lowerWebGPU } from './webgpu.ts';
 
-export type Lowering = 'auto' | 'interpret' | 'cpu';
+export type Lowering = 'auto' | 'interpret' | 'cpu' | 'webgpu';
 
 export interface JitOptions {
   /**
-   * 'cpu': fused host loops and planned buffers (webasm backend with fast paths); 'interpret': the
-   * primitives' eager path equation by equation (any backend); 'auto' (default): 'cpu' where it applies.
+   * 'cpu': fused host loops and planned buffers (webasm backend with fast paths); 'webgpu': one device
+   * plan per call, one submission, state kept on the device (src/jit/webgpu.ts; webgpu backend);
+   * 'interpret': the primitives' eager path equation by equation (any backend); 'auto' (default): 'cpu'
+   * or 'webgpu' where they apply.
    */
   readonly lowering?: Lowering;
   /** Compiled signatures kept (least recently used evicted); default 8. */
@@ -59,10 +62,14 @@ interface Compiled {
   readonly executable: Executable;
 }
 
-function resolveLowering(requested: Lowering): 'interpret' | 'cpu' {
+function resolveLowering(requested: Lowering): 'interpret' | 'cpu' | 'webgpu' {
+  if (requested === 'webgpu' && getBackend() !== 'webgpu') throw new BackendError(`jit: the 'webgpu' lowering runs on the webgpu backend, and the current one is '${getBackend()}'`);
   if (requested !== 'auto') return requested;
+  if (getBackend() === 'webgpu') return 'webgpu';
   return getBackend() === 'webasm' && fastPathsEnabled() ? 'cpu' : 'interpret';
 }
+
+const LOWER = { cpu: lowerCpu, interpret: lowerInterpret, webgpu: lowerWebGPU } as const;
 
 export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOptions = {}): Jitted<A, R> {
   const capacity = options.cacheSize ?? 8;
@@ -86,7 +93,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOp
     let entry = cache.get(key);
     if (entry === undefined) {
       const t = trace(args);
-      entry = { program: t.program, template: t.template, executable: lowering === 'cpu' ? lowerCpu(t.program) : lowerInterpret(t.program) };
+      entry = { program: t.program, template: t.template, executable: LOWER[lowering](t.program) };
       if (cache.size >= capacity) cache.delete(cache.keys().next().value!);
     } else {
       cache.delete(key); // re-inserted below: most recently used last

@@ -10,7 +10,7 @@ import type { BackendName } from '../backend/backend.ts';
 import { measureMemory } from '../backend/memory.ts';
 import { normal } from '../random/index.ts';
 import { foldIn, split, type Key } from '../random/keys.ts';
-import { sequence, type AnyBlock, type BlockParams, type Mode, type Pair, type ReversibleBlock, type ReversibleSequence } from '../reversible/index.ts';
+import { sequence, type AnyBlock, type BlockParams, type Mode, type Pair, type ReversibleSequence } from '../reversible/index.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { add, mul, sum } from '../tensor/ops.ts';
 import { fmt, type Shape } from '../tensor/shape.ts';
@@ -20,7 +20,7 @@ import { backendOf, drive, failed, makeLaw, measured, type Body, type Law, type 
 import { at, EPS32, exact, firstBitDifference, maxAbs, num, worstDiff } from './numeric.ts';
 
 /** A block `reversible(F, G)` or a `sequence([...])` of them. */
-export type Reversible = ReversibleBlock<any, any> | ReversibleSequence;
+export type Reversible = AnyBlock | ReversibleSequence;
 
 /**
  * Parameters: a fixed tree, an arbitrary of trees, or an init function of a key and the stream shape
@@ -63,7 +63,7 @@ export interface ReversibleCase<P> {
 interface Chain {
   readonly label: string;
   readonly blocks: readonly AnyBlock[];
-  readonly blockParams: (p: unknown) => readonly BlockParams<any, any>[];
+  readonly blockParams: (p: unknown) => readonly BlockParams<unknown, unknown>[];
   readonly blockKeys: (k: Key) => readonly Key[];
   readonly forward: (p: unknown, xs: Pair, k: Key, mode?: Mode) => [Tensor, Tensor];
   readonly inverse: (p: unknown, ys: Pair, k: Key) => [Tensor, Tensor];
@@ -77,10 +77,10 @@ function chainOf(subject: Reversible): Chain {
     return {
       label: `a sequence of ${n} block${n === 1 ? '' : 's'}`,
       blocks: subject.blocks,
-      blockParams: (p) => p as BlockParams<any, any>[],
+      blockParams: (p) => p as BlockParams<unknown, unknown>[],
       blockKeys: (k) => (n === 0 ? [] : split(k, n)),
-      forward: (p, xs, k, mode) => subject.forward(p as BlockParams<any, any>[], xs, k, { mode }),
-      inverse: (p, ys, k) => subject.inverse(p as BlockParams<any, any>[], ys, k),
+      forward: (p, xs, k, mode) => subject.forward(p as BlockParams<unknown, unknown>[], xs, k, { mode }),
+      inverse: (p, ys, k) => subject.inverse(p as BlockParams<unknown, unknown>[], ys, k),
       where: (path) => {
         const [i, ...rest] = path.split('.');
         return `block ${i}, params ${rest.join('.')}`;
@@ -91,11 +91,11 @@ function chainOf(subject: Reversible): Chain {
   return {
     label: 'a block',
     blocks: [subject],
-    blockParams: (p) => [p as BlockParams<any, any>],
+    blockParams: (p) => [p as BlockParams<unknown, unknown>],
     blockKeys: (k) => [k],
     // Under vjp the one-block sequence is what makes 'reversible' mode rebuild instead of store.
-    forward: (p, xs, k, mode) => (mode === undefined ? subject.forward(p as BlockParams<any, any>, xs, k) : one.forwardWithKeys([p as BlockParams<any, any>], xs, [k], { mode })),
-    inverse: (p, ys, k) => subject.inverse(p as BlockParams<any, any>, ys, k),
+    forward: (p, xs, k, mode) => (mode === undefined ? subject.forward(p as BlockParams<unknown, unknown>, xs, k) : one.forwardWithKeys([p as BlockParams<unknown, unknown>], xs, [k], { mode })),
+    inverse: (p, ys, k) => subject.inverse(p as BlockParams<unknown, unknown>, ys, k),
     where: (path) => `params ${path}`,
   };
 }
@@ -407,7 +407,7 @@ export interface MemoryLawOptions<P> {
 
 /** A generated block with its parameters, for a memory law over a family of blocks. */
 export interface BlockFamily<P> {
-  readonly block: ReversibleBlock<any, any>;
+  readonly block: AnyBlock;
   readonly params: P | ((key: Key, shape: Shape) => P);
 }
 
@@ -427,7 +427,7 @@ interface Bytes {
  * 'reversible' mode (pullback.residualBytes, exact), and its peak live bytes during forward + backward
  * are the same for every depth >= 2 (depth 1 may peak lower); store mode keeps more as depth grows.
  */
-export function memoryFlatLaw<P>(block: ReversibleBlock<any, any> | fc.Arbitrary<BlockFamily<P>>, o: MemoryLawOptions<P>): Law<MemoryCase<P>> {
+export function memoryFlatLaw<P>(block: AnyBlock | fc.Arbitrary<BlockFamily<P>>, o: MemoryLawOptions<P>): Law<MemoryCase<P>> {
   const depths = [...(o.depths ?? [1, 2, 4, 8])].sort((a, b) => a - b);
   let arbitrary: fc.Arbitrary<MemoryCase<P>>;
   if (isArbitrary<BlockFamily<P>>(block)) {
@@ -438,12 +438,12 @@ export function memoryFlatLaw<P>(block: ReversibleBlock<any, any> | fc.Arbitrary
   }
   function* body(c: MemoryCase<P>): Body<Outcome> {
     const shape = c.x[0].shape;
-    const b = c.family?.block ?? (block as ReversibleBlock<any, any>);
+    const b = c.family?.block ?? (block as AnyBlock);
     const init = c.family?.params ?? o.params!;
     const paramsOf = (D: number) => Array.from({ length: D }, (_, i) => (typeof init === 'function' ? (init as (k: Key, s: Shape) => P)(foldIn(c.key, i), shape) : init));
     const measure = (D: number, mode: Mode): Bytes => {
       const seq = sequence(Array.from({ length: D }, () => b));
-      const params = paramsOf(D) as BlockParams<any, any>[];
+      const params = paramsOf(D) as BlockParams<unknown, unknown>[];
       const loss = (p: typeof params, x1: Tensor, x2: Tensor) => {
         const [y1, y2] = seq.forward(p, [x1, x2], c.key, { mode });
         return sum(mul(y1, add(y2, 1)));

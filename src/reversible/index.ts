@@ -37,10 +37,14 @@ export interface BlockOptions {
   readonly buffer?: boolean;
 }
 
+/**
+ * A reversible block. F and G are declared as methods so that a block with concrete parameter types is
+ * also a `ReversibleBlock<unknown, unknown>` (`AnyBlock`): sequences and stacks of mixed blocks.
+ */
 export interface ReversibleBlock<PF, PG> {
   readonly kind: 'reversible';
-  readonly F: Branch<PF>;
-  readonly G: Branch<PG>;
+  F(params: PF, x: Tensor, key: Key): Tensor;
+  G(params: PG, x: Tensor, key: Key): Tensor;
   readonly options: Required<BlockOptions>;
   /** [X1, X2] -> [Y1, Y2]. */
   forward(params: BlockParams<PF, PG>, xs: Pair, key: Key): [Tensor, Tensor];
@@ -97,7 +101,14 @@ export function reversible<PF, PG>(F: Branch<PF>, G: Branch<PG>, opts: BlockOpti
 // ---------------------------------------------------------------------------------------------
 // Sequences
 
-export type AnyBlock = ReversibleBlock<any, any>;
+/** Any reversible block, whatever its branches' parameter types (what sequences and stacks take). */
+export type AnyBlock = ReversibleBlock<unknown, unknown>;
+
+/** The params of a block: `{ F, G }` of its branches' parameter types. */
+export type BlockParamsOf<B> = B extends ReversibleBlock<infer PF, infer PG> ? BlockParams<PF, PG> : never;
+
+/** The params of a list of blocks, position by position (an array of blocks gives an array of params). */
+export type SequenceParams<Bs extends readonly AnyBlock[]> = { readonly [K in keyof Bs]: BlockParamsOf<Bs[K]> };
 
 export interface SequenceOptions {
   readonly mode?: Mode;
@@ -106,17 +117,20 @@ export interface SequenceOptions {
 /** Per-block keys: the sequence key split once per block. */
 const blockKeys = (key: Key, n: number): Key[] => (n === 0 ? [] : split(key, n));
 
-/** A sequence of reversible blocks, itself reversible: its inverse runs the inverses in reverse order. */
-export interface ReversibleSequence {
+/**
+ * A sequence of reversible blocks, itself reversible: its inverse runs the inverses in reverse order.
+ * `Ps` are the blocks' params (`SequenceParams` of the blocks given to `sequence`).
+ */
+export interface ReversibleSequence<Ps extends readonly unknown[] = readonly BlockParams<unknown, unknown>[]> {
   readonly blocks: readonly AnyBlock[];
-  forward(params: readonly BlockParams<any, any>[], xs: Pair, key: Key, opts?: SequenceOptions): [Tensor, Tensor];
-  inverse(params: readonly BlockParams<any, any>[], ys: Pair, key: Key): [Tensor, Tensor];
+  forward(params: Ps, xs: Pair, key: Key, opts?: SequenceOptions): [Tensor, Tensor];
+  inverse(params: Ps, ys: Pair, key: Key): [Tensor, Tensor];
   /** Per-block reconstruction error of rebuilding inputs from outputs (what the backward pass does). */
-  drift(params: readonly BlockParams<any, any>[], xs: Pair, key: Key): DriftEntry[];
+  drift(params: Ps, xs: Pair, key: Key): DriftEntry[];
   /** The same three with one key per block given explicitly (used by stacks). */
-  forwardWithKeys(params: readonly BlockParams<any, any>[], xs: Pair, keys: readonly Key[], opts?: SequenceOptions): [Tensor, Tensor];
-  inverseWithKeys(params: readonly BlockParams<any, any>[], ys: Pair, keys: readonly Key[]): [Tensor, Tensor];
-  driftWithKeys(params: readonly BlockParams<any, any>[], xs: Pair, keys: readonly Key[]): DriftEntry[];
+  forwardWithKeys(params: Ps, xs: Pair, keys: readonly Key[], opts?: SequenceOptions): [Tensor, Tensor];
+  inverseWithKeys(params: Ps, ys: Pair, keys: readonly Key[]): [Tensor, Tensor];
+  driftWithKeys(params: Ps, xs: Pair, keys: readonly Key[]): DriftEntry[];
 }
 
 export interface DriftEntry {
@@ -126,7 +140,10 @@ export interface DriftEntry {
   readonly x2: Tensor;
 }
 
-export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
+export function sequence<Bs extends readonly AnyBlock[]>(blockList: Bs): ReversibleSequence<SequenceParams<Bs>> {
+  // Inside, a block's params are opaque values handed to its own F and G.
+  type Params = BlockParams<unknown, unknown>;
+  const blocks: readonly AnyBlock[] = blockList;
   const n = blocks.length;
   const checkParams = (op: string, params: readonly unknown[]) => {
     if (!Array.isArray(params) || params.length !== n) {
@@ -134,7 +151,7 @@ export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
     }
   };
 
-  const plainForward = (params: readonly BlockParams<any, any>[], xs: Pair, keys: readonly Key[]): [Tensor, Tensor] => {
+  const plainForward = (params: readonly Params[], xs: Pair, keys: readonly Key[]): [Tensor, Tensor] => {
     let cur: [Tensor, Tensor] = [xs[0], xs[1]];
     blocks.forEach((b, i) => (cur = b.forward(params[i], cur, keys[i])));
     return cur;
@@ -142,7 +159,7 @@ export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
 
   // The memory-saving path: a custom VJP whose forward keeps only the outputs (and buffered blocks' outputs).
   const reversibleForward = customVjp(
-    (params: readonly BlockParams<any, any>[], xs: Pair, keys: readonly Key[]) => {
+    (params: readonly Params[], xs: Pair, keys: readonly Key[]) => {
       const buffered: (Pair | null)[] = [];
       let cur: [Tensor, Tensor] = [xs[0], xs[1]];
       blocks.forEach((b, i) => {
@@ -155,7 +172,7 @@ export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
       let [y1, y2] = res.ys;
       let g1 = dy1;
       let g2 = dy2;
-      const grads: BlockParams<any, any>[] = new Array(n);
+      const grads: BlockParams<unknown, unknown>[] = new Array(n);
       for (let i = n - 1; i >= 0; i--) {
         const b = blocks[i];
         const p = res.params[i];
@@ -179,7 +196,7 @@ export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
     },
   );
 
-  const forwardWithKeys = (params: readonly BlockParams<any, any>[], xs: Pair, keys: readonly Key[], opts: SequenceOptions = {}): [Tensor, Tensor] => {
+  const forwardWithKeys = (params: readonly Params[], xs: Pair, keys: readonly Key[], opts: SequenceOptions = {}): [Tensor, Tensor] => {
     checkParams('sequence.forward', params);
     checkPair('sequence.forward', xs);
     const mode = opts.mode ?? 'reversible';
@@ -187,14 +204,14 @@ export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
     if (mode !== 'reversible') throw new ArgumentError('sequence.forward', `mode must be 'reversible' or 'store', got '${String(mode)}'`);
     return reversibleForward(params, xs, keys) as [Tensor, Tensor];
   };
-  const inverseWithKeys = (params: readonly BlockParams<any, any>[], ys: Pair, keys: readonly Key[]): [Tensor, Tensor] => {
+  const inverseWithKeys = (params: readonly Params[], ys: Pair, keys: readonly Key[]): [Tensor, Tensor] => {
     checkParams('sequence.inverse', params);
     checkPair('sequence.inverse', ys);
     let cur: [Tensor, Tensor] = [ys[0], ys[1]];
     for (let i = n - 1; i >= 0; i--) cur = blocks[i].inverse(params[i], cur, keys[i]);
     return cur;
   };
-  const driftWithKeys = (params: readonly BlockParams<any, any>[], xs: Pair, keys: readonly Key[]): DriftEntry[] => {
+  const driftWithKeys = (params: readonly Params[], xs: Pair, keys: readonly Key[]): DriftEntry[] => {
     checkParams('sequence.drift', params);
     return untraced(() => {
       const inputs: Pair[] = [];
@@ -229,18 +246,39 @@ export function sequence(blocks: readonly AnyBlock[]): ReversibleSequence {
 /** A non-reversible layer with ordinary autodiff: it consumes the two streams as one tensor [..., 2C]. */
 export interface Stage<P> {
   readonly kind: 'stage';
-  readonly apply: (params: P, x: Tensor, key: Key) => Tensor;
+  /** A method, so that any stage is also a `Stage<unknown>` (see ReversibleBlock). */
+  apply(params: P, x: Tensor, key: Key): Tensor;
 }
 
 export const stage = <P>(apply: (params: P, x: Tensor, key: Key) => Tensor): Stage<P> => ({ kind: 'stage', apply });
 
-export type Layer = AnyBlock | Stage<any>;
+/** A layer of a stack: a reversible block or a stage, whatever its parameter types. */
+export type Layer = AnyBlock | Stage<unknown>;
 
-interface Group {
+/** The params of a layer: `{ F, G }` for a block, the stage's own for a stage. */
+export type LayerParams<L> = L extends Stage<infer P> ? P : BlockParamsOf<L>;
+
+/** The params of a list of layers, position by position. */
+export type StackParams<Ls extends readonly Layer[]> = { readonly [K in keyof Ls]: LayerParams<Ls[K]> };
+
+/** A maximal run of reversible blocks, or one stage, starting at layer `start`. */
+export interface StackGroup {
   readonly start: number;
   readonly run: ReversibleSequence | null;
-  readonly stage: Stage<any> | null;
+  readonly stage: Stage<unknown> | null;
   readonly length: number;
+}
+
+/** What `stack` returns; `Ps` are the layers' params (`StackParams` of the layers given). */
+export interface ReversibleStack<Ps extends readonly unknown[] = readonly unknown[]> {
+  readonly layers: readonly Layer[];
+  readonly groups: readonly StackGroup[];
+  /** x [..., C] -> [..., 2C'] (the last group's two streams concatenated). */
+  forward(params: Ps, x: Tensor, key: Key, opts?: SequenceOptions): Tensor;
+  /** Per-block reconstruction errors of every reversible run, with layer indices. */
+  drift(params: Ps, x: Tensor, key: Key): DriftEntry[];
+  /** Split a [..., 2C] tensor into the two streams (the inverse of the final concat). */
+  streams(h: Tensor): [Tensor, Tensor];
 }
 
 /**
@@ -248,8 +286,8 @@ interface Group {
  * ends as concat([Y1, Y2], -1); a stage takes that [..., 2C] tensor and returns the next single
  * stream. Params and keys are per layer (keys split from the one key given).
  */
-export function stack(layers: readonly Layer[]) {
-  const groups: Group[] = [];
+export function stack<Ls extends readonly Layer[]>(layers: Ls): ReversibleStack<StackParams<Ls>> {
+  const groups: StackGroup[] = [];
   for (let i = 0; i < layers.length; ) {
     const l = layers[i];
     if (l.kind === 'stage') {
@@ -278,7 +316,7 @@ export function stack(layers: readonly Layer[]) {
         if (g.stage !== null) {
           h = g.stage.apply(params[g.start], h, keys[g.start]);
         } else {
-          const runParams = params.slice(g.start, g.start + g.length) as BlockParams<any, any>[];
+          const runParams = params.slice(g.start, g.start + g.length) as readonly BlockParams<unknown, unknown>[];
           const [y1, y2] = g.run!.forwardWithKeys(runParams, [h, h], keys.slice(g.start, g.start + g.length), opts);
           h = concat([y1, y2], -1);
         }
@@ -296,7 +334,7 @@ export function stack(layers: readonly Layer[]) {
             h = g.stage.apply(params[g.start], h, keys[g.start]);
             continue;
           }
-          const runParams = params.slice(g.start, g.start + g.length) as BlockParams<any, any>[];
+          const runParams = params.slice(g.start, g.start + g.length) as readonly BlockParams<unknown, unknown>[];
           const runKeys = keys.slice(g.start, g.start + g.length);
           for (const e of g.run!.driftWithKeys(runParams, [h, h], runKeys)) report.push({ ...e, block: g.start + e.block });
           const [y1, y2] = g.run!.forwardWithKeys(runParams, [h, h], runKeys, { mode: 'store' });

@@ -3,6 +3,7 @@
  * literals and (b) the same computation as a generated TypeScript loop for the host fast path. Both are
  * built from one description, so they cannot drift apart; the laws check that they agree.
  */
+import { mapKernel, reduceKernel } from '../backend/wgsl-kernels.ts';
 import { compileFused, exactlyRounded, wasmElementwise, type FusedFn, type FusedGroup } from '../backend/wasm-fusion.ts';
 import { wasmKernelsOn } from '../backend/wasm-memory.ts';
 import type { HostImpl, OpImpl } from './exec.ts';
@@ -158,7 +159,8 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     outputs: [reads.length],
   });
   const host = () => (wasm && wasmKernelsOn() ? fusedHost(key, group) : loop());
-  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
+  const wgsl = () => mapKernel({ name, dims, strides, offsets: reads.map((r) => r.offset), lets: [], outputs: [expr] });
+  return { name, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true, wgsl };
 }
 
 /** Contiguous read of an input whose shape equals the output's (after broadcasting rules). */
@@ -218,5 +220,7 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
   const total = inShape.reduce((a, b) => a * b, 1);
   const group = (): FusedGroup => ({ shape: inShape, reads: [{ strides, offset: 0 }], nodes: [{ op: 'input', input: 0 }], outputs: [{ node: 0, sumAxes: axes }] });
   const host = () => (kind === 'sum' && total >= WASM_MIN_ELEMENTS && wasmKernelsOn() ? fusedHost(key, group) : loop());
-  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
+  const wgsl = () =>
+    reduceKernel({ kind, kept: kept.map((d) => inShape[d]), keptStrides: kept.map((d) => strides[d]), reduced: red.map((d) => inShape[d]), reducedStrides: red.map((d) => strides[d]) });
+  return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true, wgsl };
 }

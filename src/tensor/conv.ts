@@ -4,6 +4,7 @@
  * computed in a canonical 3-D form [B, C, D, H, W]; 1-D and 2-D inputs gain unit leading spatial axes.
  */
 import { matmulKernelRun } from '../backend/matmul.ts';
+import { convKernel } from '../backend/wgsl-kernels.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
 import type { OpImpl } from './exec.ts';
@@ -218,7 +219,7 @@ return acc;
   const geom: ConvGeometry = { B, Cin, D, H, W, Cout, Cg, KD, KH, KW, OD, OH, OW, sd, sh, sw, pd, ph, pw, coutPerGroup };
   const host = () =>
     a.groups === 1 && Cg * KD * KH * KW >= 8 ? convViaMatmul(part, geom) : convDirect(part, geom);
-  return { name: `conv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+  return { name: `conv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, wgsl: () => convKernel(part, geom) };
 }
 
 interface ConvGeometry {

@@ -8,6 +8,7 @@
  */
 import type { IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
+import type { WgslKernel } from '../backend/wgsl-kernels.ts';
 import { BackendError, InternalError } from './errors.ts';
 import { fromBuffer, type DeviceHandle, type Tensor } from './tensor.ts';
 import { sizeOf, type Shape } from './shape.ts';
@@ -47,6 +48,18 @@ export interface OpImpl {
   readonly host?: () => HostImpl;
   /** The host loop writes every output element, so `out` need not be zeroed first (jit's reused buffers). */
   readonly fills?: boolean;
+  /**
+   * The op as a WGSL kernel for webgpu device plans (src/backend/webgpu-plan.ts): u32 index math,
+   * shared-memory reductions and tiles. Absent: a plan runs the op's gpu.js kernel.
+   */
+  readonly wgsl?: (ctx: WgslContext) => WgslKernel;
+}
+
+/** What a WGSL kernel generator may take into account. */
+export interface WgslContext {
+  readonly outSize: number;
+  /** The device's maxComputeInvocationsPerWorkgroup. */
+  readonly maxThreads: number;
 }
 
 let fastPaths = true;

@@ -14,6 +14,7 @@ import type { OpImpl } from './exec.ts';
 import { add, div, exp, mean, mul, neg, square, sub, sum } from './ops.ts';
 import { apply, definePrimitive, type Primitive } from './primitive.ts';
 import { fmt, sameShape, type Shape } from './shape.ts';
+import { mapFromStatements, mapKernel, rowKernel } from '../backend/wgsl-kernels.ts';
 
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
@@ -102,7 +103,7 @@ function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
       }
     }
   };
-  return { name: op, kernel, host, fills: true };
+  return { name: op, kernel, host, fills: true, wgsl: ({ outSize }) => rowKernel(op, C === 0 ? 0 : outSize / C, C, eps) };
 }
 
 interface RowAttrs {
@@ -182,7 +183,13 @@ const x0 = a0[this.thread.x];
 ${grad ? 'const x1 = a1[this.thread.x];\n' : ''}${PHI_STATEMENTS}return ${result};
 }`;
   const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmGelu(grad, ins, out) : GELU_HOST[grad ? 1 : 0]);
-  return { name: key, kernel: (gpu) => ({ key: `${key}|${gpu}`, source }), host, fills: true };
+  return {
+    name: key,
+    kernel: (gpu) => ({ key: `${key}|${gpu}`, source }),
+    host,
+    fills: true,
+    wgsl: ({ outSize }) => mapKernel(mapFromStatements(key, outSize, grad ? 2 : 1, PHI_STATEMENTS, result)),
+  };
 }
 
 /** The host loops, built once so V8 optimises them (a loop per call would stay interpreted). */

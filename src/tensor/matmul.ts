@@ -1,6 +1,7 @@
 /** matmul with batch broadcasting (torch.matmul semantics), on the backend's matmul kernels. */
 import { getBackend } from '../backend/backend.ts';
 import { matmulKernelAny } from '../backend/matmul.ts';
+import { chooseTiling, matmulKernel } from '../backend/wgsl-kernels.ts';
 import { splitIndex } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import { broadcastTo, reshape } from './ops.ts';
@@ -28,6 +29,7 @@ const MATMUL = definePrimitive<MatmulAttrs>({
       name: 'matmul',
       kernel: (gpu) => ({ key: `matmul|${batch}|${problem.m}|${problem.k}|${n}|${transA}|${transB}`, source: matmulSource(problem, gpu) }),
       run: getBackend() === 'webgpu' ? undefined : ([x, y]) => matmulKernelAny(problem, x, y),
+      wgsl: ({ maxThreads }) => matmulKernel(problem, chooseTiling(problem, maxThreads)),
     };
   },
   save: 'inputs',
@@ -65,7 +67,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   // one larger product instead of a batch of small ones over copies of b (and b's gradient comes out
   // of one product instead of a batch reduced afterwards).
   if (b.rank === 2 && a.rank > 2 && !transA) {
-    const rows = reshape(a, [-1, k]);
+    // The row count is explicit: reshape cannot infer -1 when k is 0 (an empty product).
+    const rows = reshape(a, [a.shape.slice(0, -1).reduce((x, y) => x * y, 1), k]);
     return reshape(matmul(rows, b, { transB }), [...a.shape.slice(0, -1), n]);
   }
   const batchShape = broadcastShapes(op, a2.shape.slice(0, -2), b2.shape.slice(0, -2));

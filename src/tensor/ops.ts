@@ -3,6 +3,7 @@
  * applies its primitive (src/tensor/primitive.ts): one declaration holding the shape rule, the kernels
  * (a gpu.js kernel, or its generated host loop on webasm) and the VJP rule with what it saves.
  */
+import { concatKernel, embedKernel } from '../backend/wgsl-kernels.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { contiguousRead, floorDiv, reduce, splitIndex, stridedMap, type StridedRead } from './codegen.ts';
 import type { OpImpl } from './exec.ts';
@@ -45,6 +46,23 @@ export function erfExpr(v: string): string {
 }
 const ERF = erfExpr('x0');
 
+/**
+ * sin or cos of the variable `v` as kernel-language arithmetic: Cody-Waite reduction by π/2 (three-part
+ * constant), then cephes' float32 minimax polynomials on [-π/4, π/4] picked by quadrant. GPU sin/cos carry no
+ * accuracy guarantee (SwiftShader's are off by 5e-5); this is float32-accurate on every backend for |x| < 3e4
+ * (k·1.5703125 stays exact), and identical code everywhere.
+ */
+export function sinCosExpr(v: string, cos: boolean): string {
+  const k = `Math.floor(${v} * 0.6366197723675814 + 0.5)`;
+  const r = `(((${v} - ${k} * 1.5703125) - ${k} * 0.0004837512969970703) - ${k} * 7.549789954891882e-8)`;
+  const r2 = `(${r} * ${r})`;
+  const s = `(${r} * (1 + ${r2} * (-0.16666654611 + ${r2} * (0.0083321608736 - ${r2} * 0.00019515295891))))`;
+  const c = `(1 + ${r2} * (-0.5 + ${r2} * (0.04166664568298827 + ${r2} * (-0.001388731625493765 + ${r2} * 0.00002443315711809948))))`;
+  const kq = cos ? `(${k} + 1)` : k;
+  const q = `(${kq} - 4 * Math.floor(${kq} * 0.25))`;
+  return `(${q} == 0 ? ${s} : (${q} == 1 ? ${c} : (${q} == 2 ? -${s} : -${c})))`;
+}
+
 /** The output shape of elementwise ops: the inputs broadcast together. */
 const broadcastAll = (op: string, shapes: readonly Shape[]): Shape => shapes.reduce<Shape>((acc, s) => broadcastShapes(op, acc, s), []);
 
@@ -81,6 +99,8 @@ export const UNARY = {
   erf: elementwisePrimitive('erf', ERF, 'inputs', (g, { x }) => [mul(g, mul(exp(neg(mul(x[0], x[0]))), TWO_OVER_SQRT_PI))]),
   relu: elementwisePrimitive('relu', '(x0 > 0 ? x0 : 0)', 'output', (g, { y }) => [mul(g, greater(y!, 0))]),
   sign: elementwisePrimitive('sign', '(x0 > 0 ? 1 : (x0 < 0 ? -1 : 0))', 'nothing', noGradient),
+  sin: elementwisePrimitive('sin', sinCosExpr('x0', false), 'inputs', (g, { x }) => [mul(g, cos(x[0]))]),
+  cos: elementwisePrimitive('cos', sinCosExpr('x0', true), 'inputs', (g, { x }) => [neg(mul(g, sin(x[0])))]),
 } as const;
 export type UnaryOp = keyof typeof UNARY;
 
@@ -127,6 +147,8 @@ export const tanh = (x: Tensor): Tensor => unary('tanh', x);
 export const erf = (x: Tensor): Tensor => unary('erf', x);
 export const relu = (x: Tensor): Tensor => unary('relu', x);
 export const sign = (x: Tensor): Tensor => unary('sign', x);
+export const sin = (x: Tensor): Tensor => unary('sin', x);
+export const cos = (x: Tensor): Tensor => unary('cos', x);
 
 export const add = (a: TensorLike, b: TensorLike): Tensor => binary('add', a, b);
 export const sub = (a: TensorLike, b: TensorLike): Tensor => binary('sub', a, b);
@@ -210,6 +232,146 @@ export function mean(x: Tensor, axes?: number | readonly number[], keepdims = fa
   const count = ax.reduce((n, a) => n * x.shape[a], 1);
   return mul(sum(x, ax, keepdims), 1 / count);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Scans and index reductions along one axis
+
+/** The sizes before (`outer`), of (`n`) and after (`inner`) axis `axis` of `shape`. */
+const aroundAxis = (shape: Shape, axis: number) => ({ outer: sizeOf(shape.slice(0, axis)), n: shape[axis], inner: sizeOf(shape.slice(axis + 1)) });
+
+export interface CumsumAttrs {
+  readonly axis: number;
+  /** Position k sums the entries before k (not k itself). */
+  readonly exclusive: boolean;
+  /** Sum from the end: position k sums the entries at and after k. */
+  readonly reverse: boolean;
+}
+
+function cumsumImpl(shape: Shape, { axis, exclusive, reverse }: CumsumAttrs): OpImpl {
+  const { outer, n, inner } = aroundAxis(shape, axis);
+  const key = `cumsum|${outer}|${n}|${inner}|${exclusive}|${reverse}`;
+  const takes = reverse ? (exclusive ? 'j > k' : 'j >= k') : exclusive ? 'j < k' : 'j <= k';
+  const kernelSource = (gpu: boolean): string => `function (a0) {
+${floorDiv('this.thread.x', n * inner, 'o', gpu)}const rest = this.thread.x - o * ${n * inner};
+${floorDiv('rest', inner, 'k', gpu)}const i = rest - k * ${inner};
+let acc = 0;
+for (let j = 0; j < ${n}; j++) {
+  if (${takes}) { acc += a0[o * ${n * inner} + j * ${inner} + i]; }
+}
+return acc;
+}`;
+  // Host: one running sum per lane.
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    const src = ins[0];
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < inner; i++) {
+        let acc = 0;
+        for (let s = 0; s < n; s++) {
+          const at = o * n * inner + (reverse ? n - 1 - s : s) * inner + i;
+          if (exclusive) {
+            out[at] = acc;
+            acc += src[at];
+          } else {
+            acc += src[at];
+            out[at] = acc;
+          }
+        }
+      }
+    }
+  };
+  return { name: 'cumsum', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+}
+
+const CUMSUM: Primitive<CumsumAttrs> = definePrimitive<CumsumAttrs>({
+  name: 'cumsum',
+  shape: ([x]) => x,
+  impl: ([x], attrs) => cumsumImpl(x, attrs),
+  save: 'nothing',
+  // The transpose of a prefix sum is the suffix sum of the cotangent (and the other way round).
+  vjp: (g, { attrs }) => [apply(CUMSUM, [g], { ...attrs, reverse: !attrs.reverse })],
+});
+
+/** Cumulative sum along `axis` (torch.cumsum / jnp.cumsum); `exclusive` starts from 0, `reverse` sums from the end. */
+export function cumsum(x: Tensor, axis: number, opts: { readonly exclusive?: boolean; readonly reverse?: boolean } = {}): Tensor {
+  const op = 'cumsum';
+  assertTensor(op, x);
+  if (x.rank === 0) return reshape(cumsum(reshape(x, [1]), axis === -1 ? 0 : axis, opts), []);
+  const ax = normAxis(op, axis, x.rank);
+  const { exclusive = false, reverse = false } = opts ?? {};
+  if (typeof exclusive !== 'boolean' || typeof reverse !== 'boolean') {
+    throw new ArgumentError(op, `options exclusive and reverse must be booleans, got ${describe(exclusive)} and ${describe(reverse)}`);
+  }
+  return apply(CUMSUM, [x], { axis: ax, exclusive, reverse });
+}
+
+function argImpl(kind: 'argmax' | 'argmin', shape: Shape, axis: number): OpImpl {
+  const { outer, n, inner } = aroundAxis(shape, axis);
+  const key = `${kind}|${outer}|${n}|${inner}`;
+  // The first extreme wins; a NaN beats everything (the first NaN), as torch.argmax on the host and cpu kernels.
+  const better = kind === 'argmax' ? 'v > best' : 'v < best';
+  const kernelSource = (gpu: boolean): string => `function (a0) {
+${floorDiv('this.thread.x', inner, 'o', gpu)}const i = this.thread.x - o * ${inner};
+const base = o * ${n * inner} + i;
+let best = a0[base];
+let arg = 0;
+for (let j = 1; j < ${n}; j++) {
+  const v = a0[base + j * ${inner}];
+  if (${better} || (v != v && best == best)) { best = v; arg = j; }
+}
+return arg;
+}`;
+  const host = () => (ins: Float32Array[], out: Float32Array) => {
+    const src = ins[0];
+    for (let o = 0; o < outer; o++) {
+      for (let i = 0; i < inner; i++) {
+        const base = o * n * inner + i;
+        let best = src[base];
+        let arg = 0;
+        for (let j = 1; j < n; j++) {
+          const v = src[base + j * inner];
+          if ((kind === 'argmax' ? v > best : v < best) || (v !== v && best === best)) {
+            best = v;
+            arg = j;
+          }
+        }
+        out[o * inner + i] = arg;
+      }
+    }
+  };
+  return { name: kind, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+}
+
+export interface ArgAttrs {
+  readonly axis: number;
+  readonly keepdims: boolean;
+}
+
+const argPrimitive = (kind: 'argmax' | 'argmin'): Primitive<ArgAttrs> =>
+  definePrimitive<ArgAttrs>({
+    name: kind,
+    shape: ([x], { axis, keepdims }) => reducedShape(x, { axes: [axis], keepdims }),
+    impl: ([x], { axis }) => argImpl(kind, x, axis),
+    save: 'nothing',
+    vjp: noGradient,
+  });
+const ARG = { argmax: argPrimitive('argmax'), argmin: argPrimitive('argmin') };
+
+function argReduce(kind: 'argmax' | 'argmin', x: Tensor, axis: number | undefined, keepdims: boolean): Tensor {
+  assertTensor(kind, x);
+  if (axis === undefined) {
+    // Over all entries, indexing the flattened tensor (torch.argmax(x) / jnp.argmax(x)).
+    const flat = argReduce(kind, reshape(x, [x.size]), 0, false);
+    return keepdims ? reshape(flat, x.shape.map(() => 1)) : flat;
+  }
+  const ax = normAxis(kind, axis, x.rank);
+  if (x.shape[ax] === 0) throw new ShapeError(kind, `cannot take the ${kind} over the empty axis ${ax} of shape ${fmt(x.shape)}`);
+  return apply(ARG[kind], [x], { axis: ax, keepdims });
+}
+
+/** Index of the largest entry along `axis` (the first on ties; over the flattened tensor without an axis). No gradient. */
+export const argmax = (x: Tensor, axis?: number, keepdims = false): Tensor => argReduce('argmax', x, axis, keepdims);
+/** Index of the smallest entry along `axis` (the first on ties; over the flattened tensor without an axis). No gradient. */
+export const argmin = (x: Tensor, axis?: number, keepdims = false): Tensor => argReduce('argmin', x, axis, keepdims);
 
 // ---------------------------------------------------------------------------------------------
 // Movement
@@ -432,7 +594,7 @@ function embedImpl(inShape: Shape, outShape: Shape, start: readonly number[], st
       }
     }
   };
-  return { name: 'embed', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+  return { name: 'embed', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, wgsl: () => embedKernel(inShape, outShape, start, step, fill) };
 }
 
 /** Constant padding: `widths[d] = [before, after]` for each axis (missing axes get [0, 0]). */
@@ -500,7 +662,7 @@ function concatImpl(shapes: readonly Shape[], outShape: Shape, axis: number): Op
       }
     }
   };
-  return { name: 'concat', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
+  return { name: 'concat', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true, wgsl: () => concatKernel(blocks, row, outer * row) };
 }
 
 export function stack(xs: readonly Tensor[], axis = 0): Tensor {

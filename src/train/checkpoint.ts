@@ -7,7 +7,8 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, unflattenLike } from '../autodiff/pytree.ts';
-import { readSafetensorsFile, writeSafetensorsFileAtomic, type NamedArray } from '../io/safetensors.ts';
+import { type NamedArray } from '../io/safetensors.ts';
+import { readSafetensorsFile, writeSafetensorsFileAtomic } from '../io/safetensors-file.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
 import type { TrainState } from './loop.ts';
 import type { Optimizer, OptState } from './optim.ts';

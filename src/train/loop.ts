@@ -18,6 +18,7 @@ import { ArgumentError } from '../tensor/errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { correctCount, crossEntropy } from './loss.ts';
 import { clipGradNorm, type OptState, type Optimizer } from './optim.ts';
+import type { GradientFn } from './shards.ts';
 
 /** A batch: inputs and one integer class label per row. */
 export interface Batch {
@@ -134,6 +135,12 @@ export interface TrainOptions<P, Slot extends string> {
   readonly onRecord?: (r: LoopRecord) => void;
   /** Stop early (after the current step) when this returns true; a checkpoint is written first. */
   readonly shouldStop?: () => boolean;
+  /**
+   * Computes each step's loss and gradients instead of one valueAndGrad over the batch: the sharded
+   * gradient of src/train/shards.ts, in process (`inProcessShards`) or on worker threads
+   * (`startDataParallel` from 'revgrad/node'). `loss` and `mode` are then the gradient function's own.
+   */
+  readonly gradients?: GradientFn<P>;
 }
 
 export interface TrainResult<P, Slot extends string> extends TrainState<P, Slot> {
@@ -229,6 +236,14 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
     })(p);
     return { loss, grads, logits: logits as unknown as Tensor };
   };
+  const localGradients = async (p: P, x: Tensor, labels: ArrayLike<number>, k: Key) => {
+    const measured = measureMemory(
+      () => lossAndGrad(p, x, labels, k),
+      (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
+    );
+    const { loss, grads, logits } = measured.value;
+    return { loss: await loss.item(), correct: await correctCount(logits, labels), grads, peakBytes: measured.peakBytes };
+  };
 
   if (steps === undefined || start < steps) {
     for await (const b of batchesOf('train', opts.data, start)) {
@@ -236,13 +251,7 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
       const t0 = performance.now();
       const { x, labels } = checkBatch('train', b, s);
       const k = foldIn(stepKey, s);
-      const measured = measureMemory(
-        () => lossAndGrad(params, x, labels, k),
-        (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
-      );
-      const { loss: lossT, grads: grads0, logits } = measured.value;
-      const loss = await lossT.item();
-      const correct = await correctCount(logits, labels);
+      const { loss, correct, grads: grads0, peakBytes } = opts.gradients !== undefined ? await opts.gradients(params, { x, labels }, k) : await localGradients(params, x, labels, k);
       const clipped = clipGradNorm(grads0, opts.clipNorm ?? Infinity);
       const gradNorm = await clipped.norm.item();
       const lr = optimizer.learningRate(optState.step);
@@ -254,7 +263,7 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
       ({ params, state: optState } = optimizer.update(clipped.grads, optState, params));
       const stepMs = performance.now() - t0;
       step = s + 1;
-      emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes: measured.peakBytes });
+      emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes });
       if (drift !== null) emit(drift);
       if (opts.eval !== undefined && opts.eval.every > 0 && due(opts.eval.every, step, steps)) {
         emit({ type: 'eval', step, ...(await evaluate(model, params, opts.eval.data(), { mode, ...opts.eval })) });

@@ -32,6 +32,11 @@ export interface TrainSettings {
   /** Max global gradient norm; null for no clipping. */
   readonly clipNorm: number | null;
   readonly labelSmoothing: number;
+  /**
+   * The batch's gradient is the sum of this many shard gradients in a fixed order (src/train/shards.ts),
+   * whatever the number of workers computing them; absent: one gradient of the whole batch.
+   */
+  readonly shards?: number;
 }
 
 export function settingsProblems(s: TrainSettings): string[] {
@@ -42,6 +47,9 @@ export function settingsProblems(s: TrainSettings): string[] {
   if (s.mode !== 'reversible' && s.mode !== 'store') p.push(`mode must be 'reversible' or 'store', got '${s.mode}'`);
   if (s.clipNorm !== null && !(s.clipNorm > 0)) p.push(`clip norm must be positive, got ${s.clipNorm}`);
   if (!(s.labelSmoothing >= 0 && s.labelSmoothing < 1)) p.push(`label smoothing must be in [0, 1), got ${s.labelSmoothing}`);
+  if (s.shards !== undefined && !(Number.isSafeInteger(s.shards) && s.shards >= 1 && s.shards <= s.batchSize)) {
+    p.push(`shards must be an integer from 1 to the batch size ${s.batchSize}, got ${s.shards}`);
+  }
   return p;
 }
 

@@ -10,7 +10,8 @@ import { decodeSafetensors } from '../../src/io/safetensors.ts';
 import { parseConfig } from '../../src/models/mvit/config.ts';
 import { buildModel } from '../../src/models/mvit/model.ts';
 import * as R from '../../src/index.ts';
-import { fixtureLaw, opLaws, reversibleLaws, type LawResult } from '../backend-laws.ts';
+import { fixtureLaw, higherOrderLaws, opLaws, reversibleLaws, type LawResult } from '../backend-laws.ts';
+import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from '../plan-laws.ts';
 
 type Backend = 'webgpu' | 'webgl2';
 
@@ -42,7 +43,7 @@ async function run(backend: Backend, opts: { samples?: number; fixture?: string 
   try {
     const smokeResult = await smoke(backend);
     setBackend('webasm');
-    const results = [...(await opLaws(backend, { samples: opts.samples ?? 2 })), ...(await reversibleLaws(backend))];
+    const results = [...(await opLaws(backend, { samples: opts.samples ?? 2 })), ...(await reversibleLaws(backend)), ...(await higherOrderLaws(backend))];
     if (opts.fixture !== undefined) {
       const bytes = new Uint8Array(await (await fetch(`/fixtures/${opts.fixture}.safetensors`)).arrayBuffer());
       results.push(await fixtureLaw(backend, opts.fixture, bytes, { decodeSafetensors: decodeSafetensors as never, parseConfig: parseConfig as never, buildModel }));
@@ -56,5 +57,20 @@ async function run(backend: Backend, opts: { samples?: number; fixture?: string 
 // Imported for its side effect in tests that check the bundle loads without Node.
 void E;
 
-(globalThis as Record<string, unknown>).revgradLaws = { environment, run };
+/** The device-plan laws (test/plan-laws.ts) on this page's WebGPU adapter. */
+async function plan(opts: { samples?: number } = {}): Promise<{ results: PlanLawResult[]; ms: number }> {
+  const t0 = performance.now();
+  const previous = getBackend();
+  try {
+    await selectBackend('webgpu', { warn: false });
+    setBackend('webasm');
+    const n = opts.samples ?? 1;
+    const results = [await matmulLaw(3 * n), await fusedLaw(3 * n), ...(await planOpLaws({ samples: n })), await stepLaw(), await jitStepLaw()];
+    return { results, ms: performance.now() - t0 };
+  } finally {
+    setBackend(previous);
+  }
+}
+
+(globalThis as Record<string, unknown>).revgradLaws = { environment, run, plan };
 document.body.dataset.ready = '1';

@@ -4,8 +4,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, fromNamed } from '../../autodiff/pytree.ts';
-import { readPythFile, stateDictOf } from '../../io/pyth.ts';
-import { readSafetensorsFile, writeSafetensorsFileAtomic, type NamedArray } from '../../io/safetensors.ts';
+import type { NamedArray } from '../../io/safetensors.ts';
 import { tensor, type Tensor } from '../../tensor/tensor.ts';
 import type { MViTModel, Params } from './model.ts';
 
@@ -44,27 +43,6 @@ export function paramsFromNamed(model: MViTModel, named: ReadonlyMap<string, Nam
 /** PyTorch checkpoints by extension (torch.save's zip format); anything else is read as safetensors. */
 export const isTorchCheckpointPath = (path: string): boolean => /\.(pyth|pth|pt)$/i.test(path);
 
-/**
- * The tensors of a weights file by state_dict name: a safetensors file, or a PyTorch checkpoint
- * (.pyth/.pth/.pt) whose `key` (default: PySlowFast's 'model_state', or the whole file when it is a
- * bare state_dict) holds them. Problems name the file.
- */
-export function readNamedArrays(path: string, opts: { key?: string } = {}): E.Either<WeightProblem[], Map<string, NamedArray>> {
-  if (isTorchCheckpointPath(path)) {
-    const file = readPythFile(path);
-    const tensors = E.isLeft(file) ? file : stateDictOf(file.right, opts.key);
-    return E.isLeft(tensors) ? E.left([{ name: path, message: tensors.left.message }]) : E.right(tensors.right);
-  }
-  const file = readSafetensorsFile(path);
-  return E.isLeft(file) ? E.left([{ name: path, message: file.left.message }]) : E.right(file.right.tensors);
-}
-
-/** The model's params from a safetensors file or a PySlowFast .pyth checkpoint; every mismatch is listed. */
-export function loadWeights(model: MViTModel, path: string, opts: { allowExtra?: boolean; key?: string } = {}): E.Either<WeightProblem[], Params> {
-  const named = readNamedArrays(path, opts);
-  return E.isLeft(named) ? named : paramsFromNamed(model, named.right, opts);
-}
-
 /** The params as named arrays (state_dict order of the tree). */
 export async function namedArrays(params: Params): Promise<Map<string, NamedArray>> {
   const out = new Map<string, NamedArray>();
@@ -72,9 +50,6 @@ export async function namedArrays(params: Params): Promise<Map<string, NamedArra
   return out;
 }
 
-export async function saveWeights(params: Params, path: string, metadata: Record<string, string> = {}): Promise<void> {
-  writeSafetensorsFileAtomic(path, await namedArrays(params), metadata);
-}
 
 export const formatWeightProblems = (problems: readonly WeightProblem[]): string =>
   problems.map((p) => `  ${p.name}: ${p.message}`).join('\n');

@@ -1,0 +1,528 @@
+/**
+ * WGSL compute kernels for the webgpu device plans (webgpu-plan.ts), generated from the same
+ * descriptions the tensor layer builds its gpu.js kernels and host loops from:
+ *  - `mapKernel`: a strided elementwise map (codegen.ts `stridedMap`: each input read at offset +
+ *    coord·strides of the output coordinate), with `lets` statements and one or more outputs: a fused
+ *    elementwise group is one such map;
+ *  - `reduceKernel`: sum/max over some axes; a workgroup per output with a shared-memory tree when the
+ *    reduction is long, a thread per output when it is short;
+ *  - `rowKernel`: softmax, layer normalisation and their gradients over the last axis, a workgroup per
+ *    row (the gpu.js kernels recompute the row statistics in every thread);
+ *  - `matmulKernel`: a tiled matmul with workgroup shared memory and a register block per thread,
+ *    which gpu.js kernels cannot express (they have no shared memory).
+ *
+ * Unlike the gpu.js kernels, whose index math runs in float32 (exact up to 2^24 elements), these use
+ * u32 index math, so they address any buffer the device allows. Sizes and strides are passed in a
+ * uniform block, so one pipeline serves every shape of a structure (few shader compiles).
+ *
+ * Binding convention (every kernel): inputs at bindings 0..I-1 (read-only storage), outputs at
+ * I..I+O-1 (read-write storage), the uniform block at I+O.
+ */
+import { BackendError } from '../tensor/errors.ts';
+import { renameExpr, splitStatements, WGSL_HELPERS, wgslExpr, wgslLets } from './wgsl-expr.ts';
+
+export interface WgslKernel {
+  /** For errors and profiles. */
+  readonly name: string;
+  /** Identifies `code` (the pipeline cache key). */
+  readonly key: string;
+  readonly code: string;
+  readonly inputs: number;
+  readonly outputs: number;
+  /** The uniform block's contents (u32 words; f32 values as their bits). */
+  readonly params: Uint32Array;
+  readonly workgroups: readonly [number, number, number];
+}
+
+/** Threads per workgroup of the 1-D kernels (within WebGPU's compatibility-mode default of 128). */
+export const WG = 128;
+/** The most workgroups per dispatch dimension (WebGPU's default limit). */
+const MAX_GROUPS = 65535;
+
+/** `n` workgroups as a 2-D dispatch where one dimension cannot hold them. */
+export function groups1d(n: number): [number, number, number] {
+  if (n <= MAX_GROUPS) return [Math.max(1, n), 1, 1];
+  const y = Math.ceil(n / MAX_GROUPS);
+  return [Math.ceil(n / y), y, 1];
+}
+
+/** WGSL reading word `i` of the uniform block `p` (declared as array<vec4<u32>, N>). */
+const u = (i: number): string => `p.v[${i >> 2}].${'xyzw'[i & 3]}`;
+const f32Bits = (v: number): number => new Uint32Array(new Float32Array([v]).buffer)[0];
+
+function uniformBlock(words: number[]): { decl: string; params: Uint32Array } {
+  const n = Math.max(1, Math.ceil(words.length / 4));
+  const params = new Uint32Array(n * 4);
+  params.set(words.map((w) => w >>> 0));
+  return { decl: `struct P { v : array<vec4<u32>, ${n}> }\n`, params };
+}
+
+function bindings(inputs: number, outputs: number, names?: { in?: string; out?: string }): string {
+  let s = '';
+  for (let k = 0; k < inputs; k++) s += `@group(0) @binding(${k}) var<storage, read> ${names?.in ?? 'a'}${k} : array<f32>;\n`;
+  for (let k = 0; k < outputs; k++) s += `@group(0) @binding(${inputs + k}) var<storage, read_write> ${names?.out ?? 'out'}${k} : array<f32>;\n`;
+  return s;
+}
+
+const uniformBinding = (at: number) => `@group(0) @binding(${at}) var<uniform> p : P;\n`;
+
+/** The flat thread index of a 1-D kernel dispatched by groups1d (x fastest, then y). */
+const FLAT_INDEX = `@builtin(global_invocation_id) gid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>`;
+const flat = `gid.x + gid.y * nwg.x * ${WG}u`;
+
+// ---------------------------------------------------------------------------------------------
+// Strided map
+
+export interface MapDescription {
+  /** For errors and profiles. */
+  readonly name: string;
+  /** The output's dims (already coalesced: adjacent dims every input walks contiguously merged). */
+  readonly dims: readonly number[];
+  /** Per input, its stride along each of `dims` (0 where broadcast), and its start offset. */
+  readonly strides: readonly (readonly number[])[];
+  readonly offsets: readonly number[];
+  /** Statements `name = expr` evaluated in order after the reads x0..xn (may be empty). */
+  readonly lets: readonly string[];
+  /** One expression per output (each a buffer of the output's size). */
+  readonly outputs: readonly string[];
+}
+
+/**
+ * out_j[i] = outputs[j] evaluated at output i, inputs x_k = a_k[offset_k + sum_d coord_d * stride_kd].
+ * Uniform words: total, dims, then each input's strides, then the offsets.
+ */
+export function mapKernel(d: MapDescription): WgslKernel {
+  const rank = d.dims.length;
+  const nIn = d.strides.length;
+  const total = d.dims.reduce((a, b) => a * b, 1);
+  const words = [total, ...d.dims, ...d.strides.flatMap((s) => [...s]), ...d.offsets];
+  const { decl, params } = uniformBlock(words);
+  const dimAt = (dim: number) => 1 + dim;
+  const strideAt = (k: number, dim: number) => 1 + rank + k * rank + dim;
+  const offsetAt = (k: number) => 1 + rank + nIn * rank + k;
+  // Strides that are 0 for every shape of this structure are dropped from the code (broadcasts).
+  const zero = d.strides.map((s) => s.map((v) => v === 0));
+  let body = `  let i = ${flat};\n  if (i >= ${u(0)}) { return; }\n  var r = i;\n`;
+  for (let k = 0; k < nIn; k++) body += `  var o${k} = ${u(offsetAt(k))};\n`;
+  for (let dim = rank - 1; dim >= 0; dim--) {
+    if (dim > 0) body += `  let c${dim} = r % ${u(dimAt(dim))};\n  r = r / ${u(dimAt(dim))};\n`;
+    else body += `  let c0 = r;\n`;
+    for (let k = 0; k < nIn; k++) if (!zero[k][dim]) body += `  o${k} += c${dim} * ${u(strideAt(k, dim))};\n`;
+  }
+  for (let k = 0; k < nIn; k++) body += `  let x${k} = a${k}[o${k}];\n`;
+  body += wgslLets(d.lets);
+  d.outputs.forEach((e, j) => (body += `  out${j}[i] = ${wgslExpr(e)};\n`));
+  const structure = `${d.lets.join(';')}|${d.outputs.join(';')}|${rank}|${zero.map((z) => z.map(Number).join('')).join(',')}`;
+  const code = `${decl}${bindings(nIn, d.outputs.length)}${uniformBinding(nIn + d.outputs.length)}${WGSL_HELPERS}` +
+    `@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n${body}}\n`;
+  return { name: d.name, key: `map|${structure}`, code, inputs: nIn, outputs: d.outputs.length, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reduction
+
+export interface ReduceDescription {
+  readonly kind: 'sum' | 'max';
+  /** Kept (output) dims, outermost first, and the input stride of each. */
+  readonly kept: readonly number[];
+  readonly keptStrides: readonly number[];
+  /** Reduced dims, outermost first, and the input stride of each. */
+  readonly reduced: readonly number[];
+  readonly reducedStrides: readonly number[];
+}
+
+/** Below this many terms a thread reduces one output alone; from it on a workgroup shares the work. */
+const WORKGROUP_REDUCE_FROM = 64;
+
+/** out[o] = sum/max over the reduced coordinates of a0[base(o) + offset(j)]. */
+export function reduceKernel(d: ReduceDescription): WgslKernel {
+  const outCount = d.kept.reduce((a, b) => a * b, 1);
+  const count = d.reduced.reduce((a, b) => a * b, 1);
+  const nk = d.kept.length;
+  const nr = d.reduced.length;
+  const words = [outCount, count, ...d.kept, ...d.keptStrides, ...d.reduced, ...d.reducedStrides];
+  const { decl, params } = uniformBlock(words);
+  const keptAt = (i: number) => 2 + i;
+  const keptStrideAt = (i: number) => 2 + nk + i;
+  const redAt = (i: number) => 2 + 2 * nk + i;
+  const redStrideAt = (i: number) => 2 + 2 * nk + nr + i;
+  // max starts from the first term (WGSL constants cannot be infinite); sum from 0.
+  const init = d.kind === 'sum' ? '0.0' : 'a0[base]';
+  // max propagates NaN like the host loop (v !== v) and Math.max.
+  const combine = (acc: string, v: string) => (d.kind === 'sum' ? `${acc} + ${v}` : `select(max(${acc}, ${v}), ${v}, ${v} != ${v})`);
+  const decode = (index: string, base: string, dims: (i: number) => number, strides: (i: number) => number, n: number, name: string) => {
+    let s = `  var ${name}r = ${index};\n  var ${base} = 0u;\n`;
+    for (let i = n - 1; i >= 0; i--) {
+      if (i > 0) s += `  ${base} += (${name}r % ${u(dims(i))}) * ${u(strides(i))};\n  ${name}r = ${name}r / ${u(dims(i))};\n`;
+      else s += `  ${base} += ${name}r * ${u(strides(0))};\n`;
+    }
+    return s;
+  };
+  const decodeInLoop = (index: string) => {
+    let s = `    var q = ${index};\n    var off = base;\n`;
+    for (let i = nr - 1; i >= 0; i--) {
+      if (i > 0) s += `    off += (q % ${u(redAt(i))}) * ${u(redStrideAt(i))};\n    q = q / ${u(redAt(i))};\n`;
+      else s += `    off += q * ${u(redStrideAt(0))};\n`;
+    }
+    return s;
+  };
+  const workgroup = count >= WORKGROUP_REDUCE_FROM;
+  let code: string;
+  if (!workgroup) {
+    code = `${decl}${bindings(1, 1)}${uniformBinding(2)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
+      `  let o = ${flat};\n  if (o >= ${u(0)}) { return; }\n${decode('o', 'base', keptAt, keptStrideAt, nk, 'k')}` +
+      `  var acc : f32 = ${init};\n  for (var j = 0u; j < ${u(1)}; j++) {\n${decodeInLoop('j')}    let v = a0[off];\n    acc = ${combine('acc', 'v')};\n  }\n  out0[o] = acc;\n}\n`;
+  } else {
+    code = `${decl}${bindings(1, 1)}${uniformBinding(2)}var<workgroup> part : array<f32, ${WG}>;\n` +
+      `@compute @workgroup_size(${WG})\nfn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {\n` +
+      `  let o = wid.x + wid.y * nwg.x;\n  let live = o < ${u(0)};\n` +
+      `${decode('min(o, ' + u(0) + ' - 1u)', 'base', keptAt, keptStrideAt, nk, 'k')}` +
+      `  var acc : f32 = ${init};\n  for (var j = lid.x; j < ${u(1)}; j += ${WG}u) {\n${decodeInLoop('j')}    let v = a0[off];\n    acc = ${combine('acc', 'v')};\n  }\n` +
+      `  part[lid.x] = acc;\n  workgroupBarrier();\n` +
+      `  for (var h = ${WG / 2}u; h > 0u; h = h >> 1u) {\n    if (lid.x < h) { part[lid.x] = ${combine('part[lid.x]', 'part[lid.x + h]')}; }\n    workgroupBarrier();\n  }\n` +
+      `  if (lid.x == 0u && live) { out0[o] = part[0]; }\n}\n`;
+  }
+  return {
+    name: `reduce-${d.kind}`,
+    key: `reduce|${d.kind}|${nk}|${nr}|${workgroup}`,
+    code,
+    inputs: 1,
+    outputs: 1,
+    params,
+    workgroups: workgroup ? groups1d(outCount) : groups1d(Math.ceil(outCount / WG)),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row ops over the last axis
+
+export type RowOp = 'softmax' | 'softmaxGrad' | 'normalize' | 'normalizeGrad';
+
+/**
+ * A workgroup per row of C values (x = a0; for the gradients g = a1): the row statistics are
+ * reduced once in shared memory, then every thread writes its share of the row.
+ */
+export function rowKernel(op: RowOp, rows: number, C: number, eps: number): WgslKernel {
+  const { decl, params } = uniformBlock([rows, C, f32Bits(eps)]);
+  const inputs = op === 'softmax' || op === 'normalize' ? 1 : 2;
+  const reduceInto = (name: string, kind: 'sum' | 'max', term: string) =>
+    `  {\n    var acc : f32 = ${kind === 'sum' ? '0.0' : 'a0[base]'};\n` +
+    `    for (var j = lid.x; j < C; j += ${WG}u) { let v = ${term}; acc = ${kind === 'sum' ? 'acc + v' : 'max(acc, v)'}; }\n` +
+    `    part[lid.x] = acc;\n    workgroupBarrier();\n` +
+    `    for (var h = ${WG / 2}u; h > 0u; h = h >> 1u) {\n      if (lid.x < h) { part[lid.x] = ${kind === 'sum' ? 'part[lid.x] + part[lid.x + h]' : 'max(part[lid.x], part[lid.x + h])'}; }\n      workgroupBarrier();\n    }\n` +
+    `    ${name} = part[0];\n    workgroupBarrier();\n  }\n`;
+  const x = 'a0[base + j]';
+  const g = 'a1[base + j]';
+  // Rows past the end (a 2-D dispatch rounds up) still reach every barrier, reading row 0, and write nothing.
+  const store = (e: string) => `  for (var j = lid.x; j < C; j += ${WG}u) { if (live) { out0[base + j] = ${e}; } }\n`;
+  const stats = `  var mu : f32 = 0.0;\n${reduceInto('mu', 'sum', x)}  mu = mu / f32(C);\n` +
+    `  var vr : f32 = 0.0;\n${reduceInto('vr', 'sum', `(${x} - mu) * (${x} - mu)`)}  let inv = 1.0 / sqrt(vr / f32(C) + eps);\n`;
+  let body = '';
+  switch (op) {
+    case 'softmax':
+      body = `  var m : f32 = 0.0;\n${reduceInto('m', 'max', x)}  var s : f32 = 0.0;\n${reduceInto('s', 'sum', `exp(${x} - m)`)}` + store(`exp(${x} - m) / s`);
+      break;
+    case 'softmaxGrad':
+      body = `  var s : f32 = 0.0;\n${reduceInto('s', 'sum', `${x} * ${g}`)}` + store(`${x} * (${g} - s)`);
+      break;
+    case 'normalize':
+      body = stats + store(`(${x} - mu) * inv`);
+      break;
+    case 'normalizeGrad':
+      body = stats + `  var mg : f32 = 0.0;\n${reduceInto('mg', 'sum', g)}  mg = mg / f32(C);\n` +
+        `  var mgx : f32 = 0.0;\n${reduceInto('mgx', 'sum', `${g} * (${x} - mu) * inv`)}  mgx = mgx / f32(C);\n` +
+        store(`(${g} - mg - (${x} - mu) * inv * mgx) * inv`);
+      break;
+  }
+  const code = `${decl}${bindings(inputs, 1)}${uniformBinding(inputs + 1)}var<workgroup> part : array<f32, ${WG}>;\n` +
+    `@compute @workgroup_size(${WG})\nfn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {\n` +
+    `  let row = wid.x + wid.y * nwg.x;\n  let live = row < ${u(0)};\n  let C = ${u(1)};\n  let eps = bitcast<f32>(${u(2)});\n  let base = select(0u, row, live) * C;\n${body}}\n`;
+  return { name: op, key: `row|${op}`, code, inputs, outputs: 1, params, workgroups: groups1d(rows) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiled matmul
+
+export interface MatmulTiling {
+  /** Output tile of a workgroup (rows x columns) and the k-slice staged in shared memory per step. */
+  readonly bm: number;
+  readonly bn: number;
+  readonly bk: number;
+  /** Outputs per thread (rows x columns); the workgroup is (bn / tn) x (bm / tm) threads. */
+  readonly tm: number;
+  readonly tn: number;
+}
+
+/** 128x128 tiles, 8x8 per thread (256 threads): for large products on devices that allow 256 invocations. */
+export const TILE_LARGE: MatmulTiling = { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 };
+/** 64x64 tiles, 4x4 per thread (256 threads). */
+export const TILE_MEDIUM: MatmulTiling = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
+/** 32x32 tiles, 4x2 per thread (128 threads): small products and devices at the default limits. */
+export const TILE_SMALL: MatmulTiling = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 2 };
+
+export interface MatmulShape {
+  readonly batch: number;
+  readonly m: number;
+  readonly k: number;
+  readonly n: number;
+  readonly transA: boolean;
+  readonly transB: boolean;
+}
+
+export const tilingThreads = (t: MatmulTiling): number => (t.bm / t.tm) * (t.bn / t.tn);
+
+/** The tiling for a product on a device allowing `maxThreads` invocations per workgroup (enough workgroups to fill a GPU). */
+export function chooseTiling(p: MatmulShape, maxThreads: number): MatmulTiling {
+  const tiles = (t: MatmulTiling) => p.batch * Math.ceil(p.m / t.bm) * Math.ceil(p.n / t.bn);
+  for (const t of [TILE_LARGE, TILE_MEDIUM]) {
+    if (tilingThreads(t) <= maxThreads && tiles(t) >= 256) return t;
+  }
+  return tilingThreads(TILE_MEDIUM) <= maxThreads && tiles(TILE_SMALL) >= 1024 ? TILE_MEDIUM : TILE_SMALL;
+}
+
+/**
+ * C[z] = op(A[z]) @ op(B[z]) (row-major; A is [m,k], or [k,m] with transA; B is [k,n], or [n,k] with
+ * transB). A workgroup computes a bm x bn tile: per k-step it stages a bk-slice of A and B in shared
+ * memory (coalesced loads, zero-filled past the edges), and each thread accumulates a tm x tn block in
+ * registers, its rows and columns interleaved across the workgroup (conflict-free shared reads,
+ * coalesced stores). Uniform words: m, k, n, batch stride of A, of B, of C.
+ */
+export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL): WgslKernel {
+  const { bm, bn, bk, tm, tn } = t;
+  if (p.batch > MAX_GROUPS) throw new BackendError(`matmul: a batch of ${p.batch} products exceeds the ${MAX_GROUPS} workgroups of one dispatch dimension`);
+  const wx = bn / tn;
+  const wy = bm / tm;
+  const threads = wx * wy;
+  if (!Number.isInteger(wx) || !Number.isInteger(wy) || (bm * bk) % threads !== 0 || (bk * bn) % threads !== 0) {
+    throw new BackendError(`matmul: tiling ${JSON.stringify(t)} does not divide evenly over its ${threads} threads`);
+  }
+  const { decl, params } = uniformBlock([p.m, p.k, p.n, p.transA ? p.k * p.m : p.m * p.k, p.k * p.n, p.m * p.n]);
+  const aLoads = (bm * bk) / threads;
+  const bLoads = (bk * bn) / threads;
+  // Load index l -> (row r, k kk) of the A tile, with consecutive threads on consecutive addresses.
+  const aIndex = p.transA
+    ? { r: 'l % BM', kk: 'l / BM', at: (r: string, kk: string) => `za + ${kk} * M + ${r}` }
+    : { r: 'l / BK', kk: 'l % BK', at: (r: string, kk: string) => `za + ${r} * K + ${kk}` };
+  const bIndex = p.transB
+    ? { c: 'l / BK', kk: 'l % BK', at: (c: string, kk: string) => `zb + ${c} * K + ${kk}` }
+    : { c: 'l % BN', kk: 'l / BN', at: (c: string, kk: string) => `zb + ${kk} * N + ${c}` };
+  let s = `${decl}${bindings(2, 1)}${uniformBinding(3)}`;
+  s += `const BM = ${bm}u;\nconst BN = ${bn}u;\nconst BK = ${bk}u;\n`;
+  s += `var<workgroup> As : array<f32, ${bk * bm}>;\nvar<workgroup> Bs : array<f32, ${bk * bn}>;\n`;
+  s += `@compute @workgroup_size(${wx}, ${wy}, 1)\n`;
+  s += `fn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>) {\n`;
+  s += `  let M = ${u(0)};\n  let K = ${u(1)};\n  let N = ${u(2)};\n`;
+  s += `  let za = wid.z * ${u(3)};\n  let zb = wid.z * ${u(4)};\n  let zc = wid.z * ${u(5)};\n`;
+  s += `  let row0 = wid.y * BM;\n  let col0 = wid.x * BN;\n  let tid = lid.y * ${wx}u + lid.x;\n`;
+  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) s += `  var c${i}_${j} : f32 = 0.0;\n`;
+  s += `  for (var k0 = 0u; k0 < K; k0 += BK) {\n`;
+  for (let q = 0; q < aLoads; q++) {
+    s += `    {\n      let l = tid + ${q * threads}u;\n      let r = ${aIndex.r};\n      let kk = ${aIndex.kk};\n` +
+      `      let gr = row0 + r;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
+      `      if (gr < M && gk < K) { v = a0[${aIndex.at('gr', 'gk')}]; }\n      As[kk * BM + r] = v;\n    }\n`;
+  }
+  for (let q = 0; q < bLoads; q++) {
+    s += `    {\n      let l = tid + ${q * threads}u;\n      let c = ${bIndex.c};\n      let kk = ${bIndex.kk};\n` +
+      `      let gc = col0 + c;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
+      `      if (gc < N && gk < K) { v = a1[${bIndex.at('gc', 'gk')}]; }\n      Bs[kk * BN + c] = v;\n    }\n`;
+  }
+  s += `    workgroupBarrier();\n`;
+  s += `    for (var kk = 0u; kk < BK; kk++) {\n`;
+  for (let i = 0; i < tm; i++) s += `      let a${i} = As[kk * BM + lid.y + ${i * wy}u];\n`;
+  for (let j = 0; j < tn; j++) s += `      let b${j} = Bs[kk * BN + lid.x + ${j * wx}u];\n`;
+  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) s += `      c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});\n`;
+  s += `    }\n    workgroupBarrier();\n  }\n`;
+  for (let i = 0; i < tm; i++) {
+    s += `  {\n    let gr = row0 + lid.y + ${i * wy}u;\n    if (gr < M) {\n`;
+    for (let j = 0; j < tn; j++) s += `      { let gc = col0 + lid.x + ${j * wx}u; if (gc < N) { out0[zc + gr * N + gc] = c${i}_${j}; } }\n`;
+    s += `    }\n  }\n`;
+  }
+  s += `}\n`;
+  const tiling = `${bm}x${bn}x${bk}/${tm}x${tn}`;
+  return {
+    name: 'matmul',
+    key: `matmul|${tiling}|${p.transA}|${p.transB}`,
+    code: s,
+    inputs: 2,
+    outputs: 1,
+    params,
+    workgroups: [Math.ceil(p.n / bn), Math.ceil(p.m / bm), p.batch],
+  };
+}
+
+/** Sizes of a canonical 3-D convolution (conv.ts: x [B, Cin, D, H, W], w [Cout, Cg, KD, KH, KW], y [B, Cout, OD, OH, OW]). */
+export interface ConvGeometry {
+  readonly B: number; readonly Cin: number; readonly D: number; readonly H: number; readonly W: number;
+  readonly Cout: number; readonly Cg: number; readonly KD: number; readonly KH: number; readonly KW: number;
+  readonly OD: number; readonly OH: number; readonly OW: number;
+  readonly sd: number; readonly sh: number; readonly sw: number;
+  readonly pd: number; readonly ph: number; readonly pw: number;
+  readonly coutPerGroup: number;
+}
+
+const CONV_FIELDS = ['B', 'Cin', 'D', 'H', 'W', 'Cout', 'Cg', 'KD', 'KH', 'KW', 'OD', 'OH', 'OW', 'sd', 'sh', 'sw', 'pd', 'ph', 'pw', 'coutPerGroup'] as const;
+
+/**
+ * A convolution part as the gpu.js kernels of conv.ts compute it, one thread per output element, with
+ * i32/u32 index math: 'fwd' y = conv(x, w) (inputs x, w); 'dx' the input gradient (inputs g, w);
+ * 'dw' the weight gradient (inputs x, g).
+ */
+export function convKernel(part: 'fwd' | 'dx' | 'dw', c: ConvGeometry): WgslKernel {
+  const total = part === 'fwd' ? c.B * c.Cout * c.OD * c.OH * c.OW : part === 'dx' ? c.B * c.Cin * c.D * c.H * c.W : c.Cout * c.Cg * c.KD * c.KH * c.KW;
+  const { decl, params } = uniformBlock([...CONV_FIELDS.map((f) => c[f]), total]);
+  let head = '';
+  CONV_FIELDS.forEach((f, i) => (head += `  let ${f} = i32(${u(i)});\n`));
+  const X = (b: string, ch: string, z: string, y: string, x: string) => `u32(((((${b}) * Cin + (${ch})) * D + (${z})) * H + (${y})) * W + (${x}))`;
+  const Wt = (co: string, ci: string, z: string, y: string, x: string) => `u32(((((${co}) * Cg + (${ci})) * KD + (${z})) * KH + (${y})) * KW + (${x}))`;
+  const O = (b: string, co: string, z: string, y: string, x: string) => `u32(((((${b}) * Cout + (${co})) * OD + (${z})) * OH + (${y})) * OW + (${x}))`;
+  const decode = (names: string[], dims: string[]) => {
+    let s = '  var r = i;\n';
+    for (let k = names.length - 1; k >= 0; k--) {
+      s += k > 0 ? `  let ${names[k]} = i32(r % u32(${dims[k]}));\n  r = r / u32(${dims[k]});\n` : `  let ${names[k]} = i32(r);\n`;
+    }
+    return s;
+  };
+  let body: string;
+  if (part === 'fwd') {
+    body = decode(['b', 'co', 'oz', 'oy', 'ox'], ['B', 'Cout', 'OD', 'OH', 'OW']) +
+      `  let gi = co / coutPerGroup;\n  var acc : f32 = 0.0;\n` +
+      `  for (var ci = 0; ci < Cg; ci++) { for (var kz = 0; kz < KD; kz++) { for (var ky = 0; ky < KH; ky++) { for (var kx = 0; kx < KW; kx++) {\n` +
+      `    let iz = oz * sd - pd + kz; let iy = oy * sh - ph + ky; let ix = ox * sw - pw + kx;\n` +
+      `    if (iz >= 0 && iz < D && iy >= 0 && iy < H && ix >= 0 && ix < W) { acc += a0[${X('b', 'gi * Cg + ci', 'iz', 'iy', 'ix')}] * a1[${Wt('co', 'ci', 'kz', 'ky', 'kx')}]; }\n` +
+      `  } } } }\n  out0[i] = acc;\n`;
+  } else if (part === 'dx') {
+    body = decode(['b', 'ch', 'iz', 'iy', 'ix'], ['B', 'Cin', 'D', 'H', 'W']) +
+      `  let gi = ch / Cg;\n  let ci = ch - gi * Cg;\n  var acc : f32 = 0.0;\n` +
+      `  for (var j = 0; j < coutPerGroup; j++) { for (var kz = 0; kz < KD; kz++) { for (var ky = 0; ky < KH; ky++) { for (var kx = 0; kx < KW; kx++) {\n` +
+      `    let tz = iz + pd - kz; let ty = iy + ph - ky; let tx = ix + pw - kx;\n` +
+      `    if (tz >= 0 && ty >= 0 && tx >= 0 && tz % sd == 0 && ty % sh == 0 && tx % sw == 0) {\n` +
+      `      let oz = tz / sd; let oy = ty / sh; let ox = tx / sw;\n` +
+      `      if (oz < OD && oy < OH && ox < OW) { acc += a0[${O('b', 'gi * coutPerGroup + j', 'oz', 'oy', 'ox')}] * a1[${Wt('gi * coutPerGroup + j', 'ci', 'kz', 'ky', 'kx')}]; }\n` +
+      `    }\n  } } } }\n  out0[i] = acc;\n`;
+  } else {
+    body = decode(['co', 'ci', 'kz', 'ky', 'kx'], ['Cout', 'Cg', 'KD', 'KH', 'KW']) +
+      `  let gi = co / coutPerGroup;\n  var acc : f32 = 0.0;\n` +
+      `  for (var b = 0; b < B; b++) { for (var oz = 0; oz < OD; oz++) { for (var oy = 0; oy < OH; oy++) { for (var ox = 0; ox < OW; ox++) {\n` +
+      `    let iz = oz * sd - pd + kz; let iy = oy * sh - ph + ky; let ix = ox * sw - pw + kx;\n` +
+      `    if (iz >= 0 && iz < D && iy >= 0 && iy < H && ix >= 0 && ix < W) { acc += a0[${X('b', 'gi * Cg + ci', 'iz', 'iy', 'ix')}] * a1[${O('b', 'co', 'oz', 'oy', 'ox')}]; }\n` +
+      `  } } } }\n  out0[i] = acc;\n`;
+  }
+  const code = `${decl}${bindings(2, 1)}${uniformBinding(3)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
+    `  let i = ${flat};\n  if (i >= ${u(CONV_FIELDS.length)}) { return; }\n${head}${body}}\n`;
+  return { name: `conv-${part}`, key: `conv|${part}`, code, inputs: 2, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused elementwise groups (the description the jit hands every lowering; see the CPU one in kern's wasm-fusion)
+
+/** How a group input is read at each coordinate of the group's shape (codegen.ts StridedRead). */
+export interface FusedRead {
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+/** SSA nodes in topological order: a group input, a constant, or an elementwise op over earlier nodes (`expr` in x0, x1, ... = its args). */
+export type FusedNode =
+  | { readonly op: 'input'; readonly input: number }
+  | { readonly op: 'const'; readonly value: number }
+  | { readonly op: string; readonly args: readonly number[]; readonly expr: string };
+
+export interface FusedGroup {
+  readonly shape: readonly number[];
+  readonly reads: readonly FusedRead[];
+  readonly nodes: readonly FusedNode[];
+  /** Node ids written out, each contiguous row-major over `shape`. */
+  readonly outputs: readonly number[];
+}
+
+/** Merge adjacent dims that every read walks contiguously (outputs are contiguous); drop size-1 dims. */
+export function coalesceDims(shape: readonly number[], reads: readonly FusedRead[]): { dims: number[]; strides: number[][] } {
+  const dims: number[] = [];
+  const strides: number[][] = reads.map(() => []);
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1) continue;
+    const last = dims.length - 1;
+    if (last >= 0 && reads.every((r, k) => strides[k][last] === r.strides[d] * shape[d])) {
+      dims[last] *= shape[d];
+      reads.forEach((r, k) => (strides[k][last] = r.strides[d]));
+    } else {
+      dims.push(shape[d]);
+      reads.forEach((r, k) => strides[k].push(r.strides[d]));
+    }
+  }
+  return { dims, strides };
+}
+
+/** A fused group as one map kernel: every node a `let`, every output a store. */
+export function fusedKernel(name: string, g: FusedGroup): WgslKernel {
+  const { dims, strides } = coalesceDims(g.shape, g.reads);
+  const lets = g.nodes.map((n, i) => {
+    if (n.op === 'input') {
+      const input = (n as { input: number }).input;
+      if (!(input >= 0 && input < g.reads.length)) throw new BackendError(`fused group '${name}': node ${i} reads input ${input} of ${g.reads.length}`);
+      return `n${i} = x${input}`;
+    }
+    if (n.op === 'const') return `n${i} = ${(n as { value: number }).value}`;
+    const { args, expr } = n as { args: readonly number[]; expr: string };
+    const names: Record<string, string> = {};
+    args.forEach((a, k) => {
+      if (!(a >= 0 && a < i)) throw new BackendError(`fused group '${name}': node ${i} (${n.op}) uses node ${a}, not an earlier one`);
+      names[`x${k}`] = `n${a}`;
+    });
+    return `n${i} = ${renameExpr(expr, names)}`;
+  });
+  return mapKernel({ name, dims, strides, offsets: g.reads.map((r) => r.offset), lets, outputs: g.outputs.map((o) => `n${o}`) });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout ops with data-dependent branches: concat and embed (pad, slice gradients)
+
+/**
+ * Concatenation along an axis, as blocks: output row o (of `row` values) is input 0's block o
+ * (blocks[0] values), then input 1's block o, ... (ops.ts concat).
+ */
+export function concatKernel(blocks: readonly number[], row: number, total: number): WgslKernel {
+  const n = blocks.length;
+  const starts = blocks.map((_, k) => blocks.slice(0, k).reduce((a, b) => a + b, 0));
+  const { decl, params } = uniformBlock([total, row, ...blocks, ...starts]);
+  let body = `  let i = ${flat};\n  if (i >= ${u(0)}) { return; }\n  let o = i / ${u(1)};\n  let w = i - o * ${u(1)};\n  var v : f32 = 0.0;\n`;
+  for (let k = 0; k < n; k++) {
+    const read = `a${k}[o * ${u(2 + k)} + w - ${u(2 + n + k)}]`;
+    body += k === 0 ? `  if (w < ${u(2 + n + 1)}) { v = ${read}; }\n` : k < n - 1 ? `  else if (w < ${u(2 + n + k + 1)}) { v = ${read}; }\n` : `  else { v = ${read}; }\n`;
+  }
+  body += '  out0[i] = v;\n';
+  const code = `${decl}${bindings(n, 1)}${uniformBinding(n + 1)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n${body}}\n`;
+  return { name: 'concat', key: `concat|${n}`, code, inputs: n, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+/**
+ * The input placed in a larger output at `start` with `step` along each axis, `fill` elsewhere (ops.ts
+ * embed: padding, and the gradients of slices and strided slices).
+ */
+export function embedKernel(inShape: readonly number[], outShape: readonly number[], start: readonly number[], step: readonly number[], fill: number): WgslKernel {
+  const rank = outShape.length;
+  const total = outShape.reduce((a, b) => a * b, 1);
+  const inStrides = inShape.map((_, d) => inShape.slice(d + 1).reduce((a, b) => a * b, 1));
+  const { decl, params } = uniformBlock([total, f32Bits(fill), ...outShape, ...start, ...step, ...inShape, ...inStrides]);
+  const at = (what: number, d: number) => u(2 + what * rank + d);
+  let body = `  let i = ${flat};\n  if (i >= ${u(0)}) { return; }\n  var r = i;\n  var off = 0u;\n  var inside = true;\n`;
+  for (let d = rank - 1; d >= 0; d--) {
+    body += `  {\n    let c = i32(r % ${at(0, d)});\n    r = r / ${at(0, d)};\n    let v = c - i32(${at(1, d)});\n    let st = i32(${at(2, d)});\n` +
+      `    let q = select(0, v / st, v >= 0);\n    if (v < 0 || q >= i32(${at(3, d)}) || v - q * st != 0) { inside = false; }\n    off += u32(q) * ${at(4, d)};\n  }\n`;
+  }
+  body += `  var x : f32 = bitcast<f32>(${u(1)});\n  if (inside) { x = a0[off]; }\n  out0[i] = x;\n`;
+  const code = `${decl}${bindings(1, 1)}${uniformBinding(2)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n${body}}\n`;
+  return { name: 'embed', key: `embed|${rank}`, code, inputs: 1, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+/** A map description from fused.ts-style statements (`const u = ...;` lines) plus a result expression. */
+export function mapFromStatements(name: string, total: number, inputs: number, block: string, result: string): MapDescription {
+  return {
+    name,
+    dims: [total],
+    strides: Array.from({ length: inputs }, () => [1]),
+    offsets: new Array(inputs).fill(0),
+    lets: splitStatements(block),
+    outputs: [result],
+  };
+}

@@ -1,0 +1,82 @@
+/**
+ * webgpu device plans in Node (Dawn over Mesa llvmpipe): the device counters, the tiled WGSL matmul,
+ * every op as a plan step, a Rev-MViT AdamW step compiled for the device (DeviceTrainer) and jit(step)
+ * on the webgpu backend, each replayed with at most 4 submissions and one readback per step
+ * (test/plan-laws.ts; the browser test runs the same laws in Chromium).
+ *
+ * Skips, with the reason printed, where the optional `webgpu` package or an EGL library is missing.
+ * PLAN_LAW_SAMPLES sets the generated cases per op (default 1).
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
+import { countWebGPU } from '../src/backend/webgpu-device.ts';
+import { withBackend } from '../src/backend/backend.ts';
+import * as R from '../src/index.ts';
+import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from './plan-laws.ts';
+
+const status = await initWebGPU();
+const samples = Math.max(1, Number(process.env.PLAN_LAW_SAMPLES ?? '1') || 1);
+const report = (r: PlanLawResult): string => `  [plan] ${r.ok ? 'ok  ' : 'FAIL'} ${r.name} (${r.ms.toFixed(0)} ms): ${r.detail}`;
+
+if (!status.ok) {
+  console.log(`webgpu-plan.test.ts: SKIPPED, no WebGPU in Node: ${status.reason}`);
+  test.skip('webgpu plans (no adapter)', () => {});
+} else {
+  console.log(`webgpu-plan.test.ts: adapter ${describeAdapter(status.adapter)}`);
+
+  test('counters: an eager chain submits per kernel and reads back once; a repeat compiles nothing', async () => {
+    const a = R.tensor([1, 2, 3, 4], [2, 2]);
+    const chain = () => withBackend('webgpu', () => R.exp(R.add(R.mul(a, a), 1))).data();
+    const first = await countWebGPU(chain);
+    [1, 2, 3, 4].forEach((v, i) => assert.ok(Math.abs(first.value[i] / Math.exp(v * v + 1) - 1) < 1e-6, `exp(${v}² + 1) = ${first.value[i]}`));
+    const again = await countWebGPU(chain);
+    assert.is(again.counts.dispatches, 3);
+    assert.is(again.counts.submits, 3 + 1, 'one submission per kernel, one for the readback copy');
+    assert.is(again.counts.readbacks, 1);
+    assert.is(again.counts.readbackBytes, 16);
+    assert.is(again.counts.pipelines, 0);
+    assert.ok(first.counts.pipelines >= 3, `the first run compiles its 3 kernels (${first.counts.pipelines})`);
+  });
+
+  test('tiled WGSL matmul equals float64 and the gpu.js kernel, every tiling', async () => {
+    const r = await matmulLaw(6 * samples);
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('fused elementwise groups (broadcasts, offsets, constants, op chains) as one WGSL kernel equal the host', async () => {
+    const r = await fusedLaw(6 * samples);
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('every op as a device-plan step equals eager webasm', async () => {
+    const results = await planOpLaws({ samples });
+    results.filter((r) => !r.ok || /gpu\.js/.test(r.detail)).forEach((r) => console.log(report(r)));
+    console.log(`  [plan] ops: ${results.filter((r) => r.ok).length}/${results.length}`);
+    assert.ok(results.length >= 40, `expected the ~45 OP_CASES, got ${results.length}`);
+    const bad = results.filter((r) => !r.ok);
+    assert.is(bad.length, 0, bad.map(report).join('\n'));
+  });
+
+  test('a Rev-MViT AdamW step compiled for the device (DeviceTrainer): <= 4 submissions, 1 readback, no new pipelines or buffers per step, = the eager library step', async () => {
+    const r = await stepLaw();
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('with dropout and drop path: the masks drawn on the host from each step\'s key equal eager mode\'s', async () => {
+    const r = await stepLaw({ dropout: true });
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('jit(step) on webgpu: parameters stay on the device, <= 4 submissions and 1 readback per step, = eager webasm', async () => {
+    const r = await jitStepLaw();
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+}
+
+test.run();
