@@ -41,9 +41,15 @@ for (const [i, seed] of seeds.entries()) {
     maxBuffer: 256 * 1024 * 1024,
   });
   const out = `${r.stdout}\n${r.stderr}`;
-  // uvu prints one "FAIL  <suite>  "<test>"" line per failed test (colours stripped).
+  // uvu prints each file's name, then one `FAIL  "<test>"` line per failed test (colours stripped).
   const plain = out.replace(/\x1b\[[0-9;]*m/g, '');
-  const tests = [...plain.matchAll(/FAIL\s+(.*?)\s+"(.*)"/g)].map((m) => `${m[1]}: "${m[2]}"`);
+  const tests: string[] = [];
+  let file = '?';
+  for (const line of plain.split('\n')) {
+    if (/^\S+\.test\.ts$/.test(line.trim())) file = line.trim();
+    const m = /FAIL\s.*?"(.*)"/.exec(line);
+    if (m !== null) tests.push(`${file}: "${m[1]}"`);
+  }
   const total = /Total:\s+(\d+)/.exec(plain)?.[1] ?? '?';
   const secs = ((Date.now() - started) / 1000).toFixed(0);
   if (r.status === 0) {

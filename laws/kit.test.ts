@@ -143,6 +143,26 @@ test('vjpLaw: each of fd, dot and taylor alone catches a customVjp whose backwar
   await expectFailure(vjpLaw(f, { inputs: [{ shape: [4] }], checks: ['taylor'] }), 'do not shrink like h²');
 });
 
+test('vjpLaw fd near a stationary point: the truncation is measured (Richardson), not assumed relative to a small gradient', async () => {
+  // f = tanh(tanh(x) − c)² where the inner value is 1e-4: f' ~ 1.5e-4 while f''' ~ −3.4, so at h = 1e-2
+  // the truncation is ~10% of <g, dx> (the autodiff (e) pytree flake, seed [[1],2,2147483628]).
+  const x = R.tensor([0.55]);
+  const c = Math.tanh(0.55) - 1e-4;
+  const f = (t: Tensor) => R.sum(R.square(R.tanh(R.sub(R.tanh(t), c))));
+  const off = R.customVjp((t: Tensor) => [f(t), t] as [Tensor, Tensor], (t: Tensor, g: Tensor) => [R.mul(R.grad(f)(t) as Tensor, R.mul(g, 1.01))]);
+  const offF = (t: Tensor) => off(t);
+  const law = (fn: (t: Tensor) => Tensor) => vjpLaw(fn, { inputs: [{ shape: [1] }], checks: ['fd'] });
+  let extrapolated = 0;
+  for (let seed = 1; seed <= 6; seed++) {
+    const good = await law(f).measure({ f, inputs: [x], seed });
+    assert.ok(good.ok, good.detail);
+    if (good.detail.includes('Richardson')) extrapolated++;
+    const bad = await law(offF).measure({ f: offF, inputs: [x], seed });
+    assert.not.ok(bad.ok, `a VJP 1% off passed: ${bad.detail}`);
+  }
+  assert.ok(extrapolated >= 3, `only ${extrapolated} of 6 directions needed the extrapolation: the case does not test it`);
+});
+
 test('vjpLaw: a linear function makes the Taylor check inconclusive, and the law says so instead of passing', async () => {
   const r = await vjpLaw((x: Tensor) => R.mul(x, 3), { inputs: [{ shape: [3] }], checks: ['taylor'] }).check({ runs: 5 });
   assert.not.ok(r.ok);
