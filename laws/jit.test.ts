@@ -26,6 +26,9 @@ import { buildModel } from '../src/models/mvit/model.ts';
 import * as K from '../src/random/keys.ts';
 import { TraceError } from '../src/tensor/errors.ts';
 import { primitiveByName } from '../src/tensor/primitive.ts';
+import { crossEntropy } from '../src/train/loss.ts';
+import { adamw, clipGradNorm, sgd, type Optimizer } from '../src/train/optim.ts';
+import { makeTrainStep } from '../src/train/step.ts';
 import { assertClose, assertProperty, OP_CASES, rand, seedArb, shapeArb } from './helpers.ts';
 
 const RTOL = 1e-6;
@@ -256,6 +259,48 @@ test('(e) a Rev-MViT training step (loss and every gradient, reversible and stor
       for (const [name, g] of flattenWithPaths(jgrads)) assertClose(g, want.get(name)!, 0, RTOL * largest, `${mode}: gradient of ${name}`);
     }
     assert.is(jstep.stats.traces, 1);
+  }
+});
+
+test('(e) the training step (loss, clipping, AdamW or SGD; src/train/step.ts): jitted steps equal eager steps, one program for every step', () => {
+  const parsed = parseConfig(MVIT);
+  if (parsed._tag === 'Left') return assert.unreachable(formatProblems(parsed.left));
+  const model = buildModel(parsed.right);
+  const noDecay = (n: string) => n.endsWith('bias');
+  const schedule = (s: number) => 1e-3 * (s + 1);
+  const optimizers: Optimizer<string>[] = [
+    adamw({ lr: schedule, weightDecay: 0.05, noDecay }),
+    sgd({ lr: schedule, momentum: 0.9, dampening: 0.1, weightDecay: 1e-4, noDecay }),
+    sgd({ lr: schedule, momentum: 0.9, nesterov: true, noDecay }),
+  ];
+  for (const optimizer of optimizers) {
+    const opts = { mode: 'reversible' as const, loss: (o: Tensor, l: Tensor) => crossEntropy(o, l, 0.1), clipNorm: 0.5 };
+    const eager = makeTrainStep(model, optimizer, { ...opts, jit: false });
+    const jitted = makeTrainStep(model, optimizer, opts);
+    const params = model.init(R.random.key(1));
+    let a = { params, optState: optimizer.init(params) };
+    let b = a;
+    for (let s = 0; s < 3; s++) {
+      const what = `${optimizer.name} ${JSON.stringify(optimizer.hyper)} step ${s}`;
+      const x = R.random.normal(R.random.key(10 + s), [2, 1, 4, 16, 16]);
+      const labels = R.tensor([s % 5, (s + 3) % 5]);
+      const k = R.random.key(20 + s);
+      const ra = eager(a.params, a.optState, x, labels, k);
+      const rb = jitted(b.params, b.optState, x, labels, k);
+      close(rb.loss, ra.loss, `${what}: loss`);
+      close(rb.gradNorm, ra.gradNorm, `${what}: gradient norm`);
+      const want = new Map(flattenWithPaths({ p: ra.params, o: ra.optState }));
+      for (const [name, t] of flattenWithPaths({ p: rb.params, o: rb.optState })) close(t, want.get(name)!, `${what}: ${name}`);
+      assert.is(rb.optState.step, s + 1);
+      // The eager step is the optimizer's own update.
+      const grads = R.grad((q: typeof params) => crossEntropy(model.apply(q, x, k, { train: true }), labels, 0.1))(a.params);
+      const clipped = clipGradNorm(grads, 0.5);
+      const own = optimizer.update(clipped.grads, a.optState, a.params);
+      for (const [name, t] of flattenWithPaths(own.params)) close(t, new Map(flattenWithPaths(ra.params)).get(name)!, `${what}: update() vs the step, ${name}`);
+      a = ra;
+      b = rb;
+    }
+    assert.ok(jitted.peakBytes()! > 0, 'the jitted step reports its planned memory');
   }
 });
 

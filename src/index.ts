@@ -128,7 +128,12 @@ export {
   type EvalRecord,
   type DriftRecord,
   type CheckpointRecord,
+  type NonFiniteRecord,
+  type StopReason,
+  MAX_CONSECUTIVE_SKIPS,
+  nonFiniteLeaves,
 } from './train/loop.ts';
+export { InterruptedError, newInterruptFlag, requestInterrupt, watchInterrupts } from './tensor/interrupt.ts';
 export {
   decodePyth,
   encodePyth,

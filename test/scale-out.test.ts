@@ -46,7 +46,7 @@ test('train from a PySlowFast YAML, export to .pyth + YAML, convert back: same w
     assert.match(trained.stdout, /lr 0\.004, mode reversible, seed 3/);
     const checkpoint = join(run, 'checkpoint.safetensors');
     const ck = loadCheckpoint(checkpoint);
-    if (E.isLeft(ck)) return assert.unreachable(ck.left.join('\n'));
+    if (E.isLeft(ck)) return assert.unreachable(ck.left.message);
     const training = ck.right.meta.training as unknown as TrainSettings;
     assert.equal(training.optimizer, { name: 'adamw', beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.05 });
     assert.equal([training.clipNorm, training.labelSmoothing, training.schedule.warmupSteps], [0.5, 0.2, 1]);
@@ -187,7 +187,7 @@ test("SGD from a YAML: the loop takes PySlowFast's SGD step, keeps one buffer, a
     let calls = 0;
     await train({ model, batches, settings, monitoring, config: cfg, outDir: join(dir, 'b'), shouldStop: () => ++calls >= 2 });
     const ck = loadCheckpoint(join(dir, 'b', 'checkpoint.safetensors'));
-    if (E.isLeft(ck)) return assert.unreachable(ck.left.join('\n'));
+    if (E.isLeft(ck)) return assert.unreachable(ck.left.message);
     assert.is(ck.right.meta.step, 2);
     assert.ok(ck.right.optim !== null && [...ck.right.optim.keys()].join() === 'buf' && ck.right.optim.get('buf')!.size === model.specs.length, 'SGD stores its momentum only');
     const resumed = await train({ model, batches, settings, monitoring, config: cfg, outDir: join(dir, 'b'), resume: ck.right });

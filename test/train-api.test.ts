@@ -133,7 +133,7 @@ test('checkpoint files hold any optimizer state by slot: SGD state saved, loaded
     const meta = { step: run.step, seed: 0, key: [0, 0] as const, config: null, optimizer: { name: opt.name }, training: {} };
     await saveCheckpoint(path, run.params, run.optState, meta);
     const ck = loadCheckpoint(path);
-    if (E.isLeft(ck)) return assert.unreachable(ck.left.join('\n'));
+    if (E.isLeft(ck)) return assert.unreachable(ck.left.message);
     assert.equal([...ck.right.optim!.keys()], ['buf']);
     const back = restoreTrainState(ck.right, init(), opt);
     if (E.isLeft(back)) return assert.unreachable(back.left.join('\n'));

@@ -226,7 +226,7 @@ test('train: a stand-in model learns; metrics.jsonl holds train, eval, drift and
     assert.ok(drift.every((r) => r.max >= 0 && r.max < 1e-4), JSON.stringify(drift[0]));
     assert.equal((rs.filter((r) => r.type === "checkpoint") as any[]).map((r) => r.step), [100]);
     const ck = loadCheckpoint(join(dir, 'checkpoint.safetensors'));
-    assert.ok(E.isRight(ck), E.isLeft(ck) ? ck.left.join('\n') : '');
+    assert.ok(E.isRight(ck), E.isLeft(ck) ? ck.left.message : '');
     if (E.isRight(ck)) {
       assert.is(ck.right.meta.step, 100);
       assert.is(ck.right.meta.seed, 3);

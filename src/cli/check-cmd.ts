@@ -3,13 +3,14 @@ import { existsSync, statSync } from 'node:fs';
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths } from '../autodiff/pytree.ts';
 import { valueAndGrad } from '../autodiff/tape.ts';
+import { MAX_DEPTH } from '../models/mvit/config.ts';
 import { checkFixture, formatReport } from '../models/mvit/fixture-check.ts';
 import { foldIn, key, normal, randint } from '../random/index.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { crossEntropy } from '../train/loss.ts';
 import { getBool, getList, getNum, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
-import { CliError, CONFIG_FLAGS, DEFAULT_PRESET, formatBytes, model as buildModel, resolveConfig, table, unwrap } from './common.ts';
-import { measureMemoryRow } from './memory.ts';
+import { checkResources, CliError, CONFIG_FLAGS, DEFAULT_PRESET, formatBytes, MEMORY_FLAG, memoryLimit, model as buildModel, resolveConfig, table, unwrap } from './common.ts';
+import { deepen, measureMemoryRow } from './memory.ts';
 
 const withDefaultPreset = CONFIG_FLAGS.map((f) => (f.name === 'preset' ? { ...f, defaultText: DEFAULT_PRESET } : f));
 
@@ -27,6 +28,7 @@ export const checkSpec: CommandSpec = {
     { name: 'tol', kind: 'number', min: 0, exclusiveMin: true, arg: 'X', help: 'max allowed relative gradient difference', defaultText: '1e-3' },
     { name: 'drift-tol', kind: 'number', min: 0, exclusiveMin: true, arg: 'X', help: 'max allowed inverse (reconstruction) error', defaultText: '1e-4' },
     { name: 'json', kind: 'bool', help: 'print the result as JSON' },
+    MEMORY_FLAG,
   ],
   details: [
     'Inverse error: max |X - inverse(forward(X))| of each reversible block on the activations the input produces',
@@ -36,10 +38,13 @@ export const checkSpec: CommandSpec = {
 };
 
 export async function runCheck(args: ParsedArgs): Promise<number> {
+  const limit = memoryLimit(args, 'check');
   const { cfg, source } = unwrap(resolveConfig(args));
-  const model = buildModel(cfg);
   const seed = getNum(args, 'seed') ?? 0;
   const B = getNum(args, 'batch') ?? 2;
+  // Both modes run; store mode holds more.
+  checkResources(cfg, { batch: B, purpose: 'train', mode: 'store' }, limit, source);
+  const model = buildModel(cfg);
   const tol = getNum(args, 'tol') ?? 1e-3;
   const driftTol = getNum(args, 'drift-tol') ?? 1e-4;
   const root = key(seed);
@@ -115,16 +120,17 @@ export const checkFixtureSpec: CommandSpec = {
   summary: 'compare the model with a PySlowFast golden fixture (forward values and gradients, both modes)',
   usage: 'revgrad check-fixture FILE.safetensors [--json]',
   positionals: [{ name: 'FILE', help: 'a fixture written by the PySlowFast fixture script (config, params, input, outputs, gradients)' }],
-  flags: [{ name: 'json', kind: 'bool', help: 'print the full comparison as JSON' }],
+  flags: [{ name: 'json', kind: 'bool', help: 'print the full comparison as JSON' }, MEMORY_FLAG],
   details: 'Exit status 0 when every compared tensor is within tolerance, 1 otherwise.',
 };
 
 export async function runCheckFixture(args: ParsedArgs): Promise<number> {
   const file = args.positionals[0];
   if (file === undefined) throw new UsageError(['give the fixture file: revgrad check-fixture FILE.safetensors'], 'check-fixture');
+  const limit = memoryLimit(args, 'check-fixture');
   if (!existsSync(file)) throw new CliError([`${file}: no such file`]);
   if (statSync(file).isDirectory()) throw new CliError([`${file}: is a directory, expected a .safetensors fixture`]);
-  const report = await checkFixture(file);
+  const report = await checkFixture(file, undefined, { memoryLimit: limit });
   if (E.isLeft(report)) throw new CliError([report.left]);
   process.stdout.write((getBool(args, 'json') ? JSON.stringify(report.right) : formatReport(report.right)) + '\n');
   return report.right.ok ? 0 : 1;
@@ -142,6 +148,7 @@ export const memorySpec: CommandSpec = {
     { name: 'extra', kind: 'int-list', min: 0, arg: 'A,B,..', help: 'extra reversible blocks appended to the last stage', defaultText: '0,2,4,8' },
     { name: 'batch', kind: 'int', min: 1, arg: 'N', help: 'clips per step', defaultText: '2' },
     { name: 'json', kind: 'bool', help: 'print the rows as JSON' },
+    MEMORY_FLAG,
   ],
   details: [
     'retained: bytes the backward pass keeps from the forward pass (the pullback\'s residuals, params excluded);',
@@ -151,9 +158,13 @@ export const memorySpec: CommandSpec = {
 };
 
 export async function runMemory(args: ParsedArgs): Promise<number> {
+  const limit = memoryLimit(args, 'memory');
   const { cfg, source } = unwrap(resolveConfig(args));
   const extras = getList(args, 'extra') ?? [0, 2, 4, 8];
   const batch = getNum(args, 'batch') ?? 2;
+  const deepest = Math.max(...extras);
+  if (cfg.MVIT.DEPTH + deepest > MAX_DEPTH) throw new CliError([`--extra ${deepest}: ${source} has ${cfg.MVIT.DEPTH} layers, and more than ${MAX_DEPTH} in all are not accepted`]);
+  checkResources(deepen(cfg, deepest), { batch, purpose: 'train', mode: 'store' }, limit, `${source} with ${deepest} extra blocks`);
   const rows = extras.map((e) => measureMemoryRow(cfg, e, batch));
   if (getBool(args, 'json')) {
     process.stdout.write(JSON.stringify({ config: source, batch, rows }) + '\n');

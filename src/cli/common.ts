@@ -1,12 +1,14 @@
 /** Pieces shared by the commands: config resolution, model loading, output helpers. */
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { freemem } from 'node:os';
 import * as E from 'fp-ts/lib/Either.js';
-import { parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
+import { MAX_REPORTED_PROBLEMS, parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
+import { bytesText, resourceProblem, type EstimateOptions, type MemoryLimit } from '../models/mvit/resources.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
 import { NUM_CLASSES as MOVING_MNIST_CLASSES } from '../data/moving-mnist.ts';
 import { isYamlPath, readYamlConfig, type SlowFastTree } from '../models/mvit/yaml-config.ts';
-import { getStr, type FlagSpec, type ParsedArgs } from './args.ts';
+import { getStr, UsageError, type FlagSpec, type ParsedArgs } from './args.ts';
 import { RevgradError } from '../tensor/errors.ts';
 
 /** The preset `revgrad train` and `npm start` use when none is given. */
@@ -25,8 +27,18 @@ export const CONFIG_FLAGS: readonly FlagSpec[] = [
   { name: 'config', kind: 'string', arg: 'FILE', help: 'a PySlowFast YAML config (.yaml, _BASE_ followed) or a JSON one (partial; merged over the defaults)' },
 ];
 
-const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] =>
-  [`${source}: ${problems.length} config problem${problems.length === 1 ? '' : 's'}:`, ...problems.map((p) => `  ${p.path || '(config)'}: ${p.message}`)];
+const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] => [
+  `${source}: ${problems.length} config problem${problems.length === 1 ? '' : 's'}:`,
+  ...capLines(problems.map((p) => `  ${p.path || '(config)'}: ${p.message}`), MAX_REPORTED_PROBLEMS, '  '),
+];
+
+/** At most `max` lines, then one saying how many more there were (a 3M-entry list must not print 3M lines). */
+export function capLines(lines: readonly string[], max = MAX_REPORTED_PROBLEMS, indent = ''): string[] {
+  return lines.length <= max ? [...lines] : [...lines.slice(0, max), `${indent}... and ${lines.length - max} more`];
+}
+
+/** Config files larger than this are refused unread (a real one is a few KB). */
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
 export interface ResolvedConfig {
   readonly cfg: MViTConfig;
@@ -44,7 +56,9 @@ export function resolveConfig(args: ParsedArgs, fallback: string | null = DEFAUL
   if (preset !== undefined && file !== undefined) return E.left(['give either --preset or --config, not both']);
   if (file !== undefined) {
     if (!existsSync(file)) return E.left([`--config ${file}: no such file`]);
-    if (statSync(file).isDirectory()) return E.left([`--config ${file}: is a directory, expected a YAML or JSON file`]);
+    const stat = statSync(file);
+    if (stat.isDirectory()) return E.left([`--config ${file}: is a directory, expected a YAML or JSON file`]);
+    if (stat.size > MAX_CONFIG_BYTES) return E.left([`--config ${file}: ${formatBytes(stat.size)}, more than the ${formatBytes(MAX_CONFIG_BYTES)} a config may have`]);
     if (isYamlPath(file)) {
       const yaml = readYamlConfig(file);
       return E.isLeft(yaml) ? E.left(formatConfigProblems(yaml.left, file)) : E.right({ cfg: yaml.right.cfg, source: file, presetName: null, tree: yaml.right.tree });
@@ -85,12 +99,56 @@ export function movingMnistProblems(cfg: MViTConfig, source: string): string[] {
 
 export const model = (cfg: MViTConfig): MViTModel => buildModel(cfg);
 
-export const unwrap = <A>(e: E.Either<string[], A>): A => {
-  if (E.isLeft(e)) throw new CliError(e.left);
+export const MEMORY_FLAG: FlagSpec = {
+  name: 'max-memory',
+  kind: 'string',
+  arg: 'SIZE',
+  help: 'refuse a config whose estimated memory exceeds SIZE (e.g. 8GiB, 500MB, 2e9)',
+  defaultText: 'the available memory',
+};
+
+const UNITS: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, kib: 2 ** 10, m: 1e6, mb: 1e6, mib: 2 ** 20, g: 1e9, gb: 1e9, gib: 2 ** 30, t: 1e12, tb: 1e12, tib: 2 ** 40 };
+
+/** '8GiB', '500MB', '2e9', '1.5g': bytes, or null. */
+export function parseSize(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) return null;
+  const bytes = Number(m[1]) * unit;
+  return Number.isFinite(bytes) && bytes > 0 ? bytes : null;
+}
+
+/** Memory this process may use: MemAvailable (os.freemem), and a cgroup limit where one is set. */
+function availableMemory(): number {
+  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.() ?? 0;
+  const used = process.memoryUsage().rss;
+  const cgroup = constrained > 0 && constrained < 2 ** 60 ? Math.max(0, constrained - used) : Infinity;
+  return Math.min(freemem(), cgroup);
+}
+
+/** --max-memory, or the available memory. A bad SIZE is a usage error. */
+export function memoryLimit(args: ParsedArgs, command: string): MemoryLimit {
+  const text = getStr(args, 'max-memory');
+  if (text === undefined) return { bytes: availableMemory(), source: 'the available memory; --max-memory SIZE raises it' };
+  const bytes = parseSize(text);
+  if (bytes === null) throw new UsageError([`--max-memory: expected a size such as 8GiB, 500MB or 2e9, got ${JSON.stringify(text)}`], command);
+  return { bytes, source: '--max-memory' };
+}
+
+/** Refuse, before anything is allocated, a config whose step would not fit (resources.ts). */
+export function checkResources(cfg: MViTConfig, opts: EstimateOptions, limit: MemoryLimit, source: string): void {
+  const problem = resourceProblem(cfg, opts, limit, source);
+  if (problem !== null) throw new CliError([problem]);
+}
+
+/** The value, or a CliError of the problems (a list, or a typed error such as CheckpointError that carries one). */
+export const unwrap = <A>(e: E.Either<readonly string[] | { readonly problems: readonly string[] }, A>): A => {
+  if (E.isLeft(e)) throw new CliError('problems' in e.left ? e.left.problems : (e.left as readonly string[]));
   return e.right;
 };
 
 export function formatBytes(n: number): string {
+  if (!Number.isFinite(n) || n >= 1024 ** 4) return bytesText(n);
   if (n < 1024) return `${n} B`;
   if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
   if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(2)} MiB`;

@@ -169,7 +169,7 @@ export async function runExport(args: ParsedArgs): Promise<number> {
 
   const ck = loadCheckpoint(checkpoint!);
   if (E.isLeft(ck)) {
-    throw new CliError([...ck.left, `(export needs a revgrad training checkpoint for the schedule; for weights alone use: revgrad convert ${checkpoint} ${out})`]);
+    throw new CliError([...ck.left.problems, `(export needs a revgrad training checkpoint for the schedule; for weights alone use: revgrad convert ${checkpoint} ${out})`]);
   }
   const { meta, params } = ck.right;
   const cfg: MViTConfig = unwrap(configFromJson(meta.config, `${checkpoint} (stored config)`));

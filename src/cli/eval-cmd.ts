@@ -8,7 +8,19 @@ import { getBool, getNum, getStr, UsageError, type CommandSpec, type ParsedArgs 
 import { evaluateRun, runKeys } from './train-run.ts';
 import { weightsFromPyth } from './convert-cmd.ts';
 import { isTorchCheckpointPath } from '../models/mvit/weights.ts';
-import { CliError, configFromJson, CONFIG_FLAGS, model as buildModel, movingMnistProblems, resolveConfig, unwrap } from './common.ts';
+import {
+  capLines,
+  checkResources,
+  CliError,
+  configFromJson,
+  CONFIG_FLAGS,
+  MEMORY_FLAG,
+  memoryLimit,
+  model as buildModel,
+  movingMnistProblems,
+  resolveConfig,
+  unwrap,
+} from './common.ts';
 
 export const evalSpec: CommandSpec = {
   name: 'eval',
@@ -23,6 +35,7 @@ export const evalSpec: CommandSpec = {
     { name: 'seed', kind: 'int', min: 0, arg: 'N', help: 'seed of the evaluation keys', defaultText: "the checkpoint's seed (the clips its training run evaluated on)" },
     { name: 'mode', kind: 'enum', values: ['reversible', 'store'], help: 'forward mode (the results agree)', defaultText: 'reversible' },
     { name: 'json', kind: 'bool', help: 'print the result as JSON' },
+    MEMORY_FLAG,
   ],
   details: 'The test clips are built from digits never used for training (a fixed train/test split of the MNIST samples).',
 };
@@ -33,6 +46,7 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   if (path === undefined) usage.push('--checkpoint FILE is required');
   if (args.flags.has('clips') && args.flags.has('batches')) usage.push('give either --clips or --batches, not both');
   if (usage.length > 0) throw new UsageError(usage, 'eval');
+  const limit = memoryLimit(args, 'eval');
   if (!existsSync(path!)) throw new CliError([`--checkpoint ${path}: no such file`]);
   if (statSync(path!).isDirectory()) throw new CliError([`--checkpoint ${path}: is a directory, expected a .safetensors or .pyth file`]);
   // A PySlowFast checkpoint (.pyth) is read directly: its model_state, and its cfg as the config.
@@ -47,10 +61,11 @@ export async function runEval(args: ParsedArgs): Promise<number> {
   }
   const mm = movingMnistProblems(cfg, path!);
   if (mm.length > 0) throw new CliError(mm);
+  const batch = getNum(args, 'batch') ?? 32;
+  checkResources(cfg, { batch, purpose: 'eval' }, limit, path!);
   const model = buildModel(cfg);
   const params = restoreTree(model.init(runKeys(0).init), weights.params, path);
-  if (E.isLeft(params)) throw new CliError([`${path} does not fit the model:`, ...params.left.map((p) => `  ${p}`)]);
-  const batch = getNum(args, 'batch') ?? 32;
+  if (E.isLeft(params)) throw new CliError([`${path} does not fit the model:`, ...capLines(params.left.map((p) => `  ${p}`))]);
   const batches = getNum(args, 'batches') ?? Math.ceil((getNum(args, 'clips') ?? 512) / batch);
   const seed = getNum(args, 'seed') ?? weights.seed ?? 0;
   const t0 = performance.now();

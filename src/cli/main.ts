@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import * as E from 'fp-ts/lib/Either.js';
 import { helpText, parseArgs, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 import { checkFixtureSpec, checkSpec, memorySpec, runCheck, runCheckFixture, runMemory } from './check-cmd.ts';
-import { CliError } from './common.ts';
+import { capLines, CliError } from './common.ts';
+import { RevgradError } from '../tensor/errors.ts';
 import { selectBackend } from '../backend/select.ts';
 import { initWebGPU, type WebGPUStatus } from '../backend/webgpu-node.ts';
 import { convertSpec, exportSpec, runConvert, runExport } from './convert-cmd.ts';
@@ -102,14 +103,40 @@ export async function main(argv: readonly string[], err: (s: string) => void = (
       err(usageMessage(e.command, e.problems));
       return 2;
     }
-    if (e instanceof CliError) {
-      err(`revgrad ${name}: error:\n${e.problems.map((p) => `  ${p}`).join('\n')}\n`);
-      return 1;
-    }
-    err(`revgrad ${name}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    err(errorMessage(`revgrad ${name}`, e));
     return 1;
   }
 }
+
+/**
+ * How a failure is printed: never a stack trace (REVGRAD_DEBUG=1 adds it). A CliError lists its
+ * problems; a typed library error (RevgradError: shapes, JSON, files, interrupts) is its message; an
+ * allocation failure says memory; anything else is labelled an internal error, in one line.
+ */
+export function errorMessage(prefix: string, e: unknown): string {
+  const debug = process.env.REVGRAD_DEBUG ? `\n${e instanceof Error ? e.stack : String(e)}` : '';
+  if (e instanceof CliError) {
+    const problems = capLines(e.problems);
+    return problems.length === 1 ? `${prefix}: error: ${problems[0]}${debug}\n` : `${prefix}: error:\n${problems.map((p) => `  ${p}`).join('\n')}${debug}\n`;
+  }
+  if (e instanceof RevgradError) return `${prefix}: error: ${firstLines(e.message)}${debug}\n`;
+  // The file system failed (disk full, permissions, a path through a file): a runtime error, not a bug.
+  const errno = e as NodeJS.ErrnoException;
+  if (e instanceof Error && typeof errno.code === 'string' && /^E[A-Z]+$/.test(errno.code) && errno.syscall !== undefined) {
+    return `${prefix}: error: ${firstLines(e.message)}${debug}\n`;
+  }
+  if (e instanceof RangeError && /Maximum call stack/.test(e.message)) {
+    return `${prefix}: error: the input nests too deeply to process (${e.message})${debug}\n`;
+  }
+  if (e instanceof RangeError && /allocation failed|Invalid typed array length|Array buffer|Invalid array length|WebAssembly\.Memory/i.test(e.message)) {
+    return `${prefix}: error: out of memory (${e.message}); use a smaller --batch or config${debug}\n`;
+  }
+  const what = e instanceof Error ? `${e.name}: ${firstLines(e.message)}` : firstLines(String(e));
+  return `${prefix}: internal error: ${what} (REVGRAD_DEBUG=1 prints the stack)${debug}\n`;
+}
+
+/** A message cut to its first lines: some errors carry a rendering of the whole input. */
+const firstLines = (text: string, max = 20): string => capLines(text.split('\n'), max).join('\n');
 
 const usageMessage = (command: string, problems: readonly string[]): string =>
   `revgrad ${command}: ${problems.length === 1 ? 'usage error' : `${problems.length} usage errors`}:\n${problems.map((p) => `  ${p}`).join('\n')}\n(see revgrad ${command} --help)\n`;
@@ -124,13 +151,14 @@ const invokedDirectly = (() => {
 
 if (invokedDirectly) {
   const args = process.argv.slice(2);
-  main(args).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (e) => {
-      process.stderr.write(`revgrad: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-      process.exitCode = 1;
-    },
-  );
+  const fatal = (e: unknown) => {
+    process.stderr.write(errorMessage(`revgrad${args[0] && !args[0].startsWith('-') ? ` ${args[0]}` : ''}`, e));
+    process.exit(1);
+  };
+  // Whatever escapes (an error in a timer or a callback) still ends in one clean line and status 1.
+  process.on('uncaughtException', fatal);
+  process.on('unhandledRejection', fatal);
+  main(args).then((code) => {
+    process.exitCode = code;
+  }, fatal);
 }

@@ -3,7 +3,7 @@
  * lines when stdout is not a TTY (logs, CI, pipes).
  */
 import cliProgress from 'cli-progress';
-import type { LoopRecord } from '../train/loop.ts';
+import type { LoopRecord, NonFiniteRecord } from '../train/loop.ts';
 import { formatBytes, formatDuration } from './common.ts';
 
 export interface Progress {
@@ -73,6 +73,7 @@ export function createProgress(total: number, start: number, opts: { tty?: boole
         absorb(r);
         if (r.type === 'train') bar.update(r.step, payload());
         else if (r.type === 'eval') bar.update(payload());
+        else if (r.type === 'nonfinite') this.log(nonFiniteLine(r));
       },
       log(line) {
         // Clear the bar's line, print, and let the bar redraw below.
@@ -98,6 +99,8 @@ export function createProgress(total: number, start: number, opts: { tty?: boole
         }
       } else if (r.type === 'eval') {
         write(`eval at step ${r.step}: test accuracy ${testAcc} on ${r.clips} clips${r.testLoss === null ? '' : `, test loss ${r.testLoss.toFixed(3)}`}`);
+      } else if (r.type === 'nonfinite') {
+        write(nonFiniteLine(r));
       } else if (r.type === 'drift') {
         write(`drift at step ${r.step}: max reconstruction error ${r.max.toExponential(2)} over ${r.blocks.length} blocks`);
       }
@@ -105,4 +108,15 @@ export function createProgress(total: number, start: number, opts: { tty?: boole
     log: write,
     stop() {},
   };
+}
+
+/** One line for a step that was not applied. */
+export function nonFiniteLine(r: NonFiniteRecord): string {
+  const what =
+    r.what === 'parameters'
+      ? `parameter ${r.tensors[0]?.name ?? '?'} is not finite`
+      : r.what === 'loss'
+        ? `the loss is ${r.loss}`
+        : `the gradient norm is ${r.gradNorm}${r.firstInBackward !== null ? ` (first non-finite gradient in the backward pass: ${r.firstInBackward})` : ''}`;
+  return `step ${r.step}: ${what}; the step was not applied${r.action === 'skipped' ? ' (skipped, --on-nan skip)' : ''}`;
 }

@@ -1,11 +1,14 @@
 /** `revgrad train`: train a Rev-MViT on Moving-MNIST, with checkpoints, resume and an HTML report. */
-import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
-import type { MViTConfig } from '../models/mvit/config.ts';
+import { MAX_DEPTH, type MViTConfig } from '../models/mvit/config.ts';
 import { paramCount } from '../models/mvit/params-spec.ts';
-import { CHECKPOINT_FILE, loadCheckpoint } from '../train/checkpoint.ts';
+import { describeValue } from '../io/json.ts';
+import { newInterruptFlag, requestInterrupt } from '../tensor/interrupt.ts';
+import { CHECKPOINT_FILE, loadCheckpoint, optimizerHyperProblems, previousCheckpointPath, type LoadedCheckpoint } from '../train/checkpoint.ts';
+import { MAX_CONSECUTIVE_SKIPS, type NonFiniteRecord } from '../train/loop.ts';
 import { METRICS_FILE, readMetrics } from '../train/metrics-file.ts';
 import { ADAMW_DEFAULTS } from '../train/optim.ts';
 import { renderReport, type MemoryPoint } from '../train/report.ts';
@@ -14,21 +17,25 @@ import { settingsFromSlowFast, type SolverSettings } from '../train/solver.ts';
 import type { SlowFastTree } from '../models/mvit/yaml-config.ts';
 import { getBool, getList, getNum, getStr, UsageError, type CommandSpec, type ParsedArgs } from './args.ts';
 import {
+  capLines,
+  checkResources,
   CliError,
   configFromJson,
   CONFIG_FLAGS,
   DEFAULT_PRESET,
   formatBytes,
+  MEMORY_FLAG,
+  memoryLimit,
   formatDuration,
   model as buildModel,
   movingMnistProblems,
   resolveConfig,
   unwrap,
 } from './common.ts';
-import { measureMemoryRow } from './memory.ts';
-import { createProgress } from './progress.ts';
-import { movingMnistBatches } from '../data/moving-mnist.ts';
-import { runMovingMnist, settingsProblems, type Monitoring, type TrainSettings } from './train-run.ts';
+import { deepen, measureMemoryRow } from './memory.ts';
+import { createProgress, nonFiniteLine } from './progress.ts';
+import { runTraining, type TrainOutcome } from './train-worker.ts';
+import { settingsProblems, type Monitoring, type TrainSettings } from './train-run.ts';
 
 /** Defaults: what `npm start` runs (tuned to finish in under 5 minutes on a 2-core CPU). */
 export const TRAIN_DEFAULTS = {
@@ -76,8 +83,11 @@ export const trainSpec: CommandSpec = {
     { name: 'drift-every', kind: 'int', min: 0, arg: 'N', help: 'reversible reconstruction error every N steps; 0: only at the end', defaultText: 'steps/10' },
     { name: 'ckpt-every', kind: 'int', min: 0, arg: 'N', help: 'checkpoint every N steps; 0: only at the end', defaultText: 'steps/10' },
     { name: 'report-depths', kind: 'int-list', min: 0, arg: 'A,B,..', help: 'extra last-stage blocks measured for the report\'s memory chart', defaultText: TRAIN_DEFAULTS.reportDepths.join(',') },
+    { name: 'no-jit', kind: 'bool', help: 'run every op eagerly instead of replaying the traced step (same numbers, slower)' },
     { name: 'no-report', kind: 'bool', help: 'do not write report.html' },
     { name: 'quiet', kind: 'bool', help: 'no progress output' },
+    { name: 'on-nan', kind: 'enum', values: ['stop', 'skip'], help: 'a step with a non-finite loss or gradient is never applied: stop the run, or skip its batch', defaultText: 'stop' },
+    MEMORY_FLAG,
   ],
   details: [
     'With a PySlowFast YAML config, its SOLVER (BASE_LR, cosine schedule and warmup as fractions of --steps,',
@@ -88,7 +98,8 @@ export const trainSpec: CommandSpec = {
     'With --resume the run\'s settings come from the checkpoint; flags that would change them are refused.',
     'Each step\'s batch is cut into --shards fixed shards whose gradients are summed in order; --workers threads',
     'compute them, so any --workers gives the same weights bit for bit (--workers is not part of the run).',
-    'Ctrl-C stops after the current step and writes a checkpoint.',
+    'Ctrl-C stops between two ops and saves the last completed step; a second Ctrl-C quits at once. A step whose loss',
+    'or gradients are not finite is never applied (--on-nan).',
   ].join('\n'),
 };
 
@@ -142,19 +153,91 @@ function yamlSolver(args: ParsedArgs, tree: SlowFastTree | undefined, source: st
   return { solver: settings, note: ignored.length > 0 ? `${source}: not used by revgrad train: ${ignored.join(', ')}` : undefined };
 }
 
-/** Settings as stored in a checkpoint, checked. */
-function settingsFromCheckpoint(training: Record<string, unknown>, path: string): TrainSettings {
+/** Settings as stored in a checkpoint, checked field by field (types too: a string "0.1" is not a number). */
+function settingsFromCheckpoint(training: Record<string, unknown>, metaSeed: number, path: string): TrainSettings {
   const s = training as unknown as TrainSettings;
-  const problems = [
-    ...(typeof s.schedule === 'object' && s.schedule !== null ? scheduleProblems(s.schedule) : ['no schedule']),
-    ...(typeof s.optimizer === 'object' && s.optimizer !== null ? [] : ['no optimizer settings']),
-    ...settingsProblems(s),
-  ];
-  if (problems.length > 0) throw new CliError([`${path}: the stored training settings are not usable:`, ...problems.map((p) => `  ${p}`)]);
+  const num = (v: unknown) => typeof v === 'number' && Number.isFinite(v);
+  const problems: string[] = [];
+  if (!(Number.isSafeInteger(s.seed) && s.seed >= 0)) problems.push(`seed must be a non-negative integer, got ${describeValue(s.seed, 40)}`);
+  else if (s.seed !== metaSeed) problems.push(`seed ${s.seed} differs from the checkpoint's seed ${metaSeed}`);
+  const sched = s.schedule as unknown as Record<string, unknown> | undefined;
+  if (typeof sched !== 'object' || sched === null) problems.push('no schedule');
+  else {
+    for (const k of ['baseLr', 'totalSteps', 'warmupSteps', 'warmupStartLr', 'endLr']) if (!num(sched[k])) problems.push(`schedule.${k} must be a number, got ${describeValue(sched[k], 40)}`);
+    if (typeof sched.cosineAfterWarmup !== 'boolean') problems.push(`schedule.cosineAfterWarmup must be true or false, got ${describeValue(sched.cosineAfterWarmup, 40)}`);
+    if (problems.length === 0) problems.push(...scheduleProblems(s.schedule));
+  }
+  const o = s.optimizer as unknown as Record<string, unknown> | undefined;
+  if (typeof o !== 'object' || o === null) problems.push('no optimizer settings');
+  else problems.push(...optimizerHyperProblems(o).map((p) => `optimizer.${p}`));
+  if (s.clipNorm !== null && !num(s.clipNorm)) problems.push(`clipNorm must be a number or null, got ${describeValue(s.clipNorm, 40)}`);
+  if (!num(s.labelSmoothing)) problems.push(`labelSmoothing must be a number, got ${describeValue(s.labelSmoothing, 40)}`);
+  problems.push(...settingsProblems(s).filter((p) => !p.startsWith('seed')));
+  if (problems.length > 0) throw new CliError([`${path}: the stored training settings are not usable:`, ...capLines(problems.map((p) => `  ${p}`))]);
   return s;
 }
 
-const OUR_FILES = [CHECKPOINT_FILE, METRICS_FILE, REPORT_FILE];
+/** Written when a run stops on a non-finite step: what went non-finite, and where the last good state is. */
+export const NONFINITE_FILE = 'nonfinite.json';
+const OUR_FILES = [CHECKPOINT_FILE, previousCheckpointPath(CHECKPOINT_FILE), METRICS_FILE, REPORT_FILE, NONFINITE_FILE];
+/** Where --force puts the run it replaces until the new run has written its first checkpoint. */
+export const SET_ASIDE_DIR = '.replaced-by-force';
+/** Temporary files of an atomic checkpoint write: `.<file>.<pid>.<12 hex>.tmp` (src/io/safetensors.ts). */
+const TEMP_FILE = /^\.(.+)\.(\d+)\.[0-9a-f]{12}\.tmp$/;
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/** Remove the temporary files that writers killed mid-write (kill -9, power loss) left behind. */
+function removeStaleTempFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((f) => {
+    const m = TEMP_FILE.exec(f);
+    if (m === null || !OUR_FILES.includes(m[1]!) || isAlive(Number(m[2]))) return false;
+    rmSync(join(dir, f), { force: true });
+    return true;
+  });
+}
+
+/**
+ * A --force run that was stopped before its first checkpoint left the replaced run set aside: put it
+ * back (the new run's partial files go). Once the new run has a checkpoint, the set-aside run is removed.
+ */
+function settleSetAside(dir: string): string | null {
+  const aside = join(dir, SET_ASIDE_DIR);
+  if (!existsSync(aside)) return null;
+  if (existsSync(join(dir, CHECKPOINT_FILE))) {
+    rmSync(aside, { recursive: true, force: true });
+    return null;
+  }
+  for (const f of OUR_FILES) rmSync(join(dir, f), { force: true });
+  for (const f of readdirSync(aside)) renameSync(join(aside, f), join(dir, f));
+  rmSync(aside, { recursive: true, force: true });
+  return `restored the run that an interrupted --force had set aside in ${aside} (the new run never reached its first checkpoint)`;
+}
+
+/** Create DIR if needed and prove it writable with a probe file, so a read-only place fails before any work. */
+function checkWritable(dir: string): void {
+  const probe = join(dir, `.revgrad-write-test.${process.pid}`);
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(probe, '');
+    rmSync(probe);
+  } catch (e) {
+    try {
+      rmSync(probe, { force: true });
+    } catch {
+      // Nothing was created.
+    }
+    throw new CliError([`--out ${dir}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); choose another --out`]);
+  }
+}
 
 export async function runTrain(args: ParsedArgs): Promise<number> {
   const resume = getBool(args, 'resume');
@@ -164,24 +247,55 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   if (resume && force) usage.push('give either --resume or --force, not both');
   if (resume && !given('out')) usage.push('--resume needs --out DIR (the run to continue)');
   if (usage.length > 0) throw new UsageError(usage, 'train');
+  const limit = memoryLimit(args, 'train');
 
   const outDir = getStr(args, 'out') ?? freshRunDir();
   const ckptPath = join(outDir, CHECKPOINT_FILE);
   if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new CliError([`--out ${outDir}: exists and is not a directory`]);
+  const quiet = getBool(args, 'quiet');
+  const say = (line: string) => {
+    if (!quiet) process.stdout.write(line + '\n');
+  };
+  // Leftovers of an interrupted run are settled first: they decide what the directory holds.
+  let restored: string | null = null;
+  try {
+    restored = existsSync(outDir) ? settleSetAside(outDir) : null;
+  } catch {
+    // A directory we cannot change: checkWritable below says so.
+  }
+  // Notices about the user's files are printed even with --quiet.
+  if (restored !== null) process.stdout.write(restored + '\n');
 
   let cfg: MViTConfig;
   let source: string;
   let settings: TrainSettings;
-  let resumeFrom: ReturnType<typeof loadCheckpoint> extends E.Either<unknown, infer R> ? R | undefined : never;
+  let resumeFrom: LoadedCheckpoint | undefined;
+  let replacing: string[] = [];
   let yamlNote: string | undefined;
   let storedConfig: unknown;
   if (resume) {
-    if (!existsSync(ckptPath)) throw new CliError([`--resume: ${outDir} has no ${CHECKPOINT_FILE} to continue from`]);
-    const ck = unwrap(loadCheckpoint(ckptPath));
+    if (!existsSync(ckptPath)) {
+      const stoppedEarly = existsSync(join(outDir, METRICS_FILE));
+      throw new CliError([
+        stoppedEarly
+          ? `--resume: ${outDir} has no ${CHECKPOINT_FILE}: the run was stopped before its first checkpoint, so there is nothing to continue; start it over with --force`
+          : `--resume: ${outDir} has no ${CHECKPOINT_FILE} to continue from`,
+      ]);
+    }
+    const loaded = loadCheckpoint(ckptPath);
+    if (E.isLeft(loaded)) {
+      const previous = previousCheckpointPath(ckptPath);
+      const hint = existsSync(previous) ? [`${previous} holds the checkpoint before it; to continue from there: mv ${previous} ${ckptPath}`] : [];
+      throw new CliError([...loaded.left.problems, ...hint]);
+    }
+    const ck = loaded.right;
     cfg = unwrap(configFromJson(ck.meta.config, `${ckptPath} (stored config)`));
     storedConfig = ck.meta.config;
-    settings = settingsFromCheckpoint(ck.meta.training, ckptPath);
+    settings = settingsFromCheckpoint(ck.meta.training, ck.meta.seed, ckptPath);
     source = `${ckptPath} at step ${ck.meta.step}`;
+    if (ck.meta.step > settings.steps) {
+      throw new CliError([`${ckptPath}: the checkpoint is at step ${ck.meta.step}, beyond the ${settings.steps} steps of its run; it cannot be resumed`]);
+    }
     // Flags that would change the run must agree with the checkpoint.
     const conflicts: string[] = [];
     if (given('preset') || given('config')) {
@@ -220,19 +334,44 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
     if (settings.schedule.warmupSteps >= settings.steps) problems.push(`--warmup ${settings.schedule.warmupSteps} must be less than --steps ${settings.steps}`);
     if (problems.length > 0) throw new UsageError(problems, 'train');
     if (existsSync(outDir)) {
-      const ours = readdirSync(outDir).filter((f) => OUR_FILES.includes(f));
-      if (ours.length > 0 && !force) {
+      replacing = readdirSync(outDir).filter((f) => OUR_FILES.includes(f));
+      if (replacing.length > 0 && !force) {
         throw new CliError([
-          `--out ${outDir} already holds a run (${ours.join(', ')}); nothing is overwritten.`,
-          '  Use --resume to continue it, --force to replace it, or another --out.',
+          replacing.includes(CHECKPOINT_FILE)
+            ? `--out ${outDir} already holds a run (${replacing.join(', ')}); nothing is overwritten. Use --resume to continue it, --force to replace it, or another --out.`
+            : `--out ${outDir} holds a run that was stopped before its first checkpoint (${replacing.join(', ')}, no ${CHECKPOINT_FILE}): there is nothing to resume; use --force to start it over, or another --out.`,
         ]);
       }
-      if (force) for (const f of ours) rmSync(join(outDir, f));
     }
     resumeFrom = undefined;
   }
+  // Everything is validated before the directory is touched: the task, the memory, the permissions.
   const mm = movingMnistProblems(cfg, source);
   if (mm.length > 0) throw new CliError(mm);
+  checkResources(cfg, { batch: settings.batchSize, purpose: 'train', mode: settings.mode }, limit, source);
+  const reportDepths = getList(args, 'report-depths') ?? [...TRAIN_DEFAULTS.reportDepths];
+  if (!getBool(args, 'no-report')) {
+    // The report measures deeper copies of the model: they must fit too.
+    const deepest = Math.max(...reportDepths);
+    if (cfg.MVIT.DEPTH + deepest > MAX_DEPTH) throw new CliError([`--report-depths ${deepest}: ${source} has ${cfg.MVIT.DEPTH} layers, and more than ${MAX_DEPTH} in all are not accepted`]);
+    checkResources(deepen(cfg, deepest), { batch: MEMORY_BATCH, purpose: 'train', mode: 'store' }, limit, `${source} with ${deepest} extra blocks (--report-depths)`);
+  }
+  checkWritable(outDir);
+  const stale = removeStaleTempFiles(outDir);
+  if (stale.length > 0) process.stdout.write(`removed ${stale.length} temporary file${stale.length === 1 ? '' : 's'} of an interrupted checkpoint write: ${stale.join(', ')}\n`);
+  // --force: the old run is set aside, and removed once the new one has written its first checkpoint.
+  const aside = join(outDir, SET_ASIDE_DIR);
+  if (replacing.length > 0) {
+    mkdirSync(aside, { recursive: true });
+    for (const f of replacing) renameSync(join(outDir, f), join(aside, f));
+  }
+  const dropSetAside = () => {
+    if (replacing.length > 0 && existsSync(aside)) rmSync(aside, { recursive: true, force: true });
+  };
+  const restoreSetAside = () => {
+    if (replacing.length > 0 && existsSync(aside) && !existsSync(ckptPath)) settleSetAside(outDir);
+  };
+  if (resumeFrom !== undefined && resumeFrom.meta.step === settings.steps) say(`the run in ${outDir} is already complete (step ${settings.steps} of ${settings.steps}); nothing to train`);
 
   const steps = settings.steps;
   const every = (flag: string, fallback: number) => {
@@ -251,51 +390,77 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   };
 
   const model = buildModel(cfg);
-  const quiet = getBool(args, 'quiet');
-  const say = (line: string) => {
-    if (!quiet) process.stdout.write(line + '\n');
-  };
-  mkdirSync(outDir, { recursive: true });
   const start = resumeFrom?.meta.step ?? 0;
   if (yamlNote !== undefined) say(yamlNote);
   say(
     `${resumeFrom ? 'resuming' : 'training'} ${source}: ${paramCount(model.specs).toLocaleString('en-US')} params, ` +
       `${steps} steps x ${settings.batchSize} clips, lr ${settings.schedule.baseLr}, mode ${settings.mode}, seed ${settings.seed} -> ${outDir}`,
   );
-  let stopRequested = false;
+  const onNonFinite = (getStr(args, 'on-nan') ?? 'stop') as 'stop' | 'skip';
+  // Signals: the first stops the run between two ops (it saves the last completed step), the second quits.
+  const flag = newInterruptFlag();
+  let signals = 0;
   const onSignal = () => {
-    if (stopRequested) process.exit(130);
-    stopRequested = true;
-    progress.log('stopping after this step (a checkpoint will be written); press Ctrl-C again to quit now');
+    if (++signals > 1) process.exit(130);
+    requestInterrupt(flag);
+    progress.log('stopping (the last completed step will be saved); press Ctrl-C again to quit now');
   };
   const progress = createProgress(steps, start, { quiet });
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const t0 = performance.now();
-  let result;
+  let outcome: TrainOutcome;
+  let lastNonFinite: NonFiniteRecord | undefined;
+  let skippedSteps = 0;
   try {
-    result = await runMovingMnist({
-      model,
-      batches: movingMnistBatches(cfg),
-      settings,
-      monitoring,
-      config: storedConfig ?? cfg,
-      workers: getNum(args, 'workers') ?? availableParallelism(),
-      // Workers build the model from its module (sources .ts in development, .js when compiled).
-      modelFactory: { module: new URL(`../models/mvit/model.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href, exportName: 'buildModel', args: [cfg] },
-      outDir,
-      resume: resumeFrom,
-      onRecord: (r) => progress.onRecord(r),
-      shouldStop: () => stopRequested,
-    });
+    outcome = await runTraining(
+      {
+        cfg,
+        storedConfig: storedConfig ?? cfg,
+        settings,
+        monitoring,
+        outDir,
+        resumePath: resumeFrom === undefined ? null : ckptPath,
+        onNonFinite,
+        jit: getBool(args, 'no-jit') ? false : undefined,
+        workers: getNum(args, 'workers') ?? availableParallelism(),
+        // Workers build the model from its module (sources .ts in development, .js when compiled).
+        modelFactory: { module: new URL(`../models/mvit/model.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href, exportName: 'buildModel', args: [cfg] },
+      },
+      flag,
+      (r) => {
+        if (r.type === 'checkpoint') dropSetAside();
+        if (r.type === 'nonfinite') {
+          lastNonFinite = r;
+          if (r.action === 'skipped') skippedSteps++;
+        }
+        progress.onRecord(r);
+      },
+    );
+  } catch (e) {
+    restoreSetAside();
+    throw e;
   } finally {
     progress.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+  restoreSetAside();
   const seconds = (performance.now() - t0) / 1000;
-  if (result.step < steps) {
-    say(`stopped at step ${result.step}/${steps}; checkpoint ${ckptPath}. Continue with: revgrad train --out ${outDir} --resume`);
+  const saved = outcome.lastCheckpoint ?? (existsSync(ckptPath) ? resumeFrom?.meta.step : undefined);
+  const kept = saved !== undefined ? `${ckptPath} holds the last good state (step ${saved})` : 'no checkpoint was written';
+  if (outcome.stopped === 'nonfinite' && lastNonFinite !== undefined) {
+    const diagnostic = join(outDir, NONFINITE_FILE);
+    // JSON has no NaN or Infinity: non-finite numbers are written as strings.
+    const finiteOrText = (_k: string, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v);
+    writeFileSync(diagnostic, JSON.stringify({ ...lastNonFinite, lastGoodCheckpoint: saved ?? null, onNonFinite, settings }, finiteOrText, 1) + '\n');
+    throw new CliError([
+      `${nonFiniteLine(lastNonFinite)}, and the run stopped (--on-nan ${onNonFinite}${onNonFinite === 'skip' ? `: ${lastNonFinite.what === 'parameters' ? 'the parameters themselves are not finite' : `${MAX_CONSECUTIVE_SKIPS} steps in a row`}` : ''}).`,
+      `${kept}; what went non-finite is in ${diagnostic}.`,
+    ]);
+  }
+  if (outcome.stopped !== undefined) {
+    say(`stopped at step ${outcome.step}/${steps}; ${kept}.${saved !== undefined ? ` Continue with: revgrad train --out ${outDir} --resume` : ''}`);
     return 130;
   }
   const records = readMetrics(join(outDir, METRICS_FILE));
@@ -306,12 +471,13 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   say(
     `done: ${steps} steps in ${formatDuration(seconds)} (this session), ${meanMs.toFixed(0)} ms/step, ` +
       `${((settings.batchSize * 1000) / meanMs).toFixed(1)} clips/s, peak ${formatBytes(peak)}` +
-      (lastEval?.testAcc !== undefined ? `, test accuracy ${(100 * lastEval.testAcc).toFixed(1)}%` : ''),
+      (lastEval?.testAcc !== undefined ? `, test accuracy ${(100 * lastEval.testAcc).toFixed(1)}%` : '') +
+      (skippedSteps > 0 ? `; ${skippedSteps} step${skippedSteps === 1 ? ' was' : 's were'} skipped (non-finite, --on-nan skip)` : ''),
   );
   say(`checkpoint: ${ckptPath}`);
 
   if (!getBool(args, 'no-report')) {
-    const depths = getList(args, 'report-depths') ?? [...TRAIN_DEFAULTS.reportDepths];
+    const depths = reportDepths;
     let memory: MemoryPoint[] | null = null;
     let memoryNote: string | undefined;
     try {

@@ -78,10 +78,14 @@ export interface RunOptions<P> {
   readonly onRecord?: (r: LoopRecord) => void;
   /** Stop early (after the current step) when this returns true; the state is checkpointed. */
   readonly shouldStop?: () => boolean;
+  /** What a step with a non-finite loss or gradient does (it is never applied): stop the run (default) or skip the batch. */
+  readonly onNonFinite?: 'stop' | 'skip';
   /** With sharded settings: worker threads computing the shards (1: in this process); default 1. */
   readonly workers?: number;
   /** How a worker builds the model (the module exporting a factory and its arguments); needed for workers > 1. */
   readonly modelFactory?: ModelFactory;
+  /** Replay the traced training step (default: on, except on webgpu; same numbers as eager). */
+  readonly jit?: boolean;
 }
 
 /** Run (or continue) a Moving-MNIST training run with its files. */
@@ -136,12 +140,15 @@ export async function runMovingMnist<P>(opts: RunOptions<P>): Promise<TrainResul
             }
           : undefined,
       driftEvery: monitoring.driftEvery,
-      checkpoint: outDir === null ? undefined : { every: monitoring.ckptEvery, save: checkpointToFile(join(outDir, CHECKPOINT_FILE), meta) },
+      // Each save keeps the one before as checkpoint.prev.safetensors.
+      checkpoint: outDir === null ? undefined : { every: monitoring.ckptEvery, save: checkpointToFile(join(outDir, CHECKPOINT_FILE), meta, { keepPrevious: true }) },
       onRecord: (r) => {
         if (metricsPath !== null) appendMetric(metricsPath, r);
         opts.onRecord?.(r);
       },
       shouldStop: opts.shouldStop,
+      onNonFinite: opts.onNonFinite,
+      jit: opts.jit,
       gradients: gradients?.fn,
     });
   } finally {

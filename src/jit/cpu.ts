@@ -1,8 +1,9 @@
 /**
  * The CPU lowering (webasm backend, host fast paths): a program becomes a list of steps over flat
  * Float32Arrays.
- *  - Fusion: chains of elementwise primitives (and broadcasts) over one shape become one pass
- *    (`FusedGroup`, src/jit/fused.ts); a value inside a group is stored only if something outside the
+ *  - Fusion: chains of elementwise primitives (and broadcasts) over one shape become one pass, and a sum
+ *    of a value of the chain becomes a summed output of that pass (`FusedGroup`, run by the generated wasm
+ *    SIMD of src/backend/wasm-fusion.ts); a value inside a group is stored only if something outside the
  *    group reads it.
  *  - Every other primitive runs its own host path (its declaration's `impl`: wasm GEMM, wasm row ops,
  *    generated loops), writing into a planned buffer.
@@ -11,12 +12,13 @@
  *    fresh arrays on every call, so what a call returns is never overwritten by the next.
  */
 import { BackendError } from '../tensor/errors.ts';
-import type { OpImpl } from '../tensor/exec.ts';
-import { broadcastStrides, sameShape, sizeOf, type Shape } from '../tensor/shape.ts';
-import { fromBuffer, view, type Tensor } from '../tensor/tensor.ts';
-import type { Eqn, Program } from '../tensor/trace.ts';
+import { addProfile, profiling, type OpImpl } from '../tensor/exec.ts';
+import { broadcastStrides, sameShape, type Shape } from '../tensor/shape.ts';
+import { fromBuffer, hostData, view, type Tensor } from '../tensor/tensor.ts';
+import { attrsIf, type Eqn, type Program } from '../tensor/trace.ts';
 import type { Executable } from './executable.ts';
-import { hostFused, type FusedGroup, type FusedNode, type FusedRead } from './fused.ts';
+import { compileFused, type FusedGroup, type FusedNode, type FusedOutput, type FusedRead } from '../backend/wasm-fusion.ts';
+import { SUM } from '../tensor/ops.ts';
 
 /** Where a value's buffer comes from on each call. */
 type Source =
@@ -46,9 +48,11 @@ interface Group {
  * Group elementwise equations. Walking the program in order, an elementwise equation joins the groups of
  * the inputs it reads element for element (same shape, no broadcast) unless those groups are sealed; a
  * group is sealed once one of its values is read from outside it, so the group can run at the place of
- * its last member without delaying a reader.
+ * its last member without delaying a reader. With `sums` (kernels that write summed outputs), a sum joins
+ * the group of its input as a summed output (and seals it: its result has another shape), and a sum of
+ * anything else is a group of its own.
  */
-export function groupElementwise(program: Program, producer: Int32Array): Plan {
+export function groupElementwise(program: Program, producer: Int32Array, { sums }: { readonly sums: boolean }): Plan {
   const parent: number[] = [];
   const find = (g: number): number => {
     while (parent[g] !== g) g = parent[g] = parent[parent[g]];
@@ -61,7 +65,22 @@ export function groupElementwise(program: Program, producer: Int32Array): Plan {
     const p = producer[id];
     return p >= 0 && groupOf[p] >= 0 ? find(groupOf[p]) : -1;
   };
+  const newGroup = (shape: Shape): number => {
+    groups.push({ shape, members: [] });
+    parent.push(groups.length - 1);
+    sealed.push(false);
+    return groups.length - 1;
+  };
   program.eqns.forEach((e, i) => {
+    if (sums && e.prim === SUM) {
+      const g = groupOfValue(e.inputs[0]);
+      const target = g >= 0 && !sealed[g] && sameShape(groups[g].shape, e.inShapes[0]) ? g : newGroup(e.inShapes[0]);
+      if (g >= 0) sealed[g] = true;
+      groups[target].members.push(i);
+      groupOf[i] = target;
+      sealed[target] = true;
+      return;
+    }
     if (e.prim.elementwise === undefined) {
       for (const id of e.inputs) {
         const g = groupOfValue(id);
@@ -84,10 +103,7 @@ export function groupElementwise(program: Program, producer: Int32Array): Plan {
     const [first, ...rest] = [...joinable];
     let g: number;
     if (first === undefined) {
-      g = groups.length;
-      groups.push({ shape: e.shape, members: [] });
-      parent.push(g);
-      sealed.push(false);
+      g = newGroup(e.shape);
     } else {
       g = first;
       for (const r of rest) {
@@ -111,7 +127,7 @@ export function lowerCpu(program: Program): Executable {
   // Views share their input's buffer: every value maps to the root value that owns the buffer.
   const root = Int32Array.from({ length: n }, (_, i) => i);
   for (const e of eqns) if (e.prim.view === true) root[e.output] = root[e.inputs[0]];
-  const { groups, groupOf } = groupElementwise(program, producer);
+  const { groups, groupOf } = groupElementwise(program, producer, { sums: true });
 
   // The steps in program order: a non-view, non-elementwise equation at its place; a group at its last member.
   type StepSpec = { readonly kind: 'eqn'; readonly eqn: number } | { readonly kind: 'group'; readonly group: number };
@@ -153,7 +169,7 @@ export function lowerCpu(program: Program): Executable {
   const sources = new Map<number, Source>();
   program.inputs.forEach((id, index) => sources.set(id, { kind: 'input', index }));
   for (const c of program.consts) {
-    const data = c.tensor.storage.host;
+    const data = hostData(c.tensor);
     if (data === null) throw new BackendError('jit: the cpu lowering needs constants on the host (use the interpret lowering on asynchronous backends)');
     sources.set(c.id, { kind: 'const', data });
   }
@@ -207,6 +223,7 @@ export function lowerCpu(program: Program): Executable {
     }
   });
   const arena = slotSizes.map((s) => new Float32Array(s));
+  const peakBytes = 4 * (slotSizes.reduce((a, b) => a + b, 0) + perCallPeak(specs.length, written, sources, lastRead, sizes));
 
   // The environment's persistent part: constants and arena buffers are bound once.
   const env: Env = new Array(n);
@@ -218,6 +235,8 @@ export function lowerCpu(program: Program): Executable {
   }
 
   const steps: Step[] = specs.map((s) => (s.kind === 'eqn' ? eqnStep(s.eqn) : groupStep(s.group)));
+  // For profileOps: a step is named by its primitive, a group by its members' primitives.
+  const stepNames = specs.map((s) => (s.kind === 'eqn' ? eqns[s.eqn].prim.name : `fused(${groups[s.group].members.length})`));
 
   function eqnStep(i: number): Step {
     const e = eqns[i];
@@ -251,15 +270,14 @@ export function lowerCpu(program: Program): Executable {
 
   function groupStep(g: number): Step {
     const { group, inputs, outputs } = fusedGroup(program, groups[g], root, sources, stored);
-    const fn = hostFused(group);
+    const fn = compileFused(group);
     const ins: Float32Array[] = new Array(inputs.length);
     const outs: Float32Array[] = new Array(outputs.length);
     const fresh = outputs.map((id) => sources.get(id)!.kind === 'fresh');
-    const size = sizeOf(group.shape);
     return (env) => {
       for (let k = 0; k < inputs.length; k++) ins[k] = env[inputs[k]]!;
       for (let k = 0; k < outputs.length; k++) {
-        if (fresh[k]) env[outputs[k]] = new Float32Array(size);
+        if (fresh[k]) env[outputs[k]] = new Float32Array(sizes[outputs[k]]);
         outs[k] = env[outputs[k]]!;
       }
       fn(ins, outs);
@@ -268,13 +286,22 @@ export function lowerCpu(program: Program): Executable {
 
   return {
     kind: 'cpu',
+    peakBytes,
     run(inputs: readonly Tensor[]): Tensor[] {
       program.inputs.forEach((id, k) => {
-        const host = inputs[k].storage.host;
+        const host = hostData(inputs[k]);
         if (host === null) throw new BackendError('jit: the cpu lowering needs its inputs on the host');
         env[id] = host;
       });
-      for (const step of steps) step(env);
+      if (profiling()) {
+        steps.forEach((step, j) => {
+          const t0 = performance.now();
+          step(env);
+          addProfile(`jit:${stepNames[j]}`, performance.now() - t0);
+        });
+      } else {
+        for (const step of steps) step(env);
+      }
       const result = program.outputs.map((o) => outputTensor(o.id, o.shape, inputs));
       // Forget this call's arrays: the arena keeps only its own buffers between calls.
       for (const id of perCall) env[id] = undefined;
@@ -290,6 +317,24 @@ export function lowerCpu(program: Program): Executable {
     if (base !== null) return sameShape(base.shape, shape) ? base : view(base, shape);
     return fromBuffer(env[r]!, shape);
   }
+}
+
+/** The most elements of per-call arrays (outputs, engine results) alive at once over the steps. */
+function perCallPeak(steps: number, written: readonly number[][], sources: ReadonlyMap<number, Source>, lastRead: ReadonlyMap<number, number>, sizes: readonly number[]): number {
+  const delta = new Float64Array(steps + 1);
+  written.forEach((ids, j) => {
+    for (const id of ids) {
+      const kind = sources.get(id)?.kind;
+      if (kind !== 'fresh' && kind !== 'produced') continue;
+      delta[j] += sizes[id];
+      // Outputs live to the end; engine results until their last reader.
+      delta[kind === 'fresh' ? steps : (lastRead.get(id) ?? j) + 1] -= sizes[id];
+    }
+  });
+  let live = 0;
+  let peak = 0;
+  for (const d of delta) peak = Math.max(peak, (live += d));
+  return peak;
 }
 
 /** The fused-group description of a group, with the roots it reads and writes. */
@@ -324,12 +369,26 @@ function fusedGroup(
     }
     return node;
   };
+  const outputs: number[] = [];
+  const outs: FusedOutput[] = [];
   for (const m of group.members) {
     const e: Eqn = program.eqns[m];
+    const sum = attrsIf(e, SUM);
+    if (sum !== undefined) {
+      const node = nodeOfValue.get(e.inputs[0]) ?? external(e.inputs[0], e.inShapes[0]);
+      if (stored(e.output)) {
+        outputs.push(e.output);
+        outs.push({ node, sumAxes: sum.axes });
+      }
+      continue;
+    }
     const args = e.inputs.map((id, k) => nodeOfValue.get(id) ?? external(id, e.inShapes[k]));
     nodes.push({ op: e.prim.name, args, expr: e.prim.elementwise!.expr(e.attrs) });
     nodeOfValue.set(e.output, nodes.length - 1);
+    if (stored(e.output)) {
+      outputs.push(e.output);
+      outs.push(nodes.length - 1);
+    }
   }
-  const outputs = group.members.map((m) => program.eqns[m].output).filter(stored);
-  return { group: { shape: group.shape, reads, nodes, outputs: outputs.map((id) => nodeOfValue.get(id)!) }, inputs, outputs };
+  return { group: { shape: group.shape, reads, nodes, outputs: outs }, inputs, outputs };
 }

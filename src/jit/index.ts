@@ -54,6 +54,8 @@ export interface Jitted<A extends unknown[], R> {
   readonly stats: JitStats;
   /** The program for these arguments (traced if not cached), for inspection and other lowerings. */
   program(...args: A): Program;
+  /** The planned peak bytes of the last replayed program (null before a call, or where not planned). */
+  lastPeakBytes(): number | null;
 }
 
 interface Compiled {
@@ -75,6 +77,7 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOp
   const capacity = options.cacheSize ?? 8;
   const cache = new Map<string, Compiled>();
   const stats = { traces: 0, replays: 0, inlined: 0 };
+  let lastPeak: number | null = null;
 
   const trace = (args: A): Omit<Compiled, 'executable'> => {
     const { leaves } = flattenArgs(args);
@@ -110,11 +113,13 @@ export function jit<A extends unknown[], R>(f: (...args: A) => R, options: JitOp
     const { entry, leaves } = compiled(args);
     const outs = entry.executable.run(leaves.map(leafTensor));
     stats.replays++;
+    lastPeak = entry.executable.peakBytes;
     const values = entry.template.leaves.map((l) => (l.kind === 'tensor' ? outs[l.output] : keyOutput(outs[l.output])));
     return fillTemplate(entry.template, values) as R;
   }) as Jitted<A, R>;
   Object.defineProperty(jitted, 'stats', { get: () => ({ ...stats }) });
   Object.defineProperty(jitted, 'program', { value: (...args: A) => compiled(args).entry.program });
+  Object.defineProperty(jitted, 'lastPeakBytes', { value: () => lastPeak });
   return jitted;
 }
 

@@ -25,6 +25,7 @@ export function lowerInterpret(program: Program): Executable {
   const last = lastUses(program);
   return {
     kind: 'interpret',
+    peakBytes: null,
     run(inputs) {
       const env: (Tensor | undefined)[] = new Array(program.sizes.length);
       program.inputs.forEach((id, i) => (env[id] = inputs[i]));

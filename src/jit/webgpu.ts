@@ -59,6 +59,8 @@ export function lowerWebGPU(program: Program): Executable {
 
   return {
     kind: 'webgpu',
+    // Device memory is the plan's business; the host accounting does not see it.
+    peakBytes: null,
     run(inputs: readonly Tensor[]): Tensor[] {
       compiled ??= compile();
       const gen = ++generation;
@@ -156,7 +158,7 @@ export async function programFromTrace(t: Program, options: FromTraceOptions = {
 
   const producer = new Int32Array(n).fill(-1);
   t.eqns.forEach((e, i) => (producer[e.output] = i));
-  const { groups, groupOf } = options.fuse === false ? { groups: [], groupOf: new Int32Array(t.eqns.length).fill(-1) } : groupElementwise(t, producer);
+  const { groups, groupOf } = options.fuse === false ? { groups: [], groupOf: new Int32Array(t.eqns.length).fill(-1) } : groupElementwise(t, producer, { sums: false });
   // Who reads each buffer: an equation outside any group, or a group (as a whole).
   const readers = new Map<number, Set<string>>();
   t.eqns.forEach((e, i) => {

@@ -10,6 +10,7 @@ import type { IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
 import type { WgslKernel } from '../backend/wgsl-kernels.ts';
 import { BackendError, InternalError } from './errors.ts';
+import { checkInterrupt } from './interrupt.ts';
 import { fromBuffer, type DeviceHandle, type Tensor } from './tensor.ts';
 import { sizeOf, type Shape } from './shape.ts';
 
@@ -120,15 +121,23 @@ export function profileOps<A>(fn: () => A): { value: A; ops: Map<string, { calls
   }
 }
 
+/** Whether `profileOps` is collecting (jit's replays report their steps then). */
+export const profiling = (): boolean => profile !== null;
+
+/** Add one run of `name` taking `ms` to the active profile. */
+export function addProfile(name: string, ms: number): void {
+  if (profile === null) return;
+  const entry = profile.get(name) ?? { calls: 0, ms: 0 };
+  entry.calls++;
+  entry.ms += ms;
+  profile.set(name, entry);
+}
+
 function compute(impl: OpImpl, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
   if (profile === null) return computeNow(impl, inputs, outSize);
   const t0 = performance.now();
   const result = computeNow(impl, inputs, outSize);
-  const name = impl.name ?? 'op';
-  const entry = profile.get(name) ?? { calls: 0, ms: 0 };
-  entry.calls++;
-  entry.ms += performance.now() - t0;
-  profile.set(name, entry);
+  addProfile(impl.name ?? 'op', performance.now() - t0);
   return result;
 }
 
@@ -188,6 +197,7 @@ function executeOnDevice(inputs: readonly Tensor[], outSize: number, outShape: S
 
 /** Run `impl` on `inputs`, giving a new tensor of `outShape`. */
 export function execute(inputs: readonly Tensor[], outShape: Shape, impl: OpImpl): Tensor {
+  checkInterrupt();
   const out = executeUnaccounted(inputs, outShape, impl);
   // The inputs are read while the output exists: log their use after its allocation, so the memory
   // accounting sees both live at once (as they are).

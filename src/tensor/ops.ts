@@ -192,7 +192,8 @@ const reduceImpl = (kind: 'sum' | 'max') => ([shape]: readonly Shape[], { axes }
 /** The shape of x with the reduced axes kept as 1 (to broadcast a reduced result back). */
 const keptShape = (shape: Shape, axes: readonly number[]): number[] => shape.map((d, i) => (axes.includes(i) ? 1 : d));
 
-const SUM = definePrimitive<ReduceAttrs>({
+/** The sum primitive (lowerings fuse it into elementwise groups as a summed output). */
+export const SUM = definePrimitive<ReduceAttrs>({
   name: 'sum',
   shape: ([x], attrs) => reducedShape(x, attrs),
   impl: reduceImpl('sum'),

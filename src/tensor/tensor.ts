@@ -169,6 +169,13 @@ export class Tensor {
   }
 }
 
+/**
+ * The buffer when it is on the host already (null while pending on a device or traced by jit). For
+ * host executors (jit's CPU lowering) and optional validation; it never waits, so code that must work on
+ * every backend reads with `await t.data()`.
+ */
+export const hostData = (t: Tensor): Float32Array | null => t.storage.host;
+
 export function isTensor(v: unknown): v is Tensor {
   return v instanceof Tensor;
 }

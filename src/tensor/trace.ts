@@ -9,7 +9,7 @@
  * lowering may alias their buffers.
  */
 import { TraceError } from './errors.ts';
-import { setEvaluator, type AnyPrimitive, type Evaluator } from './primitive.ts';
+import { setEvaluator, type AnyPrimitive, type Evaluator, type Primitive } from './primitive.ts';
 import { fmt, sizeOf, type Shape } from './shape.ts';
 import { fromBuffer, type Storage, type Tensor, type TraceSlot } from './tensor.ts';
 
@@ -22,6 +22,14 @@ export interface Eqn {
   readonly inShapes: readonly Shape[];
   readonly output: number;
   readonly shape: Shape;
+}
+
+/**
+ * The attributes of `e`, typed, when it applies `prim` (undefined otherwise). Equations are only built
+ * by `apply`, which pairs a primitive with its own attributes; this is where that is relied on.
+ */
+export function attrsIf<A>(e: Eqn, prim: Primitive<A>): A | undefined {
+  return e.prim === prim ? (e.attrs as A) : undefined;
 }
 
 export interface Program {

@@ -1,22 +1,26 @@
 /**
  * The training loop over any model and any batch source, on every backend (values are read with
  * `await t.data()`). Per step: the batch, loss and gradient (valueAndGrad; 'reversible' mode unless
- * 'store' is chosen), global-norm clipping, one optimizer update; records (train, eval, drift, checkpoint)
- * go to `onRecord`. Files are the caller's business (`revgrad/node` has the checkpoint and metrics
+ * 'store' is chosen), global-norm clipping, one optimizer update, as one function (src/train/step.ts)
+ * that jit traces once and replays unless `jit: false`; records (train, eval, drift, checkpoint) go to
+ * `onRecord`. Files are the caller's business (`revgrad/node` has the checkpoint and metrics
  * helpers the `revgrad train` command uses), so this module also runs in browsers.
  *
  * Randomness: step s (0-based) gets the model key foldIn(key, s), so a run resumed from a checkpoint
  * after step c computes exactly what the uninterrupted run computes when the batch source is a function
  * of the step (an iterable source continues from wherever its iterator stands).
  */
-import { leaves } from '../autodiff/pytree.ts';
+import { flattenWithPaths, leaves } from '../autodiff/pytree.ts';
 import { valueAndGrad } from '../autodiff/tape.ts';
+import { getBackend } from '../backend/backend.ts';
 import { measureMemory } from '../backend/memory.ts';
 import { foldIn, key as makeKey, type Key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
 import { ArgumentError } from '../tensor/errors.ts';
-import type { Tensor } from '../tensor/tensor.ts';
+import { InterruptedError } from '../tensor/interrupt.ts';
+import { tensor, type Tensor } from '../tensor/tensor.ts';
 import { correctCount, crossEntropy } from './loss.ts';
+import { makeTrainStep } from './step.ts';
 import { clipGradNorm, type OptState, type Optimizer } from './optim.ts';
 import type { GradientFn } from './shards.ts';
 
@@ -83,7 +87,28 @@ export interface CheckpointRecord {
   /** Where the checkpoint went, as the `save` callback said. */
   readonly path?: string;
 }
-export type LoopRecord = TrainRecord | EvalRecord | DriftRecord | CheckpointRecord;
+/**
+ * A step whose loss, gradients or parameters were not finite. It was not applied: the params and the
+ * optimizer state are those of the step before. `tensors` names the non-finite ones (gradients, or the
+ * parameters an earlier update broke), in the order of the parameters, at most 20.
+ */
+export interface NonFiniteRecord {
+  readonly type: 'nonfinite';
+  /** The step that failed (1-based, as in train records). */
+  readonly step: number;
+  /** 'loss': the loss is not finite (the forward pass overflowed); 'gradients': the loss is, some gradient is not; 'parameters': the params entering the step are not. */
+  readonly what: 'loss' | 'gradients' | 'parameters';
+  readonly loss: number;
+  readonly gradNorm: number;
+  readonly tensors: readonly { readonly name: string; readonly nonFinite: number; readonly size: number; readonly first: number }[];
+  /** The gradient computed first in the backward pass among the non-finite ones (the last in parameter order). */
+  readonly firstInBackward: string | null;
+  readonly action: 'skipped' | 'stopped';
+}
+export type LoopRecord = TrainRecord | EvalRecord | DriftRecord | CheckpointRecord | NonFiniteRecord;
+
+/** Why `train` returned before its last step. */
+export type StopReason = 'requested' | 'interrupted' | 'nonfinite';
 
 /** What the model's eval-mode output is: logits ('none'), or probabilities after a softmax or sigmoid. */
 export type HeadActivation = 'softmax' | 'sigmoid' | 'none';
@@ -118,8 +143,12 @@ export interface TrainOptions<P, Slot extends string> {
   readonly steps?: number;
   /** Step s uses the model key foldIn(key, s) (dropout, drop path); default key(0). */
   readonly key?: Key;
-  /** Loss of the train-mode output and the labels; default crossEntropy without label smoothing. */
-  readonly loss?: (output: Tensor, labels: ArrayLike<number>) => Tensor;
+  /**
+   * Loss of the train-mode output and the labels; default crossEntropy without label smoothing. The
+   * jitted step passes the labels as a [batch] tensor of class indices (an input of its program, not a
+   * constant), other paths as the batch's array; crossEntropy takes both.
+   */
+  readonly loss?: (output: Tensor, labels: Tensor | ArrayLike<number>) => Tensor;
   /** Max global gradient L2 norm (torch.nn.utils.clip_grad_norm_); null or absent: no clipping. */
   readonly clipNorm?: number | null;
   /** Backward pass of reversible blocks: rebuild activations ('reversible', default) or keep them ('store'). */
@@ -136,16 +165,34 @@ export interface TrainOptions<P, Slot extends string> {
   /** Stop early (after the current step) when this returns true; a checkpoint is written first. */
   readonly shouldStop?: () => boolean;
   /**
+   * A step whose loss or gradients are not finite is never applied. 'stop' (default): the run stops,
+   * saving the last good state; 'skip': the batch is skipped and the run goes on (stopping after
+   * MAX_CONSECUTIVE_SKIPS in a row, or at once when the parameters themselves are not finite).
+   */
+  readonly onNonFinite?: 'stop' | 'skip';
+  /**
    * Computes each step's loss and gradients instead of one valueAndGrad over the batch: the sharded
    * gradient of src/train/shards.ts, in process (`inProcessShards`) or on worker threads
    * (`startDataParallel` from 'revgrad/node'). `loss` and `mode` are then the gradient function's own.
    */
   readonly gradients?: GradientFn<P>;
+  /**
+   * Trace the step (loss, gradient, clipping, update) once and replay it (default: true, except on webgpu,
+   * whose device plans' results eager kernels cannot bind yet, and with `gradients`); same numbers.
+   */
+  readonly jit?: boolean;
 }
 
 export interface TrainResult<P, Slot extends string> extends TrainState<P, Slot> {
   readonly records: readonly LoopRecord[];
+  /** Set when the run returned before its last step. */
+  readonly stopped?: StopReason;
+  /** The step of the last checkpoint saved (its state was checked finite), if any. */
+  readonly lastCheckpoint?: number;
 }
+
+/** With `onNonFinite: 'skip'`, this many non-finite steps in a row stop the run anyway. */
+export const MAX_CONSECUTIVE_SKIPS = 20;
 
 /** Batches of a source in order; a function source is called with the step index from `start` on. */
 async function* batchesOf(op: string, source: BatchSource, start: number): AsyncGenerator<Batch> {
@@ -214,68 +261,147 @@ export async function train<P, Slot extends string>(opts: TrainOptions<P, Slot>)
   let params: P = opts.resume?.params ?? opts.params;
   let optState: OptState<P, Slot> = opts.resume?.optState ?? optimizer.init(params);
   const start = opts.resume?.step ?? 0;
+  const onNonFinite = opts.onNonFinite ?? 'stop';
+  if (onNonFinite !== 'stop' && onNonFinite !== 'skip') throw new ArgumentError('train', `onNonFinite must be 'stop' or 'skip', got '${String(onNonFinite)}'`);
   let step = start;
+  let stopped: StopReason | undefined;
+  let lastCheckpoint: number | undefined;
   const records: LoopRecord[] = [];
   const emit = (r: LoopRecord) => {
     records.push(r);
     opts.onRecord?.(r);
   };
+  // A state is saved only when every param and every optimizer slot is finite: the file on disk is
+  // always the last good state, even when a run goes non-finite between two checkpoints.
   const checkpoint = async () => {
-    if (opts.checkpoint === undefined) return;
+    if (opts.checkpoint === undefined || lastCheckpoint === step) return;
+    if ((await nonFiniteLeaves([params, optState], 1)).length > 0) return;
     const path = await opts.checkpoint.save({ step, params, optState });
+    lastCheckpoint = step;
     emit(typeof path === 'string' ? { type: 'checkpoint', step, path } : { type: 'checkpoint', step });
   };
 
-  // Only the params are differentiated: the batch and the key are closed over, so no gradient is
-  // computed for the inputs.
-  const lossAndGrad = (p: P, x: Tensor, labels: ArrayLike<number>, k: Key) => {
-    let logits: Tensor | null = null;
-    const [loss, grads] = valueAndGrad((q: P): Tensor => {
-      logits = model.apply(q, x, k, { train: true, mode });
-      return lossFn(logits, labels);
-    })(p);
-    return { loss, grads, logits: logits as unknown as Tensor };
-  };
-  const localGradients = async (p: P, x: Tensor, labels: ArrayLike<number>, k: Key) => {
+  // The whole step as one function (loss, gradient, clipping, update): traced once and replayed, or eager.
+  // A step only proposes the next state; the loop adopts it after the non-finite guard. (On webasm/cpu
+  // the inputs stay valid after a replay; webgpu runs eagerly here, see the jit default.)
+  const trainStep = makeTrainStep(model, optimizer, { mode, loss: lossFn, clipNorm: opts.clipNorm, jit: opts.jit ?? getBackend() !== 'webgpu' });
+  const wholeStep = async (x: Tensor, labels: ArrayLike<number>, k: Key): Promise<Proposed> => {
     const measured = measureMemory(
-      () => lossAndGrad(p, x, labels, k),
-      (r) => [...leaves(r.grads), r.loss, r.logits].map((t) => t.storage),
+      () => trainStep(params, optState, x, tensor(Float32Array.from(labels), [labels.length]), k),
+      (r) => [...leaves(r.params), ...leaves(r.optState), r.loss, r.logits, r.gradNorm].map((t) => t.storage),
     );
-    const { loss, grads, logits } = measured.value;
-    return { loss: await loss.item(), correct: await correctCount(logits, labels), grads, peakBytes: measured.peakBytes };
+    const r = measured.value;
+    // A replayed step's memory is its planned buffers (the library's accounting sees eager ops only).
+    return {
+      loss: await r.loss.item(),
+      correct: await correctCount(r.logits, labels),
+      gradNorm: await r.gradNorm.item(),
+      peakBytes: trainStep.peakBytes() ?? measured.peakBytes,
+      next: () => ({ params: r.params, state: r.optState }),
+      // Only to name the non-finite tensors: the whole step does not hand out its gradients.
+      grads: () => valueAndGrad((q: P): Tensor => lossFn(model.apply(q, x, k, { train: true, mode }), labels))(params)[1],
+    };
   };
-
-  if (steps === undefined || start < steps) {
-    for await (const b of batchesOf('train', opts.data, start)) {
-      const s = step;
-      const t0 = performance.now();
-      const { x, labels } = checkBatch('train', b, s);
-      const k = foldIn(stepKey, s);
-      const { loss, correct, grads: grads0, peakBytes } = opts.gradients !== undefined ? await opts.gradients(params, { x, labels }, k) : await localGradients(params, x, labels, k);
-      const clipped = clipGradNorm(grads0, opts.clipNorm ?? Infinity);
-      const gradNorm = await clipped.norm.item();
-      const lr = optimizer.learningRate(optState.step);
-      let drift: DriftRecord | null = null;
-      if (driftEvery > 0 && due(driftEvery, s + 1, steps)) {
-        const blocks = await Promise.all(model.drift!(params, x, k).map(async (e) => ({ block: e.block, x1: await e.x1.item(), x2: await e.x2.item() })));
-        drift = { type: 'drift', step: s + 1, max: blocks.reduce((m, e) => Math.max(m, e.x1, e.x2), 0), blocks };
-      }
-      ({ params, state: optState } = optimizer.update(clipped.grads, optState, params));
-      const stepMs = performance.now() - t0;
-      step = s + 1;
-      emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes });
-      if (drift !== null) emit(drift);
-      if (opts.eval !== undefined && opts.eval.every > 0 && due(opts.eval.every, step, steps)) {
-        emit({ type: 'eval', step, ...(await evaluate(model, params, opts.eval.data(), { mode, ...opts.eval })) });
-      }
-      const stopping = opts.shouldStop?.() === true;
-      if ((opts.checkpoint !== undefined && due(opts.checkpoint.every, step, steps)) || stopping) await checkpoint();
-      if (stopping || step === steps) break;
-      await yieldToEventLoop();
-    }
+  // With a gradient function (data-parallel shards), it gives the gradients and the update runs here.
+  const shardedStep = async (gradients: GradientFn<P>, x: Tensor, labels: ArrayLike<number>, k: Key): Promise<Proposed> => {
+    const g = await gradients(params, { x, labels }, k);
+    const clipped = clipGradNorm(g.grads, opts.clipNorm ?? Infinity);
+    const gradNorm = await clipped.norm.item();
+    return { loss: g.loss, correct: g.correct, gradNorm, peakBytes: g.peakBytes, next: () => optimizer.update(clipped.grads, optState, params), grads: () => g.grads };
+  };
+  interface Proposed {
+    readonly loss: number;
+    readonly correct: number;
+    readonly gradNorm: number;
+    readonly peakBytes: number;
+    readonly next: () => { params: P; state: OptState<P, Slot> };
+    readonly grads: () => P;
   }
-  // A source that ended before `steps` (or an open-ended run): the last state is still saved.
-  const last = records.at(-1);
-  if (step > start && !(last?.type === 'checkpoint' && last.step === step)) await checkpoint();
-  return { params, optState, step, records };
+
+  let skipped = 0;
+  try {
+    if (steps === undefined || start < steps) {
+      for await (const b of batchesOf('train', opts.data, start)) {
+        const s = step;
+        const t0 = performance.now();
+        const { x, labels } = checkBatch('train', b, s);
+        const k = foldIn(stepKey, s);
+        const proposed = opts.gradients !== undefined ? await shardedStep(opts.gradients, x, labels, k) : await wholeStep(x, labels, k);
+        const { loss, correct, gradNorm, peakBytes } = proposed;
+        if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+          // Not applied: params and optimizer state stay those of step s.
+          const record = await diagnoseNonFinite(s + 1, loss, gradNorm, params, proposed.grads());
+          const giveUp = onNonFinite === 'stop' || record.what === 'parameters' || skipped + 1 >= MAX_CONSECUTIVE_SKIPS;
+          emit({ ...record, action: giveUp ? 'stopped' : 'skipped' });
+          if (giveUp) {
+            stopped = 'nonfinite';
+            break;
+          }
+          skipped++;
+          step = s + 1;
+          if (steps !== undefined && step === steps) break;
+          await yieldToEventLoop();
+          continue;
+        }
+        skipped = 0;
+        const lr = optimizer.learningRate(optState.step);
+        let drift: DriftRecord | null = null;
+        if (driftEvery > 0 && due(driftEvery, s + 1, steps)) {
+          // The blocks' reconstruction error at the params this step starts from.
+          const blocks = await Promise.all(model.drift!(params, x, k).map(async (e) => ({ block: e.block, x1: await e.x1.item(), x2: await e.x2.item() })));
+          drift = { type: 'drift', step: s + 1, max: blocks.reduce((m, e) => Math.max(m, e.x1, e.x2), 0), blocks };
+        }
+        ({ params, state: optState } = proposed.next());
+        step = s + 1;
+        const stepMs = performance.now() - t0;
+        emit({ type: 'train', step, loss, acc: correct / labels.length, lr, gradNorm, stepMs, clipsPerSec: (labels.length * 1000) / stepMs, peakBytes });
+        if (drift !== null) emit(drift);
+        if (opts.eval !== undefined && opts.eval.every > 0 && due(opts.eval.every, step, steps)) {
+          emit({ type: 'eval', step, ...(await evaluate(model, params, opts.eval.data(), { mode, ...opts.eval })) });
+        }
+        const stopping = opts.shouldStop?.() === true;
+        if ((opts.checkpoint !== undefined && due(opts.checkpoint.every, step, steps)) || stopping) await checkpoint();
+        if (stopping) stopped = 'requested';
+        if (stopping || step === steps) break;
+        await yieldToEventLoop();
+      }
+    }
+  } catch (e) {
+    // An interrupt between two ops: the state is that of the last completed step (values are immutable,
+    // and `params`, `optState` and `step` change together after an update returns).
+    if (!(e instanceof InterruptedError)) throw e;
+    stopped = 'interrupted';
+  }
+  // A source that ended before `steps`, an open-ended run, or a stop: the last good state is saved.
+  if (step > start) await checkpoint();
+  return { params, optState, step, records, ...(stopped !== undefined ? { stopped } : {}), ...(lastCheckpoint !== undefined ? { lastCheckpoint } : {}) };
+}
+
+/** Leaves of `tree` (tensors) holding NaN or infinities, by path, at most `max`. Reads every leaf. */
+export async function nonFiniteLeaves(tree: unknown, max = 20): Promise<{ name: string; nonFinite: number; size: number; first: number }[]> {
+  const out: { name: string; nonFinite: number; size: number; first: number }[] = [];
+  for (const [name, t] of flattenWithPaths(tree)) {
+    const d = await t.data();
+    let count = 0;
+    let first = -1;
+    for (let i = 0; i < d.length; i++) {
+      if (!Number.isFinite(d[i]!)) {
+        if (count === 0) first = i;
+        count++;
+      }
+    }
+    if (count > 0) out.push({ name, nonFinite: count, size: d.length, first });
+    if (out.length >= max) break;
+  }
+  return out;
+}
+
+/** What went non-finite in step `step`: the params entering it, else the gradients, else only the loss. */
+async function diagnoseNonFinite<P>(step: number, loss: number, gradNorm: number, params: P, grads: P): Promise<Omit<NonFiniteRecord, 'action'>> {
+  const badParams = await nonFiniteLeaves(params);
+  if (badParams.length > 0) return { type: 'nonfinite', step, what: 'parameters', loss, gradNorm, tensors: badParams, firstInBackward: null };
+  const badGrads = await nonFiniteLeaves(grads, Infinity);
+  const firstInBackward = badGrads.at(-1)?.name ?? null;
+  const what = Number.isFinite(loss) ? 'gradients' : 'loss';
+  return { type: 'nonfinite', step, what, loss, gradNorm, tensors: badGrads.slice(0, 20), firstInBackward };
 }

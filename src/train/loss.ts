@@ -3,14 +3,14 @@
  */
 import { logSoftmax } from '../tensor/composite.ts';
 import { ArgumentError, ShapeError } from '../tensor/errors.ts';
-import { mean, mul, neg, square, sub, sum } from '../tensor/ops.ts';
-import { tensor, type Tensor } from '../tensor/tensor.ts';
+import { add, equal, mean, mul, neg, reshape, square, sub, sum } from '../tensor/ops.ts';
+import { arange, hostData, Tensor, tensor } from '../tensor/tensor.ts';
 
-function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>): [number, number] {
+function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>, countOnly = false): [number, number] {
   if (logits.rank !== 2) throw new ShapeError(op, `logits must be [batch, classes], got [${logits.shape.join(', ')}]`);
   const [b, k] = logits.shape;
   if (labels.length !== b) throw new ShapeError(op, `${labels.length} labels for a batch of ${b}`);
-  for (let i = 0; i < b; i++) {
+  for (let i = 0; i < b && !countOnly; i++) {
     const y = labels[i];
     if (!Number.isInteger(y) || y < 0 || y >= k) throw new ShapeError(op, `label ${i} is ${y}, expected an integer in [0, ${k})`);
   }
@@ -20,14 +20,24 @@ function checkLabels(op: string, logits: Tensor, labels: ArrayLike<number>): [nu
 /**
  * PyTorch's F.cross_entropy(logits, labels, label_smoothing=ε), mean over the batch:
  *   loss_i = (1 − ε)·(−log p_i[y_i]) + ε · mean_k(−log p_i[k])
- * written as −Σ_k t_ik log p_ik with the smoothed target t = (1 − ε)·onehot + ε/K.
+ * written as −Σ_k t_ik log p_ik with the smoothed target t = (1 − ε)·onehot + ε/K. `labels` are class
+ * indices, as numbers or as a [batch] tensor (what a jitted training step takes: the one-hot target is
+ * then computed inside the program, not baked in).
  */
-export function crossEntropy(logits: Tensor, labels: ArrayLike<number>, labelSmoothing = 0): Tensor {
-  const [b, k] = checkLabels('crossEntropy', logits, labels);
+export function crossEntropy(logits: Tensor, labels: ArrayLike<number> | Tensor, labelSmoothing = 0): Tensor {
+  const [b, k] = labels instanceof Tensor ? checkLabelTensor('crossEntropy', logits, labels) : checkLabels('crossEntropy', logits, labels);
   if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new ArgumentError('crossEntropy', `label smoothing must be in [0, 1], got ${labelSmoothing}`);
-  const target = new Float32Array(b * k).fill(labelSmoothing / k);
-  for (let i = 0; i < b; i++) target[i * k + labels[i]] += 1 - labelSmoothing;
-  return mul(neg(sum(mul(logSoftmax(logits, -1), tensor(target, [b, k])))), 1 / b);
+  const y = labels instanceof Tensor ? labels : tensor(Float32Array.from(labels), [b]);
+  const onehot = equal(reshape(y, [b, 1]), reshape(arange(k), [1, k]));
+  const target = labelSmoothing === 0 ? onehot : add(mul(onehot, 1 - labelSmoothing), labelSmoothing / k);
+  return mul(neg(sum(mul(logSoftmax(logits, -1), target))), 1 / b);
+}
+
+/** A [batch] tensor of labels; its values are checked when they are on the host (not while tracing). */
+function checkLabelTensor(op: string, logits: Tensor, labels: Tensor): [number, number] {
+  if (labels.rank !== 1) throw new ShapeError(op, `labels must be a [batch] tensor of class indices, got shape [${labels.shape.join(', ')}]`);
+  const host = hostData(labels);
+  return checkLabels(op, logits, host === null ? { length: labels.size } : host.subarray(0, labels.size), host === null);
 }
 
 /** torch.nn.functional.mse_loss (mean reduction): mean((prediction − target)²); shapes must agree. */

@@ -14,7 +14,7 @@
 import { flattenWithPaths, leaves, mapTree, unflattenLike } from '../autodiff/pytree.ts';
 import { ArgumentError, ShapeError } from '../tensor/errors.ts';
 import { elementwise } from '../tensor/elementwise.ts';
-import { add, div, minimum, mul, sqrt, sub, sum } from '../tensor/ops.ts';
+import { add, div, minimum, mul, sqrt, sub, sum, where } from '../tensor/ops.ts';
 import { scalar, zeros, zerosLike, type Tensor } from '../tensor/tensor.ts';
 import type { Schedule } from './schedule.ts';
 
@@ -24,6 +24,9 @@ const decayAll: NoDecay = () => false;
 
 /** An optimizer's state: the number of steps taken and one tree shaped like the params per slot. */
 export type OptState<P, Slot extends string> = { readonly step: number } & { readonly [K in Slot]: P };
+
+/** The param-shaped trees of an optimizer's state. */
+export type Slots<P, Slot extends string> = { readonly [K in Slot]: P };
 
 /** A pure optimizer: `init` makes the state for some params, `update` takes one step. */
 export interface Optimizer<Slot extends string> {
@@ -37,6 +40,24 @@ export interface Optimizer<Slot extends string> {
   learningRate(step: number): number;
   init<P>(params: P): OptState<P, Slot>;
   update<P>(grads: P, state: OptState<P, Slot>, params: P): { params: P; state: OptState<P, Slot> };
+  /**
+   * The numbers of the update after `step` completed steps that change from step to step (learning
+   * rate, bias corrections, first-step flags). A jitted training step takes them as scalar tensors, so
+   * one program serves every step.
+   */
+  stepScalars(step: number): Readonly<Record<string, number>>;
+  /** The update with those numbers given as tensors: the new params and slots (`update` is this, eagerly). */
+  applyUpdate<P>(grads: P, slots: Slots<P, Slot>, params: P, scalars: Readonly<Record<string, Tensor>>): { params: P; slots: Slots<P, Slot> };
+}
+
+/** `update` from `stepScalars` and `applyUpdate`, so eager and jitted steps share one definition. */
+function updateVia<Slot extends string>(opt: Pick<Optimizer<Slot>, 'slots' | 'stepScalars' | 'applyUpdate'>): Optimizer<Slot>['update'] {
+  return <P>(grads: P, state: OptState<P, Slot>, params: P) => {
+    const scalars = Object.fromEntries(Object.entries(opt.stepScalars(state.step)).map(([k, v]) => [k, scalar(v)]));
+    const r = opt.applyUpdate(grads, state, params, scalars);
+    const next: OptState<P, Slot> = { ...r.slots, step: state.step + 1 };
+    return { params: r.params, state: next };
+  };
 }
 
 const lrAt = (lr: number | Schedule, step: number): number => (typeof lr === 'number' ? lr : lr(step));
@@ -74,6 +95,22 @@ export function adamwInit<P>(params: P): AdamWState<P> {
   return { step: 0, m: mapTree(params, zerosLike), v: mapTree(params, zerosLike) };
 }
 
+/** The scalars of one AdamW step that depend on the step number and the learning rate. */
+export interface AdamWScalars<T = number> {
+  /** lr / (1 − β1ᵗ) */
+  readonly stepSize: T;
+  /** √(1 − β2ᵗ) */
+  readonly bc2Sqrt: T;
+  /** 1 − lr·wd (decoupled decay) */
+  readonly decay: T;
+}
+
+/** The step-dependent scalars of AdamW at `step` (1-based, after incrementing), as PyTorch computes them. */
+export function adamwScalars(hyper: AdamWHyper, step: number): AdamWScalars {
+  const { lr, beta1, beta2, weightDecay } = hyper;
+  return { stepSize: lr / (1 - beta1 ** step), bc2Sqrt: Math.sqrt(1 - beta2 ** step), decay: 1 - lr * weightDecay };
+}
+
 /**
  * One AdamW step (PyTorch semantics):
  *   p ← p · (1 − lr·wd)                    (decoupled decay, skipped where noDecay(name))
@@ -89,15 +126,31 @@ export function adamwUpdate<P>(
   hyper: AdamWHyper,
   noDecay: NoDecay = decayAll,
 ): { params: P; state: AdamWState<P> } {
-  const { lr, beta1, beta2, eps, weightDecay } = hyper;
   const step = state.step + 1;
-  const bc1 = 1 - beta1 ** step;
-  const bc2Sqrt = Math.sqrt(1 - beta2 ** step);
-  const stepSize = lr / bc1;
+  const s = adamwScalars(hyper, step);
+  const r = adamwApply(params, grads, state.m, state.v, hyper, { stepSize: scalar(s.stepSize), bc2Sqrt: scalar(s.bc2Sqrt), decay: scalar(s.decay) }, noDecay);
+  return { params: r.params, state: { step, m: r.m, v: r.v } };
+}
+
+/**
+ * The tensor part of an AdamW step, with the step-dependent scalars given (as tensors in a jitted
+ * training step, so one program serves every step; `adamwUpdate` makes them from the step number).
+ * β1, β2, ε and the weight decay's on/off come from `hyper`; its lr is not read.
+ */
+export function adamwApply<P>(
+  params: P,
+  grads: P,
+  m0: P,
+  v0: P,
+  hyper: Omit<AdamWHyper, 'lr'>,
+  scalars: AdamWScalars<Tensor>,
+  noDecay: NoDecay = decayAll,
+): { params: P; m: P; v: P } {
+  const { beta1, beta2, eps, weightDecay } = hyper;
   const ps = flattenWithPaths(params);
   const gs = aligned('adamwUpdate', 'grads', ps, grads);
-  const ms = aligned('adamwUpdate', 'state.m', ps, state.m);
-  const vs = aligned('adamwUpdate', 'state.v', ps, state.v);
+  const ms = aligned('adamwUpdate', 'state.m', ps, m0);
+  const vs = aligned('adamwUpdate', 'state.v', ps, v0);
   const newP: Tensor[] = [];
   const newM: Tensor[] = [];
   const newV: Tensor[] = [];
@@ -105,24 +158,18 @@ export function adamwUpdate<P>(
   const oneMinusB1 = scalar(1 - beta1);
   const b2 = scalar(beta2);
   const oneMinusB2 = scalar(1 - beta2);
-  const step_ = scalar(stepSize);
-  const bc2 = scalar(bc2Sqrt);
   const eps_ = scalar(eps);
-  const decay = scalar(1 - lr * weightDecay);
   const keep = scalar(1);
   ps.forEach(([name, p0], i) => {
     const g = gs[i];
     const m = elementwise('adamw-m', 'x0 + (x1 - x0) * x2', [ms[i], g, oneMinusB1]);
     const v = elementwise('adamw-v', 'x0 * x2 + x1 * x1 * x3', [vs[i], g, b2, oneMinusB2]);
-    const d = weightDecay !== 0 && !noDecay(name) ? decay : keep;
-    newP.push(elementwise('adamw-p', 'x0 * x3 - x4 * x1 / (Math.sqrt(x2) / x5 + x6)', [p0, m, v, d, step_, bc2, eps_]));
+    const d = weightDecay !== 0 && !noDecay(name) ? scalars.decay : keep;
+    newP.push(elementwise('adamw-p', 'x0 * x3 - x4 * x1 / (Math.sqrt(x2) / x5 + x6)', [p0, m, v, d, scalars.stepSize, scalars.bc2Sqrt, eps_]));
     newM.push(m);
     newV.push(v);
   });
-  return {
-    params: unflattenLike(params, newP),
-    state: { step, m: unflattenLike(state.m, newM), v: unflattenLike(state.v, newV) },
-  };
+  return { params: unflattenLike(params, newP), m: unflattenLike(m0, newM), v: unflattenLike(v0, newV) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,23 +204,41 @@ export function sgdUpdate<P>(
   hyper: SgdHyper,
   noDecay: NoDecay = decayAll,
 ): { params: P; state: SgdState<P> } {
-  const { lr, momentum, dampening, weightDecay, nesterov } = hyper;
+  const r = sgdApply(params, grads, state.buf, hyper, scalar(hyper.lr), scalar(state.step === 0 ? 1 : 0), noDecay);
+  return { params: r.params, state: { step: state.step + 1, buf: r.buf } };
+}
+
+/**
+ * The tensor part of an SGD step, with the learning rate given as a tensor (one jitted program serves
+ * every step) and `first` = 1 on the first step (the momentum buffer starts as d; selected, so the
+ * numbers are the branch's). `hyper.lr` is not read.
+ */
+export function sgdApply<P>(
+  params: P,
+  grads: P,
+  buf0: P,
+  hyper: Omit<SgdHyper, 'lr'>,
+  lr: Tensor,
+  first: Tensor,
+  noDecay: NoDecay = decayAll,
+): { params: P; buf: P } {
+  const { momentum, dampening, weightDecay, nesterov } = hyper;
   const ps = flattenWithPaths(params);
   const gs = aligned('sgdUpdate', 'grads', ps, grads);
-  const bufs = aligned('sgdUpdate', 'state.buf', ps, state.buf);
+  const bufs = aligned('sgdUpdate', 'state.buf', ps, buf0);
   const newP: Tensor[] = [];
   const newB: Tensor[] = [];
   ps.forEach(([name, p], i) => {
     let d = weightDecay !== 0 && !noDecay(name) ? add(gs[i], mul(p, weightDecay)) : gs[i];
     let buf = bufs[i];
     if (momentum !== 0) {
-      buf = state.step === 0 ? d : add(mul(buf, momentum), dampening === 0 ? d : mul(d, 1 - dampening));
+      buf = where(first, d, add(mul(buf, momentum), dampening === 0 ? d : mul(d, 1 - dampening)));
       d = nesterov ? add(d, mul(buf, momentum)) : buf;
     }
     newP.push(sub(p, mul(d, lr)));
     newB.push(buf);
   });
-  return { params: unflattenLike(params, newP), state: { step: state.step + 1, buf: unflattenLike(state.buf, newB) } };
+  return { params: unflattenLike(params, newP), buf: unflattenLike(buf0, newB) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,13 +296,21 @@ export function adamw(opts: AdamWOptions = {}): Optimizer<'m' | 'v'> {
   const h = { beta1: opts.beta1 ?? ADAMW_DEFAULTS.beta1, beta2: opts.beta2 ?? ADAMW_DEFAULTS.beta2, eps: opts.eps ?? ADAMW_DEFAULTS.eps, weightDecay: opts.weightDecay ?? ADAMW_DEFAULTS.weightDecay };
   checkHyper('adamw', h, { beta1: [0, 1], beta2: [0, 1], eps: [0, Infinity], weightDecay: [0, Infinity] });
   const noDecay = opts.noDecay ?? decayAll;
-  return {
-    name: 'adamw',
+  const parts: Pick<Optimizer<'m' | 'v'>, 'slots' | 'stepScalars' | 'applyUpdate'> = {
     slots: ['m', 'v'],
+    stepScalars: (step) => ({ ...adamwScalars({ lr: lrAt(lr, step), ...h }, step + 1) }),
+    applyUpdate: (grads, { m, v }, params, sc) => {
+      const r = adamwApply(params, grads, m, v, h, { stepSize: sc.stepSize, bc2Sqrt: sc.bc2Sqrt, decay: sc.decay }, noDecay);
+      return { params: r.params, slots: { m: r.m, v: r.v } };
+    },
+  };
+  return {
+    ...parts,
+    name: 'adamw',
     hyper: { lr: typeof lr === 'number' ? lr : 'schedule', ...h },
     learningRate: (step) => lrAt(lr, step),
     init: adamwInit,
-    update: (grads, state, params) => adamwUpdate(params, grads, state, { lr: lrAt(lr, state.step), ...h }, noDecay),
+    update: updateVia(parts),
   };
 }
 
@@ -263,12 +336,20 @@ export function sgd(opts: SgdOptions = {}): Optimizer<'buf'> {
   const nesterov = opts.nesterov ?? SGD_DEFAULTS.nesterov;
   if (nesterov && (h.momentum <= 0 || h.dampening !== 0)) throw new ArgumentError('sgd', 'Nesterov momentum requires a momentum > 0 and zero dampening (as torch.optim.SGD)');
   const noDecay = opts.noDecay ?? decayAll;
-  return {
-    name: 'sgd',
+  const parts: Pick<Optimizer<'buf'>, 'slots' | 'stepScalars' | 'applyUpdate'> = {
     slots: ['buf'],
+    stepScalars: (step) => ({ lr: lrAt(lr, step), first: step === 0 ? 1 : 0 }),
+    applyUpdate: (grads, { buf }, params, sc) => {
+      const r = sgdApply(params, grads, buf, { ...h, nesterov }, sc.lr, sc.first, noDecay);
+      return { params: r.params, slots: { buf: r.buf } };
+    },
+  };
+  return {
+    ...parts,
+    name: 'sgd',
     hyper: { lr: typeof lr === 'number' ? lr : 'schedule', ...h, nesterov },
     learningRate: (step) => lrAt(lr, step),
     init: sgdInit,
-    update: (grads, state, params) => sgdUpdate(params, grads, state, { lr: lrAt(lr, state.step), ...h, nesterov }, noDecay),
+    update: updateVia(parts),
   };
 }

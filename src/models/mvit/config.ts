@@ -7,6 +7,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { pipe } from 'fp-ts/lib/function.js';
+import { describeValue, parseJson } from '../../io/json.ts';
 import {
   adaptiveKvStrides,
   buildLayers,
@@ -199,14 +200,21 @@ type Decoded<A> = E.Either<ConfigProblem[], A>;
 type Decoder<A> = (value: unknown, path: string) => Decoded<A>;
 
 const fail = <A>(path: string, message: string): Decoded<A> => E.left([{ path, message }]);
-const join = (path: string, key: string): string => (path ? `${path}.${key}` : key);
+/** A key as shown in a path: a hostile 1 MB key is cut. */
+const keyText = (key: string): string => (key.length > 64 ? `${key.slice(0, 61)}...` : key);
+const join = (path: string, key: string): string => (path ? `${path}.${keyText(key)}` : keyText(key));
 const at = (path: string, index: number): string => `${path}[${index}]`;
 
-function describe(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  const text = JSON.stringify(value) ?? String(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
+/** Bounded, so a deep, cyclic or huge value in a config costs little and cannot throw. */
+const describe = (value: unknown): string => describeValue(value, 60);
+
+/**
+ * Bounds that keep validation and the geometry cheap whatever the input: no real model comes near them
+ * (PySlowFast's largest MViT has 80 layers). Memory is bounded separately, by the resource estimate.
+ */
+export const MAX_DEPTH = 4096;
+/** Most entries of any list in a config (DIM_MUL, POOL_Q_STRIDE, BUFFER_LAYERS, ...). */
+export const MAX_LIST_ENTRIES = 4096;
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -257,7 +265,9 @@ const integer =
   (v, path) =>
     typeof v === 'number' && Number.isFinite(v) && !Number.isInteger(v)
       ? fail(path, `expected an integer, got ${v}`)
-      : real(range, 'an integer')(v, path);
+      : typeof v === 'number' && Number.isInteger(v) && !Number.isSafeInteger(v)
+        ? fail(path, `expected an integer below 2^53, got ${v}`)
+        : real(range, 'an integer')(v, path);
 
 const positiveInt = integer({ min: 1 });
 const nonNegativeInt = integer({ min: 0 });
@@ -284,6 +294,7 @@ const list =
   <A>(item: Decoder<A>, lengths?: readonly number[]): Decoder<A[]> =>
   (v, path) => {
     if (!Array.isArray(v)) return fail(path, `expected a list, got ${describe(v)}`);
+    if (v.length > MAX_LIST_ENTRIES) return fail(path, `a list of ${v.length} entries; at most ${MAX_LIST_ENTRIES} are accepted`);
     if (lengths && !lengths.includes(v.length)) {
       return fail(path, `expected a list of ${lengths.join(' or ')} entries, got ${v.length}: ${describe(v)}`);
     }
@@ -313,7 +324,8 @@ function editDistance(a: string, b: string): number {
 }
 
 function unknownKeyMessage(key: string, known: readonly string[]): string {
-  const close = known.filter((k) => editDistance(key, k) <= 2);
+  // Within distance 2 the lengths differ by at most 2; checking that first keeps long keys cheap.
+  const close = known.filter((k) => Math.abs(k.length - key.length) <= 2 && editDistance(key, k) <= 2);
   const hint = close.length > 0 ? `; did you mean ${close.join(' or ')}?` : '';
   return `unknown key: PySlowFast's config merge raises KeyError ('Non-existent config key')${hint}`;
 }
@@ -325,6 +337,8 @@ const struct =
   <T>(fields: Fields<T>, ignoredKeys: readonly string[] = []): Decoder<T> =>
   (v, path) => {
     if (!isRecord(v)) return fail(path, `expected an object, got ${describe(v)}`);
+    const tooMany = tooManyKeys(v, path);
+    if (tooMany) return E.left([tooMany]);
     const names = Object.keys(fields) as (keyof T & string)[];
     const unknown: ConfigProblem[] = Object.keys(v)
       .filter((k) => !Object.hasOwn(fields, k) && !ignoredKeys.includes(k))
@@ -334,6 +348,11 @@ const struct =
     if (problems.length > 0 || E.isLeft(decoded)) return E.left(problems);
     return E.right(Object.fromEntries(decoded.right) as T);
   };
+
+function tooManyKeys(v: Record<string, unknown>, path: string): ConfigProblem | null {
+  const n = Object.keys(v).length;
+  return n > MAX_LIST_ENTRIES ? { path, message: `an object of ${n} keys; at most ${MAX_LIST_ENTRIES} are accepted` } : null;
+}
 
 const vec3Of = (item: Decoder<number>) => list(item, [3]);
 const layerMultiplier = tuple<LayerMultiplier>(nonNegativeInt, real({ above: 0 }));
@@ -376,7 +395,7 @@ const decodeConfig: Decoder<MViTConfig> = struct<MViTConfig>({
     QKV_BIAS: boolean,
     DROPPATH_RATE: real({ min: 0, below: 1 }),
     LAYER_SCALE_INIT_VALUE: real(),
-    DEPTH: positiveInt,
+    DEPTH: integer({ min: 1, max: MAX_DEPTH }),
     NORM: oneOf(['layernorm'] as const, 'MViT raises NotImplementedError("Only supports layernorm.")'),
     DIM_MUL: list(layerMultiplier),
     HEAD_MUL: list(layerMultiplier),
@@ -414,7 +433,8 @@ const decodeConfig: Decoder<MViTConfig> = struct<MViTConfig>({
 /** Objects merge key by key; anything else (lists, scalars, null) replaces the default. */
 function mergeOver(base: unknown, override: unknown): unknown {
   if (override === undefined) return base;
-  if (!isRecord(base) || !isRecord(override)) return override;
+  // An oversized object is not merged: the decoder refuses it with one problem.
+  if (!isRecord(base) || !isRecord(override) || Object.keys(override).length > MAX_LIST_ENTRIES) return override;
   const keys = [...new Set([...Object.keys(base), ...Object.keys(override)])];
   // fromEntries defines own properties, so a "__proto__" key stays an (unknown) key, not a prototype.
   return Object.fromEntries(
@@ -446,6 +466,8 @@ function otherSectionProblems(user: Record<string, unknown>): ConfigProblem[] {
 
 function topLevelProblems(user: Record<string, unknown>): ConfigProblem[] {
   const known = [...MODEL_SECTIONS, ...OTHER_SLOWFAST_SECTIONS] as readonly string[];
+  const tooMany = tooManyKeys(user, '');
+  if (tooMany) return [tooMany];
   const unknown = Object.keys(user)
     .filter((k) => !known.includes(k))
     .map((k) => ({ path: k, message: unknownKeyMessage(k, known) }));
@@ -649,17 +671,17 @@ export function parseConfigText(
   source: string,
   options: ParseOptions = {},
 ): E.Either<ConfigProblem[], MViTConfig> {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    return fail('', `${source}: not valid JSON (${(error as Error).message})`);
-  }
-  return parseConfig(json, options);
+  const json = parseJson(text, source);
+  return E.isLeft(json) ? fail('', json.left.message) : parseConfig(json.right, options);
 }
 
 /** One line per problem, for CLI output and error messages. */
 export function formatProblems(problems: readonly ConfigProblem[], source?: string): string {
   const header = `${problems.length} config problem${problems.length === 1 ? '' : 's'}${source ? ` in ${source}` : ''}:`;
-  return [header, ...problems.map((p) => `  ${p.path || '(config)'}: ${p.message}`)].join('\n');
+  const shown = problems.slice(0, MAX_REPORTED_PROBLEMS).map((p) => `  ${p.path || '(config)'}: ${p.message}`);
+  const rest = problems.length - shown.length;
+  return [header, ...shown, ...(rest > 0 ? [`  ... and ${rest} more`] : [])].join('\n');
 }
+
+/** Reports list at most this many problems (the count says how many there were). */
+export const MAX_REPORTED_PROBLEMS = 50;

@@ -16,7 +16,11 @@ import { key } from '../../random/index.ts';
 import { sequence, type Mode } from '../../reversible/index.ts';
 import { mul, sum } from '../../tensor/ops.ts';
 import { tensor, type Tensor } from '../../tensor/tensor.ts';
-import { formatProblems, parseConfig, type MViTConfig } from './config.ts';
+import { describeValue, parseJson } from '../../io/json.ts';
+import { formatProblems, MAX_REPORTED_PROBLEMS, parseConfig, type MViTConfig } from './config.ts';
+import { buildGeometry } from './geometry.ts';
+import { paramSpecs } from './params-spec.ts';
+import { resourceProblem, type MemoryLimit } from './resources.ts';
 import { buildModel, type MViTModel } from './model.ts';
 import { DataError } from '../../tensor/errors.ts';
 
@@ -59,26 +63,94 @@ interface Loaded {
   readonly model: MViTModel;
   readonly kind: string;
   readonly get: (name: string) => Tensor | undefined;
+  /** The layer of the single-block test (metadata block_layer_id, checked). */
+  readonly blockLayer: number;
+  /** Names the metadata lists as analytically zero gradients. */
+  readonly zeroGradListed: readonly string[];
 }
 
-function load(path: string): E.Either<string, Loaded> {
+export interface FixtureOptions {
+  /** Refuse a fixture whose config would need more memory than this (the CLI passes --max-memory). */
+  readonly memoryLimit?: MemoryLimit;
+}
+
+const KINDS = ['full_model', 'rev_stack_only'];
+const dims = (shape: readonly number[]) => `[${shape.join(', ')}]`;
+
+/**
+ * Read a fixture and check it against its own config before anything runs: every parameter present
+ * with the shape the config gives it, the input and the weight `w` shaped for the model, the block test's
+ * layer and tensors, the metadata lists. A fixture that fails any of this is refused with every problem.
+ */
+function load(path: string, opts: FixtureOptions): E.Either<string, Loaded> {
   const read = readSafetensorsFile(path);
   if (E.isLeft(read)) return E.left(read.left.message);
   const file = read.right;
   const kind = file.metadata.kind ?? 'full_model';
-  let raw: unknown;
-  try {
-    raw = JSON.parse(file.metadata.config ?? 'null');
-  } catch (e) {
-    return E.left(`${path}: __metadata__.config is not valid JSON (${(e as Error).message})`);
-  }
-  const parsed = parseConfig(raw, { target: kind === 'rev_stack_only' ? 'stack' : 'model' });
+  if (!KINDS.includes(kind)) return E.left(`${path}: __metadata__ kind ${describeValue(kind, 40)} is not one of ${KINDS.join(', ')}`);
+  const raw = parseJson(file.metadata.config ?? 'null', `${path}: __metadata__ config`);
+  if (E.isLeft(raw)) return E.left(raw.left.message);
+  const parsed = parseConfig(raw.right, { target: kind === 'rev_stack_only' ? 'stack' : 'model' });
   if (E.isLeft(parsed)) return E.left(`${path}: config problems:\n${formatProblems(parsed.left)}`);
+  const cfg = parsed.right;
+  const full = kind !== 'rev_stack_only';
+  const problems: string[] = [];
+  const shapeOf = (name: string) => file.tensors.get(name)?.shape;
+  const expectShape = (name: string, want: readonly number[], required = true) => {
+    const got = shapeOf(name);
+    if (got === undefined) {
+      if (required) problems.push(`tensor '${name}' is missing (the config gives it ${dims(want)})`);
+    } else if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
+      problems.push(`tensor '${name}' has shape ${dims(got)}, the config gives it ${dims(want)}`);
+    }
+  };
+  const geo = buildGeometry(cfg);
+  const input = shapeOf('input');
+  const batch = input !== undefined && input.length > 0 && input[0]! >= 1 ? input[0]! : 1;
+  if (opts.memoryLimit !== undefined) {
+    const tooBig = resourceProblem(cfg, { batch, purpose: 'train', mode: 'store' }, opts.memoryLimit, path);
+    if (tooBig !== null) return E.left(tooBig);
+  }
+  const specs = paramSpecs(cfg).filter((s) => full || s.name.startsWith('rev_backbone.'));
+  for (const s of specs) expectShape(s.name, s.shape);
+  const first = geo.layers[0]!;
+  const last = geo.layers[geo.layers.length - 1]!;
+  const inputShape = full
+    ? [batch, geo.inputChannels, ...(cfg.MVIT.PATCH_2D ? geo.inputDims.slice(1) : geo.inputDims)]
+    : [batch, first.tokensIn, first.dimIn];
+  expectShape('input', inputShape);
+  expectShape('w', full ? [batch, geo.numClasses] : [batch, last.tokensOut, geo.stackOutDim]);
+  const layerText = file.metadata.block_layer_id ?? '0';
+  let blockLayer = 0;
+  if (file.tensors.has('block.X1') || file.tensors.has('block.X2')) {
+    const layer = /^\d{1,6}$/.test(layerText) ? geo.layers[Number(layerText)] : undefined;
+    if (layer === undefined || layer.kind !== 'reversible') {
+      problems.push(`__metadata__ block_layer_id ${describeValue(layerText, 40)} is not a reversible layer of this config (layers 0..${geo.layers.length - 1})`);
+    } else {
+      blockLayer = layer.index;
+      const blockShape = [shapeOf('block.X1')?.[0] ?? 1, layer.tokensIn, layer.dimIn];
+      for (const name of ['block.X1', 'block.X2']) expectShape(name, blockShape);
+      for (const name of ['block.dY1', 'block.dY2']) expectShape(name, blockShape, false);
+    }
+  }
+  const zeroGradListed: string[] = [];
+  for (const [k, v] of Object.entries(file.metadata)) {
+    if (!k.startsWith('zero_grad_tensors')) continue;
+    const list = parseJson(v, `__metadata__ ${k}`);
+    if (E.isLeft(list) || !Array.isArray(list.right) || !list.right.every((n) => typeof n === 'string')) {
+      problems.push(`__metadata__ ${describeValue(k, 40)} must be a JSON list of tensor names${E.isLeft(list) ? ` (${list.left.message})` : ''}`);
+    } else zeroGradListed.push(...(list.right as string[]));
+  }
+  if (problems.length > 0) {
+    const shown = problems.slice(0, MAX_REPORTED_PROBLEMS);
+    const rest = problems.length - shown.length;
+    return E.left([`${path}: the fixture does not fit its config:`, ...shown.map((p) => `  ${p}`), ...(rest > 0 ? [`  ... and ${rest} more`] : [])].join('\n'));
+  }
   const get = (name: string) => {
     const a = file.tensors.get(name);
     return a === undefined ? undefined : tensor(a.data, a.shape);
   };
-  return E.right({ path, file, cfg: parsed.right, model: buildModel(parsed.right), kind, get });
+  return E.right({ path, file, cfg, model: buildModel(cfg), kind, get, blockLayer, zeroGradListed });
 }
 
 async function compare(group: string, name: string, ours: Tensor, ref: Tensor, absTol?: number): Promise<Comparison> {
@@ -102,9 +174,7 @@ async function compare(group: string, name: string, ours: Tensor, ref: Tensor, a
 /** Parameters whose gradient is analytically zero (spec 8.10): metadata list plus the spec's rule. */
 function zeroGradNames(l: Loaded): Set<string> {
   const names = new Set<string>();
-  for (const [k, v] of Object.entries(l.file.metadata)) {
-    if (k.startsWith('zero_grad_tensors')) for (const n of JSON.parse(v) as string[]) names.add(n);
-  }
+  for (const n of l.zeroGradListed) names.add(n);
   const m = l.cfg.MVIT;
   for (const layer of l.model.geometry.layers) {
     const prefix = `rev_backbone.layers.${layer.index}.F.attn.`;
@@ -142,8 +212,8 @@ async function compareGrads(out: Comparison[], group: string, l: Loaded, refPref
 }
 
 /** Run every comparison the fixture supports, in both modes (on every backend: values are read with `await`). */
-export async function checkFixture(path: string, modes: readonly Mode[] = ['reversible', 'store']): Promise<E.Either<string, FixtureReport>> {
-  const loaded = load(path);
+export async function checkFixture(path: string, modes: readonly Mode[] = ['reversible', 'store'], opts: FixtureOptions = {}): Promise<E.Either<string, FixtureReport>> {
+  const loaded = load(path, opts);
   if (E.isLeft(loaded)) return loaded;
   const l = loaded.right;
   const { model } = l;
@@ -191,7 +261,7 @@ export async function checkFixture(path: string, modes: readonly Mode[] = ['reve
   }
 
   // The single-block test: forward, reconstruction, and the reversible backward against autograd.
-  const layerId = Number(l.file.metadata.block_layer_id ?? 0);
+  const layerId = l.blockLayer;
   const prefix = l.file.metadata.block_param_prefix ?? `rev_backbone.layers.${layerId}.`;
   const X1 = l.get('block.X1');
   const X2 = l.get('block.X2');

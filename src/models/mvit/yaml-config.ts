@@ -20,6 +20,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as E from 'fp-ts/lib/Either.js';
 import { parseDocument } from 'yaml';
+import { MAX_JSON_DEPTH, structureProblem } from '../../io/json.ts';
 import { DEFAULT_CONFIG, parseConfig, type ConfigProblem, type MViTConfig, type ParseOptions } from './config.ts';
 
 /** A YAML config after _BASE_ and literal decoding: sections of plain values. */
@@ -203,11 +204,19 @@ function parseYaml(text: string, source: string): E.Either<ConfigProblem[], unkn
       }),
     );
   }
+  let js: unknown;
   try {
-    return E.right(doc.toJS({ maxAliasCount: 100 }));
+    js = doc.toJS({ maxAliasCount: 100 });
   } catch (e) {
     return E.left([{ path: '', message: `${source}: YAML error: ${(e as Error).message}` }]);
   }
+  // The tree is walked recursively below: an alias inside itself (`&a [*a]`) or deep nesting must stop here.
+  const shape = structureProblem(js);
+  if (shape !== null) {
+    const why = { cyclic: 'an alias refers to a value that contains it (a cyclic value)', deep: `it nests more than ${MAX_JSON_DEPTH} levels deep`, large: 'it holds more than a million lists and mappings' }[shape];
+    return E.left([{ path: '', message: `${source}: YAML error: ${why}` }]);
+  }
+  return E.right(js);
 }
 
 /** fvcore's merge_a_into_b: sections merge key by key, everything else is replaced. */
