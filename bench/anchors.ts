@@ -61,39 +61,64 @@ export interface TimingOptions {
 /**
  * The clock of every timing here: wall time, or (`useCpuTime(true)`, the benches' `--cpu-time`) the
  * process's user + system CPU time, which other jobs on a shared machine disturb far less (they
- * deschedule us, which wall time counts and CPU time does not). Single-threaded code only: CPU time sums
- * all threads.
+ * deschedule us, which wall time counts and CPU time does not). CPU time sums all threads (GC helpers
+ * included) and Linux accounts it in scheduler ticks (~4 ms), so with it each sample is the mean of as
+ * many calls as fill SAMPLE_MS of wall time.
  */
-let clock = (): number => performance.now();
+let cpuClock = false;
+const cpuNow = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const SAMPLE_MS = 60;
 
 export function useCpuTime(on: boolean): void {
-  clock = on
-    ? () => {
-        const u = process.cpuUsage();
-        return (u.user + u.system) / 1000;
-      }
-    : () => performance.now();
+  cpuClock = on;
 }
 
-/** Median time in ms of `fn` after `warmup` untimed calls. */
+/**
+ * The statistic of the timed samples: the median, or (`useMinimum(true)`, the benches' `--min`) the
+ * fastest, which on a machine shared with other jobs is the best estimate of the undisturbed time (others
+ * only ever add to a sample). Applied alike to ours and every anchor.
+ */
+let pick = (sorted: number[]): number => sorted[sorted.length >> 1];
+
+export function useMinimum(on: boolean): void {
+  pick = on ? (sorted) => sorted[0] : (sorted) => sorted[sorted.length >> 1];
+}
+
+/** One sample in ms: a single call's wall time, or the mean CPU time of the calls filling SAMPLE_MS. */
+function sample(fn: () => unknown): number {
+  if (!cpuClock) {
+    const t0 = performance.now();
+    fn();
+    return performance.now() - t0;
+  }
+  const w0 = performance.now();
+  const c0 = cpuNow();
+  let calls = 0;
+  do {
+    fn();
+    calls++;
+  } while (performance.now() - w0 < SAMPLE_MS);
+  return (cpuNow() - c0) / calls;
+}
+
+/** Median (or minimum, see useMinimum) time in ms of `fn` after `warmup` untimed calls. */
 export function medianMs(fn: () => unknown, { minRuns = 5, minMs = 300, warmup = 2 }: TimingOptions = {}): number {
   for (let i = 0; i < warmup; i++) fn();
   const times: number[] = [];
-  const start = clock();
-  while (times.length < minRuns || clock() - start < minMs) {
-    const t0 = clock();
-    fn();
-    times.push(clock() - t0);
-  }
+  const start = performance.now();
+  while (times.length < minRuns || performance.now() - start < minMs) times.push(sample(fn));
   times.sort((x, y) => x - y);
-  return times[times.length >> 1];
+  return pick(times);
 }
 
 /** Slow implementations (hundreds of ms per call) get fewer runs to keep a bench under 2 minutes. */
 export function adaptiveMedianMs(fn: () => unknown): number {
-  const t0 = clock();
+  const t0 = performance.now();
   fn();
-  const once = clock() - t0;
+  const once = performance.now() - t0;
   return once > 100 ? medianMs(fn, { minRuns: 3, minMs: 0, warmup: 0 }) : medianMs(fn);
 }
 

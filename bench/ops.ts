@@ -4,18 +4,22 @@
  * foundation issue. Prints ms, GFLOP/s for matmuls, and ours over each anchor's time (<1: we are faster).
  * The "grad" rows are forward + backward for a fixed output cotangent, input gradient only: ours
  * through vjp, tfjs through tf.grad(f)(x, dy), jax-js through jit(grad(sum(f(x) * dy))).
- * Usage: node --import tsx bench/ops.ts [--ours] [--cpu-time]
+ * Usage: node --import tsx bench/ops.ts [--ours] [--cpu-time] [--min]
  *   --cpu-time: time everything by process CPU time (user + system) instead of wall time, for a
  *               machine shared with other jobs (they deschedule us; CPU time does not count that).
+ *   --min:      report each implementation's fastest run instead of the median (more runs), the best
+ *               estimate of undisturbed time when other jobs share the machine.
  */
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { gelu, layerNorm, matmul, ones, softmax, tensor, vjp, zeros, type Tensor } from '../src/index.ts';
-import { adaptiveMedianMs, anchorTimings, formatRows, MATMUL_CASES, matmulRow, ROW_OP_SHAPE, seededArray, useCpuTime, type Row } from './anchors.ts';
+import { adaptiveMedianMs, anchorTimings, formatRows, MATMUL_CASES, matmulRow, ROW_OP_SHAPE, seededArray, useCpuTime, useMinimum, type Row } from './anchors.ts';
 
 const OURS = 'revgrad webasm';
 const cpuTime = process.argv.includes('--cpu-time');
 useCpuTime(cpuTime);
+const minimum = process.argv.includes('--min');
+useMinimum(minimum);
 
 function ourRows(): Row[] {
   const rows: Row[] = [];
@@ -53,7 +57,7 @@ const cpuModel = (() => {
     return 'unknown';
   }
 })();
-console.log(`CPU: ${cpuModel}; Node ${process.versions.node}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}; timing: ${cpuTime ? 'process CPU time' : 'wall clock'}`);
+console.log(`CPU: ${cpuModel}; Node ${process.versions.node}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}; timing: ${cpuTime ? 'process CPU time' : 'wall clock'}, ${minimum ? 'fastest run' : 'median run'}`);
 const rows = ourRows();
 if (!process.argv.includes('--ours')) rows.push(...(await anchorTimings()));
 const order = [...MATMUL_CASES.map((c) => c.label), `${ROW_OP_SHAPE[0]}x${ROW_OP_SHAPE[1]}`];

@@ -41,7 +41,7 @@ const attention: Branch<AttnParams> = (p, x, k) => {
   const attn = dropout(foldIn(k, 0), 0.1, softmax(scores, -1), TRAIN);
   return dropPath(foldIn(k, 1), 0.1, linear(p.o, matmul(attn, linear(p.v, x))), TRAIN);
 };
-const ffn: Branch<{ fc1: LinearParams; fc2: LinearParams }> = (p, x, k) => dropPath(foldIn(k, 1), 0.1, mlp(p, x, 0.1, foldIn(k, 0)), TRAIN);
+const ffn: Branch<{ fc1: LinearParams; fc2: LinearParams }> = (p, x, k) => dropPath(foldIn(k, 1), 0.1, mlp(p, x, foldIn(k, 0), { drop: 0.1 }), TRAIN);
 
 function blockParams(k: Key) {
   const ks = split(k, 6);

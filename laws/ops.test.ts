@@ -12,8 +12,9 @@ import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
 import { setWasmKernels, CHUNK_FLOATS } from '../src/backend/wasm-memory.ts';
+import { setPoisonedOutputs } from '../src/tensor/exec.ts';
 import { setWasmFma, wasmRelaxedSimdAvailable } from '../src/backend/wasm-gemm.ts';
-import { gelu, geluGrad, normalizeGrad, normalizeLast, softmaxGrad, softmaxLast } from '../src/tensor/fused.ts';
+import { gelu, geluGrad, layerNormAffine, normalizeGrad, normalizeLast, softmaxGrad, softmaxLast } from '../src/tensor/fused.ts';
 import { assertProperty, broadcastShapesArb, distinct, rand, maxAbs, MODES, OP_CASES, rng, seedArb, shapeArb, sizeOf, uniform, type OpCase } from './helpers.ts';
 
 const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]);
@@ -589,6 +590,75 @@ test('depthwiseConv3d input gradient: an infinite cotangent stays at its own pos
   const want = WASM_MODES[1].run(run);
   const got = WASM_MODES[0].run(run);
   got.forEach((v, i) => assert.ok(Object.is(v, want[i]) || Math.abs(v - want[i]) <= 1e-6, `element ${i}: ${v} vs host loop ${want[i]}`));
+});
+
+/** float64 layer norm with weight and bias, and the weight and bias gradients for cotangent g. */
+function layerNormAffineRef(x: Float32Array, w: Float32Array, b: Float32Array, g: Float32Array, n: number, eps: number) {
+  const y = new Float64Array(x.length);
+  const dw = new Float64Array(n);
+  const db = new Float64Array(n);
+  for (let base = 0; base < x.length; base += n) {
+    const row = Array.from(x.subarray(base, base + n));
+    const mu = row.reduce((a, v) => a + v, 0) / n;
+    const sigma = Math.sqrt(row.reduce((a, v) => a + (v - mu) ** 2, 0) / n + eps);
+    row.forEach((v, j) => {
+      const xhat = (v - mu) / sigma;
+      y[base + j] = xhat * w[j] + b[j];
+      dw[j] += g[base + j] * xhat;
+      db[j] += g[base + j];
+    });
+  }
+  return [y, dw, db];
+}
+
+test('layerNorm with weight and bias (one fused op on host backends) equals float64, gives the bits of normalize * w + b and the same VJP', () => {
+  const eps = 1e-5;
+  assertProperty(
+    fc.property(fc.record({ rows: fc.integer({ min: 1, max: 5 }), n: fc.integer({ min: 1, max: 40 }), seed: seedArb }), ({ rows, n, seed }) => {
+      const xs = Float32Array.from(Array.from({ length: rows }, (_, r) => Array.from(distinct(n, seed + r, 0.5))).flat());
+      const ws = uniform(n, seed + 1, 0.5, 1.5);
+      const bs = uniform(n, seed + 2);
+      const gs = uniform(rows * n, seed + 3);
+      const ref = layerNormAffineRef(xs, ws, bs, gs, n, eps);
+      const evalBoth = () => {
+        const args = [R.tensor(xs, [rows, n]), R.tensor(ws), R.tensor(bs)] as const;
+        const g = R.tensor(gs, [rows, n]);
+        const [fused, pf] = R.vjp((a: Tensor, c: Tensor, d: Tensor) => layerNormAffine(a, c, d, eps), ...args);
+        const [composite, pc] = R.vjp((a: Tensor, c: Tensor, d: Tensor) => R.add(R.mul(normalizeLast(a, eps), c), d), ...args);
+        return { fused: [fused, ...(pf(g) as Tensor[])], composite: [composite, ...(pc(g) as Tensor[])] };
+      };
+      for (const mode of [...WASM_MODES, MODES[2]]) {
+        const { fused, composite } = mode.run(evalBoth);
+        // float64: y (terms |xhat w| + |b| <= ~4), dw and db (sums of `rows` terms of size <= ~2).
+        [fused[0], fused[2], fused[3]].forEach((t, k) => {
+          const got = t.dataSync();
+          got.forEach((v, i) => assert.ok(Math.abs(v - ref[k][i]) <= 1e-5 * (k === 0 ? 4 : 2 * rows), `${mode.name} [${rows}, ${n}]: ${['y', 'dw', 'db'][k]}[${i}] = ${v}, float64 ${ref[k][i]}`));
+        });
+        if (mode !== MODES[2]) assert.equal(Array.from(fused[0].dataSync()), Array.from(composite[0].dataSync()), `${mode.name}: forward bits`);
+        agree(fused, composite, `layerNorm fused vs composite [${rows}, ${n}], ${mode.name}`, 1e-6);
+      }
+    }),
+    { numRuns: 30 },
+  );
+});
+
+test('ops that claim to write every output element (fills: their outputs are uninitialized memory) do: NaN-poisoned outputs change nothing', () => {
+  setPoisonedOutputs(true);
+  try {
+    for (const entry of OP_CASES) {
+      assertProperty(
+        fc.property(entry.arb, seedArb, (p, seed) => {
+          const want = MODES[2].run(() => evaluate(entry.build(p), seed));
+          const got = MODES[0].run(() => evaluate(entry.build(p), seed));
+          agree(got.out, want.out, `${entry.name} forward, poisoned outputs`);
+          agree(got.grads, want.grads, `${entry.name} vjp, poisoned outputs`, 1e-6);
+        }),
+        { numRuns: 5 },
+      );
+    }
+  } finally {
+    setPoisonedOutputs(false);
+  }
 });
 
 test.run();

@@ -78,7 +78,7 @@ function branch(spec: BranchSpec): Branch<any> {
         h = dropout(foldIn(k, 0), spec.drop, tanh(linear(p, x)), TRAIN);
         break;
       case 'mlp':
-        h = mlp(p, x, spec.drop, foldIn(k, 0));
+        h = mlp(p, x, foldIn(k, 0), { drop: spec.drop });
         break;
       case 'attention': {
         const C = x.shape[x.shape.length - 1];

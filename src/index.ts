@@ -100,6 +100,7 @@ export {
   type ReversibleBlock,
   type ReversibleSequence,
   type Stage,
+  type RunStep,
 } from './reversible/index.ts';
 export { parseConfig, parseConfigText, formatProblems, type MViTConfig, type ConfigProblem } from './models/mvit/config.ts';
 export { PRESETS, PRESET_NAMES, presetConfig } from './models/mvit/presets.ts';

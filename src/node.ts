@@ -6,7 +6,6 @@ export { readSafetensorsFile, writeSafetensorsFileAtomic } from './io/safetensor
 export { readPythFile, writePythFileAtomic } from './io/pyth-file.ts';
 export { loadWeights, saveWeights, readNamedArrays } from './models/mvit/weights-file.ts';
 export { readYamlConfig, readSlowFastTree, parseSlowFastYamlText, slowFastYaml, type YamlConfig, type SlowFastTree } from './models/mvit/yaml-config.ts';
-export { checkFixture, formatReport, type FixtureReport, type Comparison } from './models/mvit/fixture-check.ts';
 export {
   saveCheckpoint,
   loadCheckpoint,

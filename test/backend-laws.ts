@@ -154,7 +154,7 @@ function branch(kind: Kind): Branch<any> {
   return (p, x, k) => {
     let h: Tensor;
     if (kind === 'linear') h = dropout(foldIn(k, 0), 0.2, R.tanh(linear(p, x)), TRAIN);
-    else if (kind === 'mlp') h = mlp(p, x, 0.2, foldIn(k, 0));
+    else if (kind === 'mlp') h = mlp(p, x, foldIn(k, 0), { drop: 0.2 });
     else {
       const C = x.shape[x.shape.length - 1];
       const scores = R.div(R.matmul(linear(p.q, x), linear(p.k, x), { transB: true }), Math.sqrt(C));

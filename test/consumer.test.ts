@@ -8,7 +8,10 @@
  *       entry's declarations must not need them), including the typed gradients and no `any` in the
  *       shipped declarations;
  *   (d) an esbuild `platform: 'browser'` bundle of a consumer importing 'revgrad' (no node: built-ins);
- *   (e) `npx revgrad --version` and `--help` (the bin is compiled JavaScript under plain node).
+ *   (e) `npx revgrad --version` and `--help` (the bin is compiled JavaScript under plain node);
+ *   (f) `revgrad/laws` (with the user's own fast-check): a user's two-block sequence passes the inverse and
+ *       determinism laws, and two broken blocks (F reads a global counter; G ignores its key) are caught
+ *       with a readable counterexample.
  */
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -18,7 +21,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createConsumerProject, nodeIn, npmIn, repo } from './consumer-project.ts';
 
-const project = createConsumerProject(['@types/node']);
+const project = createConsumerProject(['@types/node', 'fast-check']);
 const { dir } = project;
 console.log(`consumer.test.ts: packed in ${project.packSeconds.toFixed(1)} s (build included), installed offline in ${project.installSeconds.toFixed(1)} s -> ${dir}`);
 const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { version: string };
@@ -197,5 +200,42 @@ test('(e) npx revgrad --version and --help run the compiled bin with plain node'
 });
 
 test.after(() => rmSync(dirname(dir), { recursive: true, force: true }));
+
+
+test('(f) revgrad/laws in a user project: a sound sequence passes, a counter-reading F and a key-ignoring G are caught', () => {
+  writeFileSync(
+    join(dir, 'laws.mjs'),
+    `import { mul, nn, random, reversible, sequence, tanh } from 'revgrad';
+import { determinismLaw, inverseLaw } from 'revgrad/laws';
+let calls = 0;
+const F = (p, x) => tanh(nn.linear(p, x));
+const leaky = (p, x) => tanh(nn.linear(p, mul(x, 1 + (calls++ % 3))));
+const G = (p, x, key) => nn.dropout(key, 0.5, nn.linear(p, x), { train: true });
+const keyless = (p, x) => nn.dropout(random.key(7), 0.5, nn.linear(p, x), { train: true });
+const lin = (k) => ({ weight: mul(random.normal(k, [4, 4]), 0.5), bias: random.normal(random.foldIn(k, 1), [4]) });
+const init = (k) => [0, 1].map((i) => ({ F: lin(random.foldIn(k, 2 * i)), G: lin(random.foldIn(k, 2 * i + 1)) }));
+const input = { shape: [2, 3, 4] };
+const good = sequence([reversible(F, G), reversible(F, G)]);
+const reports = {
+  inverse: await inverseLaw(good, { params: init, input }).check({ runs: 5 }),
+  determinism: await determinismLaw(good, { params: init, input, random: { G: true } }).check({ runs: 3 }),
+  counter: await inverseLaw(sequence([reversible(F, G), reversible(leaky, G)]), { params: init, input }).check({ runs: 5 }),
+  keyless: await determinismLaw(sequence([reversible(F, G), reversible(F, keyless)]), { params: init, input, random: { G: true } }).check({ runs: 3 }),
+};
+console.log(JSON.stringify(Object.fromEntries(Object.entries(reports).map(([k, r]) => [k, { ok: r.ok, text: r.text }]))));
+`,
+  );
+  const r = nodeIn(dir, ['laws.mjs']);
+  assert.is(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as Record<'inverse' | 'determinism' | 'counter' | 'keyless', { ok: boolean; text: string }>;
+  assert.ok(out.inverse.ok, out.inverse.text);
+  assert.ok(out.determinism.ok, out.determinism.text);
+  assert.not.ok(out.counter.ok, 'a counter-reading F must fail the inverse law');
+  assert.match(out.counter.text, /block 1 alone does not invert/);
+  assert.match(out.counter.text, /counterexample/);
+  assert.match(out.counter.text, /replay: check\(\{ seed: \d+/);
+  assert.not.ok(out.keyless.ok, 'a G that ignores its key must fail the determinism law');
+  assert.match(out.keyless.text, /block 1 G gave bitwise the same output for \d+ different keys/);
+});
 
 test.run();

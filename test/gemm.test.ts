@@ -3,12 +3,12 @@ import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { withBackend } from '../src/backend/backend.ts';
 import { matmulRows4Variant, type MatmulProblem } from '../src/backend/matmul.ts';
-import { sleb, uleb } from '../src/backend/wasm-builder.ts';
+import { sleb, uleb, wasmSimdAvailable } from '../src/backend/wasm-builder.ts';
 import { execFileSync } from 'node:child_process';
 import { checkGemm, matmulProblem, problemInputs, relativeError, TRANSPOSES, type Gemm } from './matmul-helpers.ts';
 import {
   setWasmGemmRetainedBytes, wasmGemm, wasmGemmConfig, wasmGemmMemoryBytes, wasmGemmWith, wasmRelaxedSimdAvailable,
-  wasmSimdAvailable, type WasmGemmConfig,
+  type WasmGemmConfig,
 } from '../src/backend/wasm-gemm.ts';
 
 const check = (gemm: Gemm, p: MatmulProblem, seed: number, what = 'wasmGemm'): void => checkGemm(gemm, p, seed, what);

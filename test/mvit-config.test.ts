@@ -15,11 +15,11 @@ import {
   formatProblems,
   parseConfig,
   parseConfigText,
-  parseFusionMode,
   type ConfigProblem,
   type MViTConfig,
 } from '../src/models/mvit/config.ts';
 import { buildGeometry, dropPathRates, layerGroups, roundWidth, type PoolSpec } from '../src/models/mvit/geometry.ts';
+import { parseFusionMode } from '../src/nn/fusion.ts';
 import { paramCount, paramSpecs } from '../src/models/mvit/params-spec.ts';
 import { PRESETS, PRESET_NAMES, presetConfig } from '../src/models/mvit/presets.ts';
 

@@ -11,6 +11,8 @@ import {
   customVjp,
   flattenWithPaths,
   full,
+  jit,
+  InterruptedError,
   mul,
   newInterruptFlag,
   nn,
@@ -136,6 +138,23 @@ test('an interrupt between two ops stops the run mid-step; resuming from the sav
   const uninterrupted = await train({ ...base, data: (s: number) => batchAt(s), steps: 6 });
   assert.equal(await flat(resumed.params), await flat(uninterrupted.params));
   assert.equal(await flat(resumed.optState), await flat(uninterrupted.optState));
+});
+
+test('a replayed (jitted) program polls the interrupt flag too: a requested interrupt stops the replay, and the next call computes the same numbers', async () => {
+  const f = jit((p: Linear, x: Tensor) => mul(nn.linear(p, x), 2));
+  const p = init();
+  const x = batchAt(0).x;
+  const want = Array.from(await f(p, x).data()); // traced and run
+  const flag = newInterruptFlag();
+  watchInterrupts(flag);
+  try {
+    requestInterrupt(flag);
+    assert.throws(() => f(p, x), (e: unknown) => e instanceof InterruptedError);
+  } finally {
+    watchInterrupts(null);
+  }
+  assert.equal(Array.from(await f(p, x).data()), want);
+  assert.is(f.stats.traces, 1);
 });
 
 test.run();

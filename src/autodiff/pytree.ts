@@ -12,7 +12,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Tensor) && !ArrayBuffer.isView(v) &&
   (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null);
 
-/** Leaves in order, with their dotted paths. Non-tensor leaves (numbers, null, ...) are skipped unless `all`. */
+/** Tensor leaves in order, with their dotted paths; other leaves (numbers, null, ...) are skipped. */
 export function flattenWithPaths(tree: unknown, prefix = ''): [string, Tensor][] {
   const out: [string, Tensor][] = [];
   const walk = (node: unknown, path: string) => {

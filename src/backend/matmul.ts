@@ -1,13 +1,15 @@
 /**
- * Batched matmul engine: every product runs as one cached gpu.js kernel.
+ * Batched matmul engine: the host entry `matmulKernelRun` and the gpu.js kernels.
  *
- * webasm ("rows4"): A is packed to [batch][Mp/4][K][4] (M padded to a multiple of 4, transA folded
- * into the packing), B is used as [batch][K][N] (transB folded into a transposing copy). Each thread
- * computes 4 rows of one output column and returns them as Array(4): per k-step one lane-varying
- * gather of B feeds 16 MACs, while the 4 A values are lane-uniform scalar loads. The k-loop is
- * unrolled x2 (Rows4Options). All index math is written inline so it stays i32. The result is read
- * back as one flat Float32Array (the kernel's per-cell output shaping is skipped, see `skipOutputShaping`) and
- * un-interleaved into row-major order in one pass. Numbers and alternatives: docs/perf-notes-matmul.md.
+ * webasm: the hand-generated WebAssembly SIMD GEMM (wasm-gemm.ts) where the engine has SIMD. The
+ * gpu.js "rows4" kernel is the fallback (no SIMD, or `setWasmGemm(false)` for tests and benchmarks):
+ * A is packed to [batch][Mp/4][K][4] (M padded to a multiple of 4, transA folded into the packing), B
+ * is used as [batch][K][N] (transB folded into a transposing copy). Each thread computes 4 rows of one
+ * output column and returns them as Array(4): per k-step one lane-varying gather of B feeds 16 MACs,
+ * while the 4 A values are lane-uniform scalar loads. The k-loop is unrolled x2 (Rows4Options). All
+ * index math is written inline so it stays i32. The result is read back as one flat Float32Array (the
+ * kernel's per-cell output shaping is skipped, see `skipOutputShaping`) and un-interleaved into
+ * row-major order in one pass. Numbers and alternatives: docs/perf-notes-matmul.md.
  *
  * cpu (reference backend): one scalar kernel with a 1D output and transposes in the index math.
  *
@@ -19,17 +21,12 @@
  */
 import type { GPU, IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend } from './backend.ts';
-import { wasmGemm, wasmSimdAvailable } from './wasm-gemm.ts';
-import { ArgumentError, BackendError, InternalError, ShapeError } from '../tensor/errors.ts';
+import { checkMatmulProblem, type MatmulProblem } from './matmul-problem.ts';
+import { wasmSimdAvailable } from './wasm-builder.ts';
+import { wasmGemm } from './wasm-gemm.ts';
+import { ArgumentError, BackendError, InternalError } from '../tensor/errors.ts';
 
-export interface MatmulProblem {
-  batch: number;
-  m: number;
-  k: number;
-  n: number;
-  transA: boolean;
-  transB: boolean;
-}
+export type { MatmulProblem };
 
 /** Tuning knobs of the webasm kernel; the defaults are the measured best (docs/perf-notes-matmul.md). */
 export interface Rows4Options {
@@ -47,7 +44,7 @@ const DEFAULT_ROWS4: Rows4Options = { unroll: 2, shapeOutput: false };
  * returns batch x [m,n] row-major.
  */
 export function matmulKernelRun(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array {
-  checkProblem(p, a, b);
+  checkMatmulProblem('matmul', p, a, b);
   const { batch, m, k, n } = p;
   if (batch * m * n === 0) return new Float32Array(0);
   // An empty reduction is all zeros; gpu.js cannot take zero-length arrays.
@@ -91,7 +88,7 @@ export function setGpuMatmulVariant(variant: GpuMatmulVariant): void {
 export function matmulKernelAny(p: MatmulProblem, a: Float32Array, b: Float32Array): Float32Array | Promise<Float32Array> {
   const backend = getBackend();
   if (backend !== 'webgpu' && backend !== 'webgl2') return matmulKernelRun(p, a, b);
-  checkProblem(p, a, b);
+  checkMatmulProblem('matmul', p, a, b);
   const { batch, m, k, n } = p;
   if (batch * m * n === 0) return new Float32Array(0);
   if (k === 0) return new Float32Array(batch * m * n);
@@ -100,7 +97,7 @@ export function matmulKernelAny(p: MatmulProblem, a: Float32Array, b: Float32Arr
 
 /** Plain float64 loops, for tests. Same layouts as matmulKernelRun. */
 export function matmulReference(p: MatmulProblem, a: Float32Array, b: Float32Array): Float64Array {
-  checkProblem(p, a, b);
+  checkMatmulProblem('matmul', p, a, b);
   const { batch, m, k, n, transA, transB } = p;
   const out = new Float64Array(batch * m * n);
   for (let z = 0; z < batch; z++) {
@@ -121,15 +118,6 @@ export function matmulReference(p: MatmulProblem, a: Float32Array, b: Float32Arr
   return out;
 }
 
-function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void {
-  const { batch, m, k, n } = p;
-  for (const [name, v] of Object.entries({ batch, m, k, n })) {
-    if (!Number.isInteger(v) || v < 0) throw new ArgumentError('matmul', `${name} must be a non-negative integer, got ${v}`);
-  }
-  if (a.length !== batch * m * k) throw new ShapeError('matmul', `a has ${a.length} elements, expected ${batch}*${m}*${k}`);
-  if (b.length !== batch * k * n) throw new ShapeError('matmul', `b has ${b.length} elements, expected ${batch}*${k}*${n}`);
-}
-
 // ---------------------------------------------------------------------------------------------
 // webasm: rows4 formulation
 
@@ -139,7 +127,7 @@ const roundUp4 = (x: number): number => Math.ceil(x / 4) * 4;
 export function matmulRows4Variant(
   p: MatmulProblem, a: Float32Array, b: Float32Array, options: Partial<Rows4Options>,
 ): Float32Array {
-  checkProblem(p, a, b);
+  checkMatmulProblem('matmul', p, a, b);
   const chosen = { ...DEFAULT_ROWS4, ...options };
   if (!Number.isInteger(chosen.unroll) || chosen.unroll < 1) throw new ArgumentError('matmul', `unroll must be a positive integer, got ${chosen.unroll}`);
   if (p.batch * p.m * p.n * p.k === 0) return matmulKernelRun(p, a, b);

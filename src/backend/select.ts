@@ -17,6 +17,7 @@
 import { BACKENDS, setBackend, type BackendName } from './backend.ts';
 import { describeAdapter, initWebGPU, isSoftwareAdapter, type AdapterDescription, type WebGPUStatus } from './webgpu-node.ts';
 import { ArgumentError } from '../tensor/errors.ts';
+import { wasmSimdAvailable } from './wasm-builder.ts';
 
 export type BackendRequest = BackendName | 'auto';
 
@@ -142,10 +143,5 @@ export function probeWebGL2(): string | null {
   return String(renderer);
 }
 
-/** WebAssembly with 128-bit SIMD (what gpu.js's webasm backend emits): validate a tiny SIMD module. */
-export function probeWebAssemblySimd(): boolean {
-  if (typeof WebAssembly !== 'object' || typeof WebAssembly.validate !== 'function') return false;
-  // (module (func (result v128) i32.const 0 i8x16.splat i8x16.popcnt)) — the wasm-feature-detect probe.
-  const bytes = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
-  return WebAssembly.validate(bytes);
-}
+/** WebAssembly with 128-bit SIMD: the webasm backend's probe (`wasmSimdAvailable`, one cached check for the whole library). */
+export const probeWebAssemblySimd: () => boolean = wasmSimdAvailable;

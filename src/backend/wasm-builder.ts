@@ -1,12 +1,13 @@
 /**
- * A tiny WebAssembly binary encoder: enough to emit the SIMD GEMM of wasm-gemm.ts from TypeScript.
+ * A tiny WebAssembly binary encoder: enough to emit the generated SIMD kernels (wasm-gemm.ts,
+ * wasm-rowops.ts, wasm-depthwise.ts, wasm-fusion.ts) from TypeScript, and the engine's SIMD probe.
  *
  * - `ModuleBuilder`: functions (types are deduplicated), one memory (defined here and exported), exports.
  * - `FunctionBuilder`: locals, an op-by-name assembler (`op`, `load`, `store`, `simd`, `simdMem`), and
  *   structured control (`block`, `loop`, `ifElse`) whose labels are objects, so `br`/`brIf` compute the
  *   relative depth themselves.
  *
- * Only the opcodes the GEMM needs are listed; adding one is one table entry (opcode numbers from the
+ * Only the opcodes the kernels need are listed; adding one is one table entry (opcode numbers from the
  * WebAssembly core spec, 1.0 plus fixed-width SIMD and bulk memory).
  */
 import { InternalError } from '../tensor/errors.ts';
@@ -342,4 +343,19 @@ export class ModuleBuilder {
     }))));
     return new Uint8Array(bytes);
   }
+}
+
+let simdAvailable: boolean | undefined;
+
+/**
+ * Whether this engine runs WebAssembly fixed-width SIMD (what the generated kernels and gpu.js's webasm
+ * backend emit): validates `(func (result v128) i32.const 0 i8x16.splat i8x16.popcnt)` once, the
+ * wasm-feature-detect probe.
+ */
+export function wasmSimdAvailable(): boolean {
+  if (simdAvailable === undefined) {
+    const probe = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
+    simdAvailable = typeof WebAssembly === 'object' && typeof WebAssembly.validate === 'function' && WebAssembly.validate(probe);
+  }
+  return simdAvailable;
 }

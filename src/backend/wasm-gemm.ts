@@ -18,8 +18,8 @@
  * and is reused (it never shrinks, so growth is bounded by the largest call). Single-threaded.
  */
 import { ModuleBuilder, type FunctionBuilder } from './wasm-builder.ts';
-import type { MatmulProblem } from './matmul.ts';
-import { ArgumentError, BackendError, ShapeError } from '../tensor/errors.ts';
+import { checkMatmulProblem, type MatmulProblem } from './matmul-problem.ts';
+import { ArgumentError, BackendError } from '../tensor/errors.ts';
 
 export interface WasmGemmConfig {
   /** Rows per register tile (A panel height). */
@@ -248,20 +248,6 @@ interface GemmExports {
   compute(ap: number, bp: number, c: number, m: number, n: number, k: number, scratch: number): void;
 }
 
-let simdAvailable: boolean | undefined;
-
-/** Whether this engine runs WebAssembly fixed-width SIMD (checked once by validating our own module). */
-export function wasmSimdAvailable(): boolean {
-  if (simdAvailable === undefined) {
-    try {
-      simdAvailable = typeof WebAssembly === 'object' && WebAssembly.validate(gemmModuleBytes(DEFAULT_WASM_GEMM));
-    } catch {
-      simdAvailable = false;
-    }
-  }
-  return simdAvailable;
-}
-
 /**
  * Whether the engine accepts relaxed SIMD (f32x4.relaxed_madd). Relaxed SIMD is standard WebAssembly
  * (3.0) and on by default from V8 11.4 (Node 22, current browsers); Node 20's V8 has it complete but
@@ -372,7 +358,7 @@ function instantiate(config: WasmGemmConfig): Instance {
   };
 
   const run: GemmFn = (p, a, b) => {
-    checkProblem(p, a, b);
+    checkMatmulProblem('wasmGemm', p, a, b);
     const { batch, m, k, n, transA, transB } = p;
     if (batch * m * n === 0 || k === 0) return new Float32Array(batch * m * n);
     const mp = Math.ceil(m / mr) * mr;
@@ -431,14 +417,6 @@ function warmUp(ex: GemmExports): void {
   }
 }
 
-function checkProblem(p: MatmulProblem, a: Float32Array, b: Float32Array): void {
-  const { batch, m, k, n } = p;
-  for (const [name, v] of Object.entries({ batch, m, k, n })) {
-    if (!Number.isInteger(v) || v < 0) throw new ArgumentError('wasmGemm', `${name} must be a non-negative integer, got ${v}`);
-  }
-  if (a.length !== batch * m * k) throw new ShapeError('wasmGemm', `a has ${a.length} elements, expected ${batch}*${m}*${k}`);
-  if (b.length !== batch * k * n) throw new ShapeError('wasmGemm', `b has ${b.length} elements, expected ${batch}*${k}*${n}`);
-}
 
 /**
  * C = op(A) @ op(B) per batch entry with `wasmGemmConfig()`; same layouts as matmulKernelRun

@@ -11,7 +11,7 @@
  */
 import { BackendError } from '../tensor/errors.ts';
 import { getBackend } from './backend.ts';
-import { wasmSimdAvailable } from './wasm-gemm.ts';
+import { wasmSimdAvailable } from './wasm-builder.ts';
 
 let enabled = true;
 
@@ -69,16 +69,25 @@ export function kernelMemoryBytes(): number {
 /**
  * Run a row-wise kernel over `rows` rows of `rowLen` contiguous elements, in chunks of whole rows.
  * Input k's chunk is staged at `ptrs[k]`, the output chunk at `ptrs[ins.length]` (byte offsets), each
- * region followed by SLACK_BYTES; `call(ptrs, n)` processes n rows. `ins` and `out` hold rows * rowLen
- * elements (rowLen 1: an elementwise op).
+ * region followed by SLACK_BYTES; `fixed` arrays (the same for every row, e.g. a weight) are staged once,
+ * after those, at `ptrs[ins.length + 1 + j]`. `call(ptrs, n)` processes n rows. `ins` and `out` hold
+ * rows * rowLen elements (rowLen 1: an elementwise op).
  */
-export function runChunked(ins: readonly Float32Array[], out: Float32Array, rowLen: number, call: (ptrs: readonly number[], n: number) => void): void {
+export function runChunked(
+  ins: readonly Float32Array[], out: Float32Array, rowLen: number, call: (ptrs: readonly number[], n: number) => void, fixed: readonly Float32Array[] = [],
+): void {
   if (out.length === 0) return;
   const rows = out.length / rowLen;
   const per = Math.max(1, Math.floor(CHUNK_FLOATS / rowLen));
   const region = align64(Math.min(per, rows) * rowLen * 4 + SLACK_BYTES);
   const ptrs = Array.from({ length: ins.length + 1 }, (_, k) => k * region);
-  let h = ensureKernelBytes(region * ptrs.length);
+  let at = ptrs.length * region;
+  for (const a of fixed) {
+    ptrs.push(at);
+    at += align64(a.length * 4 + SLACK_BYTES);
+  }
+  let h = ensureKernelBytes(at);
+  fixed.forEach((a, j) => h.set(a, ptrs[ins.length + 1 + j] / 4));
   const outAt = ptrs[ins.length] / 4;
   for (let r0 = 0; r0 < rows; r0 += per) {
     const n = Math.min(per, rows - r0);

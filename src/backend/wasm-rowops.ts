@@ -67,19 +67,23 @@ class RowEmitter {
     f.get(this.rem).ifElse(() => body(cursors, true));
   }
 
-  /** for each of `rows` rows: body(rowPtrs); the pointers (params) advance by rowBytes. */
-  rows(ptrParams: readonly number[], rowsParam: number, lengthParam: number, body: (rowPtrs: readonly number[]) => void): void {
+  /**
+   * for each of `rows` rows: body(rowPtrs); the pointers (params) advance by rowBytes, except those in
+   * `fixed` (a per-column vector such as layer norm's weight: the same for every row).
+   */
+  rows(ptrParams: readonly number[], rowsParam: number, lengthParam: number, body: (rowPtrs: readonly number[]) => void, fixed: readonly number[] = []): void {
     const f = this.f;
     const rowBytes = f.local('i32');
     const r = f.local('i32');
     const ptrs = ptrParams.map(() => f.local('i32'));
+    const moving = ptrs.filter((_, k) => !fixed.includes(ptrParams[k]));
     f.get(lengthParam).i32(4).op('i32.mul').set(rowBytes);
     ptrParams.forEach((p, k) => f.get(p).set(ptrs[k]));
     f.get(rowsParam).set(r).block((done) => {
       f.get(r).op('i32.eqz').brIf(done);
       f.loop((top) => {
         body(ptrs);
-        for (const p of ptrs) f.get(p).get(rowBytes).op('i32.add').set(p);
+        for (const p of moving) f.get(p).get(rowBytes).op('i32.add').set(p);
         f.get(r).i32(1).op('i32.sub').tee(r).brIf(top);
       });
     });
@@ -186,6 +190,23 @@ function emitRowOp(mod: ModuleBuilder, op: RowOpName, fma: boolean): void {
   s.hoistConstants();
 }
 
+/** layerNorm(x, w, b, out, rows, C, eps): (x - mean) / sqrt(var + eps) * w + b per row; w, b: [C]. */
+function emitLayerNorm(mod: ModuleBuilder, fma: boolean): void {
+  const params: ValType[] = ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'];
+  const f = mod.func('layerNorm', params);
+  const [X, Wt, B, OUT, ROWS, LEN, EPS] = [0, 1, 2, 3, 4, 5, 6];
+  const e = new RowEmitter(f, fma, LEN);
+  const s = e.s;
+  const Cf = f.local('f32');
+  f.get(LEN).op('f32.convert_i32_s').set(Cf);
+  e.rows([X, Wt, B, OUT], ROWS, LEN, ([x, w, b, out]) => {
+    const { mu, inv } = emitStats(e, x, Cf, EPS);
+    // Rounded as normalize, then * w, then + b (no fused multiply-add): the bits of the three ops.
+    e.vectors([x, w, b, out], ([p, q, r, o]) => s.store(o, s.add(s.mul(s.mul(s.sub(s.load(p), mu), inv), s.load(q)), s.load(r))));
+  }, [Wt, B]);
+  s.hoistConstants();
+}
+
 /** gelu(x, out, n) and geluGrad(x, g, out, n) over n contiguous elements. */
 function emitGelu(mod: ModuleBuilder, grad: boolean, fma: boolean): void {
   const f = mod.func(grad ? 'geluGrad' : 'gelu', grad ? ['i32', 'i32', 'i32', 'i32'] : ['i32', 'i32', 'i32']);
@@ -210,6 +231,7 @@ function emitGelu(mod: ModuleBuilder, grad: boolean, fma: boolean): void {
 export function rowOpsModuleBytes(fma: boolean): Uint8Array<ArrayBuffer> {
   const mod = new ModuleBuilder().importMemory('env', 'memory', 1);
   for (const op of ['softmax', 'softmaxGrad', 'normalize', 'normalizeGrad'] as const) emitRowOp(mod, op, fma);
+  emitLayerNorm(mod, fma);
   emitGelu(mod, false, fma);
   emitGelu(mod, true, fma);
   return mod.toBytes();
@@ -220,6 +242,7 @@ interface RowOpsExports {
   softmaxGrad(y: number, g: number, out: number, rows: number, C: number): void;
   normalize(x: number, out: number, rows: number, C: number, eps: number): void;
   normalizeGrad(x: number, g: number, out: number, rows: number, C: number, eps: number): void;
+  layerNorm(x: number, w: number, b: number, out: number, rows: number, C: number, eps: number): void;
   gelu(x: number, out: number, n: number): void;
   geluGrad(x: number, g: number, out: number, n: number): void;
 }
@@ -253,6 +276,12 @@ export function wasmRowOp(op: RowOpName, ins: readonly Float32Array[], out: Floa
     case 'normalizeGrad':
       return runChunked(ins, out, C, ([x, g, o], n) => k.normalizeGrad(x, g, o, n, C, eps));
   }
+}
+
+/** Layer norm with its affine part in one pass: ins = [x, w, b], w and b of length C. */
+export function wasmLayerNorm(ins: readonly Float32Array[], out: Float32Array, C: number, eps: number): void {
+  const k = rowOps();
+  runChunked([ins[0]], out, C, ([x, o, w, b], n) => k.layerNorm(x, w, b, o, n, C, eps), [ins[1], ins[2]]);
 }
 
 /** GELU (erf form) or its gradient g * GELU'(x), elementwise: ins = [x] or [x, g]. */

@@ -56,7 +56,7 @@ interface AdapterLike {
   readonly info?: Partial<AdapterDescription>;
 }
 
-export function toDescription(adapter: AdapterLike): AdapterDescription {
+function toDescription(adapter: AdapterLike): AdapterDescription {
   const i = adapter.info ?? {};
   return {
     vendor: String(i.vendor ?? ''),
@@ -74,7 +74,7 @@ let initPromise: Promise<WebGPUStatus> | null = null;
 
 /**
  * Make `navigator.gpu` available (installing Dawn's in Node) and ask it for an adapter. Idempotent: the
- * first call's answer is cached (call `resetWebGPUInit` to probe again). Never throws: a missing
+ * first call's answer is cached. Never throws: a missing
  * package, library or adapter gives `{ ok: false, reason }` with the reason in words.
  */
 export function initWebGPU(options: InitOptions = {}): Promise<WebGPUStatus> {
@@ -82,15 +82,6 @@ export function initWebGPU(options: InitOptions = {}): Promise<WebGPUStatus> {
   return initPromise;
 }
 
-/** Forget the cached answer of `initWebGPU` (tests). */
-export function resetWebGPUInit(): void {
-  initPromise = null;
-}
-
-/** The cached answer of `initWebGPU`, if it has finished (null before). */
-export async function webgpuStatus(): Promise<WebGPUStatus | null> {
-  return initPromise === null ? null : initPromise;
-}
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 

@@ -2,7 +2,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { freemem } from 'node:os';
 import * as E from 'fp-ts/lib/Either.js';
-import { MAX_REPORTED_PROBLEMS, parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
+import { formatProblems, MAX_REPORTED_PROBLEMS, parseConfig, parseConfigText, type ConfigProblem, type MViTConfig } from '../models/mvit/config.ts';
 import { bytesText, resourceProblem, type EstimateOptions, type MemoryLimit } from '../models/mvit/resources.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
@@ -27,10 +27,7 @@ export const CONFIG_FLAGS: readonly FlagSpec[] = [
   { name: 'config', kind: 'string', arg: 'FILE', help: 'a PySlowFast YAML config (.yaml, _BASE_ followed) or a JSON one (partial; merged over the defaults)' },
 ];
 
-const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] => [
-  `${source}: ${problems.length} config problem${problems.length === 1 ? '' : 's'}:`,
-  ...capLines(problems.map((p) => `  ${p.path || '(config)'}: ${p.message}`), MAX_REPORTED_PROBLEMS, '  '),
-];
+const formatConfigProblems = (problems: readonly ConfigProblem[], source: string): string[] => formatProblems(problems, source).split('\n');
 
 /** At most `max` lines, then one saying how many more there were (a 3M-entry list must not print 3M lines). */
 export function capLines(lines: readonly string[], max = MAX_REPORTED_PROBLEMS, indent = ''): string[] {

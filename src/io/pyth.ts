@@ -19,6 +19,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js';
 import { RevgradError } from '../tensor/errors.ts';
+import { sizeOf, stridesOf } from '../tensor/shape.ts';
 import {
   describePy,
   pickle,
@@ -290,7 +291,7 @@ export function tensorToFloat32(file: PythFile, t: TorchTensor, name: string): E
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const little = file.byteorder === 'little';
   const size = t.storage.itemsize;
-  const count = t.shape.reduce((n, d) => n * d, 1);
+  const count = sizeOf(t.shape);
   const out = new Float32Array(count);
   let inexact: bigint | null = null;
   const load: (i: number) => number = (() => {
@@ -359,7 +360,7 @@ function bfloat16ToNumber(bits: number): number {
 }
 
 /** The key PySlowFast saves the weights under. */
-export const MODEL_STATE_KEY = 'model_state';
+const MODEL_STATE_KEY = 'model_state';
 
 /**
  * The weights of a checkpoint as float32 arrays by state_dict name, in the file's order: the dict
@@ -431,13 +432,13 @@ export function encodePyth(value: PythOut): Uint8Array {
   const records: [string, Uint8Array][] = [];
   const toPickle = (v: PythOut): PickleOut => {
     if (isNamedArray(v)) {
-      const count = v.shape.reduce((n, d) => n * d, 1);
+      const count = sizeOf(v.shape);
       if (!v.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || count !== v.data.length) {
         throw new PythError('storage', `pyth: an array of shape [${v.shape.join(', ')}] has ${v.data.length} values`);
       }
       const key = String(records.length);
       records.push([`archive/data/${key}`, littleEndianBytes(v.data)]);
-      const stride = v.shape.map((_, i) => v.shape.slice(i + 1).reduce((n, d) => n * d, 1));
+      const stride = stridesOf(v.shape);
       return new PyReduce(REBUILD, [
         new PyPersistent(new PyTuple<PickleOut>(['storage', FLOAT_STORAGE, key, 'cpu', v.data.length])),
         0,

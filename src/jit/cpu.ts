@@ -11,6 +11,7 @@
  *    lifetimes and reused across values and across calls (an arena per compiled program); outputs get
  *    fresh arrays on every call, so what a call returns is never overwritten by the next.
  */
+import { checkInterrupt } from '../tensor/interrupt.ts';
 import { BackendError } from '../tensor/errors.ts';
 import { addProfile, profiling, type OpImpl } from '../tensor/exec.ts';
 import { broadcastStrides, sameShape, type Shape } from '../tensor/shape.ts';
@@ -293,14 +294,24 @@ export function lowerCpu(program: Program): Executable {
         if (host === null) throw new BackendError('jit: the cpu lowering needs its inputs on the host');
         env[id] = host;
       });
-      if (profiling()) {
-        steps.forEach((step, j) => {
-          const t0 = performance.now();
-          step(env);
-          addProfile(`jit:${stepNames[j]}`, performance.now() - t0);
-        });
-      } else {
-        for (const step of steps) step(env);
+      try {
+        // Poll the interrupt flag between steps as eager ops do (a replay is a whole training step).
+        if (profiling()) {
+          steps.forEach((step, j) => {
+            checkInterrupt();
+            const t0 = performance.now();
+            step(env);
+            addProfile(`jit:${stepNames[j]}`, performance.now() - t0);
+          });
+        } else {
+          for (const step of steps) {
+            checkInterrupt();
+            step(env);
+          }
+        }
+      } catch (e) {
+        for (const id of perCall) env[id] = undefined;
+        throw e;
       }
       const result = program.outputs.map((o) => outputTensor(o.id, o.shape, inputs));
       // Forget this call's arrays: the arena keeps only its own buffers between calls.

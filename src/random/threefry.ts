@@ -21,7 +21,7 @@ const rotateLeft32 = (x: number, r: number): number => (x << r) | (x >>> (32 - r
  * `out` at `offset` and `offset + 1`. Writing into a caller's buffer keeps the hot loop free of
  * allocations; `threefry2x32` is the convenient tuple form.
  */
-export function threefry2x32Into(
+function threefry2x32Into(
   k0: number,
   k1: number,
   c0: number,

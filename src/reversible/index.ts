@@ -140,6 +140,30 @@ export interface DriftEntry {
   readonly x2: Tensor;
 }
 
+/**
+ * One block of the backward pass (Trax's reverse_and_grad, derived): rebuild [X1, X2] from [Y1, Y2]
+ * and pull [dY1, dY2] back through G, then F, with the forward pass's keys.
+ */
+function reverseAndGrad(
+  b: AnyBlock,
+  p: BlockParams<unknown, unknown>,
+  key: Key,
+  [y1, y2]: Pair,
+  [dy1, dy2]: Pair,
+): { xs: Pair; dxs: Pair; grads: BlockParams<unknown, unknown> } {
+  const [kF, kG] = branchKeys(b.options, key);
+  // G step: rebuild X2 and pull dY2 back through G.
+  const [gOut, pullG] = vjp((pg: unknown, y: Tensor) => b.G(pg, y, kG), p.G, y1);
+  const [dPG, dY1fromG] = pullG(dy2);
+  const x2 = sub(y2, gOut);
+  const g1 = add(dy1, dY1fromG);
+  // F step: rebuild X1 and pull dX1 back through F.
+  const [fOut, pullF] = vjp((pf: unknown, x: Tensor) => b.F(pf, x, kF), p.F, x2);
+  const [dPF, dX2fromF] = pullF(g1);
+  const x1 = sub(y1, fOut);
+  return { xs: [x1, x2], dxs: [g1, add(dy2, dX2fromF)], grads: { F: dPF, G: dPG } };
+}
+
 export function sequence<Bs extends readonly AnyBlock[]>(blockList: Bs): ReversibleSequence<SequenceParams<Bs>> {
   // Inside, a block's params are opaque values handed to its own F and G.
   type Params = BlockParams<unknown, unknown>;
@@ -168,31 +192,18 @@ export function sequence<Bs extends readonly AnyBlock[]>(blockList: Bs): Reversi
       });
       return [cur, { ys: cur, buffered, params, keys }] as const;
     },
-    (res, [dy1, dy2]: Pair) => {
-      let [y1, y2] = res.ys;
-      let g1 = dy1;
-      let g2 = dy2;
+    (res, dys: Pair) => {
+      let ys: Pair = res.ys;
+      let gs: Pair = dys;
       const grads: BlockParams<unknown, unknown>[] = new Array(n);
       for (let i = n - 1; i >= 0; i--) {
-        const b = blocks[i];
-        const p = res.params[i];
-        const [kF, kG] = branchKeys(b.options, res.keys[i]);
-        // G step: rebuild X2 and pull dY2 back through G.
-        const [gOut, pullG] = vjp((pg: unknown, y: Tensor) => b.G(pg, y, kG), p.G, y1);
-        const [dPG, dY1fromG] = pullG(g2);
-        const x2 = sub(y2, gOut);
-        g1 = add(g1, dY1fromG);
-        // F step: rebuild X1 and pull dX1 back through F.
-        const [fOut, pullF] = vjp((pf: unknown, x: Tensor) => b.F(pf, x, kF), p.F, x2);
-        const [dPF, dX2fromF] = pullF(g1);
-        const x1 = sub(y1, fOut);
-        g2 = add(g2, dX2fromF);
-        grads[i] = { F: dPF, G: dPG };
+        const step = reverseAndGrad(blocks[i], res.params[i], res.keys[i], ys, gs);
+        grads[i] = step.grads;
+        gs = step.dxs;
         // Continue from the exact outputs of the previous block where they were buffered.
-        const kept = i > 0 ? res.buffered[i - 1] : null;
-        [y1, y2] = kept ?? [x1, x2];
+        ys = (i > 0 ? res.buffered[i - 1] : null) ?? step.xs;
       }
-      return [grads, [g1, g2], null];
+      return [grads, gs, null];
     },
   );
 
@@ -269,6 +280,9 @@ export interface StackGroup {
   readonly length: number;
 }
 
+/** How a stack walk runs one reversible run: its params, input pair and keys (from layer `start` on) to its output pair. */
+export type RunStep = (run: ReversibleSequence, params: readonly BlockParams<unknown, unknown>[], xs: Pair, keys: readonly Key[], start: number) => Pair;
+
 /** What `stack` returns; `Ps` are the layers' params (`StackParams` of the layers given). */
 export interface ReversibleStack<Ps extends readonly unknown[] = readonly unknown[]> {
   readonly layers: readonly Layer[];
@@ -277,6 +291,8 @@ export interface ReversibleStack<Ps extends readonly unknown[] = readonly unknow
   forward(params: Ps, x: Tensor, key: Key, opts?: SequenceOptions): Tensor;
   /** Per-block reconstruction errors of every reversible run, with layer indices. */
   drift(params: Ps, x: Tensor, key: Key): DriftEntry[];
+  /** The stack's one loop with `step` running each reversible run (for per-block work: recording, probing). */
+  walk(params: Ps, x: Tensor, key: Key, step: RunStep): Tensor;
   /** Split a [..., 2C] tensor into the two streams (the inverse of the final concat). */
   streams(h: Tensor): [Tensor, Tensor];
 }
@@ -300,49 +316,41 @@ export function stack<Ls extends readonly Layer[]>(layers: Ls): ReversibleStack<
       i = j;
     }
   }
-  const layerKeys = (key: Key) => blockKeys(key, layers.length);
+  /** The one loop over the layers: stages applied in turn, each reversible run by `step`. */
+  const walk = (op: string, params: readonly unknown[], x: Tensor, key: Key, step: RunStep): Tensor => {
+    if (!Array.isArray(params) || params.length !== layers.length) {
+      throw new ArgumentError(op, `expected ${layers.length} layer parameter sets, got ${Array.isArray(params) ? params.length : typeof params}`);
+    }
+    const keys = blockKeys(key, layers.length);
+    let h = x;
+    for (const g of groups) {
+      if (g.stage !== null) {
+        h = g.stage.apply(params[g.start], h, keys[g.start]);
+      } else {
+        const runParams = params.slice(g.start, g.start + g.length) as readonly BlockParams<unknown, unknown>[];
+        const [y1, y2] = step(g.run!, runParams, [h, h], keys.slice(g.start, g.start + g.length), g.start);
+        h = concat([y1, y2], -1);
+      }
+    }
+    return h;
+  };
 
   return {
     layers,
     groups,
-    /** x [..., C] -> [..., 2C'] (the last group's two streams concatenated). */
-    forward(params: readonly unknown[], x: Tensor, key: Key, opts: SequenceOptions = {}): Tensor {
-      if (!Array.isArray(params) || params.length !== layers.length) {
-        throw new ArgumentError('stack.forward', `expected ${layers.length} layer parameter sets, got ${Array.isArray(params) ? params.length : typeof params}`);
-      }
-      const keys = layerKeys(key);
-      let h = x;
-      for (const g of groups) {
-        if (g.stage !== null) {
-          h = g.stage.apply(params[g.start], h, keys[g.start]);
-        } else {
-          const runParams = params.slice(g.start, g.start + g.length) as readonly BlockParams<unknown, unknown>[];
-          const [y1, y2] = g.run!.forwardWithKeys(runParams, [h, h], keys.slice(g.start, g.start + g.length), opts);
-          h = concat([y1, y2], -1);
-        }
-      }
-      return h;
-    },
-    /** Per-block reconstruction errors of every reversible run, with layer indices. */
+    forward: (params: readonly unknown[], x: Tensor, key: Key, opts: SequenceOptions = {}): Tensor =>
+      walk('stack.forward', params, x, key, (run, p, xs, keys) => run.forwardWithKeys(p, xs, keys, opts)),
     drift(params: readonly unknown[], x: Tensor, key: Key): DriftEntry[] {
-      const keys = layerKeys(key);
       const report: DriftEntry[] = [];
-      untraced(() => {
-        let h = x;
-        for (const g of groups) {
-          if (g.stage !== null) {
-            h = g.stage.apply(params[g.start], h, keys[g.start]);
-            continue;
-          }
-          const runParams = params.slice(g.start, g.start + g.length) as readonly BlockParams<unknown, unknown>[];
-          const runKeys = keys.slice(g.start, g.start + g.length);
-          for (const e of g.run!.driftWithKeys(runParams, [h, h], runKeys)) report.push({ ...e, block: g.start + e.block });
-          const [y1, y2] = g.run!.forwardWithKeys(runParams, [h, h], runKeys, { mode: 'store' });
-          h = concat([y1, y2], -1);
-        }
-      });
+      untraced(() =>
+        walk('stack.drift', params, x, key, (run, p, xs, keys, start) => {
+          for (const e of run.driftWithKeys(p, xs, keys)) report.push({ ...e, block: start + e.block });
+          return run.forwardWithKeys(p, xs, keys, { mode: 'store' });
+        }),
+      );
       return report;
     },
+    walk: (params: readonly unknown[], x: Tensor, key: Key, step: RunStep): Tensor => walk('stack.walk', params, x, key, step),
     /** Split a [..., 2C] tensor into the two streams (the inverse of the final concat). */
     streams: (h: Tensor): [Tensor, Tensor] => chunk(h, 2, -1) as [Tensor, Tensor],
   };

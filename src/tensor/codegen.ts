@@ -1,13 +1,15 @@
 /**
  * Generated kernels. Each op shape signature gets (a) a gpu.js kernel source with its sizes inlined as
- * literals and (b) the same computation as a generated TypeScript loop for the host fast path. Both are
- * built from one description, so they cannot drift apart; the laws check that they agree.
+ * literals and (b) the same computation for the host fast path: a generated TypeScript loop, or on
+ * webasm from ~1,000 elements the generated wasm SIMD pass of wasm-fusion.ts (`fusedHost`). All are
+ * built from one description (a strided map, a reduction, an embed), so they cannot drift apart; the
+ * laws check that they agree.
  */
 import { mapKernel, reduceKernel } from '../backend/wgsl-kernels.ts';
 import { compileFused, exactlyRounded, wasmElementwise, type FusedFn, type FusedGroup } from '../backend/wasm-fusion.ts';
 import { wasmKernelsOn } from '../backend/wasm-memory.ts';
 import type { HostImpl, OpImpl } from './exec.ts';
-import { stridesOf, type Shape } from './shape.ts';
+import { sizeOf, stridesOf, type Shape } from './shape.ts';
 
 /** How input k is read at each output coordinate: offset + sum(coord[d] * strides[d]). */
 export interface StridedRead {
@@ -150,7 +152,7 @@ export function stridedMap(name: string, outShape: Shape, reads: readonly Stride
     return s;
   };
   const loop = hostFn(`map|${expr}|${rank}|${reads.length}`, hostSource, params);
-  const size = dims.reduce((a, b) => a * b, 1);
+  const size = sizeOf(dims);
   const wasm = wasmElementwise(name, expr) && (size >= WASM_MIN_ELEMENTS || !exactlyRounded(name, expr));
   const group = (): FusedGroup => ({
     shape: dims,
@@ -217,7 +219,7 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
     return src;
   };
   const loop = hostFn(`reduce|${kind}|${live.length}`, hostSource, params);
-  const total = inShape.reduce((a, b) => a * b, 1);
+  const total = sizeOf(inShape);
   const group = (): FusedGroup => ({ shape: inShape, reads: [{ strides, offset: 0 }], nodes: [{ op: 'input', input: 0 }], outputs: [{ node: 0, sumAxes: axes }] });
   const host = () => (kind === 'sum' && total >= WASM_MIN_ELEMENTS && wasmKernelsOn() ? fusedHost(key, group) : loop());
   const wgsl = () =>

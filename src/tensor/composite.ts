@@ -1,9 +1,14 @@
-/** Composite ops written from the primitives (autodiff differentiates them through the primitives). */
+/**
+ * Composite ops written from the primitives (autodiff differentiates them through the primitives):
+ * softmax, logSoftmax and layerNorm around the fused row primitives of fused.ts (softmaxLast,
+ * normalizeLast; gelu is one), sigmoid, softplus, logSumExp, min, clip, oneHot.
+ */
 import { ArgumentError, ShapeError } from './errors.ts';
-import { normalizeLast, softmaxLast } from './fused.ts';
+import { getBackend } from '../backend/backend.ts';
+import { layerNormAffine, normalizeLast, softmaxLast } from './fused.ts';
 import { abs, add, div, equal, exp, greater, greaterEqual, less, log, max, mul, neg, reshape, sub, sum, toTensor, transpose, where, type TensorLike } from './ops.ts';
 import { checkShape, describe, fmt, normAxes, normAxis } from './shape.ts';
-import { arange, assertTensor, full, view, type Tensor } from './tensor.ts';
+import { arange, assertTensor, full, isTensor, view, type Tensor } from './tensor.ts';
 
 /** A view that is not reported to autodiff, so no gradient flows through it. */
 const detach = (t: Tensor): Tensor => view(t, t.shape);
@@ -23,6 +28,15 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
 
 /** LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias (biased variance, as PyTorch). */
 export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps = 1e-5): Tensor {
+  // On the host backends (webasm, cpu) weight and bias of shape [C] fuse into one op; the GPU backends
+  // keep normalize, mul, add (their row kernels are WGSL: wgsl-kernels.ts).
+  assertTensor('layerNorm', x, 'input');
+  const C = x.rank === 0 ? -1 : x.shape[x.rank - 1];
+  const host = getBackend() === 'webasm' || getBackend() === 'cpu';
+  const vector = (t: Tensor | null): t is Tensor => isTensor(t) && t.rank === 1 && t.shape[0] === C;
+  if (host && vector(weight) && vector(bias)) {
+    return layerNormAffine(x, weight, bias, eps);
+  }
   let y = normalizeLast(x, eps);
   if (weight !== null) y = mul(y, weight);
   if (bias !== null) y = add(y, bias);

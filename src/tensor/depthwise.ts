@@ -52,14 +52,6 @@ function outShape(xs: Shape, ws: Shape, a: DepthwiseAttrs): number[] {
   return [xs[0], ...[0, 1, 2].map((d) => outSize(xs[d + 1], ws[d + 2], a.stride[d], a.padding[d])), xs[4]];
 }
 
-/** The input gradient: shaped like the conv input. */
-export const depthwiseConv3dGradInput = (g: Tensor, w: Tensor, inputShape: Shape, a: DepthwiseAttrs): Tensor =>
-  apply(DEPTHWISE.dx, [g, w], { of: a, shape: inputShape });
-
-/** The weight gradient. */
-export const depthwiseConv3dGradWeight = (x: Tensor, g: Tensor, weightShape: Shape, a: DepthwiseAttrs): Tensor =>
-  apply(DEPTHWISE.dw, [x, g], { of: a, shape: weightShape });
-
 function impl(part: ConvPart, xs: Shape, ws: Shape, os: Shape, a: DepthwiseAttrs): OpImpl {
   const [N, D, H, W, C] = xs;
   const [, , KD, KH, KW] = ws;

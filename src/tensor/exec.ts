@@ -29,7 +29,7 @@ export type HostImpl = (inputs: Float32Array[], out: Float32Array) => void;
  * step (codegen.ts `splitIndex`). The host backends (webasm: IEEE f32 division, cpu: f64) keep the
  * plain, faster form.
  */
-export const isGpuBackend = (name: BackendName): boolean => name === 'webgpu' || name === 'webgl2';
+const isGpuBackend = (name: BackendName): boolean => name === 'webgpu' || name === 'webgl2';
 
 /** The most elements a GPU kernel indexes exactly with float32 index math (2^24 - 8; see codegen.ts floorDiv). */
 export const GPU_MAX_ELEMENTS = 2 ** 24 - 8;
@@ -74,7 +74,7 @@ export function setFastPaths(enabled: boolean): void {
 /** Whether host fast paths are on (jit lowers to fused host loops only then). */
 export const fastPathsEnabled = (): boolean => fastPaths;
 
-export function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
+function runKernel(spec: KernelSpec, inputs: Float32Array[], outSize: number): Float32Array | Promise<Float32Array> {
   // Sizes are part of the key: a kernel is built for one output size and one set of input lengths.
   const kernel: IKernelRunShortcut = cachedKernel(`${spec.key}#${outSize}#${inputs.map((x) => x.length).join(',')}`, (gpu) =>
     gpu.createKernel(spec.source, { output: [outSize] }),
@@ -145,7 +145,7 @@ function computeNow(impl: OpImpl, inputs: Float32Array[], outSize: number): Floa
   if (impl.run !== undefined) return impl.run(inputs, outSize);
   const backend = getBackend();
   if (impl.host !== undefined && fastPaths && backend === 'webasm') {
-    const out = new Float32Array(outSize);
+    const out = impl.fills === true ? uninitialized(outSize) : new Float32Array(outSize);
     impl.host()(inputs, out);
     return out;
   }
@@ -159,6 +159,26 @@ function computeNow(impl: OpImpl, inputs: Float32Array[], outSize: number): Floa
 function kernelOf(impl: OpImpl): (gpu: boolean) => KernelSpec {
   if (impl.kernel === undefined) throw new BackendError(`op '${impl.name ?? 'op'}' has no kernel and no host computation`);
   return impl.kernel;
+}
+
+/**
+ * The output of a host impl that writes every element (`fills`): in Node, memory from malloc without the
+ * zero fill of `new Float32Array` (Buffer.allocUnsafeSlow: its own ArrayBuffer, never a pooled slice), one
+ * pass over the output less per op; elsewhere, and for small outputs, a plain Float32Array.
+ */
+const NodeBuffer = (globalThis as { Buffer?: { allocUnsafeSlow(bytes: number): Uint8Array } }).Buffer;
+const uninitialized = (n: number): Float32Array => {
+  if (poison) return new Float32Array(n).fill(NaN);
+  if (NodeBuffer === undefined || n < 1024) return new Float32Array(n);
+  const b = NodeBuffer.allocUnsafeSlow(4 * n);
+  return new Float32Array(b.buffer, b.byteOffset, n);
+};
+
+let poison = false;
+
+/** Tests: hand `fills` impls NaN-filled outputs, so an element an impl does not write shows. */
+export function setPoisonedOutputs(on: boolean): void {
+  poison = on;
 }
 
 function checkGpuSize(impl: OpImpl, inputs: Float32Array[], outSize: number, backend: BackendName): void {

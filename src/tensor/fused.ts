@@ -6,12 +6,12 @@
  * rule like every other op.
  */
 import { wasmKernelsOn } from '../backend/wasm-memory.ts';
-import { wasmGelu, wasmRowOp } from '../backend/wasm-rowops.ts';
+import { wasmGelu, wasmLayerNorm, wasmRowOp } from '../backend/wasm-rowops.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
 import { floorDiv } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import type { OpImpl } from './exec.ts';
-import { add, div, exp, mean, mul, neg, square, sub, sum } from './ops.ts';
+import { add, div, exp, mean, mul, neg, square, sub, sum, sumTo } from './ops.ts';
 import { apply, definePrimitive, type Primitive } from './primitive.ts';
 import { fmt, sameShape, type Shape } from './shape.ts';
 import { mapFromStatements, mapKernel, rowKernel } from '../backend/wgsl-kernels.ts';
@@ -160,6 +160,69 @@ export const softmaxGrad = (y: Tensor, g: Tensor): Tensor => rowOp(SOFTMAX_GRAD,
 export const normalizeLast = (x: Tensor, eps: number): Tensor => rowOp(NORMALIZE, [x], eps);
 /** The VJP of normalizeLast at x for cotangent g. */
 export const normalizeGrad = (x: Tensor, g: Tensor, eps: number): Tensor => rowOp(NORMALIZE_GRAD, [x, g], eps);
+
+// ---------------------------------------------------------------------------------------------
+// layer norm with its affine part
+
+/**
+ * (x - mean) * rsqrt(var + eps) * w + b over the last axis, w and b of shape [C], in one pass; rounded as
+ * the three ops normalize, mul, add would be (host loop and wasm), so it gives their bits. One kernel
+ * instead of three, and its VJP keeps x, w and b rather than the normalized x.
+ */
+function layerNormImpl(C: number, eps: number): OpImpl {
+  const key = `layerNorm|${C}|${eps}`;
+  const kernel = (gpu: boolean) => ({
+    key,
+    source: `function (a0, a1, a2) {
+${floorDiv('this.thread.x', C, 'row', gpu)}const base = row * ${C};
+let mu = 0;
+for (let j = 0; j < ${C}; j++) { mu += a0[base + j]; }
+mu = mu / ${C};
+let vr = 0;
+for (let j = 0; j < ${C}; j++) { const d = a0[base + j] - mu; vr += d * d; }
+const inv = 1 / Math.sqrt(vr / ${C} + ${eps});
+return (a0[this.thread.x] - mu) * inv * a1[this.thread.x - base] + a2[this.thread.x - base];
+}`,
+  });
+  const fr = Math.fround;
+  const hostLoop = ([a, w, b]: Float32Array[], out: Float32Array) => {
+    for (let base = 0; base < out.length; base += C) {
+      let mu = 0;
+      for (let j = 0; j < C; j++) mu += a[base + j];
+      mu /= C;
+      let vr = 0;
+      for (let j = 0; j < C; j++) vr += (a[base + j] - mu) * (a[base + j] - mu);
+      const inv = 1 / Math.sqrt(vr / C + eps);
+      for (let j = 0; j < C; j++) out[base + j] = fr(fr(fr((a[base + j] - mu) * inv) * w[j]) + b[j]);
+    }
+  };
+  const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmLayerNorm(ins, out, C, eps) : hostLoop);
+  return { name: 'layerNorm', kernel, host, fills: true };
+}
+
+const LAYER_NORM = definePrimitive<RowAttrs>({
+  name: 'layerNorm',
+  shape: ([x]) => x,
+  impl: ([x], { eps }) => layerNormImpl(x[x.length - 1], eps),
+  save: 'inputs',
+  vjp: (g, { x: [x, w, b], attrs: { eps }, needs }) => [
+    needs[0] ? normalizeGrad(x, mul(g, w), eps) : null,
+    needs[1] ? sumTo(mul(g, normalizeLast(x, eps)), w.shape) : null,
+    needs[2] ? sumTo(g, b.shape) : null,
+  ],
+});
+
+/** Layer norm over the last axis with weight and bias of shape [C] (C the last dim), one fused op. */
+export function layerNormAffine(x: Tensor, w: Tensor, b: Tensor, eps: number): Tensor {
+  assertTensor('layerNorm', x, 'input');
+  assertTensor('layerNorm', w, 'weight');
+  assertTensor('layerNorm', b, 'bias');
+  const { C } = rowShape('layerNorm', x);
+  if (w.rank !== 1 || b.rank !== 1 || w.shape[0] !== C || b.shape[0] !== C) {
+    throw new ShapeError('layerNorm', `weight and bias must have shape [${C}] for input ${fmt(x.shape)}, got ${fmt(w.shape)} and ${fmt(b.shape)}`);
+  }
+  return apply(LAYER_NORM, [x, w, b], { eps });
+}
 
 // ---------------------------------------------------------------------------------------------
 // GELU (erf form)

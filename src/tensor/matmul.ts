@@ -6,7 +6,7 @@ import { splitIndex } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import { broadcastTo, reshape } from './ops.ts';
 import { apply, definePrimitive } from './primitive.ts';
-import { broadcastShapes, fmt } from './shape.ts';
+import { broadcastShapes, fmt, sizeOf } from './shape.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
 
 export interface MatmulAttrs {
@@ -68,11 +68,11 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   // of one product instead of a batch reduced afterwards).
   if (b.rank === 2 && a.rank > 2 && !transA) {
     // The row count is explicit: reshape cannot infer -1 when k is 0 (an empty product).
-    const rows = reshape(a, [a.shape.slice(0, -1).reduce((x, y) => x * y, 1), k]);
+    const rows = reshape(a, [sizeOf(a.shape.slice(0, -1)), k]);
     return reshape(matmul(rows, b, { transB }), [...a.shape.slice(0, -1), n]);
   }
   const batchShape = broadcastShapes(op, a2.shape.slice(0, -2), b2.shape.slice(0, -2));
-  const batch = batchShape.reduce((x, y) => x * y, 1);
+  const batch = sizeOf(batchShape);
   const expand = (t: Tensor) => {
     const full = [...batchShape, ...t.shape.slice(-2)];
     return reshape(broadcastTo(t, full), [batch, ...t.shape.slice(-2)]);

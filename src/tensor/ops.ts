@@ -34,8 +34,10 @@ export function toTensor(op: string, v: TensorLike, what: string): Tensor {
 // ---------------------------------------------------------------------------------------------
 // Elementwise
 
-/** Polynomial erf (Eigen/XLA float32 form, |error| ~ 1 ulp); plain arithmetic, so it runs in every kernel language. */
-/** erf of the expression `v` (must be a plain variable name) as kernel-language arithmetic. */
+/**
+ * erf of the expression `v` (must be a plain variable name) as kernel-language arithmetic: the
+ * Eigen/XLA float32 polynomial (|error| ~ 1 ulp), plain arithmetic, so it runs in every kernel language.
+ */
 export function erfExpr(v: string): string {
   const x = `Math.min(Math.max(${v}, -4), 4)`;
   const x2 = `(${x} * ${x})`;
@@ -397,7 +399,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   if (unknown > 1) throw new ShapeError(op, `at most one -1 is allowed in ${fmt(shape)}`);
   let target = [...shape];
   if (unknown === 1) {
-    const known = shape.filter((d) => d !== -1).reduce((n, d) => n * d, 1);
+    const known = sizeOf(shape.filter((d) => d !== -1));
     if (known === 0 || x.size % known !== 0) {
       throw new ShapeError(op, `cannot reshape ${fmt(x.shape)} (${x.size} values) into ${fmt(shape)}`);
     }
@@ -639,8 +641,8 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
 
 function concatImpl(shapes: readonly Shape[], outShape: Shape, axis: number): OpImpl {
   const key = `concat|${shapes.map((s) => s.join('x')).join(';')}|${axis}`;
-  const outer = outShape.slice(0, axis).reduce((a, b) => a * b, 1);
-  const inner = outShape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  const outer = sizeOf(outShape.slice(0, axis));
+  const inner = sizeOf(outShape.slice(axis + 1));
   const blocks = shapes.map((s) => s[axis] * inner);
   const row = outShape[axis] * inner;
   const kernelSource = (gpu: boolean) => {

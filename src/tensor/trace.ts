@@ -139,5 +139,3 @@ export function tracing<A>(builder: ProgramBuilder, fn: () => A): A {
   }
 }
 
-/** Whether `t` is an abstract value of a trace. */
-export const isTraced = (t: Tensor): boolean => t.storage.slot !== null;

@@ -6,8 +6,7 @@
  * within ZERO_GRAD_ULPS ulps of the global max |grad| (see there).
  */
 import * as E from 'fp-ts/lib/Either.js';
-import { fromNamed } from '../../autodiff/pytree.ts';
-import { flattenWithPaths } from '../../autodiff/pytree.ts';
+import { flattenWithPaths, fromNamed } from '../../autodiff/pytree.ts';
 import { vjp } from '../../autodiff/tape.ts';
 import { getBackend } from '../../backend/backend.ts';
 import { type SafetensorsFile } from '../../io/safetensors.ts';
@@ -21,7 +20,7 @@ import { formatProblems, MAX_REPORTED_PROBLEMS, parseConfig, type MViTConfig } f
 import { buildGeometry } from './geometry.ts';
 import { paramSpecs } from './params-spec.ts';
 import { resourceProblem, type MemoryLimit } from './resources.ts';
-import { buildModel, type MViTModel } from './model.ts';
+import { assembleModel, type MViTModel, type ModelProbes } from './model.ts';
 import { DataError } from '../../tensor/errors.ts';
 
 export interface Comparison {
@@ -61,6 +60,7 @@ interface Loaded {
   readonly file: SafetensorsFile;
   readonly cfg: MViTConfig;
   readonly model: MViTModel;
+  readonly probes: ModelProbes;
   readonly kind: string;
   readonly get: (name: string) => Tensor | undefined;
   /** The layer of the single-block test (metadata block_layer_id, checked). */
@@ -150,7 +150,7 @@ function load(path: string, opts: FixtureOptions): E.Either<string, Loaded> {
     const a = file.tensors.get(name);
     return a === undefined ? undefined : tensor(a.data, a.shape);
   };
-  return E.right({ path, file, cfg, model: buildModel(cfg), kind, get, blockLayer, zeroGradListed });
+  return E.right({ path, file, cfg, ...assembleModel(cfg), kind, get, blockLayer, zeroGradListed });
 }
 
 async function compare(group: string, name: string, ours: Tensor, ref: Tensor, absTol?: number): Promise<Comparison> {
@@ -216,7 +216,7 @@ export async function checkFixture(path: string, modes: readonly Mode[] = ['reve
   const loaded = load(path, opts);
   if (E.isLeft(loaded)) return loaded;
   const l = loaded.right;
-  const { model } = l;
+  const { model, probes } = l;
   const out: Comparison[] = [];
   const report = (): FixtureReport => ({ fixture: path, kind: l.kind, backend: getBackend(), comparisons: out, ok: out.length > 0 && out.every((c) => c.ok) });
   const k = key(0);
@@ -232,18 +232,16 @@ export async function checkFixture(path: string, modes: readonly Mode[] = ['reve
   const params: any = full ? paramsOf(l, () => true) : { rev_backbone: (paramsOf(l, (n) => n.startsWith('rev_backbone.')) as any).rev_backbone };
 
   // Forward values (dropout rates are 0 in the fixtures, so train and eval agree before the head act).
-  const acts = new Map<string, Tensor>();
+  const [evalOut, acts] = probes.record(params, x, k, { train: false, stackOnly: !full });
   if (full) {
     const logits = model.apply(params, x, k, { train: true });
     await against('logits', 'logits', logits);
-    const probs = model.apply(params, x, k, { train: false, activations: acts });
     const refProbs = l.get('probs_eval');
-    if (refProbs) out.push(await compare('probs_eval', 'probs_eval', probs, refProbs));
+    if (refProbs) out.push(await compare('probs_eval', 'probs_eval', evalOut, refProbs));
     const revOut = model.applyStack(params, acts.get('stack_in')!, k, { train: true });
     await against('rev_out', 'rev_out', revOut);
   } else {
-    const revOut = model.applyStack(params, x, k, { train: false, activations: acts });
-    await against('rev_out', 'rev_out', revOut);
+    await against('rev_out', 'rev_out', evalOut);
   }
   for (const [name, t] of acts) {
     const ref = l.get(`act.${name}`);
@@ -269,7 +267,7 @@ export async function checkFixture(path: string, modes: readonly Mode[] = ['reve
   const dY2 = l.get('block.dY2');
   if (X1 !== undefined && X2 !== undefined) {
     const blockParams = (params as any).rev_backbone.layers[layerId];
-    const block = sequence([model.blockAt(layerId, true)]);
+    const block = sequence([probes.blockAt(layerId, true)]);
     const [Y1, Y2] = block.forward([blockParams], [X1, X2], k);
     await against('block', 'block.Y1', Y1);
     await against('block', 'block.Y2', Y2);

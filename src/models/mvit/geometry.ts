@@ -8,22 +8,18 @@
  * indices in range, which is what the validation needs.
  */
 import * as E from 'fp-ts/lib/Either.js';
-import type { MViTConfig, MViTSection } from './config.ts';
+import type { MultiScaleAttentionSpec } from '../../nn/attention.ts';
+import { parseFusionMode, type FusionMode } from '../../nn/fusion.ts';
+import type { PatchEmbedSpec } from '../../nn/patch-embed.ts';
+import type { PoolSpec, Vec3 } from '../../nn/pooling.ts';
 import { ArgumentError } from '../../tensor/errors.ts';
+import { sizeOf } from '../../tensor/shape.ts';
+import type { HeadAct, MViTConfig, MViTSection, ResPath } from './config-types.ts';
 
-export type Vec3 = [number, number, number];
+export type { FusionMode, PoolSpec, Vec3 };
 
-/** One PySlowFast pooling module (Conv3d, AvgPool3d or MaxPool3d): padding is always kernel // 2. */
-export interface PoolSpec {
-  readonly kernel: Vec3;
-  readonly stride: Vec3;
-  readonly padding: Vec3;
-}
-
-/** TwoStreamFusion's mode (spec 3.5); `ratio` and `drop` only exist for the MLP fusions. */
-export type FusionMode =
-  | { readonly kind: 'add' | 'max' | 'min' | 'avg' | 'concat' }
-  | { readonly kind: 'concat_linear'; readonly ratio: number; readonly drop: number; readonly ln: boolean };
+/** PySlowFast's MViT builds its LayerNorms with eps 1e-6 (norm_layer = partial(nn.LayerNorm, eps=1e-6)). */
+export const MVIT_NORM_EPS = 1e-6;
 
 export interface LayerGeometry {
   readonly index: number;
@@ -66,6 +62,8 @@ export interface LayerGeometry {
   readonly hasResProj: boolean;
   /** Stochastic-depth rate: torch.linspace(0, DROPPATH_RATE, DEPTH)[index] in float32. */
   readonly dropPath: number;
+  /** F's attention module (its pooling is `poolQ` and `poolKV` on the grid `thwIn`). */
+  readonly attention: MultiScaleAttentionSpec;
   /** Length of rel_pos_h and rel_pos_w: 2 * max(S // sq, S // skv) - 1 with S = thwIn[1]. */
   readonly relPosSpatialSize?: number;
   /** Length of rel_pos_t: 2 * thwIn[0] - 1. */
@@ -104,6 +102,18 @@ export interface ModelGeometry {
   /** Width of the final `norm` and of the head input: 2Cf when RESPATH_FUSE contains "concat", else Cf. */
   readonly headInputDim: number;
   readonly numClasses: number;
+  /** PatchEmbed's conv (PATCH_STRIDE, PATCH_PADDING, PATCH_2D), producing the grid `patchDims`. */
+  readonly patchEmbed: PatchEmbedSpec;
+  /** Absolute position embeddings: none (USE_ABS_POS off), one table, or SEP_POS_EMBED's spatial + temporal. */
+  readonly positions: 'none' | 'joint' | 'separate';
+  /** A LayerNorm on the tokens entering the stack (NORM_STEM). */
+  readonly normStem: boolean;
+  /** MVIT.DROPOUT_RATE: dropout on the tokens entering and leaving the stack (and in every attention). */
+  readonly dropout: number;
+  /** The residual of a stage transition: its attention's Q pooling ('conv') or a max pool ('max'). */
+  readonly resPath: ResPath;
+  /** MViT's head: mean over the tokens before the final norm (USE_MEAN_POOLING) or after; MODEL.DROPOUT_RATE; HEAD_ACT. */
+  readonly head: { readonly meanPooling: boolean; readonly dropout: number; readonly act: HeadAct };
 }
 
 /** PySlowFast's `round_width` (slowfast/models/utils.py), with Python's int() and // on positives. */
@@ -119,17 +129,16 @@ export function roundWidth(width: number, multiplier: number, minWidth = 1, divi
 export const convOutputSize = (size: number, kernel: number, stride: number, padding: number): number =>
   Math.floor((size + 2 * padding - kernel) / stride) + 1;
 
-const product = (xs: readonly number[]): number => xs.reduce((a, b) => a * b, 1);
 const vec3 = (xs: readonly number[]): Vec3 => [xs[0]!, xs[1]!, xs[2]!];
 const divideGrid = (thw: Vec3, stride: Vec3): Vec3 => vec3(thw.map((n, d) => Math.floor(n / stride[d]!)));
 export const sameGrid = (a: readonly number[], b: readonly number[]): boolean =>
   a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** PATCH_STRIDE as a 3-vector: a 2D patch embed sees one frame, so T gets stride 1. */
-export const patchStrideOf = (mvit: MViTSection): Vec3 =>
+const patchStrideOf = (mvit: MViTSection): Vec3 =>
   vec3(mvit.PATCH_2D ? [1, ...mvit.PATCH_STRIDE] : mvit.PATCH_STRIDE);
 
-export const inputDimsOf = (cfg: MViTConfig): Vec3 => [
+const inputDimsOf = (cfg: MViTConfig): Vec3 => [
   cfg.DATA.NUM_FRAMES,
   cfg.DATA.TRAIN_CROP_SIZE,
   cfg.DATA.TRAIN_CROP_SIZE,
@@ -192,7 +201,7 @@ export function poolingSchedule(mvit: MViTSection): PoolingSchedule {
 
 /** MultiScaleAttention skips a pool only when both kernel and stride multiply to 1. */
 function poolModule(kernel: Vec3 | undefined, stride: Vec3 | undefined): PoolSpec | undefined {
-  if (!kernel || !stride || (product(kernel) === 1 && product(stride) === 1)) return undefined;
+  if (!kernel || !stride || (sizeOf(kernel) === 1 && sizeOf(stride) === 1)) return undefined;
   return { kernel, stride, padding: vec3(kernel.map((k) => Math.floor(k / 2))) };
 }
 
@@ -262,8 +271,8 @@ export function buildLayers(cfg: MViTConfig): LayerGeometry[] {
       thwOut,
       qThw: pooledGrid(thw, poolQ),
       kvThw: pooledGrid(thw, poolKV),
-      tokensIn: product(thw) + clsTokens,
-      tokensOut: product(thwOut) + clsTokens,
+      tokensIn: sizeOf(thw) + clsTokens,
+      tokensOut: sizeOf(thwOut) + clsTokens,
       ...(strideQ ? { strideQ } : {}),
       ...(strideKV ? { strideKV } : {}),
       ...(poolQ ? { poolQ } : {}),
@@ -271,6 +280,22 @@ export function buildLayers(cfg: MViTConfig): LayerGeometry[] {
       ...(kind === 'transition' && mvit.REV.RES_PATH === 'max' && poolQ ? { poolSkip: poolSkipFor(poolQ) } : {}),
       hasResProj: kind === 'transition' && dimIn !== dimOut,
       dropPath: dropPaths[i]!,
+      attention: {
+        heads,
+        dimOut,
+        thw,
+        hasCls: mvit.CLS_EMBED_ON,
+        mode: mvit.MODE,
+        ...(poolQ ? { poolQ } : {}),
+        ...(poolKV ? { poolKV } : {}),
+        poolFirst: mvit.POOL_FIRST,
+        separateQkv: mvit.SEPARATE_QKV,
+        relPosSpatial: mvit.REL_POS_SPATIAL,
+        relPosTemporal: mvit.REL_POS_TEMPORAL,
+        residualPooling: mvit.RESIDUAL_POOLING,
+        dropRate: mvit.DROPOUT_RATE,
+        normEps: MVIT_NORM_EPS,
+      },
       ...(mvit.REL_POS_SPATIAL ? { relPosSpatialSize: 2 * Math.max(relSide(strideQ), relSide(strideKV)) - 1 } : {}),
       ...(mvit.REL_POS_TEMPORAL ? { relPosTemporalSize: 2 * thw[0] - 1 } : {}),
     });
@@ -281,7 +306,7 @@ export function buildLayers(cfg: MViTConfig): LayerGeometry[] {
 
 /** MViT's final embed dim: C0 times the float32 product of all DIM_MUL entries, rounded with the BASE heads. */
 export function finalEmbedDim(mvit: MViTSection): number {
-  const allMultipliers = Math.fround(product(layerMultipliers(mvit.DIM_MUL, mvit.DEPTH)));
+  const allMultipliers = Math.fround(layerMultipliers(mvit.DIM_MUL, mvit.DEPTH).reduce((a, b) => a * b, 1));
   return roundWidth(mvit.EMBED_DIM, allMultipliers, 1, mvit.NUM_HEADS);
 }
 
@@ -295,45 +320,6 @@ export function layerGroups(layers: readonly Pick<LayerGeometry, 'index' | 'kind
   }
   return groups;
 }
-
-const SIMPLE_FUSIONS = ['add', 'max', 'min', 'avg', 'concat'] as const;
-/** Python float() literals without inf/nan: what a sane fusion ratio or dropout looks like. */
-const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
-
-/**
- * TwoStreamFusion's mode string (spec 3.5). Stricter than PySlowFast only where PySlowFast would
- * silently accept nonsense (e.g. "xconcat_linear"); every string PySlowFast rejects is rejected too.
- * Lives here rather than in config.ts because the fusion's MLP width is part of the geometry.
- */
-export function parseFusionMode(mode: string): E.Either<string, FusionMode> {
-  const simple = SIMPLE_FUSIONS.find((kind) => kind === mode);
-  if (simple) return E.right({ kind: simple });
-  const known = `known modes: ${SIMPLE_FUSIONS.join(', ')}, concat_linear, concat_linear_<m>, concat_linear_<m>_<drop>, each optionally with the prefix "ln+"`;
-  const match = /^(ln\+)?concat_linear(.*)$/.exec(mode);
-  if (!match) {
-    const lnMisuse = mode.startsWith('ln+') ? '; the "ln+" prefix is only understood before concat_linear' : '';
-    return E.left(`unknown fusion mode ${JSON.stringify(mode)}: TwoStreamFusion raises NotImplementedError${lnMisuse} (${known})`);
-  }
-  const suffix = match[2]!;
-  const parts = suffix === '' ? [] : suffix.startsWith('_') ? suffix.slice(1).split('_') : undefined;
-  if (!parts || parts.length > 2) {
-    return E.left(`fusion mode ${JSON.stringify(mode)} does not have the form concat_linear[_<m>[_<drop>]]: TwoStreamFusion raises NotImplementedError for any other number of "_"-separated parts (${known})`);
-  }
-  const badNumber = parts.find((p) => !DECIMAL.test(p));
-  if (badNumber !== undefined) {
-    return E.left(`fusion mode ${JSON.stringify(mode)}: ${JSON.stringify(badNumber)} is not a number (Python's float() would raise ValueError)`);
-  }
-  const [ratio, drop] = [Number(parts[0] ?? 1), Number(parts[1] ?? 0)];
-  if (!(ratio > 0)) return E.left(`fusion mode ${JSON.stringify(mode)}: the hidden-width multiplier must be > 0, got ${ratio}`);
-  if (!(drop >= 0 && drop <= 1)) {
-    return E.left(`fusion mode ${JSON.stringify(mode)}: the dropout must be in [0, 1] (nn.Dropout raises ValueError), got ${drop}`);
-  }
-  return E.right({ kind: 'concat_linear', ratio, drop, ln: match[1] !== undefined });
-}
-
-/** Hidden width of a concat_linear fusion's MLP: Python's int(dim * m). */
-export const fusionHidden = (mode: Extract<FusionMode, { kind: 'concat_linear' }>, dim: number): number =>
-  Math.trunc(dim * mode.ratio);
 
 function fusionOrThrow(mode: string, field: string): FusionMode {
   const parsed = parseFusionMode(mode);
@@ -354,7 +340,7 @@ export function buildGeometry(cfg: MViTConfig): ModelGeometry {
     inputDims: inputDimsOf(cfg),
     patchStride: patchStrideOf(mvit),
     patchDims,
-    numPatches: product(patchDims),
+    numPatches: sizeOf(patchDims),
     hasCls: mvit.CLS_EMBED_ON,
     embedDim: mvit.EMBED_DIM,
     layers,
@@ -367,5 +353,16 @@ export function buildGeometry(cfg: MViTConfig): ModelGeometry {
     fuseDim: 2 * finalDim,
     headInputDim,
     numClasses: cfg.MODEL.NUM_CLASSES,
+    patchEmbed: {
+      stride: mvit.PATCH_STRIDE,
+      padding: mvit.PATCH_PADDING,
+      twoD: mvit.PATCH_2D,
+      grid: patchDims,
+    },
+    positions: !mvit.USE_ABS_POS ? 'none' : mvit.SEP_POS_EMBED ? 'separate' : 'joint',
+    normStem: mvit.NORM_STEM,
+    dropout: mvit.DROPOUT_RATE,
+    resPath: mvit.REV.RES_PATH,
+    head: { meanPooling: mvit.USE_MEAN_POOLING, dropout: cfg.MODEL.DROPOUT_RATE, act: cfg.MODEL.HEAD_ACT },
   };
 }

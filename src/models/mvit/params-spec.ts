@@ -3,8 +3,10 @@
  * (a module's own parameters first, then its children in registration order), with their shapes,
  * their init (spec 2.4) and whether PySlowFast's optimizer applies weight decay to them.
  */
-import { buildGeometry, fusionHidden, type FusionMode, type LayerGeometry, type ModelGeometry } from './geometry.ts';
-import type { MViTConfig, MViTSection } from './config.ts';
+import { fusionHidden, type FusionMode } from '../../nn/fusion.ts';
+import { sizeOf } from '../../tensor/shape.ts';
+import type { MViTConfig, MViTSection } from './config-types.ts';
+import { buildGeometry, type LayerGeometry, type ModelGeometry } from './geometry.ts';
 
 /**
  * trunc_normal: PyTorch's trunc_normal_(std) whose bounds a, b are ABSOLUTE (-2, 2), so at std 0.02 it
@@ -137,7 +139,7 @@ function embeddings(geometry: ModelGeometry, mvit: MViTSection): Draft[] {
 /** Conv2d/Conv3d patch embed; MViT._init_weights re-inits the weight only, the bias keeps PyTorch's default. */
 function patchEmbed(geometry: ModelGeometry, mvit: MViTSection): Draft[] {
   const inChannels = geometry.inputChannels;
-  const fanIn = inChannels * mvit.PATCH_KERNEL.reduce((a, b) => a * b, 1);
+  const fanIn = inChannels * sizeOf(mvit.PATCH_KERNEL);
   const bound = 1 / Math.sqrt(fanIn);
   return [
     param('patch_embed.proj.weight', [geometry.embedDim, inChannels, ...mvit.PATCH_KERNEL], TRUNC_NORMAL),
@@ -186,7 +188,7 @@ export function paramSpecs(cfg: MViTConfig): ParamSpec[] {
   return drafts.map((d) => ({ ...d, decay: decays(d, skip), skipDecay: skipped(d, skip) }));
 }
 
-export const paramSize = (spec: Pick<ParamSpec, 'shape'>): number => spec.shape.reduce((a, b) => a * b, 1);
+const paramSize = (spec: Pick<ParamSpec, 'shape'>): number => sizeOf(spec.shape);
 
 /** Total number of scalars, as sum(p.numel() for p in model.parameters()). */
 export const paramCount = (specs: readonly Pick<ParamSpec, 'shape'>[]): number =>

@@ -11,8 +11,9 @@
  * peak is 0.5-1.0x the estimate in both modes, so the estimate errs on the safe side.
  */
 import { buildGeometry, type ModelGeometry } from './geometry.ts';
-import type { MViTConfig } from './config.ts';
-import { paramSpecs, paramSize } from './params-spec.ts';
+import { sizeOf } from '../../tensor/shape.ts';
+import type { MViTConfig } from './config-types.ts';
+import { paramSpecs } from './params-spec.ts';
 
 const F32 = 4;
 /**
@@ -64,7 +65,7 @@ export function estimateResources(cfg: MViTConfig, opts: EstimateOptions): Resou
   let params = 0;
   let largest = { what: 'a parameter', bytes: 0 };
   for (const s of specs) {
-    const n = paramSize(s);
+    const n = sizeOf(s.shape);
     params += n;
     if (n * F32 > largest.bytes) largest = { what: `parameter ${s.name} [${s.shape.join(', ')}]`, bytes: n * F32 };
   }

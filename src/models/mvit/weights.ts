@@ -5,6 +5,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { flattenWithPaths, fromNamed } from '../../autodiff/pytree.ts';
 import type { NamedArray } from '../../io/safetensors.ts';
+import { fmt, sameShape } from '../../tensor/shape.ts';
 import { tensor, type Tensor } from '../../tensor/tensor.ts';
 import type { MViTModel, Params } from './model.ts';
 
@@ -12,8 +13,6 @@ export interface WeightProblem {
   readonly name: string;
   readonly message: string;
 }
-
-const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
 
 /**
  * The model's params from named arrays: every expected name must be present with the expected shape.
@@ -27,7 +26,7 @@ export function paramsFromNamed(model: MViTModel, named: ReadonlyMap<string, Nam
     const a = named.get(spec.name);
     if (a === undefined) {
       problems.push({ name: spec.name, message: `missing (expected shape ${fmt(spec.shape)})` });
-    } else if (a.shape.length !== spec.shape.length || a.shape.some((d, i) => d !== spec.shape[i])) {
+    } else if (!sameShape(a.shape, spec.shape)) {
       problems.push({ name: spec.name, message: `shape ${fmt(a.shape)} does not match the model's ${fmt(spec.shape)}` });
     } else {
       out.set(spec.name, tensor(a.data, spec.shape));
@@ -49,7 +48,3 @@ export async function namedArrays(params: Params): Promise<Map<string, NamedArra
   for (const [name, t] of flattenWithPaths(params)) out.set(name, { shape: [...t.shape], data: await t.data() });
   return out;
 }
-
-
-export const formatWeightProblems = (problems: readonly WeightProblem[]): string =>
-  problems.map((p) => `  ${p.name}: ${p.message}`).join('\n');

@@ -1,0 +1,34 @@
+/**
+ * Random masks. Like `random.*`, these take the key first: they are draws, not layers with parameters.
+ */
+import { uniform, type Key } from '../random/index.ts';
+import { ArgumentError } from '../tensor/errors.ts';
+import { div, greaterEqual, mul, where } from '../tensor/ops.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+
+/** Whether a call is a training pass (dropout and drop path active; the head returns raw logits). */
+export interface TrainFlag {
+  readonly train: boolean;
+}
+
+function checkRate(op: string, p: number): void {
+  if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw new ArgumentError(op, `rate must be in [0, 1), got ${p}`);
+}
+
+/** Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p) (keep where U[0,1) >= p). */
+export function dropout(key: Key, p: number, x: Tensor, { train }: TrainFlag): Tensor {
+  checkRate('dropout', p);
+  if (!train || p === 0) return x;
+  return mul(x, where(greaterEqual(uniform(key, x.shape), p), 1 / (1 - p), 0));
+}
+
+/**
+ * Stochastic depth (timm/PySlowFast drop_path): one Bernoulli(1-p) per sample (axis 0),
+ * mask = floor(1 - p + U[0,1)) = (U >= p), out = x / (1 - p) * mask.
+ */
+export function dropPath(key: Key, p: number, x: Tensor, { train }: TrainFlag): Tensor {
+  checkRate('dropPath', p);
+  if (!train || p === 0) return x;
+  const u = uniform(key, [x.shape[0], ...x.shape.slice(1).map(() => 1)]);
+  return mul(div(x, 1 - p), greaterEqual(u, p));
+}
