@@ -93,7 +93,7 @@ test('dropout and dropPath name themselves and the rate in the error', () => {
   }
 });
 
-test('mlp(p, x, drop, key) = fc2(gelu(fc1 x)) with dropout (keys foldIn(key, 0) and foldIn(key, 1)) after gelu and after fc2, in training by default', () => {
+test('mlp(p, x, key, { drop }) = fc2(gelu(fc1 x)) with dropout (keys foldIn(key, 0) and foldIn(key, 1)) after gelu and after fc2, in training by default', () => {
   const lin = (k: number, o: number, i: number) => ({ weight: R.mul(R.random.normal(key(k), [o, i]), 0.5), bias: R.random.normal(key(k + 100), [o]) });
   const p = { fc1: lin(1, 6, 4), fc2: lin(2, 4, 6) };
   const x = R.random.normal(key(3), [3, 4]);
@@ -110,11 +110,13 @@ test('mlp(p, x, drop, key) = fc2(gelu(fc1 x)) with dropout (keys foldIn(key, 0) 
     const g = got.dataSync();
     for (let i = 0; i < g.length; i++) assert.ok(Math.abs(g[i] - ref[i]) <= 1e-5 * (1 + Math.abs(ref[i])), `${what}: element ${i}: ${g[i]} vs ${ref[i]}`);
   };
-  close(mlp(p, x, drop, k), want, 'training (default)');
-  close(mlp(p, x, drop, k, true), want, 'training');
-  close(mlp(p, x, drop, k, false), plain, 'eval');
-  close(mlp(p, x, drop), plain, 'no key');
-  close(mlp(p, x), plain, 'no dropout');
+  close(mlp(p, x, k, { drop }), want, 'training (default)');
+  close(mlp(p, x, k, { drop, train: true }), want, 'training');
+  close(mlp(p, x, k, { drop, train: false }), plain, 'eval');
+  close(mlp(p, x, undefined, { drop, train: false }), plain, 'eval without a key');
+  close(mlp(p, x, k), plain, 'no dropout');
+  close(mlp(p, x), plain, 'no dropout, no key');
+  assert.throws(() => mlp(p, x, undefined, { drop }), (e: unknown) => e instanceof R.ArgumentError && /needs a key/.test(e.message));
   assert.ok(Array.from(want).some((v, i) => Math.abs(v - plain[i]) > 1e-3), 'the masks change the output');
 });
 
