@@ -1,5 +1,5 @@
 /**
- * Mutation testing (StrykerJS): `npm run mutate -- [group ...]`, not part of `npm test`.
+ * Mutation testing (StrykerJS): `npm run mutate -- [group ...] [--mutate file[:lines] ...]`, not part of `npm test`.
  *
  * uvu has no Stryker runner, so each module group runs Stryker's command runner with a targeted test
  * command: the law and test files that exercise that group, with uvu's --bail (a killed mutant stops at
@@ -62,7 +62,9 @@ export function options(name: string, group: Group): PartialStrykerOptions {
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const names = args.filter((a) => !a.startsWith('--'));
+  // --mutate <pattern> (repeatable) measures a slice of the group(s): Stryker's file[:lines] patterns.
+  const only = args.flatMap((a, i) => (args[i - 1] === '--mutate' ? [a] : []));
+  const names = args.filter((a, i) => !a.startsWith('--') && args[i - 1] !== '--mutate');
   const unknown = names.filter((n) => !(n in GROUPS));
   if (unknown.length > 0) {
     process.stderr.write(`unknown group(s) ${unknown.join(', ')}; groups: ${Object.keys(GROUPS).join(', ')}\n`);
@@ -72,12 +74,13 @@ async function main(): Promise<void> {
   const summary: string[] = [];
   for (const name of names.length > 0 ? names : Object.keys(GROUPS)) {
     const started = Date.now();
-    const results = await new Stryker({ ...options(name, GROUPS[name]) }).runMutationTest();
+    const group = only.length > 0 ? { ...GROUPS[name], mutate: only } : GROUPS[name];
+    const results = await new Stryker(options(name, group)).runMutationTest();
     const count = (...s: string[]) => results.filter((r) => s.includes(r.status)).length;
     const detected = count('Killed', 'Timeout');
     const undetected = count('Survived', 'NoCoverage');
     const score = detected + undetected === 0 ? NaN : (100 * detected) / (detected + undetected);
-    summary.push(`${name}: ${score.toFixed(1)}% (killed ${count('Killed')}, timeout ${count('Timeout')}, survived ${count('Survived')}, no coverage ${count('NoCoverage')}, compile errors ${count('CompileError')}, runtime errors ${count('RuntimeError')}) in ${((Date.now() - started) / 60000).toFixed(1)} min`);
+    summary.push(`${name}${only.length > 0 ? ` (${only.join(', ')})` : ''}: ${score.toFixed(1)}% (killed ${count('Killed')}, timeout ${count('Timeout')}, survived ${count('Survived')}, no coverage ${count('NoCoverage')}, compile errors ${count('CompileError')}, runtime errors ${count('RuntimeError')}) in ${((Date.now() - started) / 60000).toFixed(1)} min`);
   }
   process.stdout.write(`\nmutation score per group (killed + timeout over killed + timeout + survived + no coverage):\n${summary.map((l) => `  ${l}`).join('\n')}\n`);
 }
