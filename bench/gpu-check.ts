@@ -251,6 +251,8 @@ interface TrainCase {
   cfg: MViTConfig;
   batch: number;
   steps: number;
+  /** After timing the reversible step: its device time by kernel (DeviceTrainer.profile). */
+  profile?: boolean;
 }
 
 function configOrThrow(e: E.Either<unknown, MViTConfig>, what: string): MViTConfig {
@@ -270,14 +272,14 @@ function trainCases(): TrainCase[] {
     const vitTiny = deterministic(configOrThrow(presetConfig('REV_VIT_TINY'), 'REV_VIT_TINY'));
     return [
       { name: 'revmvit-tiny', cfg: tiny, batch: 2, steps: 2 },
-      { name: 'REV_VIT_TINY', cfg: vitTiny, batch: 1, steps: 1 },
+      { name: 'REV_VIT_TINY', cfg: vitTiny, batch: 1, steps: 1, profile: true },
     ];
   }
   return [
     { name: 'revmvit-tiny', cfg: tiny, batch: 8, steps: 10 },
-    { name: 'revmvit-tiny', cfg: tiny, batch: 64, steps: 5 },
+    { name: 'revmvit-tiny', cfg: tiny, batch: 64, steps: 5, profile: true },
     { name: 'REV_VIT_S', cfg: vitS, batch: 32, steps: 5 },
-    { name: 'REV_VIT_S', cfg: vitS, batch: 128, steps: 3 },
+    { name: 'REV_VIT_S', cfg: vitS, batch: 128, steps: 3, profile: true },
   ];
 }
 
@@ -298,11 +300,16 @@ interface TrainRow {
   firstStepMs: number;
   compileMs: number;
   deviceMiB: number;
+  /** The plan's buffers by what they hold (MiB), and the arena's lower bound (the most bytes live at one node). */
+  memoryMiB: Record<string, number>;
+  arenaLowerMiB: number;
   dispatches: number;
   submitsPerStep: number;
   readbacksPerStep: number;
   uploadKiBPerStep: number;
   losses: number[];
+  /** Device time by kernel (profiled cases): the top kernels and the fused elementwise groups together. */
+  profile?: { name: string; dispatches: number; ms: number }[];
 }
 
 async function planTrainBench(cases: TrainCase[]): Promise<void> {
@@ -338,19 +345,21 @@ async function planTrainBench(cases: TrainCase[]): Promise<void> {
           times.push(performance.now() - t);
         }
         const d = counterDelta(before, webgpuCounters());
-        const { dispatches, deviceBytes, gpujsOps } = trainer.stats;
+        const { dispatches, deviceBytes, gpujsOps, memory } = trainer.stats;
+        const MiB = (b: number) => Math.round((b / 2 ** 20) * 10) / 10;
         const row: TrainRow = {
           engine: 'plan', name: c.name, batch: c.batch, mode, params: nParams,
           msPerStep: median(times), minMs: Math.min(...times), firstStepMs, compileMs,
-          deviceMiB: deviceBytes / 2 ** 20, dispatches,
+          deviceMiB: deviceBytes / 2 ** 20, memoryMiB: Object.fromEntries(memory.categories.map(([k, v]) => [k, MiB(v)])), arenaLowerMiB: MiB(memory.arenaPeakBytes), dispatches,
           submitsPerStep: d.submits / c.steps, readbacksPerStep: d.readbacks / c.steps, uploadKiBPerStep: d.uploadBytes / c.steps / 1024,
           losses,
         };
         rows.push(row);
         log(`  ${c.name.padEnd(13)} b${String(c.batch).padEnd(4)} ${mode.padEnd(10)} ${ms(row.msPerStep).padStart(9)}/step (min ${ms(row.minMs)})  ` +
-          `device ${row.deviceMiB.toFixed(0)} MiB; ${dispatches} dispatches, ${row.submitsPerStep} submit, ${row.readbacksPerStep} readback per step; ` +
+          `device ${row.deviceMiB.toFixed(0)} MiB (state ${MiB(memory.categories.filter(([k]) => k === 'parameters' || k === 'AdamW moments').reduce((a, [, v]) => a + v, 0))}, arena ${MiB(memory.arenas.reduce((a, b) => a + b, 0))}, its lower bound ${row.arenaLowerMiB}); ${dispatches} dispatches, ${row.submitsPerStep} submit, ${row.readbacksPerStep} readback per step; ` +
           `compile ${ms(compileMs)}, first step ${ms(firstStepMs)}; loss ${losses[0].toFixed(4)} -> ${losses[losses.length - 1].toFixed(4)}` +
           `${gpujsOps.size > 0 ? `; gpu.js kernels: ${[...gpujsOps].map(([k, n]) => `${k} x${n}`).join(', ')}` : ''}`);
+        if (c.profile === true && mode === 'reversible' && elapsed() < BUDGET_MS) row.profile = await profileStep(trainer);
       } catch (e) {
         log(`  ${c.name} b${c.batch} ${mode}: FAILED: ${(e as Error).message.slice(0, 500)}`);
       } finally {
@@ -359,6 +368,25 @@ async function planTrainBench(cases: TrainCase[]): Promise<void> {
       save();
     }
   }
+}
+
+/**
+ * Where the step's device time goes: each kernel's dispatches replayed together (DeviceTrainer.profile;
+ * spends the trainer). Fused elementwise groups (one name per chain) are summed as one line.
+ */
+async function profileStep(trainer: DeviceTrainer): Promise<{ name: string; dispatches: number; ms: number }[]> {
+  const t0 = performance.now();
+  const all = await trainer.profile(2);
+  const fused = all.filter((k) => k.name.startsWith('fused '));
+  const rows = [
+    ...all.filter((k) => !k.name.startsWith('fused ')),
+    { name: `fused elementwise groups (${fused.length} kinds)`, dispatches: fused.reduce((n, k) => n + k.dispatches, 0), ms: fused.reduce((n, k) => n + k.ms, 0) },
+  ].sort((a, b) => b.ms - a.ms);
+  const total = rows.reduce((n, k) => n + k.ms, 0);
+  log(`    device time by kernel (each kernel's dispatches replayed together; sum ${ms(total)}, profiled in ${ms(performance.now() - t0)}):`);
+  for (const k of rows.slice(0, 14)) log(`      ${k.name.slice(0, 48).padEnd(48)} ${String(k.dispatches).padStart(5)} dispatches ${ms(k.ms).padStart(10)} ${((100 * k.ms) / Math.max(total, 1e-9)).toFixed(1).padStart(5)} %`);
+  if (rows.length > 14) log(`      (${rows.length - 14} more kernels: ${ms(rows.slice(14).reduce((n, k) => n + k.ms, 0))})`);
+  return rows;
 }
 
 // ---------------------------------------------------------------------------------------------

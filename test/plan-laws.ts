@@ -224,6 +224,37 @@ export async function fusedLaw(samples = 6): Promise<PlanLawResult> {
   });
 }
 
+/**
+ * A value read at two strides inside one fused group (x as a row and as a column of one broadcast sum,
+ * and once more at its own shape) and a value read twice by one WGSL op (matmul(a, a)): jit on the
+ * device equals eager webasm. (Plans bind every storage buffer writable, and WebGPU refuses two
+ * writable bindings of the same bytes in one dispatch: the kernel must bind such a value once.)
+ */
+export async function sharedReadLaw(samples = 4): Promise<PlanLawResult> {
+  return law('one value read twice by a kernel (fused group at two strides, matmul(a, a)) = eager webasm', async () => {
+    const cases = fc.sample(fc.record({ n: fc.integer({ min: 1, max: 40 }), seed: fc.integer({ min: 1, max: 1e6 }) }), { seed: 20261201, numRuns: samples });
+    let worst = 0;
+    for (const c of cases) {
+      const f = ([x, a]: Tensor[]) => [R.mul(R.add(R.reshape(x, [1, c.n]), R.reshape(x, [c.n, 1])), R.tanh(x)), R.matmul(a, a)];
+      const inputs = [R.tensor(uniform(c.n, c.seed), [c.n]), R.tensor(uniform(c.n * c.n, c.seed + 1), [c.n, c.n])];
+      const want = withBackend('webasm', () => f(inputs)).map((t) => t.dataSync());
+      const traced = jit(f, { lowering: 'interpret' }).program(inputs);
+      const program = await DeviceProgram.compile((await programFromTrace(traced, { label: 'shared reads' })).program, []);
+      try {
+        const got = await program.run(inputs.map((t) => t.dataSync()));
+        want.forEach((w, k) => {
+          const d = relDiff(got[k], w);
+          if (!(d <= 1e-5)) fail(`n = ${c.n}, result ${k}: ${d.toExponential(2)} of max|webasm| off`);
+          worst = Math.max(worst, d);
+        });
+      } finally {
+        program.destroy();
+      }
+    }
+    return `${cases.length} cases equal to webasm (worst ${worst.toExponential(1)} of max|webasm|)`;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Every op in a plan
 
@@ -301,6 +332,8 @@ export interface StepLawReport extends PlanLawResult {
   /** Device work per steady-state step (the mean of the measured steps). */
   readonly perStep?: WebGPUCounters;
   readonly losses?: readonly number[];
+  /** Ops of the compiled step that ran their gpu.js kernel (no WGSL form), with counts. */
+  readonly gpujsOps?: readonly (readonly [string, number])[];
 }
 
 /**
@@ -319,6 +352,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
   const config = opts.dropout === true ? { ...base, MODEL: { ...base.MODEL, DROPOUT_RATE: 0.3 }, MVIT: { ...base.MVIT, DROPOUT_RATE: 0.1, DROPPATH_RATE: 0.2 } } : base;
   let perStep: WebGPUCounters | undefined;
   let losses: number[] | undefined;
+  let gpujs: (readonly [string, number])[] | undefined;
   const result = await law(`${mode} AdamW training step${opts.dropout === true ? ' with dropout and drop path' : ''} replayed on the device (b${batch}, ${steps} steps)`, async () => {
     const parsed = parseConfig(config);
     if (E.isLeft(parsed)) fail(formatProblems(parsed.left));
@@ -384,6 +418,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
         worst = Math.max(worst, d);
       }
       const { dispatches, gpujsOps } = trainer.stats;
+      gpujs = [...gpujsOps];
       return `${dispatches} dispatches; per step ${total.submits / steps} submission(s), ${total.readbacks / steps} readback(s), ` +
         `${total.pipelines} new pipelines, ${total.buffers} new buffers, ${(total.uploadBytes / steps / 1024).toFixed(1)} KiB uploaded; losses ${got.map((l) => l.toFixed(4)).join(' ')} = eager webasm; ` +
         `parameters within ${worst.toExponential(1)}${noise.length > 0 ? ` (not compared: ${noise.length} with gradients at rounding level, ${noise.slice(0, 2).join(', ')}${noise.length > 2 ? ', ...' : ''})` : ''}; gpu.js kernels for ${[...gpujsOps].map(([k, n]) => `${k} x${n}`).join(', ') || 'none'}`;
@@ -391,7 +426,7 @@ export async function stepLaw(opts: { batch?: number; steps?: number; config?: o
       trainer.destroy();
     }
   });
-  return { ...result, perStep, losses };
+  return { ...result, perStep, losses, gpujsOps: gpujs };
 }
 
 /**

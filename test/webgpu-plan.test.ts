@@ -13,7 +13,7 @@ import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import { countWebGPU } from '../src/backend/webgpu-device.ts';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
-import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, type PlanLawResult } from './plan-laws.ts';
+import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, type PlanLawResult } from './plan-laws.ts';
 
 const status = await initWebGPU();
 const samples = Math.max(1, Number(process.env.PLAN_LAW_SAMPLES ?? '1') || 1);
@@ -51,8 +51,16 @@ if (!status.ok) {
     assert.ok(r.ok, report(r));
   });
 
+  test('a value a kernel reads twice (a fused group at two strides, matmul(a, a)) is bound once and gives eager\'s values', async () => {
+    const r = await sharedReadLaw(4 * samples);
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
   test('every op as a device-plan step equals eager webasm', async () => {
-    const results = await planOpLaws({ samples });
+    // layerNorm with weight and bias (the fused primitive the training step uses) in more cases: one
+    // sample may draw the variant without them.
+    const results = [...(await planOpLaws({ samples })), ...(await planOpLaws({ samples: 4, only: ['layerNorm'] }))];
     results.filter((r) => !r.ok || /gpu\.js/.test(r.detail)).forEach((r) => console.log(report(r)));
     console.log(`  [plan] ops: ${results.filter((r) => r.ok).length}/${results.length}`);
     assert.ok(results.length >= 40, `expected the ~45 OP_CASES, got ${results.length}`);
@@ -60,10 +68,13 @@ if (!status.ok) {
     assert.is(bad.length, 0, bad.map(report).join('\n'));
   });
 
-  test('a Rev-MViT AdamW step compiled for the device (DeviceTrainer): <= 4 submissions, 1 readback, no new pipelines or buffers per step, = the eager library step', async () => {
+  test('a Rev-MViT AdamW step compiled for the device (DeviceTrainer): <= 4 submissions, 1 readback, no new pipelines or buffers per step, = the eager library step, every op a WGSL kernel', async () => {
     const r = await stepLaw();
     console.log(report(r));
     assert.ok(r.ok, report(r));
+    // A gpu.js kernel in a plan is slow (row ops recompute their statistics per element) and keeps
+    // buffers of its own: a primitive the step uses needs a WGSL form (OpImpl.wgsl).
+    assert.equal(r.gpujsOps, [], `ops of the step without a WGSL kernel: ${JSON.stringify(r.gpujsOps)}`);
   });
 
   test('with dropout and drop path: the masks drawn on the host from each step\'s key equal eager mode\'s', async () => {

@@ -18,7 +18,7 @@ import type { GPU, IKernelRunShortcut } from 'gpu.js';
 import { BackendError } from '../tensor/errors.ts';
 import { gpuFor } from './backend.ts';
 import { webgpuDevice, type DeviceLike, type EncoderLike, type GpuBufferLike, type WebGPUShared } from './webgpu-device.ts';
-import type { WgslKernel } from './wgsl-kernels.ts';
+import { mapKernel, type WgslKernel } from './wgsl-kernels.ts';
 
 const USAGE = { MAP_READ: 0x0001, COPY_SRC: 0x0004, COPY_DST: 0x0008, UNIFORM: 0x0040, STORAGE: 0x0080 } as const;
 const MAP_READ = 0x0001;
@@ -39,8 +39,10 @@ export type PlanStep =
   | { readonly kind: 'copy'; readonly from: number; readonly to: number; readonly floats: number };
 
 export interface PlanSpec {
-  /** Buffer slots, in floats (a slot of size 0 still gets a 4-byte buffer to bind). */
+  /** Buffer slots, in floats (a slot of size 0 still gets 4 bytes to bind). */
   readonly buffers: readonly number[];
+  /** Where each slot lives: a region of a shared device buffer (see `Placement`); default: every slot its own buffer. */
+  readonly placement?: Placement;
   readonly steps: readonly PlanStep[];
   /** Slots copied back after every run, in this order (one staging buffer, one map). */
   readonly reads: readonly number[];
@@ -48,12 +50,36 @@ export interface PlanSpec {
   readonly label?: string;
 }
 
+/**
+ * Slots as regions of a few large device buffers ("arenas"): slot i is `at[i].bytes` bytes at byte
+ * `at[i].offset` of buffer `at[i].arena`, whose size is `arenas[k]` bytes. Offsets are multiples of the
+ * device's minStorageBufferOffsetAlignment. Slots whose values are never live at the same time may share
+ * bytes (the planner in src/tensor/plan.ts decides), so a plan holds about its peak of live values rather
+ * than the sum of them. A slot may also be its own buffer (`arena: -1`): gpu.js kernels declare their
+ * inputs read-only, and WebGPU forbids binding one buffer read-only and writable in one dispatch, so
+ * the values they touch are kept apart.
+ */
+export interface Placement {
+  readonly arenas: readonly number[];
+  readonly at: readonly { readonly arena: number; readonly offset: number }[];
+}
+
+/** A slot's region: the buffer and byte range it is bound and copied as. */
+interface Region {
+  readonly buffer: GpuBufferLike;
+  readonly offset: number;
+  /** Bytes bound (at least 4: a binding cannot be empty). */
+  readonly size: number;
+}
+
 interface Encoded {
+  /** The kernel's name (profiles group by it). */
+  readonly name: string;
   readonly pipeline: unknown;
   readonly bindGroup: unknown;
   readonly groups: readonly [number, number, number];
 }
-type Command = { readonly kind: 'pass'; readonly dispatches: Encoded[] } | { readonly kind: 'copy'; readonly from: number; readonly to: number; readonly bytes: number };
+type Command = { readonly kind: 'pass'; readonly dispatches: Encoded[] } | { readonly kind: 'copy'; readonly from: Region; readonly to: Region; readonly bytes: number };
 
 interface CachedPipeline {
   readonly pipeline: unknown;
@@ -87,8 +113,9 @@ async function wgslPipeline(device: DeviceLike, k: WgslKernel): Promise<CachedPi
         throw new BackendError(`webgpu: the WGSL kernel '${k.name}' (${k.key}) does not compile:\n${errors.map((m) => `  ${m.lineNum}:${m.linePos} ${m.message}`).join('\n')}\n--- WGSL ---\n${k.code}`);
       }
       const entries: object[] = [];
-      for (let b = 0; b < k.inputs; b++) entries.push({ binding: b, visibility: 4, buffer: { type: 'read-only-storage' } });
-      for (let b = 0; b < k.outputs; b++) entries.push({ binding: k.inputs + b, visibility: 4, buffer: { type: 'storage' } });
+      // Every binding writable: one arena may hold a dispatch's inputs and outputs (at disjoint offsets),
+      // and WebGPU allows one buffer in a dispatch only as all read-only or all writable bindings.
+      for (let b = 0; b < k.inputs + k.outputs; b++) entries.push({ binding: b, visibility: 4, buffer: { type: 'storage' } });
       entries.push({ binding: k.inputs + k.outputs, visibility: 4, buffer: { type: 'uniform' } });
       const layout = device.createBindGroupLayout({ entries });
       device.pushErrorScope('validation');
@@ -167,8 +194,45 @@ function gpujsParams(built: BuiltGpuJs, step: GpuJsStep): Uint32Array {
 
 const describeSlot = (spec: PlanSpec, slot: number) => `slot ${slot} (${spec.buffers[slot]} floats)`;
 
+const STORAGE_USAGE = USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST;
+const bound = (r: Region) => ({ buffer: r.buffer, offset: r.offset, size: r.size });
+const overlap = (a: Region, b: Region) => a.buffer === b.buffer && a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+const copyRegion = (encoder: EncoderLike, from: Region, to: Region, bytes: number) => encoder.copyBufferToBuffer(from.buffer, from.offset, to.buffer, to.offset, bytes);
+
+/** The plan's device buffers: its arenas and the slots that are their own buffer, and each slot's region. */
+function allocate(device: DeviceLike, spec: PlanSpec, label: string): { buffers: GpuBufferLike[]; regions: Region[] } {
+  const bytesOf = (slot: number) => Math.max(4, spec.buffers[slot] * 4);
+  const pl = spec.placement;
+  if (pl === undefined) {
+    const buffers = spec.buffers.map((_, slot) => device.createBuffer({ size: bytesOf(slot), usage: STORAGE_USAGE, label: `${label} slot ${slot}` }));
+    return { buffers, regions: buffers.map((buffer, slot) => ({ buffer, offset: 0, size: bytesOf(slot) })) };
+  }
+  if (pl.at.length !== spec.buffers.length) throw new BackendError(`webgpu plan '${label}': the placement covers ${pl.at.length} slots, the plan has ${spec.buffers.length}`);
+  const align = device.limits.minStorageBufferOffsetAlignment ?? 256;
+  const arenas = pl.arenas.map((bytes, k) => {
+    if (bytes > device.limits.maxBufferSize) throw new BackendError(`webgpu plan '${label}': arena ${k} needs ${bytes} bytes, over this device's ${device.limits.maxBufferSize} bytes per buffer`);
+    return device.createBuffer({ size: Math.max(4, Math.ceil(bytes / 4) * 4), usage: STORAGE_USAGE, label: `${label} arena ${k}` });
+  });
+  const buffers = [...arenas];
+  const regions = pl.at.map(({ arena, offset }, slot) => {
+    const size = bytesOf(slot);
+    if (arena === -1) {
+      const buffer = device.createBuffer({ size, usage: STORAGE_USAGE, label: `${label} slot ${slot}` });
+      buffers.push(buffer);
+      return { buffer, offset: 0, size };
+    }
+    if (!(arena >= 0 && arena < arenas.length) || offset % align !== 0 || offset + size > pl.arenas[arena]) {
+      throw new BackendError(`webgpu plan '${label}': ${describeSlot(spec, slot)} is placed at byte ${offset} of arena ${arena}, outside it or not aligned to ${align} bytes`);
+    }
+    return { buffer: arenas[arena], offset, size };
+  });
+  return { buffers, regions };
+}
+
 export class DevicePlan {
+  /** The device buffers (arenas and own buffers) and each slot's region of one. */
   private readonly buffers: GpuBufferLike[];
+  private readonly regions: Region[];
   private readonly uniforms: GpuBufferLike | null;
   /** Staging buffers for the reads: one per run in flight (a mapped buffer cannot take the next copy). */
   private readonly staging: { buffer: GpuBufferLike; busy: boolean }[] = [];
@@ -177,15 +241,19 @@ export class DevicePlan {
   private readonly slotStaging = new Map<number, { buffer: GpuBufferLike; busy: boolean }[]>();
   private readonly readOffsets: number[];
   private destroyed = false;
+  /** Profiled: kernels ran out of order, the values are garbage. */
+  private spent = false;
 
   private constructor(
     private readonly shared: WebGPUShared,
     readonly spec: PlanSpec,
     buffers: GpuBufferLike[],
+    regions: Region[],
     uniforms: GpuBufferLike | null,
     private readonly commands: Command[],
   ) {
     this.buffers = buffers;
+    this.regions = regions;
     this.uniforms = uniforms;
     let bytes = 0;
     this.readOffsets = spec.reads.map((slot) => {
@@ -223,9 +291,14 @@ export class DevicePlan {
     const wgsl = await Promise.all(spec.steps.map((s) => (s.kind === 'wgsl' ? wgslPipeline(device, s.kernel) : null)));
     const gpujs = await Promise.all(spec.steps.map((s) => (s.kind === 'gpujs' ? gpujsKernel(s.kernel) : null)));
 
-    const buffers = spec.buffers.map((floats, slot) =>
-      device.createBuffer({ size: Math.max(4, Math.ceil((floats * 4) / 4) * 4), usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, label: `${label} slot ${slot}` }),
-    );
+    const { buffers, regions } = allocate(device, spec, label);
+    // WebGPU copies only between distinct buffers: a copy inside an arena is a kernel.
+    const steps = spec.steps.map((s): PlanStep => {
+      if (s.kind !== 'copy' || regions[s.from].buffer !== regions[s.to].buffer) return s;
+      return { kind: 'wgsl', kernel: mapKernel({ name: 'copy', dims: [s.floats], strides: [[1]], offsets: [0], lets: [], outputs: ['x0'] }), inputs: [s.from], outputs: [s.to] };
+    });
+    const copyPipelines = await Promise.all(steps.map((s, i) => (s !== spec.steps[i] && s.kind === 'wgsl' ? wgslPipeline(device, s.kernel) : null)));
+    copyPipelines.forEach((c, i) => c !== null && (wgsl[i] = c));
     // One uniform buffer for every step's params, each block at an aligned offset.
     const blocks: { offset: number; words: Uint32Array }[] = [];
     let uniformBytes = 0;
@@ -237,18 +310,19 @@ export class DevicePlan {
     };
     const encoded: (Encoded | null)[] = [];
     const layouts: { step: number; offset: number; size: number }[] = [];
-    spec.steps.forEach((s, i) => {
+    steps.forEach((s, i) => {
       if (s.kind === 'wgsl') {
         if (s.inputs.length !== s.kernel.inputs || s.outputs.length !== s.kernel.outputs) {
           throw new BackendError(`webgpu plan '${label}': step ${i} (${s.kernel.name}) binds ${s.inputs.length} inputs and ${s.outputs.length} outputs, the kernel has ${s.kernel.inputs} and ${s.kernel.outputs}`);
         }
         [...s.inputs, ...s.outputs].forEach((slot) => check(slot, `step ${i} (${s.kernel.name})`));
-        const clash = s.outputs.find((o) => s.inputs.includes(o));
-        if (clash !== undefined) throw new BackendError(`webgpu plan '${label}': step ${i} (${s.kernel.name}) reads and writes slot ${clash} in one dispatch`);
+        const clash = s.outputs.find((o, j) => s.inputs.some((x) => overlap(regions[x], regions[o])) || s.outputs.some((q, k) => k !== j && overlap(regions[q], regions[o])));
+        if (clash !== undefined) throw new BackendError(`webgpu plan '${label}': step ${i} (${s.kernel.name}) writes slot ${clash}, whose bytes another of its bindings also covers`);
         layouts.push({ step: i, offset: addBlock(s.kernel.params), size: Math.max(16, s.kernel.params.byteLength) });
       } else if (s.kind === 'gpujs') {
         [...s.inputs, s.output].forEach((slot) => check(slot, `step ${i} (${s.kernel.name})`));
-        if (s.inputs.includes(s.output)) throw new BackendError(`webgpu plan '${label}': step ${i} (${s.kernel.name}) reads and writes slot ${s.output} in one dispatch`);
+        // gpu.js binds its inputs read-only: WebGPU refuses a buffer bound read-only and writable in one dispatch.
+        if (s.inputs.some((x) => regions[x].buffer === regions[s.output].buffer)) throw new BackendError(`webgpu plan '${label}': step ${i} (${s.kernel.name}, a gpu.js kernel) reads a buffer it writes (slot ${s.output})`);
         const built = gpujs[i]!;
         const words = gpujsParams(built, s.kernel);
         layouts.push({ step: i, offset: addBlock(words), size: words.byteLength });
@@ -264,7 +338,7 @@ export class DevicePlan {
       device.queue.writeBuffer(uniforms, 0, all);
     }
     let li = 0;
-    spec.steps.forEach((s, i) => {
+    steps.forEach((s, i) => {
       if (s.kind === 'copy') {
         encoded.push(null);
         return;
@@ -275,25 +349,25 @@ export class DevicePlan {
         const { pipeline, layout } = wgsl[i]!;
         const slots = [...s.inputs, ...s.outputs];
         const entries = [
-          ...slots.map((slot, b) => ({ binding: b, resource: { buffer: buffers[slot] } })),
+          ...slots.map((slot, b) => ({ binding: b, resource: bound(regions[slot]) })),
           { ...uniform, binding: slots.length },
         ];
-        encoded.push({ pipeline, bindGroup: device.createBindGroup({ layout, entries }), groups: s.kernel.workgroups });
+        encoded.push({ name: s.kernel.name, pipeline, bindGroup: device.createBindGroup({ layout, entries }), groups: s.kernel.workgroups });
       } else {
         const built = gpujs[i]!;
         const entries = [
           uniform,
-          ...s.inputs.map((slot, b) => ({ binding: 1 + b, resource: { buffer: buffers[slot] } })),
-          { binding: 1 + s.inputs.length, resource: { buffer: buffers[s.output] } },
+          ...s.inputs.map((slot, b) => ({ binding: 1 + b, resource: bound(regions[slot]) })),
+          { binding: 1 + s.inputs.length, resource: bound(regions[s.output]) },
         ];
-        encoded.push({ pipeline: built.pipeline, bindGroup: device.createBindGroup({ layout: built.layout, entries }), groups: built.groups });
+        encoded.push({ name: `${s.kernel.name} (gpu.js)`, pipeline: built.pipeline, bindGroup: device.createBindGroup({ layout: built.layout, entries }), groups: built.groups });
       }
     });
     // Consecutive dispatches share one compute pass (each dispatch is its own synchronisation scope).
     const commands: Command[] = [];
-    spec.steps.forEach((s, i) => {
+    steps.forEach((s, i) => {
       if (s.kind === 'copy') {
-        commands.push({ kind: 'copy', from: s.from, to: s.to, bytes: s.floats * 4 });
+        commands.push({ kind: 'copy', from: regions[s.from], to: regions[s.to], bytes: s.floats * 4 });
         return;
       }
       const last = commands[commands.length - 1];
@@ -301,7 +375,7 @@ export class DevicePlan {
       else commands.push({ kind: 'pass', dispatches: [encoded[i]!] });
     });
     spec.reads.forEach((slot) => check(slot, 'a read'));
-    return new DevicePlan(shared, spec, buffers, uniforms, commands);
+    return new DevicePlan(shared, spec, buffers, regions, uniforms, commands);
   }
 
   /** Upload `data` into a slot (before the next run). A queue write: no submission of its own. */
@@ -310,7 +384,7 @@ export class DevicePlan {
     const floats = this.spec.buffers[slot];
     if (floats === undefined) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}': no slot ${slot}`);
     if (data.length !== floats) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}': ${describeSlot(this.spec, slot)} cannot take ${data.length} floats`);
-    if (floats > 0) this.shared.device.queue.writeBuffer(this.buffers[slot], 0, data);
+    if (floats > 0) this.shared.device.queue.writeBuffer(this.regions[slot].buffer, this.regions[slot].offset, data);
   }
 
   /**
@@ -321,13 +395,15 @@ export class DevicePlan {
   run(options: { before?: readonly { from: number; to: number; floats: number }[]; read?: boolean } = {}): Promise<Float32Array[]> {
     this.live();
     const { device } = this.shared;
+    // A run the device refuses (a validation error) must fail, not read back zeros.
+    device.pushErrorScope('validation');
     const encoder: EncoderLike = device.createCommandEncoder();
     for (const c of options.before ?? []) {
-      if (c.floats > 0) encoder.copyBufferToBuffer(this.buffers[c.from], 0, this.buffers[c.to], 0, c.floats * 4);
+      if (c.floats > 0) copyRegion(encoder, this.regions[c.from], this.regions[c.to], c.floats * 4);
     }
     for (const c of this.commands) {
       if (c.kind === 'copy') {
-        if (c.bytes > 0) encoder.copyBufferToBuffer(this.buffers[c.from], 0, this.buffers[c.to], 0, c.bytes);
+        if (c.bytes > 0) copyRegion(encoder, c.from, c.to, c.bytes);
         continue;
       }
       const pass = encoder.beginComputePass();
@@ -342,13 +418,17 @@ export class DevicePlan {
     if (staging !== null) {
       this.spec.reads.forEach((slot, i) => {
         const bytes = this.spec.buffers[slot] * 4;
-        if (bytes > 0) encoder.copyBufferToBuffer(this.buffers[slot], 0, staging.buffer, this.readOffsets[i], bytes);
+        if (bytes > 0) encoder.copyBufferToBuffer(this.regions[slot].buffer, this.regions[slot].offset, staging.buffer, this.readOffsets[i], bytes);
       });
     }
     device.queue.submit([encoder.finish()]);
-    if (staging === null) return Promise.resolve([]);
+    const validated = device.popErrorScope().then((e) => {
+      if (e !== null) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}': the device refused the run: ${e.message}`);
+    });
+    if (staging === null) return validated.then(() => []);
     const read = async () => {
       try {
+        await validated;
         await staging.buffer.mapAsync(MAP_READ);
         const mapped = staging.buffer.getMappedRange();
         const out = this.spec.reads.map((slot, i) => new Float32Array(mapped.slice(this.readOffsets[i], this.readOffsets[i] + this.spec.buffers[slot] * 4)));
@@ -376,7 +456,7 @@ export class DevicePlan {
     }
     staging.busy = true;
     const encoder = device.createCommandEncoder();
-    encoder.copyBufferToBuffer(this.buffers[slot], 0, staging.buffer, 0, bytes);
+    encoder.copyBufferToBuffer(this.regions[slot].buffer, this.regions[slot].offset, staging.buffer, 0, bytes);
     device.queue.submit([encoder.finish()]);
     try {
       await staging.buffer.mapAsync(MAP_READ);
@@ -400,6 +480,52 @@ export class DevicePlan {
     return this.commands.reduce((n, c) => n + (c.kind === 'pass' ? c.dispatches.length : 0), 0);
   }
 
+  /**
+   * Device time by kernel (for benchmarks): per kernel name, its dispatches in plan order, `repeats` times
+   * over, in one submission timed to onSubmittedWorkDone, less an empty submission's time; copies as
+   * 'copy'. Kernels run out of their order, so the plan's values are garbage afterwards: the plan is
+   * spent (a later run raises BackendError). Sorted by time, largest first.
+   */
+  async profile(repeats = 3): Promise<{ name: string; dispatches: number; ms: number }[]> {
+    if (this.destroyed) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}' has been destroyed`);
+    this.spent = true;
+    const { device } = this.shared;
+    const kinds = new Map<string, Command[]>();
+    for (const c of this.commands) {
+      if (c.kind === 'copy') kinds.set('copy', [...(kinds.get('copy') ?? []), c]);
+      else for (const d of c.dispatches) kinds.set(d.name, [...(kinds.get(d.name) ?? []), { kind: 'pass', dispatches: [d] }]);
+    }
+    const timed = async (commands: readonly Command[], times: number): Promise<number> => {
+      const encoder: EncoderLike = device.createCommandEncoder();
+      for (let r = 0; r < times; r++) {
+        const pass = encoder.beginComputePass();
+        for (const c of commands) {
+          if (c.kind !== 'pass') continue;
+          for (const d of c.dispatches) {
+            pass.setPipeline(d.pipeline);
+            pass.setBindGroup(0, d.bindGroup);
+            pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
+          }
+        }
+        pass.end();
+        for (const c of commands) if (c.kind === 'copy' && c.bytes > 0) copyRegion(encoder, c.from, c.to, c.bytes);
+      }
+      const t0 = performance.now();
+      device.queue.submit([encoder.finish()]);
+      await device.queue.onSubmittedWorkDone();
+      return performance.now() - t0;
+    };
+    const empty: number[] = [];
+    for (let i = 0; i < 5; i++) empty.push(await timed([], 1));
+    const base = empty.sort((a, b) => a - b)[2];
+    const out: { name: string; dispatches: number; ms: number }[] = [];
+    for (const [name, commands] of kinds) {
+      await timed(commands, 1); // warm
+      out.push({ name, dispatches: commands.reduce((n, c) => n + (c.kind === 'pass' ? c.dispatches.length : 1), 0), ms: Math.max(0, (await timed(commands, repeats)) - base) / repeats });
+    }
+    return out.sort((a, b) => b.ms - a.ms);
+  }
+
   /** Release the plan's buffers (its pipelines stay cached for the next plan). */
   destroy(): void {
     if (this.destroyed) return;
@@ -412,5 +538,6 @@ export class DevicePlan {
 
   private live(): void {
     if (this.destroyed) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}' has been destroyed`);
+    if (this.spent) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}' was profiled: its values are garbage, compile it again to run it`);
   }
 }

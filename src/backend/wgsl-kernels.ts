@@ -59,7 +59,8 @@ function uniformBlock(words: number[]): { decl: string; params: Uint32Array } {
 
 function bindings(inputs: number, outputs: number, names?: { in?: string; out?: string }): string {
   let s = '';
-  for (let k = 0; k < inputs; k++) s += `@group(0) @binding(${k}) var<storage, read> ${names?.in ?? 'a'}${k} : array<f32>;\n`;
+  // Inputs are declared read_write too (the plan binds every storage buffer writable: see webgpu-plan.ts).
+  for (let k = 0; k < inputs; k++) s += `@group(0) @binding(${k}) var<storage, read_write> ${names?.in ?? 'a'}${k} : array<f32>;\n`;
   for (let k = 0; k < outputs; k++) s += `@group(0) @binding(${inputs + k}) var<storage, read_write> ${names?.out ?? 'out'}${k} : array<f32>;\n`;
   return s;
 }
@@ -85,6 +86,18 @@ export interface MapDescription {
   readonly lets: readonly string[];
   /** One expression per output (each a buffer of the output's size). */
   readonly outputs: readonly string[];
+  /**
+   * Inputs updated in place: input k -> output j means input k is output j's buffer before the
+   * dispatch, read at the thread's own index (so its strides must be the output's, contiguous, offset
+   * 0): it gets no binding of its own, and the thread reads it before it writes output j.
+   */
+  readonly inPlace?: ReadonlyMap<number, number>;
+  /**
+   * Inputs that are another input's buffer read at other strides (input k -> input k' < k, itself
+   * bound): k gets no binding of its own. WebGPU refuses two writable bindings of the same bytes in one
+   * dispatch, and every binding here is writable.
+   */
+  readonly shared?: ReadonlyMap<number, number>;
 }
 
 /**
@@ -102,20 +115,31 @@ export function mapKernel(d: MapDescription): WgslKernel {
   const offsetAt = (k: number) => 1 + rank + nIn * rank + k;
   // Strides that are 0 for every shape of this structure are dropped from the code (broadcasts).
   const zero = d.strides.map((s) => s.map((v) => v === 0));
+  const inPlace = d.inPlace ?? new Map<number, number>();
+  const shared = d.shared ?? new Map<number, number>();
+  const indexed = d.strides.map((_, k) => k).filter((k) => !inPlace.has(k));
+  const bound = indexed.filter((k) => !shared.has(k));
+  for (const [k, b] of shared) {
+    if (!(b < k && bound.includes(b))) throw new BackendError(`map kernel '${d.name}': input ${k} shares the buffer of input ${b}, which is not an earlier bound input`);
+  }
   let body = `  let i = ${flat};\n  if (i >= ${u(0)}) { return; }\n  var r = i;\n`;
-  for (let k = 0; k < nIn; k++) body += `  var o${k} = ${u(offsetAt(k))};\n`;
+  for (const k of indexed) body += `  var o${k} = ${u(offsetAt(k))};\n`;
   for (let dim = rank - 1; dim >= 0; dim--) {
     if (dim > 0) body += `  let c${dim} = r % ${u(dimAt(dim))};\n  r = r / ${u(dimAt(dim))};\n`;
     else body += `  let c0 = r;\n`;
-    for (let k = 0; k < nIn; k++) if (!zero[k][dim]) body += `  o${k} += c${dim} * ${u(strideAt(k, dim))};\n`;
+    for (const k of indexed) if (!zero[k][dim]) body += `  o${k} += c${dim} * ${u(strideAt(k, dim))};\n`;
   }
-  for (let k = 0; k < nIn; k++) body += `  let x${k} = a${k}[o${k}];\n`;
+  for (let k = 0; k < nIn; k++) body += inPlace.has(k) ? `  let x${k} = out${inPlace.get(k)}[i];\n` : `  let x${k} = a${shared.get(k) ?? k}[o${k}];\n`;
   body += wgslLets(d.lets);
   d.outputs.forEach((e, j) => (body += `  out${j}[i] = ${wgslExpr(e)};\n`));
-  const structure = `${d.lets.join(';')}|${d.outputs.join(';')}|${rank}|${zero.map((z) => z.map(Number).join('')).join(',')}`;
-  const code = `${decl}${bindings(nIn, d.outputs.length)}${uniformBinding(nIn + d.outputs.length)}${WGSL_HELPERS}` +
+  let binds = '';
+  bound.forEach((k, b) => (binds += `@group(0) @binding(${b}) var<storage, read_write> a${k} : array<f32>;\n`));
+  d.outputs.forEach((_, j) => (binds += `@group(0) @binding(${bound.length + j}) var<storage, read_write> out${j} : array<f32>;\n`));
+  const aliasKey = [...[...inPlace].map(([k, j]) => `${k}>${j}`), ...[...shared].map(([k, b]) => `${k}=${b}`)].join(',');
+  const structure = `${d.lets.join(';')}|${d.outputs.join(';')}|${rank}|${zero.map((z) => z.map(Number).join('')).join(',')}|${aliasKey}`;
+  const code = `${decl}${binds}${uniformBinding(bound.length + d.outputs.length)}${WGSL_HELPERS}` +
     `@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n${body}}\n`;
-  return { name: d.name, key: `map|${structure}`, code, inputs: nIn, outputs: d.outputs.length, params, workgroups: groups1d(Math.ceil(total / WG)) };
+  return { name: d.name, key: `map|${structure}`, code, inputs: bound.length, outputs: d.outputs.length, params, workgroups: groups1d(Math.ceil(total / WG)) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,15 +220,16 @@ export function reduceKernel(d: ReduceDescription): WgslKernel {
 // ---------------------------------------------------------------------------------------------
 // Row ops over the last axis
 
-export type RowOp = 'softmax' | 'softmaxGrad' | 'normalize' | 'normalizeGrad';
+export type RowOp = 'softmax' | 'softmaxGrad' | 'normalize' | 'normalizeGrad' | 'layerNorm';
 
 /**
- * A workgroup per row of C values (x = a0; for the gradients g = a1): the row statistics are
- * reduced once in shared memory, then every thread writes its share of the row.
+ * A workgroup per row of C values (x = a0; for the gradients g = a1; for layerNorm the weight a1 and
+ * bias a2, of C each): the row statistics are reduced once in shared memory, then every thread writes
+ * its share of the row.
  */
 export function rowKernel(op: RowOp, rows: number, C: number, eps: number): WgslKernel {
   const { decl, params } = uniformBlock([rows, C, f32Bits(eps)]);
-  const inputs = op === 'softmax' || op === 'normalize' ? 1 : 2;
+  const inputs = op === 'softmax' || op === 'normalize' ? 1 : op === 'layerNorm' ? 3 : 2;
   const reduceInto = (name: string, kind: 'sum' | 'max', term: string) =>
     `  {\n    var acc : f32 = ${kind === 'sum' ? '0.0' : 'a0[base]'};\n` +
     `    for (var j = lid.x; j < C; j += ${WG}u) { let v = ${term}; acc = ${kind === 'sum' ? 'acc + v' : 'max(acc, v)'}; }\n` +
@@ -227,6 +252,9 @@ export function rowKernel(op: RowOp, rows: number, C: number, eps: number): Wgsl
       break;
     case 'normalize':
       body = stats + store(`(${x} - mu) * inv`);
+      break;
+    case 'layerNorm':
+      body = stats + store(`(${x} - mu) * inv * a1[j] + a2[j]`);
       break;
     case 'normalizeGrad':
       body = stats + `  var mg : f32 = 0.0;\n${reduceInto('mg', 'sum', g)}  mg = mg / f32(C);\n` +
@@ -413,6 +441,88 @@ export function convKernel(part: 'fwd' | 'dx' | 'dw', c: ConvGeometry): WgslKern
 }
 
 // ---------------------------------------------------------------------------------------------
+// Depthwise 3-D convolution, channels last (depthwise.ts: x [N, D, H, W, C], w [C, 1, KD, KH, KW], y [N, OD, OH, OW, C])
+
+const DEPTHWISE_FIELDS = ['N', 'D', 'H', 'W', 'C', 'KD', 'KH', 'KW', 'OD', 'OH', 'OW', 'sd', 'sh', 'sw', 'pd', 'ph', 'pw'] as const;
+
+/**
+ * A depthwise convolution part as depthwise.ts's gpu.js kernels compute it, with u32 indexing: 'fwd'
+ * y = x * w (inputs x, w) and 'dx' (inputs g, w), a thread per output element (consecutive threads on
+ * consecutive channels: coalesced); 'dw' (inputs x, g) a workgroup per weight element, its threads
+ * striding over the output positions and summing in shared memory. `geom` in DEPTHWISE_FIELDS order.
+ */
+export function depthwiseKernel(part: 'fwd' | 'dx' | 'dw', geom: readonly number[]): WgslKernel {
+  const g = Object.fromEntries(DEPTHWISE_FIELDS.map((f, i) => [f, geom[i]])) as Record<(typeof DEPTHWISE_FIELDS)[number], number>;
+  const positions = g.N * g.OD * g.OH * g.OW;
+  const total = part === 'fwd' ? positions * g.C : part === 'dx' ? g.N * g.D * g.H * g.W * g.C : g.C * g.KD * g.KH * g.KW;
+  const { decl, params } = uniformBlock([...geom, total, positions]);
+  let head = '';
+  DEPTHWISE_FIELDS.forEach((f, i) => (head += `  let ${f} = i32(${u(i)});\n`));
+  const X = `u32(((((n * D + iz) * H + iy) * W + ix) * C + c))`;
+  const O = `u32(((((n * OD + oz) * OH + oy) * OW + ox) * C + c))`;
+  const Wt = `u32(((c * KD + kz) * KH + ky) * KW + kx)`;
+  const decode = (index: string, names: string[], dims: string[]) => {
+    let s = `  var r = ${index};\n`;
+    for (let k = names.length - 1; k >= 0; k--) s += k > 0 ? `  let ${names[k]} = i32(r % u32(${dims[k]}));\n  r = r / u32(${dims[k]});\n` : `  let ${names[k]} = i32(r);\n`;
+    return s;
+  };
+  const taps = (body: string) => `  for (var kz = 0; kz < KD; kz++) { for (var ky = 0; ky < KH; ky++) { for (var kx = 0; kx < KW; kx++) {\n${body}  } } }\n`;
+  const totalAt = u(DEPTHWISE_FIELDS.length);
+  let code: string;
+  if (part !== 'dw') {
+    const body = part === 'fwd'
+      ? decode('i', ['n', 'oz', 'oy', 'ox', 'c'], ['N', 'OD', 'OH', 'OW', 'C']) + `  var acc : f32 = 0.0;\n` +
+        taps(`    let iz = oz * sd - pd + kz; let iy = oy * sh - ph + ky; let ix = ox * sw - pw + kx;\n` +
+          `    if (iz >= 0 && iz < D && iy >= 0 && iy < H && ix >= 0 && ix < W) { acc += a0[${X}] * a1[${Wt}]; }\n`)
+      : decode('i', ['n', 'iz', 'iy', 'ix', 'c'], ['N', 'D', 'H', 'W', 'C']) + `  var acc : f32 = 0.0;\n` +
+        taps(`    let tz = iz + pd - kz; let ty = iy + ph - ky; let tx = ix + pw - kx;\n` +
+          `    if (tz >= 0 && ty >= 0 && tx >= 0 && tz % sd == 0 && ty % sh == 0 && tx % sw == 0) {\n` +
+          `      let oz = tz / sd; let oy = ty / sh; let ox = tx / sw;\n` +
+          `      if (oz < OD && oy < OH && ox < OW) { acc += a0[${O}] * a1[${Wt}]; }\n    }\n`);
+    code = `${decl}${bindings(2, 1)}${uniformBinding(3)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
+      `  let i = ${flat};\n  if (i >= ${totalAt}) { return; }\n${head}${body}  out0[i] = acc;\n}\n`;
+  } else {
+    code = `${decl}${bindings(2, 1)}${uniformBinding(3)}var<workgroup> part : array<f32, ${WG}>;\n` +
+      `@compute @workgroup_size(${WG})\nfn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>, @builtin(num_workgroups) nwg : vec3<u32>) {\n` +
+      `  let o = wid.x + wid.y * nwg.x;\n  let live = o < ${totalAt};\n${head}` +
+      decode('min(o, ' + totalAt + ' - 1u)', ['c', 'kz', 'ky', 'kx'], ['C', 'KD', 'KH', 'KW']) +
+      `  var acc : f32 = 0.0;\n  for (var t = lid.x; t < ${u(DEPTHWISE_FIELDS.length + 1)}; t += ${WG}u) {\n` +
+      `    var q = t;\n    let ox = i32(q % u32(OW)); q = q / u32(OW);\n    let oy = i32(q % u32(OH)); q = q / u32(OH);\n    let oz = i32(q % u32(OD)); let n = i32(q / u32(OD));\n` +
+      `    let iz = oz * sd - pd + kz; let iy = oy * sh - ph + ky; let ix = ox * sw - pw + kx;\n` +
+      `    if (iz >= 0 && iz < D && iy >= 0 && iy < H && ix >= 0 && ix < W) { acc += a0[${X}] * a1[${O}]; }\n  }\n` +
+      `  part[lid.x] = acc;\n  workgroupBarrier();\n` +
+      `  for (var h = ${WG / 2}u; h > 0u; h = h >> 1u) {\n    if (lid.x < h) { part[lid.x] = part[lid.x] + part[lid.x + h]; }\n    workgroupBarrier();\n  }\n` +
+      `  if (lid.x == 0u && live) { out0[o] = part[0]; }\n}\n`;
+  }
+  return { name: `dwconv-${part}`, key: `dwconv|${part}`, code, inputs: 2, outputs: 1, params, workgroups: part === 'dw' ? groups1d(total) : groups1d(Math.ceil(total / WG)) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gathers: take and its transpose scatterAdd (ops.ts)
+
+/** out[(o, j, k)] = a0[(o, a1[j], k)]: x viewed as [outer, n, inner], indices a1 (floats holding integers) of `count`. */
+export function takeKernel(outer: number, n: number, inner: number, count: number): WgslKernel {
+  const total = outer * count * inner;
+  const { decl, params } = uniformBlock([total, n, inner, count]);
+  const code = `${decl}${bindings(2, 1)}${uniformBinding(3)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
+    `  let i = ${flat};\n  if (i >= ${u(0)}) { return; }\n  let n = ${u(1)};\n  let inner = ${u(2)};\n  let count = ${u(3)};\n` +
+    `  let o = i / (count * inner);\n  let rest = i - o * count * inner;\n  let j = rest / inner;\n  let k = rest - j * inner;\n` +
+    `  out0[i] = a0[(o * n + u32(a1[j])) * inner + k];\n}\n`;
+  return { name: 'take', key: 'take', code, inputs: 2, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+/** The transpose of take: out[(o, s, k)] = sum over j with a1[j] == s of a0[(o, j, k)], in j order (the host loop's). */
+export function scatterAddKernel(outer: number, size: number, inner: number, count: number): WgslKernel {
+  const total = outer * size * inner;
+  const { decl, params } = uniformBlock([total, size, inner, count]);
+  const code = `${decl}${bindings(2, 1)}${uniformBinding(3)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
+    `  let i = ${flat};\n  if (i >= ${u(0)}) { return; }\n  let size = ${u(1)};\n  let inner = ${u(2)};\n  let count = ${u(3)};\n` +
+    `  let o = i / (size * inner);\n  let rest = i - o * size * inner;\n  let s = rest / inner;\n  let k = rest - s * inner;\n` +
+    `  var acc : f32 = 0.0;\n  for (var j = 0u; j < count; j++) {\n    if (a1[j] == f32(s)) { acc += a0[(o * count + j) * inner + k]; }\n  }\n  out0[i] = acc;\n}\n`;
+  return { name: 'scatterAdd', key: 'scatterAdd', code, inputs: 2, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fused elementwise groups (the description the jit hands every lowering; see the CPU one in kern's wasm-fusion)
 
 /** How a group input is read at each coordinate of the group's shape (codegen.ts StridedRead). */
@@ -453,8 +563,12 @@ export function coalesceDims(shape: readonly number[], reads: readonly FusedRead
   return { dims, strides };
 }
 
-/** A fused group as one map kernel: every node a `let`, every output a store. */
-export function fusedKernel(name: string, g: FusedGroup): WgslKernel {
+/**
+ * A fused group as one map kernel: every node a `let`, every output a store. `inPlace` (read k ->
+ * output j): read k is output j's buffer, updated in place (mapKernel's inPlace; the read must be the
+ * identity over the group's shape); `shared` (read k -> read k'): read k reads read k''s buffer at its own strides (mapKernel's shared).
+ */
+export function fusedKernel(name: string, g: FusedGroup, inPlace?: ReadonlyMap<number, number>, shared?: ReadonlyMap<number, number>): WgslKernel {
   const { dims, strides } = coalesceDims(g.shape, g.reads);
   const lets = g.nodes.map((n, i) => {
     if (n.op === 'input') {
@@ -471,7 +585,21 @@ export function fusedKernel(name: string, g: FusedGroup): WgslKernel {
     });
     return `n${i} = ${renameExpr(expr, names)}`;
   });
-  return mapKernel({ name, dims, strides, offsets: g.reads.map((r) => r.offset), lets, outputs: g.outputs.map((o) => `n${o}`) });
+  for (const [k] of inPlace ?? []) {
+    if (!isIdentityRead(g.shape, g.reads[k])) throw new BackendError(`fused group '${name}': read ${k} is updated in place, but it is not read at the output's own index`);
+  }
+  return mapKernel({ name, dims, strides, offsets: g.reads.map((r) => r.offset), lets, outputs: g.outputs.map((o) => `n${o}`), inPlace, shared });
+}
+
+/** Whether a read visits element i at coordinate i of `shape` (contiguous row-major, offset 0). */
+export function isIdentityRead(shape: readonly number[], r: FusedRead): boolean {
+  if (r.offset !== 0) return false;
+  let size = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    if (shape[d] !== 1 && r.strides[d] !== size) return false;
+    size *= shape[d];
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------

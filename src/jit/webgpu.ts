@@ -22,7 +22,7 @@
  * arrive asynchronously (`await t.data()`), as on the eager webgpu backend.
  */
 import { webgpuDevice } from '../backend/webgpu-device.ts';
-import { fusedKernel, type FusedGroup, type FusedNode, type FusedRead } from '../backend/wgsl-kernels.ts';
+import type { FusedGroup, FusedNode, FusedRead } from '../backend/wgsl-kernels.ts';
 import { BackendError } from '../tensor/errors.ts';
 import { DeviceProgram, type Program as PlanProgram, type ProgramNode } from '../tensor/plan.ts';
 import { withBackend } from '../backend/backend.ts';
@@ -133,6 +133,8 @@ export interface FromTraceOptions {
   readonly label?: string;
   /** Fuse elementwise chains into one kernel (default true; false: one kernel per equation, for tests). */
   readonly fuse?: boolean;
+  /** Storage buffers one kernel may bind (default: the device's maxStorageBuffersPerShaderStage, at most 16). */
+  readonly maxBindings?: number;
 }
 
 /**
@@ -159,23 +161,31 @@ export async function programFromTrace(t: Program, options: FromTraceOptions = {
   const producer = new Int32Array(n).fill(-1);
   t.eqns.forEach((e, i) => (producer[e.output] = i));
   const { groups, groupOf } = options.fuse === false ? { groups: [], groupOf: new Int32Array(t.eqns.length).fill(-1) } : groupElementwise(t, producer, { sums: false });
-  // Who reads each buffer: an equation outside any group, or a group (as a whole).
-  const readers = new Map<number, Set<string>>();
+  // Who reads each buffer (by equation).
+  const readers = new Map<number, Set<number>>();
   t.eqns.forEach((e, i) => {
     if (e.prim.view === true || host.isHost(i)) return;
-    const who = groupOf[i] >= 0 ? `g${groupOf[i]}` : `e${i}`;
     for (const id of e.inputs) {
       const r = root[id];
       if (!readers.has(r)) readers.set(r, new Set());
-      readers.get(r)!.add(who);
+      readers.get(r)!.add(i);
     }
   });
-  const { device } = await webgpuDevice();
-  const maxBindings = Math.min(device.limits.maxStorageBuffersPerShaderStage ?? 8, 16);
+  const maxBindings = options.maxBindings ?? Math.min((await webgpuDevice()).device.limits.maxStorageBuffersPerShaderStage ?? 8, 16);
 
   const single = (i: number): ProgramNode => {
     const e = t.eqns[i];
     return { impl: e.prim.impl(e.inShapes, e.attrs as never, e.shape), inputs: e.inputs.map((id) => root[id]), output: e.output };
+  };
+  // Members of one kernel: it stores the values read outside it (or returned).
+  const fuse = (shape: readonly number[], members: readonly number[]) => {
+    const inside = new Set(members);
+    return fuseGroup(t, shape, members, root, constData, (id) => outputRoots.has(root[id]) || [...(readers.get(root[id]) ?? [])].some((r) => !inside.has(r)));
+  };
+  const emit = (members: readonly number[], fused: ReturnType<typeof fuse>) => {
+    const names = [...new Set(members.map((m) => t.eqns[m].prim.name))];
+    const name = members.length === 1 ? names[0] : `fused ${members.length} (${names.slice(0, 4).join(', ')}${names.length > 4 ? ', ...' : ''})`;
+    nodes.push({ fused: fused.group, name, inputs: fused.inputs, outputs: fused.outputs });
   };
   const nodes: ProgramNode[] = [];
   t.eqns.forEach((e, i) => {
@@ -185,19 +195,23 @@ export async function programFromTrace(t: Program, options: FromTraceOptions = {
       nodes.push(single(i));
       return;
     }
-    const members = groups[g].members;
+    const { members, shape } = groups[g];
     if (members[members.length - 1] !== i) return; // a group runs at the place of its last member
-    if (members.length === 1) {
-      nodes.push(single(i));
-      return;
+    // One kernel binds at most maxBindings buffers: a larger group runs as consecutive kernels.
+    let chunk: number[] = [];
+    let fused: ReturnType<typeof fuse> | null = null;
+    for (const m of members) {
+      const trial = fuse(shape, [...chunk, m]);
+      if (chunk.length > 0 && trial.inputs.length + trial.outputs.length > maxBindings) {
+        emit(chunk, fused!);
+        chunk = [m];
+        fused = fuse(shape, chunk);
+      } else {
+        chunk.push(m);
+        fused = trial;
+      }
     }
-    const fused = fuseGroup(t, groups[g].shape, members, root, constData, (id) => outputRoots.has(root[id]) || [...(readers.get(root[id]) ?? [])].some((w) => w !== `g${g}`));
-    if (fused.inputs.length + fused.outputs.length > maxBindings) {
-      for (const m of members) nodes.push(single(m)); // more buffers than one kernel may bind
-      return;
-    }
-    const names = [...new Set(members.map((m) => t.eqns[m].prim.name))];
-    nodes.push({ fused: fusedKernel(`fused ${members.length} (${names.slice(0, 4).join(', ')}${names.length > 4 ? ', ...' : ''})`, fused.group), inputs: fused.inputs, outputs: fused.outputs });
+    emit(chunk, fused!);
   });
   return {
     program: {

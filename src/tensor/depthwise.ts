@@ -5,6 +5,7 @@
  * no permutes around the pooling, and the host loop's inner loop runs over the contiguous channels.
  */
 import { wasmDepthwise } from '../backend/wasm-depthwise.ts';
+import { depthwiseKernel } from '../backend/wgsl-kernels.ts';
 import { wasmKernelsOn } from '../backend/wasm-memory.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
@@ -105,7 +106,7 @@ return acc;
   const host = () => (wasmKernelsOn()
     ? (ins: Float32Array[], out: Float32Array) => wasmDepthwise(part, geom, ins[0], ins[1], out)
     : (ins: Float32Array[], out: Float32Array) => loop(geom, ins[0], ins[1], out));
-  return { name: `dwconv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host };
+  return { name: `dwconv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, wgsl: () => depthwiseKernel(part, geom) };
 }
 
 /**

@@ -197,7 +197,7 @@ return (a0[this.thread.x] - mu) * inv * a1[this.thread.x - base] + a2[this.threa
     }
   };
   const host = () => (wasmKernelsOn() ? (ins: Float32Array[], out: Float32Array) => wasmLayerNorm(ins, out, C, eps) : hostLoop);
-  return { name: 'layerNorm', kernel, host, fills: true };
+  return { name: 'layerNorm', kernel, host, fills: true, wgsl: ({ outSize }) => rowKernel('layerNorm', C === 0 ? 0 : outSize / C, C, eps) };
 }
 
 const LAYER_NORM = definePrimitive<RowAttrs>({

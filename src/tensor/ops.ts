@@ -3,7 +3,7 @@
  * applies its primitive (src/tensor/primitive.ts): one declaration holding the shape rule, the kernels
  * (a gpu.js kernel, or its generated host loop on webasm) and the VJP rule with what it saves.
  */
-import { concatKernel, embedKernel } from '../backend/wgsl-kernels.ts';
+import { concatKernel, embedKernel, scatterAddKernel, takeKernel } from '../backend/wgsl-kernels.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { contiguousRead, floorDiv, reduce, splitIndex, stridedMap, type StridedRead } from './codegen.ts';
 import type { OpImpl } from './exec.ts';
@@ -756,7 +756,7 @@ return a0[o * ${n * inner} + a1[j] * ${inner} + k];
       }
     }
   };
-  return { name: 'take', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true };
+  return { name: 'take', kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true, wgsl: () => takeKernel(outer, n, inner, count) };
 }
 
 export interface ScatterAttrs {
@@ -798,6 +798,7 @@ for (let j = 0; j < ${count}; j++) {
 return acc;
 }`,
     }),
+    wgsl: () => scatterAddKernel(outer, size, inner, count),
     host: () => (ins, out) => {
       const [src, idx] = ins;
       for (let o = 0; o < outer; o++) {

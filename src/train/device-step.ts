@@ -22,10 +22,11 @@ import { logSoftmax } from '../tensor/composite.ts';
 import { elementwise } from '../tensor/elementwise.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { mul, neg, sum } from '../tensor/ops.ts';
-import { DeviceProgram } from '../tensor/plan.ts';
+import { DeviceProgram, type PlanMemory, type Program as PlanProgram } from '../tensor/plan.ts';
 import { jit } from '../jit/index.ts';
-import { programFromTrace } from '../jit/webgpu.ts';
+import { programFromTrace, type FromTraceOptions, type HostPrefix } from '../jit/webgpu.ts';
 import { scalar, tensor, zeros, type Tensor } from '../tensor/tensor.ts';
+import type { Program } from '../tensor/trace.ts';
 import { ADAMW_DEFAULTS, clipGradNorm, type AdamWHyper } from './optim.ts';
 
 export interface DeviceTrainerOptions {
@@ -73,58 +74,11 @@ export class DeviceTrainer {
 
   /** Trace the step (jit: nothing is computed on the host) and compile it for the device. */
   static async create(model: MViTModel, params: Params, options: DeviceTrainerOptions): Promise<DeviceTrainer> {
-    const cfg = model.config;
-    const op = 'DeviceTrainer';
-    if (!Number.isInteger(options.batch) || options.batch < 1) throw new ArgumentError(op, `batch must be a positive integer, got ${options.batch}`);
-    const hyper = { ...ADAMW_DEFAULTS, ...options.hyper };
-    const labelSmoothing = options.labelSmoothing ?? 0;
-    if (!(labelSmoothing >= 0 && labelSmoothing < 1)) throw new ArgumentError(op, `label smoothing must be in [0, 1), got ${labelSmoothing}`);
-    const clip = options.clip ?? Infinity;
-    if (!(clip > 0)) throw new ArgumentError(op, `clip must be a positive number (or omitted), got ${clip}`);
-    const mode = options.mode ?? 'reversible';
-    const batch = options.batch;
-    const classes = cfg.MODEL.NUM_CLASSES;
-    const c = cfg.DATA.INPUT_CHANNEL_NUM[0];
-    const s = cfg.DATA.TRAIN_CROP_SIZE;
-    const inputShape = cfg.MVIT.PATCH_2D ? [batch, c, s, s] : [batch, c, cfg.DATA.NUM_FRAMES, s, s];
-    const named = flattenWithPaths(params);
-    const n = named.length;
-    const k = options.key ?? makeKey(0);
-    const oneMinusB1 = scalar(1 - hyper.beta1);
-    const b2 = scalar(hyper.beta2);
-    const oneMinusB2 = scalar(1 - hyper.beta2);
-    const eps = scalar(hyper.eps);
-    const keep = scalar(1);
-    const decays = named.map(([name]) => hyper.weightDecay !== 0 && !model.noDecay(name));
-    const step = (state: Tensor[], inputs: Tensor[], stepKey: Key): Tensor[] => {
-      const [x, target, stepSize, bc2, decay] = inputs;
-      const p = unflattenLike(params, state.slice(0, n));
-      let logits: Tensor | null = null;
-      const [l, grads] = valueAndGrad((q: Params) => {
-        logits = model.apply(q, x, stepKey, { train: true, mode });
-        // crossEntropy written on a target tensor (the smoothed one-hot labels), so the labels are an input.
-        return mul(neg(sum(mul(logSoftmax(logits, -1), target))), 1 / batch);
-      })(p);
-      const g = flattenWithPaths(clipGradNorm(grads, clip).grads).map(([, t]) => t);
-      const m = g.map((gi, i) => elementwise('adamw-m', ADAMW_M, [state[n + i], gi, oneMinusB1]));
-      const v = g.map((gi, i) => elementwise('adamw-v', ADAMW_V, [state[2 * n + i], gi, b2, oneMinusB2]));
-      const next = state.slice(0, n).map((pi, i) => elementwise('adamw-p', ADAMW_P, [pi, m[i], v[i], decays[i] ? decay : keep, stepSize, bc2, eps]));
-      return [l, logits!, ...next, ...m, ...v];
-    };
-    const placeholders = [zeros(inputShape), zeros([batch, classes]), scalar(0), scalar(1), scalar(1)];
-    const state = [...named.map(([, t]) => t), ...named.map(([, t]) => zeros(t.shape)), ...named.map(([, t]) => zeros(t.shape))];
-    // Trace the step (jit: abstract tensors, nothing computed); state input i is replaced by output 2 + i.
-    // The step's key is an input: dropout and drop-path masks are drawn per step (on the host, uploaded).
-    const traced = jit(step, { lowering: 'interpret' }).program(state, placeholders, k);
-    const { program: planned, host, runInputs } = await programFromTrace(traced, {
-      state: state.map((_, i) => ({ input: i, output: 2 + i })),
-      reads: [0, 1],
-      label: `${mode} AdamW step, batch ${batch}`,
-    });
-    const initial = await Promise.all(state.map((t) => t.data()));
-    const program = await DeviceProgram.compile(planned, initial);
-    const draw = (data: readonly Float32Array[]) => host.compute(new Map(runInputs.map((pos, j) => [traced.inputs[pos], data[j]])));
-    return new DeviceTrainer(params, named.map(([name]) => name), program, draw, k, batch, classes, inputShape, hyper, labelSmoothing);
+    const t = await traceTrainStep(model, params, options);
+    const initial = await Promise.all(t.state.map((s) => s.data()));
+    const program = await DeviceProgram.compile(t.planned, initial);
+    const draw = (data: readonly Float32Array[]) => t.host.compute(new Map(t.runInputs.map((pos, j) => [t.traced.inputs[pos], data[j]])));
+    return new DeviceTrainer(params, t.names, program, draw, t.key, t.batch, t.classes, t.inputShape, t.hyper, t.labelSmoothing);
   }
 
   /**
@@ -184,12 +138,95 @@ export class DeviceTrainer {
     })();
   }
 
-  /** Dispatches per step and device bytes held (buffers of the plan). */
-  get stats(): { dispatches: number; deviceBytes: number; gpujsOps: ReadonlyMap<string, number> } {
-    return { dispatches: this.program.dispatches, deviceBytes: this.program.deviceBytes, gpujsOps: this.program.gpujsOps };
+  /** Dispatches per step, device bytes held (buffers of the plan) and what they hold. */
+  get stats(): { dispatches: number; deviceBytes: number; gpujsOps: ReadonlyMap<string, number>; memory: PlanMemory } {
+    const n = this.names.length;
+    const memory = this.program.memory((i) => (i < n ? 'parameters' : 'AdamW moments'));
+    return { dispatches: this.program.dispatches, deviceBytes: this.program.deviceBytes, gpujsOps: this.program.gpujsOps, memory };
+  }
+
+  /**
+   * Device time of one step by kernel, for benchmarks (DevicePlan.profile: each kernel's dispatches
+   * replayed together). Spends the trainer: its parameters are garbage afterwards and step() raises.
+   */
+  profile(repeats?: number): Promise<{ name: string; dispatches: number; ms: number }[]> {
+    return this.program.profile(repeats);
   }
 
   destroy(): void {
     this.program.destroy();
   }
+}
+
+/** A model's AdamW step traced and planned for the device, not yet compiled (DeviceTrainer.create compiles it). */
+export interface TracedTrainStep {
+  /** The jit program of the step. */
+  readonly traced: Program;
+  /** The plan program: state = parameters, then AdamW's first moments, then its second moments (n each). */
+  readonly planned: PlanProgram;
+  readonly host: HostPrefix;
+  readonly runInputs: readonly number[];
+  /** The initial state tensors (parameters, zero moments), in the plan's state order. */
+  readonly state: readonly Tensor[];
+  readonly names: readonly string[];
+  readonly key: Key;
+  readonly batch: number;
+  readonly classes: number;
+  readonly inputShape: readonly number[];
+  readonly hyper: AdamWHyper;
+  readonly labelSmoothing: number;
+}
+
+/** Trace a model's AdamW step (abstract tensors: nothing is computed) and turn it into a plan program. */
+export async function traceTrainStep(model: MViTModel, params: Params, options: DeviceTrainerOptions, plan: Pick<FromTraceOptions, 'maxBindings'> = {}): Promise<TracedTrainStep> {
+  const cfg = model.config;
+  const op = 'DeviceTrainer';
+  if (!Number.isInteger(options.batch) || options.batch < 1) throw new ArgumentError(op, `batch must be a positive integer, got ${options.batch}`);
+  const hyper = { ...ADAMW_DEFAULTS, ...options.hyper };
+  const labelSmoothing = options.labelSmoothing ?? 0;
+  if (!(labelSmoothing >= 0 && labelSmoothing < 1)) throw new ArgumentError(op, `label smoothing must be in [0, 1), got ${labelSmoothing}`);
+  const clip = options.clip ?? Infinity;
+  if (!(clip > 0)) throw new ArgumentError(op, `clip must be a positive number (or omitted), got ${clip}`);
+  const mode = options.mode ?? 'reversible';
+  const batch = options.batch;
+  const classes = cfg.MODEL.NUM_CLASSES;
+  const c = cfg.DATA.INPUT_CHANNEL_NUM[0];
+  const s = cfg.DATA.TRAIN_CROP_SIZE;
+  const inputShape = cfg.MVIT.PATCH_2D ? [batch, c, s, s] : [batch, c, cfg.DATA.NUM_FRAMES, s, s];
+  const named = flattenWithPaths(params);
+  const n = named.length;
+  const k = options.key ?? makeKey(0);
+  const oneMinusB1 = scalar(1 - hyper.beta1);
+  const b2 = scalar(hyper.beta2);
+  const oneMinusB2 = scalar(1 - hyper.beta2);
+  const eps = scalar(hyper.eps);
+  const keep = scalar(1);
+  const decays = named.map(([name]) => hyper.weightDecay !== 0 && !model.noDecay(name));
+  const step = (state: Tensor[], inputs: Tensor[], stepKey: Key): Tensor[] => {
+    const [x, target, stepSize, bc2, decay] = inputs;
+    const p = unflattenLike(params, state.slice(0, n));
+    let logits: Tensor | null = null;
+    const [l, grads] = valueAndGrad((q: Params) => {
+      logits = model.apply(q, x, stepKey, { train: true, mode });
+      // crossEntropy written on a target tensor (the smoothed one-hot labels), so the labels are an input.
+      return mul(neg(sum(mul(logSoftmax(logits, -1), target))), 1 / batch);
+    })(p);
+    const g = flattenWithPaths(clipGradNorm(grads, clip).grads).map(([, t]) => t);
+    const m = g.map((gi, i) => elementwise('adamw-m', ADAMW_M, [state[n + i], gi, oneMinusB1]));
+    const v = g.map((gi, i) => elementwise('adamw-v', ADAMW_V, [state[2 * n + i], gi, b2, oneMinusB2]));
+    const next = state.slice(0, n).map((pi, i) => elementwise('adamw-p', ADAMW_P, [pi, m[i], v[i], decays[i] ? decay : keep, stepSize, bc2, eps]));
+    return [l, logits!, ...next, ...m, ...v];
+  };
+  const placeholders = [zeros(inputShape), zeros([batch, classes]), scalar(0), scalar(1), scalar(1)];
+  const state = [...named.map(([, t]) => t), ...named.map(([, t]) => zeros(t.shape)), ...named.map(([, t]) => zeros(t.shape))];
+  // Trace the step (jit: abstract tensors, nothing computed); state input i is replaced by output 2 + i.
+  // The step's key is an input: dropout and drop-path masks are drawn per step (on the host, uploaded).
+  const traced = jit(step, { lowering: 'interpret' }).program(state, placeholders, k);
+  const { program: planned, host, runInputs } = await programFromTrace(traced, {
+    state: state.map((_, i) => ({ input: i, output: 2 + i })),
+    reads: [0, 1],
+    label: `${mode} AdamW step, batch ${batch}`,
+    ...plan,
+  });
+  return { traced, planned, host, runInputs, state, names: named.map(([name]) => name), key: k, batch, classes, inputShape, hyper, labelSmoothing };
 }
