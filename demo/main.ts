@@ -16,7 +16,7 @@
  */
 import * as R from '../src/index.ts';
 import { selectBackend, type BackendRequest } from '../src/backend/select.ts';
-import { DEFAULT_CLIP_SPEC, DIRECTIONS } from '../src/data/moving-mnist.ts';
+import { DEFAULT_CLIP_SPEC, DIRECTIONS } from '../src/data/clips.ts';
 import { key, type Key } from '../src/random/index.ts';
 import { crossEntropy } from '../src/train/loss.ts';
 import { loadDigits, makeClips, type Digits } from './data.ts';

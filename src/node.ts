@@ -26,10 +26,7 @@ export {
   makeBatch,
   makeClip,
   loadDigits,
-  NUM_CLASSES as MOVING_MNIST_CLASSES,
-  DIRECTIONS,
-  DEFAULT_CLIP_SPEC,
   type KeyedBatches,
-  type ClipSpec,
   type Split,
 } from './data/moving-mnist.ts';
+export { NUM_CLASSES as MOVING_MNIST_CLASSES, DIRECTIONS, DEFAULT_CLIP_SPEC, type ClipSpec } from './data/clips.ts';

@@ -2,22 +2,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import {
-  DEFAULT_CLIP_SPEC,
-  DIGIT_SIDE,
-  DIRECTIONS,
-  NUM_CLASSES,
-  areaResize,
-  classLabel,
-  datasetSize,
-  loadDigits,
-  makeBatch,
-  makeClip,
-  sampleMotion,
-  splitDigits,
-  trajectory,
-  type ClipSpec,
-} from '../src/data/moving-mnist.ts';
+import { DEFAULT_CLIP_SPEC, DIGIT_SIDE, DIRECTIONS, NUM_CLASSES, areaResize, classLabel, sampleMotion, trajectory, type ClipSpec } from '../src/data/clips.ts';
+import { datasetSize, loadDigits, makeBatch, makeClip, splitDigits } from '../src/data/moving-mnist.ts';
 import { foldIn, key, type Key } from '../src/random/keys.ts';
 
 const spec = DEFAULT_CLIP_SPEC;

@@ -6,7 +6,7 @@ import { formatProblems, MAX_REPORTED_PROBLEMS, parseConfig, parseConfigText, ty
 import { bytesText, resourceProblem, type EstimateOptions, type MemoryLimit } from '../models/mvit/resources.ts';
 import { buildModel, type MViTModel } from '../models/mvit/model.ts';
 import { PRESET_NAMES, presetConfig } from '../models/mvit/presets.ts';
-import { NUM_CLASSES as MOVING_MNIST_CLASSES } from '../data/moving-mnist.ts';
+import { NUM_CLASSES as MOVING_MNIST_CLASSES } from '../data/clips.ts';
 import { isYamlPath, readYamlConfig, type SlowFastTree } from '../models/mvit/yaml-config.ts';
 import { getStr, UsageError, type FlagSpec, type ParsedArgs } from './args.ts';
 import { RevgradError } from '../tensor/errors.ts';

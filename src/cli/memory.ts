@@ -12,7 +12,8 @@ import { foldIn, key } from '../random/index.ts';
 import type { Mode } from '../reversible/index.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { crossEntropy } from '../train/loss.ts';
-import { NUM_CLASSES as MOVING_MNIST_CLASSES, movingMnistBatches } from '../data/moving-mnist.ts';
+import { NUM_CLASSES as MOVING_MNIST_CLASSES } from '../data/clips.ts';
+import { movingMnistBatches } from '../data/moving-mnist.ts';
 
 export interface MemoryRow {
   readonly extra: number;

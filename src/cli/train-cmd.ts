@@ -239,13 +239,265 @@ function checkWritable(dir: string): void {
   }
 }
 
+/** What a run will train, decided before the output directory is touched. */
+interface RunPlan {
+  readonly cfg: MViTConfig;
+  /** 'preset NAME', the config file, or the checkpoint and its step. */
+  readonly source: string;
+  readonly settings: TrainSettings;
+  /** What the checkpoint stores as the config (a YAML run keeps its solver sections beside the model's). */
+  readonly storedConfig: unknown;
+  readonly resumeFrom?: LoadedCheckpoint;
+  /** Our files of an earlier run that --force replaces. */
+  readonly replacing: readonly string[];
+  readonly note?: string;
+}
+
+/** --resume: the run stored in the checkpoint, exactly; flags may repeat its settings but not change them. */
+function resumePlan(args: ParsedArgs, outDir: string, ckptPath: string): RunPlan {
+  const given = (f: string) => args.flags.has(f);
+  if (!existsSync(ckptPath)) {
+    const stoppedEarly = existsSync(join(outDir, METRICS_FILE));
+    throw new CliError([
+      stoppedEarly
+        ? `--resume: ${outDir} has no ${CHECKPOINT_FILE}: the run was stopped before its first checkpoint, so there is nothing to continue; start it over with --force`
+        : `--resume: ${outDir} has no ${CHECKPOINT_FILE} to continue from`,
+    ]);
+  }
+  const loaded = loadCheckpoint(ckptPath);
+  if (E.isLeft(loaded)) {
+    const previous = previousCheckpointPath(ckptPath);
+    const hint = existsSync(previous) ? [`${previous} holds the checkpoint before it; to continue from there: mv ${previous} ${ckptPath}`] : [];
+    throw new CliError([...loaded.left.problems, ...hint]);
+  }
+  const ck = loaded.right;
+  const cfg = unwrap(configFromJson(ck.meta.config, `${ckptPath} (stored config)`));
+  const settings = settingsFromCheckpoint(ck.meta.training, ck.meta.seed, ckptPath);
+  if (ck.meta.step > settings.steps) {
+    throw new CliError([`${ckptPath}: the checkpoint is at step ${ck.meta.step}, beyond the ${settings.steps} steps of its run; it cannot be resumed`]);
+  }
+  // Flags that would change the run must agree with the checkpoint.
+  const conflicts: string[] = [];
+  if (given('preset') || given('config')) {
+    const r = resolveConfig(args);
+    if (E.isLeft(r)) throw new CliError(r.left);
+    if (!deepEqual(r.right.cfg, cfg)) conflicts.push(`${given('preset') ? '--preset' : '--config'}: differs from the config stored in the checkpoint`);
+  }
+  const asGiven = settingsFromFlags(args);
+  const check = (flag: string, a: unknown, b: unknown) => {
+    if (given(flag) && !deepEqual(a, b)) conflicts.push(`--${flag} ${JSON.stringify(a)} differs from the checkpoint's ${JSON.stringify(b)}`);
+  };
+  check('steps', asGiven.steps, settings.steps);
+  check('batch', asGiven.batchSize, settings.batchSize);
+  check('lr', asGiven.schedule.baseLr, settings.schedule.baseLr);
+  check('warmup', asGiven.schedule.warmupSteps, settings.schedule.warmupSteps);
+  check('weight-decay', asGiven.optimizer.weightDecay, settings.optimizer.weightDecay);
+  check('clip', asGiven.clipNorm, settings.clipNorm);
+  check('label-smoothing', asGiven.labelSmoothing, settings.labelSmoothing);
+  check('seed', asGiven.seed, settings.seed);
+  check('mode', asGiven.mode, settings.mode);
+  check('shards', asGiven.shards, settings.shards);
+  if (conflicts.length > 0) {
+    throw new CliError(['--resume continues the stored run exactly, so its settings cannot change:', ...conflicts.map((c) => `  ${c}`)]);
+  }
+  return { cfg, source: `${ckptPath} at step ${ck.meta.step}`, settings, storedConfig: ck.meta.config, resumeFrom: ck, replacing: [] };
+}
+
+/** A new run from --preset/--config and the flags; an earlier run in --out is replaced only with --force. */
+function freshPlan(args: ParsedArgs, outDir: string, force: boolean): RunPlan {
+  const resolved = unwrap(resolveConfig(args));
+  const { cfg, source } = resolved;
+  const yaml = yamlSolver(args, resolved.tree, source);
+  const settings = settingsFromFlags(args, yaml.solver);
+  const problems = [...settingsProblems(settings), ...scheduleProblems(settings.schedule)];
+  if (settings.schedule.warmupSteps >= settings.steps) problems.push(`--warmup ${settings.schedule.warmupSteps} must be less than --steps ${settings.steps}`);
+  if (problems.length > 0) throw new UsageError(problems, 'train');
+  const replacing = existsSync(outDir) ? readdirSync(outDir).filter((f) => OUR_FILES.includes(f)) : [];
+  if (replacing.length > 0 && !force) {
+    throw new CliError([
+      replacing.includes(CHECKPOINT_FILE)
+        ? `--out ${outDir} already holds a run (${replacing.join(', ')}); nothing is overwritten. Use --resume to continue it, --force to replace it, or another --out.`
+        : `--out ${outDir} holds a run that was stopped before its first checkpoint (${replacing.join(', ')}, no ${CHECKPOINT_FILE}): there is nothing to resume; use --force to start it over, or another --out.`,
+    ]);
+  }
+  // A YAML run keeps its solver sections beside the model config, for `revgrad export`.
+  const storedConfig = resolved.tree === undefined ? cfg : { ...cfg, SOLVER: resolved.tree.SOLVER ?? {}, MIXUP: resolved.tree.MIXUP ?? {} };
+  return { cfg, source, settings, storedConfig, replacing, note: yaml.note };
+}
+
+/** The task, the memory (of the run and of the report's deeper copies) and the permissions, before anything is written. */
+function checkRunFits(plan: RunPlan, limit: ReturnType<typeof memoryLimit>, reportDepths: readonly number[] | null, outDir: string): void {
+  const { cfg, source, settings } = plan;
+  const mm = movingMnistProblems(cfg, source);
+  if (mm.length > 0) throw new CliError(mm);
+  checkResources(cfg, { batch: settings.batchSize, purpose: 'train', mode: settings.mode }, limit, source);
+  if (reportDepths !== null) {
+    const deepest = Math.max(...reportDepths);
+    if (cfg.MVIT.DEPTH + deepest > MAX_DEPTH) throw new CliError([`--report-depths ${deepest}: ${source} has ${cfg.MVIT.DEPTH} layers, and more than ${MAX_DEPTH} in all are not accepted`]);
+    checkResources(deepen(cfg, deepest), { batch: MEMORY_BATCH, purpose: 'train', mode: 'store' }, limit, `${source} with ${deepest} extra blocks (--report-depths)`);
+  }
+  checkWritable(outDir);
+}
+
+/**
+ * --force: the old run is set aside, and removed once the new one has written its first checkpoint
+ * (`drop`); a run that ends before that gets the old one back (`restore`).
+ */
+function setAside(outDir: string, replacing: readonly string[]): { drop(): void; restore(): void } {
+  const aside = join(outDir, SET_ASIDE_DIR);
+  if (replacing.length > 0) {
+    mkdirSync(aside, { recursive: true });
+    for (const f of replacing) renameSync(join(outDir, f), join(aside, f));
+  }
+  return {
+    drop: () => {
+      if (replacing.length > 0 && existsSync(aside)) rmSync(aside, { recursive: true, force: true });
+    },
+    restore: () => {
+      if (replacing.length > 0 && existsSync(aside) && !existsSync(join(outDir, CHECKPOINT_FILE))) settleSetAside(outDir);
+    },
+  };
+}
+
+/** How often the loop evaluates, measures drift and checkpoints (0 = only at the end), and the eval batches. */
+function monitoringFor(args: ParsedArgs, steps: number, cfg: MViTConfig): Monitoring {
+  const every = (flag: string, fallback: number) => {
+    const v = getNum(args, flag);
+    return v === undefined ? fallback : v === 0 ? steps : v;
+  };
+  const evalClips = getNum(args, 'eval-clips') ?? TRAIN_DEFAULTS.evalClips;
+  const evalBatchSize = Math.min(TRAIN_DEFAULTS.evalBatch, evalClips);
+  return {
+    evalEvery: every('eval-every', Math.max(1, Math.round(steps / 5))),
+    evalBatches: Math.ceil(evalClips / evalBatchSize),
+    evalBatchSize,
+    driftEvery: every('drift-every', Math.max(1, Math.round(steps / 10))),
+    ckptEvery: every('ckpt-every', Math.max(1, Math.round(steps / 10))),
+    headAct: cfg.MODEL.HEAD_ACT,
+  };
+}
+
+/** The last non-finite record and how many steps were skipped, as the run's records pass. */
+interface NonFiniteSeen {
+  last?: NonFiniteRecord;
+  skipped: number;
+}
+
+/** Train in the worker with a progress bar; the first signal stops the run between two ops (the last completed step is saved), the second quits. */
+async function trainWithSignals(
+  args: ParsedArgs,
+  plan: RunPlan,
+  monitoring: Monitoring,
+  outDir: string,
+  onNonFinite: 'stop' | 'skip',
+  onCheckpoint: () => void,
+  seen: NonFiniteSeen,
+): Promise<TrainOutcome> {
+  const { cfg, settings, resumeFrom } = plan;
+  const flag = newInterruptFlag();
+  let signals = 0;
+  const onSignal = () => {
+    if (++signals > 1) process.exit(130);
+    requestInterrupt(flag);
+    progress.log('stopping (the last completed step will be saved); press Ctrl-C again to quit now');
+  };
+  const progress = createProgress(settings.steps, resumeFrom?.meta.step ?? 0, { quiet: getBool(args, 'quiet') });
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await runTraining(
+      {
+        cfg,
+        storedConfig: plan.storedConfig,
+        settings,
+        monitoring,
+        outDir,
+        resumePath: resumeFrom === undefined ? null : join(outDir, CHECKPOINT_FILE),
+        onNonFinite,
+        jit: getBool(args, 'no-jit') ? false : undefined,
+        workers: getNum(args, 'workers') ?? availableParallelism(),
+        // Workers build the model from its module (sources .ts in development, .js when compiled).
+        modelFactory: { module: new URL(`../models/mvit/model.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href, exportName: 'buildModel', args: [cfg] },
+      },
+      flag,
+      (r) => {
+        if (r.type === 'checkpoint') onCheckpoint();
+        if (r.type === 'nonfinite') {
+          seen.last = r;
+          if (r.action === 'skipped') seen.skipped++;
+        }
+        progress.onRecord(r);
+      },
+    );
+  } finally {
+    progress.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** A run stopped on a non-finite step: nonfinite.json says what went non-finite and where the last good state is. */
+function nonFiniteStop(outDir: string, record: NonFiniteRecord, saved: number | undefined, kept: string, onNonFinite: 'stop' | 'skip', settings: TrainSettings): CliError {
+  const diagnostic = join(outDir, NONFINITE_FILE);
+  // JSON has no NaN or Infinity: non-finite numbers are written as strings.
+  const finiteOrText = (_k: string, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v);
+  writeFileSync(diagnostic, JSON.stringify({ ...record, lastGoodCheckpoint: saved ?? null, onNonFinite, settings }, finiteOrText, 1) + '\n');
+  return new CliError([
+    `${nonFiniteLine(record)}, and the run stopped (--on-nan ${onNonFinite}${onNonFinite === 'skip' ? `: ${record.what === 'parameters' ? 'the parameters themselves are not finite' : `${MAX_CONSECUTIVE_SKIPS} steps in a row`}` : ''}).`,
+    `${kept}; what went non-finite is in ${diagnostic}.`,
+  ]);
+}
+
+/** The finished run's numbers, from metrics.jsonl. */
+function runSummary(outDir: string) {
+  const records = readMetrics(join(outDir, METRICS_FILE));
+  const lastEval = [...records].reverse().find((r) => r.type === 'eval') as { testAcc?: number; step?: number } | undefined;
+  const trainRs = records.filter((r) => r.type === 'train') as { stepMs: number; clipsPerSec: number; peakBytes: number; acc: number }[];
+  const meanMs = trainRs.reduce((s, r) => s + r.stepMs, 0) / Math.max(1, trainRs.length);
+  const peak = trainRs.reduce((m, r) => Math.max(m, r.peakBytes), 0);
+  return { lastEval, meanMs, peak };
+}
+
+/** report.html: the run's curves, and memory against depth measured now (appended to metrics.jsonl). */
+function writeRunReport(args: ParsedArgs, plan: RunPlan, outDir: string, depths: readonly number[], params: string, summary: ReturnType<typeof runSummary>): string {
+  const { cfg, source, settings } = plan;
+  const { lastEval, meanMs, peak } = summary;
+  let memory: MemoryPoint[] | null = null;
+  let memoryNote: string | undefined;
+  try {
+    memory = depths.map((extra) => measureMemoryRow(cfg, extra, MEMORY_BATCH, settings.seed));
+    appendFileSync(join(outDir, METRICS_FILE), JSON.stringify({ type: 'memory', batch: MEMORY_BATCH, rows: memory }) + '\n');
+  } catch (e) {
+    memoryNote = `Memory vs depth could not be measured: ${(e as Error).message}`;
+  }
+  const evalClips = getNum(args, 'eval-clips') ?? TRAIN_DEFAULTS.evalClips;
+  const html = renderReport({
+    title: `revgrad training run: ${source}`,
+    summary: [
+      ['config', source],
+      ['parameters', params],
+      ['steps x batch', `${settings.steps} x ${settings.batchSize} clips (seed ${settings.seed}, mode ${settings.mode})`],
+      ['optimizer', `${settings.optimizer.name === 'sgd' ? 'SGD' : 'AdamW'} lr ${settings.schedule.baseLr}, warmup ${settings.schedule.warmupSteps}, wd ${settings.optimizer.weightDecay}, clip ${settings.clipNorm ?? 'off'}, label smoothing ${settings.labelSmoothing}`],
+      ['final test accuracy', lastEval?.testAcc !== undefined ? `${(100 * lastEval.testAcc).toFixed(1)}% (step ${lastEval.step}, ${evalClips} clips)` : '-'],
+      ['speed', `${meanMs.toFixed(0)} ms/step, ${((settings.batchSize * 1000) / meanMs).toFixed(1)} clips/s`],
+      ['peak memory (one step)', formatBytes(peak)],
+      ['checkpoint', relative(outDir, join(outDir, CHECKPOINT_FILE))],
+    ],
+    records: readMetrics(join(outDir, METRICS_FILE)),
+    memory,
+    memoryNote,
+  });
+  const reportPath = join(outDir, REPORT_FILE);
+  writeFileSync(reportPath, html);
+  return reportPath;
+}
+
 export async function runTrain(args: ParsedArgs): Promise<number> {
   const resume = getBool(args, 'resume');
   const force = getBool(args, 'force');
-  const given = (f: string) => args.flags.has(f);
   const usage: string[] = [];
   if (resume && force) usage.push('give either --resume or --force, not both');
-  if (resume && !given('out')) usage.push('--resume needs --out DIR (the run to continue)');
+  if (resume && !args.flags.has('out')) usage.push('--resume needs --out DIR (the run to continue)');
   if (usage.length > 0) throw new UsageError(usage, 'train');
   const limit = memoryLimit(args, 'train');
 
@@ -266,246 +518,50 @@ export async function runTrain(args: ParsedArgs): Promise<number> {
   // Notices about the user's files are printed even with --quiet.
   if (restored !== null) process.stdout.write(restored + '\n');
 
-  let cfg: MViTConfig;
-  let source: string;
-  let settings: TrainSettings;
-  let resumeFrom: LoadedCheckpoint | undefined;
-  let replacing: string[] = [];
-  let yamlNote: string | undefined;
-  let storedConfig: unknown;
-  if (resume) {
-    if (!existsSync(ckptPath)) {
-      const stoppedEarly = existsSync(join(outDir, METRICS_FILE));
-      throw new CliError([
-        stoppedEarly
-          ? `--resume: ${outDir} has no ${CHECKPOINT_FILE}: the run was stopped before its first checkpoint, so there is nothing to continue; start it over with --force`
-          : `--resume: ${outDir} has no ${CHECKPOINT_FILE} to continue from`,
-      ]);
-    }
-    const loaded = loadCheckpoint(ckptPath);
-    if (E.isLeft(loaded)) {
-      const previous = previousCheckpointPath(ckptPath);
-      const hint = existsSync(previous) ? [`${previous} holds the checkpoint before it; to continue from there: mv ${previous} ${ckptPath}`] : [];
-      throw new CliError([...loaded.left.problems, ...hint]);
-    }
-    const ck = loaded.right;
-    cfg = unwrap(configFromJson(ck.meta.config, `${ckptPath} (stored config)`));
-    storedConfig = ck.meta.config;
-    settings = settingsFromCheckpoint(ck.meta.training, ck.meta.seed, ckptPath);
-    source = `${ckptPath} at step ${ck.meta.step}`;
-    if (ck.meta.step > settings.steps) {
-      throw new CliError([`${ckptPath}: the checkpoint is at step ${ck.meta.step}, beyond the ${settings.steps} steps of its run; it cannot be resumed`]);
-    }
-    // Flags that would change the run must agree with the checkpoint.
-    const conflicts: string[] = [];
-    if (given('preset') || given('config')) {
-      const r = resolveConfig(args);
-      if (E.isLeft(r)) throw new CliError(r.left);
-      if (!deepEqual(r.right.cfg, cfg)) conflicts.push(`${given('preset') ? '--preset' : '--config'}: differs from the config stored in the checkpoint`);
-    }
-    const asGiven = settingsFromFlags(args);
-    const check = (flag: string, a: unknown, b: unknown) => {
-      if (given(flag) && !deepEqual(a, b)) conflicts.push(`--${flag} ${JSON.stringify(a)} differs from the checkpoint's ${JSON.stringify(b)}`);
-    };
-    check('steps', asGiven.steps, settings.steps);
-    check('batch', asGiven.batchSize, settings.batchSize);
-    check('lr', asGiven.schedule.baseLr, settings.schedule.baseLr);
-    check('warmup', asGiven.schedule.warmupSteps, settings.schedule.warmupSteps);
-    check('weight-decay', asGiven.optimizer.weightDecay, settings.optimizer.weightDecay);
-    check('clip', asGiven.clipNorm, settings.clipNorm);
-    check('label-smoothing', asGiven.labelSmoothing, settings.labelSmoothing);
-    check('seed', asGiven.seed, settings.seed);
-    check('mode', asGiven.mode, settings.mode);
-    check('shards', asGiven.shards, settings.shards);
-    if (conflicts.length > 0) {
-      throw new CliError(['--resume continues the stored run exactly, so its settings cannot change:', ...conflicts.map((c) => `  ${c}`)]);
-    }
-    resumeFrom = ck;
-  } else {
-    const resolved = unwrap(resolveConfig(args));
-    cfg = resolved.cfg;
-    source = resolved.source;
-    const yaml = yamlSolver(args, resolved.tree, resolved.source);
-    settings = settingsFromFlags(args, yaml.solver);
-    yamlNote = yaml.note;
-    // A YAML run keeps its solver sections beside the model config, for `revgrad export`.
-    if (resolved.tree !== undefined) storedConfig = { ...cfg, SOLVER: resolved.tree.SOLVER ?? {}, MIXUP: resolved.tree.MIXUP ?? {} };
-    const problems = [...settingsProblems(settings), ...scheduleProblems(settings.schedule)];
-    if (settings.schedule.warmupSteps >= settings.steps) problems.push(`--warmup ${settings.schedule.warmupSteps} must be less than --steps ${settings.steps}`);
-    if (problems.length > 0) throw new UsageError(problems, 'train');
-    if (existsSync(outDir)) {
-      replacing = readdirSync(outDir).filter((f) => OUR_FILES.includes(f));
-      if (replacing.length > 0 && !force) {
-        throw new CliError([
-          replacing.includes(CHECKPOINT_FILE)
-            ? `--out ${outDir} already holds a run (${replacing.join(', ')}); nothing is overwritten. Use --resume to continue it, --force to replace it, or another --out.`
-            : `--out ${outDir} holds a run that was stopped before its first checkpoint (${replacing.join(', ')}, no ${CHECKPOINT_FILE}): there is nothing to resume; use --force to start it over, or another --out.`,
-        ]);
-      }
-    }
-    resumeFrom = undefined;
-  }
-  // Everything is validated before the directory is touched: the task, the memory, the permissions.
-  const mm = movingMnistProblems(cfg, source);
-  if (mm.length > 0) throw new CliError(mm);
-  checkResources(cfg, { batch: settings.batchSize, purpose: 'train', mode: settings.mode }, limit, source);
-  const reportDepths = getList(args, 'report-depths') ?? [...TRAIN_DEFAULTS.reportDepths];
-  if (!getBool(args, 'no-report')) {
-    // The report measures deeper copies of the model: they must fit too.
-    const deepest = Math.max(...reportDepths);
-    if (cfg.MVIT.DEPTH + deepest > MAX_DEPTH) throw new CliError([`--report-depths ${deepest}: ${source} has ${cfg.MVIT.DEPTH} layers, and more than ${MAX_DEPTH} in all are not accepted`]);
-    checkResources(deepen(cfg, deepest), { batch: MEMORY_BATCH, purpose: 'train', mode: 'store' }, limit, `${source} with ${deepest} extra blocks (--report-depths)`);
-  }
-  checkWritable(outDir);
+  const plan = resume ? resumePlan(args, outDir, ckptPath) : freshPlan(args, outDir, force);
+  const { cfg, source, settings, resumeFrom } = plan;
+  const depths = getList(args, 'report-depths') ?? [...TRAIN_DEFAULTS.reportDepths];
+  // The report measures deeper copies of the model: they must fit too.
+  const reportDepths = getBool(args, 'no-report') ? null : depths;
+  checkRunFits(plan, limit, reportDepths, outDir);
   const stale = removeStaleTempFiles(outDir);
   if (stale.length > 0) process.stdout.write(`removed ${stale.length} temporary file${stale.length === 1 ? '' : 's'} of an interrupted checkpoint write: ${stale.join(', ')}\n`);
-  // --force: the old run is set aside, and removed once the new one has written its first checkpoint.
-  const aside = join(outDir, SET_ASIDE_DIR);
-  if (replacing.length > 0) {
-    mkdirSync(aside, { recursive: true });
-    for (const f of replacing) renameSync(join(outDir, f), join(aside, f));
-  }
-  const dropSetAside = () => {
-    if (replacing.length > 0 && existsSync(aside)) rmSync(aside, { recursive: true, force: true });
-  };
-  const restoreSetAside = () => {
-    if (replacing.length > 0 && existsSync(aside) && !existsSync(ckptPath)) settleSetAside(outDir);
-  };
-  if (resumeFrom !== undefined && resumeFrom.meta.step === settings.steps) say(`the run in ${outDir} is already complete (step ${settings.steps} of ${settings.steps}); nothing to train`);
-
+  const aside = setAside(outDir, plan.replacing);
   const steps = settings.steps;
-  const every = (flag: string, fallback: number) => {
-    const v = getNum(args, flag);
-    return v === undefined ? fallback : v === 0 ? steps : v;
-  };
-  const evalClips = getNum(args, 'eval-clips') ?? TRAIN_DEFAULTS.evalClips;
-  const evalBatchSize = Math.min(TRAIN_DEFAULTS.evalBatch, evalClips);
-  const monitoring: Monitoring = {
-    evalEvery: every('eval-every', Math.max(1, Math.round(steps / 5))),
-    evalBatches: Math.ceil(evalClips / evalBatchSize),
-    evalBatchSize,
-    driftEvery: every('drift-every', Math.max(1, Math.round(steps / 10))),
-    ckptEvery: every('ckpt-every', Math.max(1, Math.round(steps / 10))),
-    headAct: cfg.MODEL.HEAD_ACT,
-  };
+  if (resumeFrom !== undefined && resumeFrom.meta.step === steps) say(`the run in ${outDir} is already complete (step ${steps} of ${steps}); nothing to train`);
 
-  const model = buildModel(cfg);
-  const start = resumeFrom?.meta.step ?? 0;
-  if (yamlNote !== undefined) say(yamlNote);
+  if (plan.note !== undefined) say(plan.note);
+  const params = paramCount(buildModel(cfg).specs).toLocaleString('en-US');
   say(
-    `${resumeFrom ? 'resuming' : 'training'} ${source}: ${paramCount(model.specs).toLocaleString('en-US')} params, ` +
+    `${resumeFrom ? 'resuming' : 'training'} ${source}: ${params} params, ` +
       `${steps} steps x ${settings.batchSize} clips, lr ${settings.schedule.baseLr}, mode ${settings.mode}, seed ${settings.seed} -> ${outDir}`,
   );
   const onNonFinite = (getStr(args, 'on-nan') ?? 'stop') as 'stop' | 'skip';
-  // Signals: the first stops the run between two ops (it saves the last completed step), the second quits.
-  const flag = newInterruptFlag();
-  let signals = 0;
-  const onSignal = () => {
-    if (++signals > 1) process.exit(130);
-    requestInterrupt(flag);
-    progress.log('stopping (the last completed step will be saved); press Ctrl-C again to quit now');
-  };
-  const progress = createProgress(steps, start, { quiet });
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const seen: NonFiniteSeen = { skipped: 0 };
   const t0 = performance.now();
   let outcome: TrainOutcome;
-  let lastNonFinite: NonFiniteRecord | undefined;
-  let skippedSteps = 0;
   try {
-    outcome = await runTraining(
-      {
-        cfg,
-        storedConfig: storedConfig ?? cfg,
-        settings,
-        monitoring,
-        outDir,
-        resumePath: resumeFrom === undefined ? null : ckptPath,
-        onNonFinite,
-        jit: getBool(args, 'no-jit') ? false : undefined,
-        workers: getNum(args, 'workers') ?? availableParallelism(),
-        // Workers build the model from its module (sources .ts in development, .js when compiled).
-        modelFactory: { module: new URL(`../models/mvit/model.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href, exportName: 'buildModel', args: [cfg] },
-      },
-      flag,
-      (r) => {
-        if (r.type === 'checkpoint') dropSetAside();
-        if (r.type === 'nonfinite') {
-          lastNonFinite = r;
-          if (r.action === 'skipped') skippedSteps++;
-        }
-        progress.onRecord(r);
-      },
-    );
-  } catch (e) {
-    restoreSetAside();
-    throw e;
+    outcome = await trainWithSignals(args, plan, monitoringFor(args, steps, cfg), outDir, onNonFinite, aside.drop, seen);
   } finally {
-    progress.stop();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    aside.restore();
   }
-  restoreSetAside();
   const seconds = (performance.now() - t0) / 1000;
   const saved = outcome.lastCheckpoint ?? (existsSync(ckptPath) ? resumeFrom?.meta.step : undefined);
   const kept = saved !== undefined ? `${ckptPath} holds the last good state (step ${saved})` : 'no checkpoint was written';
-  if (outcome.stopped === 'nonfinite' && lastNonFinite !== undefined) {
-    const diagnostic = join(outDir, NONFINITE_FILE);
-    // JSON has no NaN or Infinity: non-finite numbers are written as strings.
-    const finiteOrText = (_k: string, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v);
-    writeFileSync(diagnostic, JSON.stringify({ ...lastNonFinite, lastGoodCheckpoint: saved ?? null, onNonFinite, settings }, finiteOrText, 1) + '\n');
-    throw new CliError([
-      `${nonFiniteLine(lastNonFinite)}, and the run stopped (--on-nan ${onNonFinite}${onNonFinite === 'skip' ? `: ${lastNonFinite.what === 'parameters' ? 'the parameters themselves are not finite' : `${MAX_CONSECUTIVE_SKIPS} steps in a row`}` : ''}).`,
-      `${kept}; what went non-finite is in ${diagnostic}.`,
-    ]);
-  }
+  if (outcome.stopped === 'nonfinite' && seen.last !== undefined) throw nonFiniteStop(outDir, seen.last, saved, kept, onNonFinite, settings);
   if (outcome.stopped !== undefined) {
     say(`stopped at step ${outcome.step}/${steps}; ${kept}.${saved !== undefined ? ` Continue with: revgrad train --out ${outDir} --resume` : ''}`);
     return 130;
   }
-  const records = readMetrics(join(outDir, METRICS_FILE));
-  const lastEval = [...records].reverse().find((r) => r.type === 'eval') as { testAcc?: number; step?: number } | undefined;
-  const trainRs = records.filter((r) => r.type === 'train') as { stepMs: number; clipsPerSec: number; peakBytes: number; acc: number }[];
-  const meanMs = trainRs.reduce((s, r) => s + r.stepMs, 0) / Math.max(1, trainRs.length);
-  const peak = trainRs.reduce((m, r) => Math.max(m, r.peakBytes), 0);
+  const summary = runSummary(outDir);
+  const { lastEval, meanMs, peak } = summary;
   say(
     `done: ${steps} steps in ${formatDuration(seconds)} (this session), ${meanMs.toFixed(0)} ms/step, ` +
       `${((settings.batchSize * 1000) / meanMs).toFixed(1)} clips/s, peak ${formatBytes(peak)}` +
       (lastEval?.testAcc !== undefined ? `, test accuracy ${(100 * lastEval.testAcc).toFixed(1)}%` : '') +
-      (skippedSteps > 0 ? `; ${skippedSteps} step${skippedSteps === 1 ? ' was' : 's were'} skipped (non-finite, --on-nan skip)` : ''),
+      (seen.skipped > 0 ? `; ${seen.skipped} step${seen.skipped === 1 ? ' was' : 's were'} skipped (non-finite, --on-nan skip)` : ''),
   );
   say(`checkpoint: ${ckptPath}`);
-
-  if (!getBool(args, 'no-report')) {
-    const depths = reportDepths;
-    let memory: MemoryPoint[] | null = null;
-    let memoryNote: string | undefined;
-    try {
-      memory = depths.map((extra) => measureMemoryRow(cfg, extra, MEMORY_BATCH, settings.seed));
-      appendFileSync(join(outDir, METRICS_FILE), JSON.stringify({ type: 'memory', batch: MEMORY_BATCH, rows: memory }) + '\n');
-    } catch (e) {
-      memoryNote = `Memory vs depth could not be measured: ${(e as Error).message}`;
-    }
-    const records = readMetrics(join(outDir, METRICS_FILE));
-    const html = renderReport({
-      title: `revgrad training run: ${source}`,
-      summary: [
-        ['config', source],
-        ['parameters', paramCount(model.specs).toLocaleString('en-US')],
-        ['steps x batch', `${steps} x ${settings.batchSize} clips (seed ${settings.seed}, mode ${settings.mode})`],
-        ['optimizer', `${settings.optimizer.name === 'sgd' ? 'SGD' : 'AdamW'} lr ${settings.schedule.baseLr}, warmup ${settings.schedule.warmupSteps}, wd ${settings.optimizer.weightDecay}, clip ${settings.clipNorm ?? 'off'}, label smoothing ${settings.labelSmoothing}`],
-        ['final test accuracy', lastEval?.testAcc !== undefined ? `${(100 * lastEval.testAcc).toFixed(1)}% (step ${lastEval.step}, ${evalClips} clips)` : '-'],
-        ['speed', `${meanMs.toFixed(0)} ms/step, ${((settings.batchSize * 1000) / meanMs).toFixed(1)} clips/s`],
-        ['peak memory (one step)', formatBytes(peak)],
-        ['checkpoint', relative(outDir, ckptPath)],
-      ],
-      records,
-      memory,
-      memoryNote,
-    });
-    const reportPath = join(outDir, REPORT_FILE);
-    writeFileSync(reportPath, html);
-    say(`report: ${resolve(reportPath)}`);
-  }
+  if (reportDepths !== null) say(`report: ${resolve(writeRunReport(args, plan, outDir, reportDepths, params, summary))}`);
   return 0;
 }

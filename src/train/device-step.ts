@@ -28,6 +28,7 @@ import { programFromTrace, type FromTraceOptions, type HostPrefix } from '../jit
 import { scalar, tensor, zeros, type Tensor } from '../tensor/tensor.ts';
 import type { Program } from '../tensor/trace.ts';
 import { ADAMW_DEFAULTS, clipGradNorm, type AdamWHyper } from './optim.ts';
+import { sizeOf } from '../tensor/shape.ts';
 
 export interface DeviceTrainerOptions {
   /** Examples per step (every step has this batch). */
@@ -87,7 +88,7 @@ export class DeviceTrainer {
    */
   async step(x: Float32Array, labels: ArrayLike<number>, options: { lr?: number } = {}): Promise<StepResult> {
     const op = 'DeviceTrainer.step';
-    const size = this.inputShape.reduce((a, b) => a * b, 1);
+    const size = sizeOf(this.inputShape);
     if (x.length !== size) throw new ArgumentError(op, `x has ${x.length} values, the compiled step takes [${this.inputShape.join(', ')}] (${size})`);
     if (labels.length !== this.batch) throw new ArgumentError(op, `${labels.length} labels for a batch of ${this.batch}`);
     const target = new Float32Array(this.batch * this.classes).fill(this.labelSmoothing / this.classes);

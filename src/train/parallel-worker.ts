@@ -13,6 +13,7 @@ import type { TrainableModel } from './loop.ts';
 import type { FromWorker, ModelFactory, ToWorker } from './parallel.ts';
 import { shardGradients, type ShardSpec } from './shards.ts';
 import type { Mode } from '../reversible/index.ts';
+import { sizeOf } from '../tensor/shape.ts';
 
 interface Setup {
   readonly model: ModelFactory;
@@ -32,7 +33,7 @@ async function main(): Promise<void> {
   if (typeof factory !== 'function') throw new ArgumentError('dataParallel', `${setup.model.module} has no function export '${setup.model.exportName}'`);
   const model = factory(...setup.model.args);
   const spec: ShardSpec = { mode: setup.mode, loss: (out, labels) => crossEntropy(out, labels, setup.labelSmoothing) };
-  const sizes = setup.leaves.map((l) => l.shape.reduce((a, b) => a * b, 1));
+  const sizes = setup.leaves.map((l) => sizeOf(l.shape));
   const offsets = new Map<string, number>();
   let total = 0;
   setup.leaves.forEach((l, i) => {
@@ -57,7 +58,7 @@ async function main(): Promise<void> {
       named.set(l.path, tensor(flat.slice(at, at + sizes[i]), [...l.shape]));
     });
     const params = fromNamed(named);
-    const xCount = m.xShape.reduce((a, b) => a * b, 1);
+    const xCount = sizeOf(m.xShape);
     const x = tensor(new Float32Array(buffers.x, 0, xCount).slice(), [...m.xShape]);
     const labels = Array.from(new Int32Array(buffers.labels, 0, m.rows));
     const grads = new Float32Array(buffers.grads);

@@ -16,6 +16,7 @@ import { ArgumentError, BackendError } from '../tensor/errors.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
 import type { Mode } from '../reversible/index.ts';
 import { shardRanges, type GradientFn } from './shards.ts';
+import { sizeOf } from '../tensor/shape.ts';
 
 /** How a worker builds the model: `(await import(module))[exportName](...args)`. */
 export interface ModelFactory {
@@ -162,7 +163,7 @@ export async function startDataParallel<P>(template: P, opts: DataParallelOption
     }
     let off = 0;
     const gradLeaves: Tensor[] = shapes.map((shape) => {
-      const n = shape.reduce((a, b) => a * b, 1);
+      const n = sizeOf(shape);
       const t = tensor(sum.subarray(off, off + n), shape);
       off += n;
       return t;
