@@ -6,6 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
+import { seededRandom } from './seed.ts';
 import * as R from '../src/index.ts';
 import { elementwise } from '../src/tensor/elementwise.ts';
 import type { Tensor } from '../src/index.ts';
@@ -112,7 +113,8 @@ test('determinismLaw: G ignoring its key and F using Math.random are caught; a k
   await determinismLaw(good, { params: twoBlocks, input, random: { F: true } }).assert({ runs: 5 });
   const fixedMask: Branch<LinearParams> = (p, x) => dropout(key(7), 0.3, linear(p, x), TRAIN);
   await expectFailure(determinismLaw(sequence([reversible(F, fixedMask)]), { params: (k: Key) => [blockInit(k)], input, random: true }), 'block 0 G gave bitwise the same output for 8 different keys', 'ignores its key');
-  const noisy: Branch<LinearParams> = (p, x) => R.add(linear(p, x), R.tensor(Float32Array.from({ length: x.size }, () => Math.random() * 1e-3), x.shape));
+  const noise = seededRandom(1); // hidden state, as Math.random would be
+  const noisy: Branch<LinearParams> = (p, x) => R.add(linear(p, x), R.tensor(Float32Array.from({ length: x.size }, () => noise() * 1e-3), x.shape));
   await expectFailure(determinismLaw(reversible(noisy, G), { params: blockInit, input }), 'two calls with the same key differ');
 });
 
@@ -139,6 +141,48 @@ test('vjpLaw: each of fd, dot and taylor alone catches a customVjp whose backwar
   await expectFailure(vjpLaw(f, { inputs: [{ shape: [4] }], checks: ['fd'] }), 'disagrees with finite differences: input 0 [4]');
   await expectFailure(vjpLaw(f, { inputs: [{ shape: [4] }], checks: ['dot'] }), /J·dx \(the transposed pullback\) disagrees with finite differences at output\[\d\]/);
   await expectFailure(vjpLaw(f, { inputs: [{ shape: [4] }], checks: ['taylor'] }), 'do not shrink like h²');
+});
+
+test('vjpLaw fd near a stationary point: the truncation is measured (Richardson), not assumed relative to a small gradient', async () => {
+  // f = tanh(tanh(x) − c)² where the inner value is 1e-4: f' ~ 1.5e-4 while f''' ~ −3.4, so at h = 1e-2
+  // the truncation is ~10% of <g, dx> (the autodiff (e) pytree flake, seed [[1],2,2147483628]). f also
+  // rounds far above ulps · |f| (tanh(x) − c cancels), so an error much below 5% is inside its noise.
+  const x = R.tensor([0.55]);
+  const c = Math.tanh(0.55) - 1e-4;
+  const f = (t: Tensor) => R.sum(R.square(R.tanh(R.sub(R.tanh(t), c))));
+  const off = R.customVjp((t: Tensor) => [f(t), t] as [Tensor, Tensor], (t: Tensor, g: Tensor) => [R.mul(R.grad(f)(t) as Tensor, R.mul(g, 1.05))]);
+  const offF = (t: Tensor) => off(t);
+  const law = (fn: (t: Tensor) => Tensor) => vjpLaw(fn, { inputs: [{ shape: [1] }], checks: ['fd'] });
+  let extrapolated = 0;
+  for (let seed = 1; seed <= 6; seed++) {
+    const good = await law(f).measure({ f, inputs: [x], seed });
+    assert.ok(good.ok, good.detail);
+    if (good.detail.includes('Richardson')) extrapolated++;
+    const bad = await law(offF).measure({ f: offF, inputs: [x], seed });
+    assert.not.ok(bad.ok, `a VJP 5% off passed: ${bad.detail}`);
+  }
+  assert.ok(extrapolated >= 3, `only ${extrapolated} of 6 directions needed the extrapolation: the case does not test it`);
+});
+
+test('vjpLaw fd when f cancels inside: the round-off of f is measured, not assumed relative to |f|', async () => {
+  // As found with explore seed -902489106: Σ tanh(x)·exp(y/2) with a column of x = [0, −0.983288, 0.983071]
+  // is 1e-4 out of terms of 0.75, so f rounds far above ulps · |f| (without the measured noise this case
+  // fails at h and after extrapolation, ratios 2.6 and 42). A VJP 10% off on the well-conditioned input is
+  // still caught.
+  const f = smooth;
+  const inputs = [R.tensor([0, 0, 0, -0.983288, 0, 0.983071], [3, 2]), R.tensor([0, 0], [2])];
+  const law = (fn: typeof f) => vjpLaw(fn, { inputs: [{ shape: [3, 2] }, { shape: [2] }], checks: ['fd'] });
+  const good = await law(f).measure({ f, inputs, seed: 7 });
+  assert.ok(good.ok, good.detail);
+  assert.match(good.detail, /input 1 \[2\]: .* measured round-off of f/);
+  assert.ok(good.ratio < 0.5, good.detail);
+  const off = R.customVjp((x: Tensor, y: Tensor) => [f(x, y), [x, y]] as [Tensor, [Tensor, Tensor]], ([x, y]: [Tensor, Tensor], g: Tensor) =>
+    (R.grad(f, [0, 1])(x, y) as Tensor[]).map((t) => R.mul(R.mul(t, g), 1.1)),
+  );
+  const offF = (x: Tensor, y: Tensor) => off(x, y);
+  const bad = await law(offF).measure({ f: offF, inputs, seed: 7 });
+  assert.not.ok(bad.ok, `a VJP 10% off passed: ${bad.detail}`);
+  assert.match(bad.detail, 'input 0 [3, 2]');
 });
 
 test('vjpLaw: a linear function makes the Taylor check inconclusive, and the law says so instead of passing', async () => {

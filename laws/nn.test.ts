@@ -14,7 +14,7 @@ import { withBackend } from '../src/backend/backend.ts';
 import { setWasmKernels } from '../src/backend/wasm-memory.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
-import { dropout, dropPath, layerNorm } from '../src/nn/index.ts';
+import { dropout, dropPath, layerNorm, mlp } from '../src/nn/index.ts';
 import { foldIn, key, uniform as uniformKeyed } from '../src/random/index.ts';
 import { arb } from '../src/laws/index.ts';
 import { assertProperty, MODES, rng } from './helpers.ts';
@@ -83,6 +83,41 @@ test('dropout and dropPath are the identity in eval mode and at p = 0, and rejec
     assert.is(f(key(1), 0, x, TRAIN), x);
     for (const bad of [-0.1, 1, 1.5, Number.NaN]) assert.throws(() => f(key(1), bad, x, TRAIN), (e: unknown) => e instanceof R.ArgumentError);
   }
+});
+
+test('dropout and dropPath name themselves and the rate in the error', () => {
+  const x = R.tensor([1, 2], [2]);
+  for (const [name, f] of [['dropout', dropout], ['dropPath', dropPath]] as const) {
+    assert.throws(() => f(key(1), 1.5, x, TRAIN), (e: unknown) => e instanceof R.ArgumentError && e.message === `${name}: rate must be in [0, 1), got 1.5`);
+    assert.throws(() => f(key(1), '0.5' as unknown as number, x, TRAIN), (e: unknown) => e instanceof R.ArgumentError && e.message.startsWith(`${name}: rate`));
+  }
+});
+
+test('mlp(p, x, key, { drop }) = fc2(gelu(fc1 x)) with dropout (keys foldIn(key, 0) and foldIn(key, 1)) after gelu and after fc2, in training by default', () => {
+  const lin = (k: number, o: number, i: number) => ({ weight: R.mul(R.random.normal(key(k), [o, i]), 0.5), bias: R.random.normal(key(k + 100), [o]) });
+  const p = { fc1: lin(1, 6, 4), fc2: lin(2, 4, 6) };
+  const x = R.random.normal(key(3), [3, 4]);
+  const k = key(9);
+  const drop = 0.25;
+  // The documented rule, written out: keep where the key's uniform draw is >= p, scale by 1/(1-p).
+  const mask = (kk: R.random.Key, t: Tensor) => R.tensor(Array.from(uniformKeyed(kk, [t.size]).dataSync(), (u) => (u >= drop ? 1 / (1 - drop) : 0)), [...t.shape]);
+  const h = R.gelu(R.add(R.matmul(x, p.fc1.weight, { transB: true }), p.fc1.bias));
+  const hd = R.mul(h, mask(foldIn(k, 0), h));
+  const y = R.add(R.matmul(hd, p.fc2.weight, { transB: true }), p.fc2.bias);
+  const want = R.mul(y, mask(foldIn(k, 1), y)).dataSync();
+  const plain = R.add(R.matmul(h, p.fc2.weight, { transB: true }), p.fc2.bias).dataSync();
+  const close = (got: Tensor, ref: Float32Array, what: string) => {
+    const g = got.dataSync();
+    for (let i = 0; i < g.length; i++) assert.ok(Math.abs(g[i] - ref[i]) <= 1e-5 * (1 + Math.abs(ref[i])), `${what}: element ${i}: ${g[i]} vs ${ref[i]}`);
+  };
+  close(mlp(p, x, k, { drop }), want, 'training (default)');
+  close(mlp(p, x, k, { drop, train: true }), want, 'training');
+  close(mlp(p, x, k, { drop, train: false }), plain, 'eval');
+  close(mlp(p, x, undefined, { drop, train: false }), plain, 'eval without a key');
+  close(mlp(p, x, k), plain, 'no dropout');
+  close(mlp(p, x), plain, 'no dropout, no key');
+  assert.throws(() => mlp(p, x, undefined, { drop }), (e: unknown) => e instanceof R.ArgumentError && /needs a key/.test(e.message));
+  assert.ok(Array.from(want).some((v, i) => Math.abs(v - plain[i]) > 1e-3), 'the masks change the output');
 });
 
 // --- dropout and drop-path: statistics over many keys ----------------------------------------------

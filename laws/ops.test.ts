@@ -25,7 +25,7 @@ const leavesOf = (t: Tensor | Tensor[]): Tensor[] => (Array.isArray(t) ? t : [t]
  * summation order is bounded by γ_n · Σ|terms| (n terms, γ_n = n·2^-24 / (1 - n·2^-24)), and Σ|terms| of
  * every output element is the op itself evaluated at |inputs| (and, for the VJP, at |cotangent|).
  */
-const MULTILINEAR = new Set(['add', 'mul', 'sum', 'mean', 'broadcastTo', 'reshape', 'permute', 'transpose', 'slice', 'embed', 'concat', 'split', 'chunk', 'stack', 'take', 'scatterAdd', 'matmul', 'conv', 'depthwiseConv3d', 'avgPool3d']);
+const MULTILINEAR = new Set(['add', 'mul', 'sum', 'mean', 'broadcastTo', 'reshape', 'permute', 'transpose', 'slice', 'embed', 'concat', 'split', 'chunk', 'stack', 'take', 'scatterAdd', 'matmul', 'conv', 'depthwiseConv3d', 'avgPool3d', 'cumsum', 'einsum']);
 
 /**
  * |got - want| <= 1e-5 · max|want| + floor + γ_n · scale_i elementwise. The reference accumulates in
@@ -79,7 +79,8 @@ for (const entry of OP_CASES) {
         const linear = MULTILINEAR.has(entry.name);
         const scale = linear ? ref.run(() => evaluate(entry.build(p), seed, true)) : null;
         const c = entry.build(p);
-        const n = Math.max(1, ...c.inputs.map((t) => t.size), ...want.out.map((t) => t.size));
+        // einsum multiplies operands: an output element (or gradient element) sums at most Π sizes terms.
+        const n = Math.max(1, ...c.inputs.map((t) => t.size), ...want.out.map((t) => t.size), entry.name === 'einsum' ? c.inputs.reduce((a, t) => a * t.size, 1) : 1);
         for (const mode of others) {
           const got = mode.run(() => evaluate(entry.build(p), seed));
           agree(got.out, want.out, `${entry.name} forward, ${mode.name} vs ${ref.name}`, 1e-30, scale?.out ?? null, n);

@@ -2,11 +2,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { seededBytes } from '../laws/seed.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'src/cli/main.ts');
@@ -88,14 +88,14 @@ test('missing files: exit 1 naming the file', () => {
 
 test('corrupt checkpoint (random bytes): exit 1 with the reason, for eval and for --resume', () => {
   const bad = join(DIR, 'corrupt.safetensors');
-  writeFileSync(bad, randomBytes(4096));
+  writeFileSync(bad, seededBytes(4096, 1));
   const r = revgrad('eval', '--checkpoint', bad);
   assert.is(r.code, 1);
   assert.match(r.err, 'corrupt.safetensors');
   assert.match(r.err, /header|truncated|JSON/);
   const runDir = join(DIR, 'corrupt-run');
   mkdirSync(runDir);
-  writeFileSync(join(runDir, 'checkpoint.safetensors'), randomBytes(64));
+  writeFileSync(join(runDir, 'checkpoint.safetensors'), seededBytes(64, 2));
   const s = revgrad('train', '--out', runDir, '--resume');
   assert.is(s.code, 1);
   assert.match(s.err, 'checkpoint.safetensors');
@@ -183,7 +183,7 @@ test('check-fixture: a PySlowFast fixture passes (exit 0); random bytes are refu
   assert.is(r.code, 0, r.out + r.err);
   assert.match(r.out, 'PASS');
   const bad = join(DIR, 'fixture-corrupt.safetensors');
-  writeFileSync(bad, randomBytes(256));
+  writeFileSync(bad, seededBytes(256, 3));
   const b = revgrad('check-fixture', bad);
   assert.is(b.code, 1);
   assert.match(b.err, 'fixture-corrupt.safetensors');
