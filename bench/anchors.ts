@@ -104,9 +104,16 @@ function sample(fn: () => unknown): number {
   return (cpuNow() - c0) / calls;
 }
 
-/** Median (or minimum, see useMinimum) time in ms of `fn` after `warmup` untimed calls. */
+/**
+ * Median (or minimum, see useMinimum) time in ms of `fn` after `warmup` untimed calls, and at least
+ * WARM_MS of untimed calls when `warmup` > 0: V8 compiles WebAssembly with its baseline compiler first
+ * and tiers hot functions up later (our softmax took 8.7, 5.6, then 3.9 ms over its first 60 calls), so a
+ * couple of calls do not reach the steady state. Ours and every anchor get the same warm-up.
+ */
+const WARM_MS = 500;
 export function medianMs(fn: () => unknown, { minRuns = 5, minMs = 300, warmup = 2 }: TimingOptions = {}): number {
-  for (let i = 0; i < warmup; i++) fn();
+  const w0 = performance.now();
+  for (let i = 0; i < warmup || (warmup > 0 && performance.now() - w0 < WARM_MS); i++) fn();
   const times: number[] = [];
   const start = performance.now();
   while (times.length < minRuns || performance.now() - start < minMs) times.push(sample(fn));
