@@ -7,19 +7,12 @@
  * function of its input and a seed, so a failing case reproduces from (kind, seed).
  */
 
+import { rng } from '../../src/laws/numeric.ts';
+
 export type Rand = () => number;
 
-/** mulberry32: a small seeded PRNG in [0, 1). */
-export function rngOf(seed: number): Rand {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The law kit's mulberry32 (a small seeded PRNG in [0, 1)). */
+export const rngOf = (seed: number): Rand => rng(seed);
 
 const int = (r: Rand, lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
 const pick = <A>(r: Rand, xs: readonly A[]): A => xs[Math.floor(r() * xs.length)]!;
