@@ -18,6 +18,7 @@
  * Binding convention (every kernel): inputs at bindings 0..I-1 (read-only storage), outputs at
  * I..I+O-1 (read-write storage), the uniform block at I+O.
  */
+import type { FusedNode, FusedRead } from './wasm-fusion.ts';
 import { BackendError } from '../tensor/errors.ts';
 import { renameExpr, splitStatements, WGSL_HELPERS, wgslExpr, wgslLets } from './wgsl-expr.ts';
 
@@ -525,17 +526,8 @@ export function scatterAddKernel(outer: number, size: number, inner: number, cou
 // ---------------------------------------------------------------------------------------------
 // Fused elementwise groups (the description the jit hands every lowering; see the CPU one in kern's wasm-fusion)
 
-/** How a group input is read at each coordinate of the group's shape (codegen.ts StridedRead). */
-export interface FusedRead {
-  readonly strides: readonly number[];
-  readonly offset: number;
-}
-
-/** SSA nodes in topological order: a group input, a constant, or an elementwise op over earlier nodes (`expr` in x0, x1, ... = its args). */
-export type FusedNode =
-  | { readonly op: 'input'; readonly input: number }
-  | { readonly op: 'const'; readonly value: number }
-  | { readonly op: string; readonly args: readonly number[]; readonly expr: string };
+// The reads and nodes are those of the CPU lowering's groups (wasm-fusion.ts); a WGSL group has no summed outputs.
+export type { FusedNode, FusedRead };
 
 export interface FusedGroup {
   readonly shape: readonly number[];
