@@ -4,7 +4,7 @@
  * computed in a canonical 3-D form [B, C, D, H, W]; 1-D and 2-D inputs gain unit leading spatial axes.
  */
 import { matmulKernelRun } from '../backend/matmul.ts';
-import { convKernel } from '../backend/wgsl-kernels.ts';
+import { convKernel, type ConvGeometry } from '../backend/wgsl-kernels.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
 import type { OpImpl } from './exec.ts';
@@ -222,14 +222,6 @@ return acc;
   return { name: `conv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, wgsl: () => convKernel(part, geom) };
 }
 
-interface ConvGeometry {
-  readonly B: number; readonly Cin: number; readonly D: number; readonly H: number; readonly W: number;
-  readonly Cout: number; readonly Cg: number; readonly KD: number; readonly KH: number; readonly KW: number;
-  readonly OD: number; readonly OH: number; readonly OW: number;
-  readonly sd: number; readonly sh: number; readonly sw: number;
-  readonly pd: number; readonly ph: number; readonly pw: number;
-  readonly coutPerGroup: number;
-}
 
 /**
  * Direct loops over the in-bounds taps, one function per part built once from one template (a
