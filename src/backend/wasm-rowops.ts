@@ -141,7 +141,7 @@ function emitRowOp(mod: ModuleBuilder, op: RowOpName, fma: boolean): void {
         const mv = s.let(s.splat(() => s.hmax(m)));  // f32.max per lane: 4 per row
         const sum = s.local(s.c(0));
         e.vectors([x, out], ([p, q], partial) => {
-          const ev = s.let(s.exp(s.sub(s.load(p), mv)));
+          const ev = s.let(s.expNonPositive(s.sub(s.load(p), mv)));
           s.store(q, ev);
           s.set(sum, s.add(s.get(sum), e.zeroed(ev, partial)));
         });
