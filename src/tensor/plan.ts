@@ -23,6 +23,7 @@ import { webgpuDevice } from '../backend/webgpu-device.ts';
 import { fusedKernel, isIdentityRead, type FusedGroup } from '../backend/wgsl-kernels.ts';
 import { ArgumentError, BackendError } from './errors.ts';
 import { GPU_MAX_ELEMENTS, type OpImpl } from './exec.ts';
+import { sizeOf } from './shape.ts';
 
 /** An op (its kernels from its `OpImpl`), or a fused elementwise group (one WGSL kernel, several outputs; input k = the group's read k). */
 export type ProgramNode =
@@ -135,7 +136,7 @@ export function lowerProgram(p: Program, options: LowerOptions | number): Lowere
     if (s.next === s.value || i < 0 || aliasOf.has(s.next)) return;
     const node = p.nodes[i];
     if (!('fused' in node) || lastUse[s.value] !== i || p.sizes[s.next] !== p.sizes[s.value]) return;
-    const total = node.fused.shape.reduce((a, b) => a * b, 1);
+    const total = sizeOf(node.fused.shape);
     const reads = node.inputs.map((v, k) => (v === s.value ? k : -1)).filter((k) => k >= 0);
     if (total !== p.sizes[s.value] || reads.length === 0 || !reads.every((k) => isIdentityRead(node.fused.shape, node.fused.reads[k]))) return;
     const j = node.outputs.indexOf(s.next);
