@@ -142,6 +142,23 @@ perBackend("stack: 'reversible' and 'store' modes give the same value and gradie
 // ---------------------------------------------------------------------------------------------
 // buffer
 
+test('empty: a sequence or stack of no blocks is the identity, forward, inverse and backward', () => {
+  const xs: Pair = [normal(key(70), [2, 3, C]), normal(key(71), [2, 3, C])];
+  const ct: Pair = [normal(key(72), [2, 3, C]), normal(key(73), [2, 3, C])];
+  const seq = sequence([]);
+  for (const mode of ['reversible', 'store'] as const) {
+    const [y1, y2] = seq.forward([], xs, key(74), { mode });
+    assert.ok(sameBits(y1, xs[0]) && sameBits(y2, xs[1]), mode);
+    const [, pb] = vjp((a: Tensor, b: Tensor) => seq.forward([], [a, b], key(74), { mode }), xs[0], xs[1]);
+    const [g1, g2] = pb(ct);
+    assert.ok(sameBits(g1, ct[0]) && sameBits(g2, ct[1]), `${mode}: the cotangents pass through`);
+  }
+  const [x1, x2] = seq.inverse([], xs, key(74));
+  assert.ok(sameBits(x1, xs[0]) && sameBits(x2, xs[1]));
+  assert.equal(seq.drift([], xs, key(74)), []);
+  assert.ok(sameBits(stack([]).forward([], xs[0], key(74)), xs[0]));
+});
+
 perBackend('buffer: the same gradients as without buffers and as store mode', () => {
   const D = 4;
   const P = Array.from(split(key(10), D), (k) => blockParams(k, C));
@@ -161,6 +178,10 @@ perBackend('buffer: the same gradients as without buffers and as store mode', ()
   const pairBytes = 2 * 2 * 3 * C * 4;
   assert.is(some.residual, none.residual + 2 * pairBytes);
   assert.is(all.residual, none.residual + (D - 1) * pairBytes);
+  // Unbuffered is the default: blocks made without options keep nothing but the sequence's outputs.
+  const plain = sequence(Array.from({ length: D }, () => reversible(branch, branch)));
+  const [, pb] = vjp((p: unknown[], a: Tensor, b: Tensor) => plain.forward(p as any, [a, b], key(15)), P, xs[0], xs[1]);
+  assert.is(pb.residualBytes, none.residual);
 });
 
 /**
@@ -255,10 +276,10 @@ test('error: F or G that changes the shape', () => {
   const widen: Branch<LinearParams> = (p, x) => linear(p, x);
   const wideParams = { F: lin(key(52), C + 1, C), G: lin(key(53), C, C) };
   const badF = reversible(widen, branch);
-  assert.throws(() => badF.forward(wideParams, [x4, x4], key(0)), (e: unknown) => e instanceof ShapeError && /F must return a tensor shaped like its input \[2, 3, 4\], got \[2, 3, 5\]/.test((e as Error).message));
+  assert.throws(() => badF.forward(wideParams, [x4, x4], key(0)), (e: unknown) => e instanceof ShapeError && /^reversible\.forward: F must return a tensor shaped like its input \[2, 3, 4\], got \[2, 3, 5\]/.test((e as Error).message));
   const badG = reversible(branch, widen);
   const gParams = { F: lin(key(52), C, C), G: lin(key(53), C + 1, C) };
-  assert.throws(() => badG.forward(gParams, [x4, x4], key(0)), /G must return a tensor shaped like its input \[2, 3, 4\], got \[2, 3, 5\]/);
+  assert.throws(() => badG.forward(gParams, [x4, x4], key(0)), /^reversible\.forward: G must return a tensor shaped like its input \[2, 3, 4\], got \[2, 3, 5\]/);
   // Also inside a sequence, in both modes and under differentiation.
   for (const mode of ['reversible', 'store'] as const) {
     const seq = sequence([badF]);
@@ -276,7 +297,7 @@ test('error: F or G that changes the shape', () => {
 test('error: the two streams of a pair must have the same shape', () => {
   const block = reversible(branch, branch);
   const P = blockParams(key(56), C);
-  const message = /the two streams must have the same shape, got \[2, 3, 4\] and \[2, 3, 5\]/;
+  const message = /^reversible\.forward: the two streams must have the same shape, got \[2, 3, 4\] and \[2, 3, 5\]/;
   assert.throws(() => block.forward(P, [x4, x5], key(0)), (e: unknown) => e instanceof ShapeError && message.test((e as Error).message));
   assert.throws(() => block.inverse(P, [x4, x5], key(0)), /reversible\.inverse: the two streams/);
   const seq = sequence([block]);
@@ -297,6 +318,8 @@ test('error: wrong number of parameter sets', () => {
   assert.throws(() => seq.forward(P as unknown as [], [x4, x4], key(0)), /expected 2 block parameter sets, got object/);
   const net = stack(layers);
   assert.throws(() => net.forward(stackParams(key(58)).slice(1), x4, key(0)), /stack\.forward: expected 5 layer parameter sets, got 4/);
+  assert.throws(() => net.drift(stackParams(key(58)).slice(1), x4, key(0)), /^stack\.drift: expected 5 layer parameter sets, got 4/);
+  assert.throws(() => net.walk(stackParams(key(58)).slice(1), x4, key(0), (run, p, xs, keys) => run.forwardWithKeys(p, xs, keys)), /^stack\.walk: expected 5 layer parameter sets, got 4/);
 });
 
 test('error: bad mode', () => {

@@ -188,22 +188,23 @@ export function sequence<Bs extends readonly AnyBlock[]>(blockList: Bs): Reversi
       let cur: [Tensor, Tensor] = [xs[0], xs[1]];
       blocks.forEach((b, i) => {
         cur = b.forward(params[i], cur, keys[i]);
-        buffered.push(b.options.buffer && i < n - 1 ? cur : null);
+        // (The last block's entry is never read: its outputs are the sequence's, kept in `ys`.)
+        buffered.push(b.options.buffer ? cur : null);
       });
       return [cur, { ys: cur, buffered, params, keys }] as const;
     },
     (res, dys: Pair) => {
       let ys: Pair = res.ys;
       let gs: Pair = dys;
-      const grads: BlockParams<unknown, unknown>[] = new Array(n);
+      const grads: BlockParams<unknown, unknown>[] = [];
       for (let i = n - 1; i >= 0; i--) {
         const step = reverseAndGrad(blocks[i], res.params[i], res.keys[i], ys, gs);
-        grads[i] = step.grads;
+        grads.push(step.grads);
         gs = step.dxs;
-        // Continue from the exact outputs of the previous block where they were buffered.
-        ys = (i > 0 ? res.buffered[i - 1] : null) ?? step.xs;
+        // Continue from the exact outputs of the previous block where they were buffered (none before block 0).
+        ys = res.buffered[i - 1] ?? step.xs;
       }
-      return [grads, gs, null];
+      return [grads.reverse(), gs, null];
     },
   );
 
@@ -345,7 +346,7 @@ export function stack<Ls extends readonly Layer[]>(layers: Ls): ReversibleStack<
       untraced(() =>
         walk('stack.drift', params, x, key, (run, p, xs, keys, start) => {
           for (const e of run.driftWithKeys(p, xs, keys)) report.push({ ...e, block: start + e.block });
-          return run.forwardWithKeys(p, xs, keys, { mode: 'store' });
+          return run.forwardWithKeys(p, xs, keys);
         }),
       );
       return report;
