@@ -150,7 +150,7 @@ test('empty: a sequence or stack of no blocks is the identity, forward, inverse 
     const [y1, y2] = seq.forward([], xs, key(74), { mode });
     assert.ok(sameBits(y1, xs[0]) && sameBits(y2, xs[1]), mode);
     const [, pb] = vjp((a: Tensor, b: Tensor) => seq.forward([], [a, b], key(74), { mode }), xs[0], xs[1]);
-    const [g1, g2] = pb(ct);
+    const [g1, g2] = pb(ct as [Tensor, Tensor]);
     assert.ok(sameBits(g1, ct[0]) && sameBits(g2, ct[1]), `${mode}: the cotangents pass through`);
   }
   const [x1, x2] = seq.inverse([], xs, key(74));
