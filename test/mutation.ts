@@ -26,7 +26,7 @@ interface Group {
 export const GROUPS: Readonly<Record<string, Group>> = {
   autodiff: { mutate: ['src/autodiff/**/*.ts'], tests: ['laws/autodiff', 'laws/higher-order', 'laws/memory', 'laws/kit'] },
   reversible: { mutate: ['src/reversible/**/*.ts'], tests: ['laws/reversible', 'test/reversible'] },
-  nn: { mutate: ['src/nn/**/*.ts'], tests: ['laws/nn'] },
+  nn: { mutate: ['src/nn/**/*.ts'], tests: ['laws/nn', 'test/nn-layers', 'test/golden'] },
   random: { mutate: ['src/random/**/*.ts'], tests: ['laws/random', 'test/random-state', 'laws/nn'] },
   fused: { mutate: ['src/tensor/fused.ts', 'src/tensor/composite.ts'], tests: ['laws/nn', 'laws/ops', 'laws/ties'] },
 };
@@ -46,7 +46,8 @@ export function options(name: string, group: Group): PartialStrykerOptions {
     checkers: ['typescript'],
     tsconfigFile: 'tsconfig.json',
     typescriptChecker: { prioritizePerformanceOverAccuracy: true },
-    concurrency: 1,
+    // One test runner by default (the machine is shared); MUTATE_CONCURRENCY=n runs n at once.
+    concurrency: Number(process.env.MUTATE_CONCURRENCY ?? 1),
     // A mutant that makes the tests hang (a loop bound turned around) is a kill by timeout: 1.5x the
     // unmutated run plus 20 s of slack for the shared machine.
     timeoutMS: 20_000,
