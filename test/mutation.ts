@@ -24,7 +24,7 @@ interface Group {
 }
 
 export const GROUPS: Readonly<Record<string, Group>> = {
-  autodiff: { mutate: ['src/autodiff/**/*.ts'], tests: ['laws/autodiff', 'laws/higher-order', 'laws/memory', 'laws/kit'] },
+  autodiff: { mutate: ['src/autodiff/**/*.ts'], tests: ['laws/autodiff', 'laws/higher-order', 'laws/memory', 'laws/kit', 'test/autodiff-edges'] },
   reversible: { mutate: ['src/reversible/**/*.ts'], tests: ['laws/reversible', 'test/reversible'] },
   nn: { mutate: ['src/nn/**/*.ts'], tests: ['laws/nn', 'test/nn-layers', 'test/golden'] },
   random: { mutate: ['src/random/**/*.ts'], tests: ['laws/random', 'test/random-state', 'laws/nn'] },

@@ -96,8 +96,10 @@ function backprop(trace: Trace, seeds: ReadonlyMap<number, Tensor>): Map<number,
       const g = gIns[k];
       if (g !== null && g !== undefined && trace.tracked.has(t.id)) accumulate(grads, t, g);
     });
-    // Cotangents of outputs are not needed any more (unless an output is also a primal).
-    for (const o of node.outputs) if (!seeds.has(o.id)) grads.delete(o.id);
+    // Cotangents of this node's outputs are not needed any more: they are fresh tensors, so every node
+    // still to be walked (applied earlier) neither reads nor makes them, and the trace's inputs, the only
+    // entries read at the end, exist before the trace opens (an output that is also a primal is an input).
+    for (const o of node.outputs) grads.delete(o.id);
   }
   return grads;
 }
