@@ -153,6 +153,16 @@ test('customVjp: a backward returning the wrong number of cotangents (or no arra
   throwsExactly(() => grad((a: Tensor) => sum(bare(a)))(x), AutodiffError, 'customVjp: backward must return one cotangent per argument (1), got object');
 });
 
+test('customVjp: a cotangent tree with fewer or more leaves than its argument is an AutodiffError naming both counts', () => {
+  const x = tensor([1, 2, 3]);
+  const pair = { a: x, b: tensor([4, 5, 6]) };
+  const lossOf = (f: (p: { a: Tensor; b: Tensor }) => Tensor) => (p: { a: Tensor; b: Tensor }) => sum(f(p));
+  const fewer = customVjp((p: { a: Tensor; b: Tensor }) => [mul(p.a, p.b), null], (_r: null, g: Tensor) => [{ a: g }]);
+  throwsExactly(() => grad(lossOf(fewer))(pair), AutodiffError, "customVjp: backward's cotangent for argument 0 has 1 tensor leaves, the argument has 2");
+  const more = customVjp((a: Tensor) => [mul(a, 2), null], (_r: null, g: Tensor) => [[g, g]]);
+  throwsExactly(() => grad((a: Tensor) => sum(more(a)))(x), AutodiffError, "customVjp: backward's cotangent for argument 0 has 2 tensor leaves, the argument has 1");
+});
+
 test('customVjp: a cotangent shaped unlike its argument is a ShapeError from vjp naming both shapes', () => {
   const x = tensor([1, 2, 3]);
   const f = customVjp((a: Tensor) => [mul(a, 2), null], (_r: null, g: Tensor) => [sum(g)]);

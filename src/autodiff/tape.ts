@@ -94,7 +94,7 @@ function backprop(trace: Trace, seeds: ReadonlyMap<number, Tensor>): Map<number,
     const gIns = node.backward(gOuts);
     node.inputs.forEach((t, k) => {
       const g = gIns[k];
-      if (g !== null && g !== undefined && trace.tracked.has(t.id)) accumulate(grads, t, g);
+      if (g !== null && trace.tracked.has(t.id)) accumulate(grads, t, g);
     });
     // Cotangents of this node's outputs are not needed any more: they are fresh tensors, so every node
     // still to be walked (applied earlier) neither reads nor makes them, and the trace's inputs, the only
@@ -309,7 +309,15 @@ export function customVjp<A extends unknown[], O, R>(
         if (!Array.isArray(gArgs) || gArgs.length !== args.length) {
           throw new AutodiffError('customVjp', `backward must return one cotangent per argument (${args.length}), got ${Array.isArray(gArgs) ? gArgs.length : typeof gArgs}`);
         }
-        return gArgs.flatMap((g, i) => (g === null || g === undefined ? argLeaves[i].map(() => null) : flattenWithPaths(g).map(([, t]) => t)));
+        return gArgs.flatMap((g, i) => {
+          if (g === null || g === undefined) return argLeaves[i].map(() => null);
+          const gLeaves = flattenWithPaths(g).map(([, t]) => t);
+          // A tree with other leaves would hand the cotangents to the wrong inputs.
+          if (gLeaves.length !== argLeaves[i].length) {
+            throw new AutodiffError('customVjp', `backward's cotangent for argument ${i} has ${gLeaves.length} tensor leaves, the argument has ${argLeaves[i].length}`);
+          }
+          return gLeaves;
+        });
       },
     });
     return result;
