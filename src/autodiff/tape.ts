@@ -265,8 +265,8 @@ export function hvp<P extends unknown[]>(f: (...primals: P) => Tensor, primals: 
 
 /**
  * A function with a hand-written VJP. `forward(...args)` returns [output, residuals]; `backward(residuals,
- * cotangent)` returns cotangents for the args (trees like the args; null where an arg is not
- * differentiable).
+ * cotangent)` returns cotangents for the args (trees with the args' tensor leaves; null where an arg is
+ * not differentiable; another count is an AutodiffError).
  *
  * JAX's custom_vjp semantics: the rule applies at the level that differentiates the op (the innermost
  * active trace tracking an argument), which records one node keeping only the residuals. Enclosing levels
