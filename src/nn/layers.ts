@@ -46,9 +46,11 @@ const MLP_USE = { hidden: 0, out: 1 } as const;
 
 /**
  * fc2(gelu(fc1(x))), with dropout after the activation and after fc2 when `drop > 0` (timm/PySlowFast
- * Mlp). Dropout in a training pass draws from `key`: a missing key is an error, never a skipped dropout.
+ * Mlp); a rate outside [0, 1) is an ArgumentError. Dropout in a training pass draws from `key`: a missing key
+ * is an error, never a skipped dropout.
  */
 export function mlp(p: MlpParams, x: Tensor, key?: Key, { drop = 0, train = true }: MlpOptions = {}): Tensor {
+  if (typeof drop !== 'number' || !(drop >= 0 && drop < 1)) throw new ArgumentError('mlp', `the dropout rate must be in [0, 1), got ${drop}`);
   if (drop > 0 && train && key === undefined) throw new ArgumentError('mlp', `dropout rate ${drop} in a training pass needs a key`);
   let h = gelu(linear(p.fc1, x));
   if (drop > 0 && key !== undefined) h = dropout(foldIn(key, MLP_USE.hidden), drop, h, { train });

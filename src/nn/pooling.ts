@@ -57,10 +57,11 @@ export const attentionPool =
   (spec: AttentionPoolSpec) =>
   (p: AttentionPoolParams, t: Tensor): [Tensor, Vec3] => {
     const pool = pool3d('attentionPool', spec.mode, spec.pool, p.weight);
-    const [B, h, L, C] = t.shape;
+    const [B, h, , C] = t.shape;
     const [T, H, W] = spec.thw;
-    const cls = spec.hasCls ? slice(t, [0, 0, 0, 0], [B, h, 1, C]) : null;
-    const body = spec.hasCls ? slice(t, [0, 0, 1, 0], [B, h, L, C]) : t;
+    // slice's missing start indices are 0 and its missing stops the axis sizes.
+    const cls = spec.hasCls ? slice(t, [], [B, h, 1]) : null;
+    const body = spec.hasCls ? slice(t, [0, 0, 1]) : t;
     const pooled = pool(reshape(body, [B * h, T, H, W, C]));
     const grid = pooled.shape.slice(1, 4) as Vec3;
     let out = reshape(pooled, [B, h, sizeOf(grid), C]);
