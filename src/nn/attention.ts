@@ -62,28 +62,28 @@ const ATTENTION_USE = { projDropout: 0 } as const;
 function resizeRelPos(table: Tensor, d: number): Tensor {
   const L = table.shape[0];
   if (L === d) return table;
-  const m = new Float32Array(d * L);
   const scale = L / d;
-  for (let i = 0; i < d; i++) {
+  const rows = Array.from({ length: d }, (_, i) => {
     const src = Math.max((i + 0.5) * scale - 0.5, 0);
     const i0 = Math.min(Math.floor(src), L - 1);
     const i1 = Math.min(i0 + 1, L - 1);
     const lambda = src - i0;
-    m[i * L + i0] += 1 - lambda;
-    m[i * L + i1] += lambda;
-  }
-  return matmul(tensor(m, [d, L]), table);
+    const row = new Array<number>(L).fill(0);
+    row[i0] += 1 - lambda;
+    row[i1] += lambda;
+    return row;
+  });
+  return matmul(tensor(rows.flat(), [d, L]), table);
 }
 
 /** Index of the relative-position table for every (query, key) pair along one axis (float, then .long()). */
 function relIndex(q: number, k: number): Tensor {
   const qRatio = Math.max(k / q, 1);
   const kRatio = Math.max(q / k, 1);
-  const idx = new Float32Array(q * k);
-  for (let i = 0; i < q; i++) {
-    for (let j = 0; j < k; j++) idx[i * k + j] = Math.trunc(Math.fround(Math.fround(i * qRatio - j * kRatio) + (k - 1) * kRatio));
-  }
-  return tensor(idx, [q * k]);
+  const idx = Array.from({ length: q }, (_, i) =>
+    Array.from({ length: k }, (_, j) => Math.trunc(Math.fround(Math.fround(i * qRatio - j * kRatio) + (k - 1) * kRatio))),
+  );
+  return tensor(idx.flat(), [q * k]);
 }
 
 /** The table rows for one axis: [q, k, C]. */
@@ -93,19 +93,20 @@ const relTable = (table: Tensor, q: number, k: number): Tensor =>
 /** Apply `fn` to the token-token block of attn (cls row and column excluded). */
 function onTokenBlock(attn: Tensor, hasCls: boolean, fn: (block: Tensor) => Tensor): Tensor {
   if (!hasCls) return fn(attn);
-  const [B, h, Nq, Nk] = attn.shape;
-  const top = slice(attn, [0, 0, 0, 0], [B, h, 1, Nk]);
-  const left = slice(attn, [0, 0, 1, 0], [B, h, Nq, 1]);
-  const block = slice(attn, [0, 0, 1, 1], [B, h, Nq, Nk]);
+  const [B, h, Nq] = attn.shape;
+  // slice: a missing start is 0, a missing stop the axis' end.
+  const top = slice(attn, [], [B, h, 1]);
+  const left = slice(attn, [0, 0, 1], [B, h, Nq, 1]);
+  const block = slice(attn, [0, 0, 1, 1]);
   return concat([top, concat([left, fn(block)], 3)], 2);
 }
 
 /** Decomposed spatial relative positions (cal_rel_pos_spatial); q is unscaled. */
 function addRelPosSpatial(attn: Tensor, q: Tensor, hasCls: boolean, qShape: Vec3, kShape: Vec3, relH: Tensor, relW: Tensor): Tensor {
-  const [B, h, Nq, c] = q.shape;
+  const [B, h, , c] = q.shape;
   const [qt, qh, qw] = qShape;
   const [kt, kh, kw] = kShape;
-  const rq = reshape(hasCls ? slice(q, [0, 0, 1, 0], [B, h, Nq, c]) : q, [B, h, qt, qh, qw, c]);
+  const rq = reshape(hasCls ? slice(q, [0, 0, 1]) : q, [B, h, qt, qh, qw, c]);
   const M = B * h * qt;
   // rel_h[b,y,t,i,w,j] = sum_c rq[b,y,t,i,w,c] Rh[i,j,c]: one matmul per query row i.
   const relHq = matmul(reshape(permute(rq, [3, 0, 1, 2, 4, 5]), [qh, M * qw, c]), relTable(relH, qh, kh), { transB: true });
@@ -119,10 +120,10 @@ function addRelPosSpatial(attn: Tensor, q: Tensor, hasCls: boolean, qShape: Vec3
 
 /** Temporal relative positions (cal_rel_pos_temporal). */
 function addRelPosTemporal(attn: Tensor, q: Tensor, hasCls: boolean, qShape: Vec3, kShape: Vec3, relT: Tensor): Tensor {
-  const [B, h, Nq, c] = q.shape;
+  const [B, h, , c] = q.shape;
   const [qt, qh, qw] = qShape;
   const [kt, kh, kw] = kShape;
-  const rq = reshape(hasCls ? slice(q, [0, 0, 1, 0], [B, h, Nq, c]) : q, [B, h, qt, qh * qw, c]);
+  const rq = reshape(hasCls ? slice(q, [0, 0, 1]) : q, [B, h, qt, qh * qw, c]);
   const rel = matmul(reshape(permute(rq, [2, 0, 1, 3, 4]), [qt, B * h * qh * qw, c]), relTable(relT, qt, kt), { transB: true });
   const relB = reshape(permute(reshape(rel, [qt, B * h, qh * qw, kt]), [1, 0, 2, 3]), [B * h, qt, qh * qw, kt, 1]);
   return onTokenBlock(attn, hasCls, (block) =>
@@ -177,8 +178,8 @@ export function multiScaleAttention(spec: MultiScaleAttentionSpec): (p: Attentio
     let out = matmul(softmax(attn, -1), v);
     if (spec.residualPooling) {
       if (hasCls) {
-        const [b, hh, n, d] = out.shape;
-        out = concat([slice(out, [0, 0, 0, 0], [b, hh, 1, d]), add(slice(out, [0, 0, 1, 0], [b, hh, n, d]), slice(q, [0, 0, 1, 0], [b, hh, n, d]))], 2);
+        const [b, hh] = out.shape;
+        out = concat([slice(out, [], [b, hh, 1]), add(slice(out, [0, 0, 1]), slice(q, [0, 0, 1]))], 2);
       } else {
         out = add(out, q);
       }
