@@ -261,7 +261,7 @@ test('mlp: a dropout rate outside [0, 1) is an ArgumentError, with or without a 
   for (const drop of [-0.1, 1, 1.5, Number.NaN]) {
     for (const k of [key(1), undefined]) {
       for (const train of [true, false]) {
-        throwsExactly(() => mlp(p, input, k, { drop, train }), ArgumentError, `mlp: the dropout rate must be in [0, 1), got ${drop}`);
+        throwsExactly(() => mlp(p, input, k, { drop, train }), ArgumentError, `mlp: rate must be in [0, 1), got ${drop}`);
       }
     }
   }

@@ -11,7 +11,8 @@ export interface TrainFlag {
   readonly train: boolean;
 }
 
-function checkRate(op: string, p: number): void {
+/** A dropout rate in [0, 1), or an ArgumentError naming `op`. */
+export function checkRate(op: string, p: number): void {
   if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw new ArgumentError(op, `rate must be in [0, 1), got ${p}`);
 }
 

@@ -8,7 +8,7 @@ import { ArgumentError } from '../tensor/errors.ts';
 import { matmul } from '../tensor/matmul.ts';
 import { add } from '../tensor/ops.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import { dropout } from './dropout.ts';
+import { checkRate, dropout } from './dropout.ts';
 
 export interface LinearParams {
   readonly weight: Tensor;
@@ -50,7 +50,7 @@ const MLP_USE = { hidden: 0, out: 1 } as const;
  * is an error, never a skipped dropout.
  */
 export function mlp(p: MlpParams, x: Tensor, key?: Key, { drop = 0, train = true }: MlpOptions = {}): Tensor {
-  if (typeof drop !== 'number' || !(drop >= 0 && drop < 1)) throw new ArgumentError('mlp', `the dropout rate must be in [0, 1), got ${drop}`);
+  checkRate('mlp', drop);
   if (drop > 0 && train && key === undefined) throw new ArgumentError('mlp', `dropout rate ${drop} in a training pass needs a key`);
   let h = gelu(linear(p.fc1, x));
   if (drop > 0 && key !== undefined) h = dropout(foldIn(key, MLP_USE.hidden), drop, h, { train });
