@@ -9,6 +9,7 @@
  * property, so fast-check prints readable counterexamples and the same case can run on every backend.
  */
 import fc from 'fast-check';
+import * as assert from 'uvu/assert';
 import { withBackend, type BackendName } from '../src/backend/backend.ts';
 import { setFastPaths } from '../src/tensor/exec.ts';
 import * as R from '../src/index.ts';
@@ -576,3 +577,16 @@ export function opLaw(entry: OpEntry, checks: readonly VjpCheck[], opts: VjpLawO
  * fast-check's `cause`), the counterexample and the seed/path to replay it (the kit's runner).
  */
 export const assertProperty = kitAssertProperty;
+
+/** fn throws an error of exactly class `cls` (not a subclass) with exactly `message`. */
+export function throwsExactly(fn: () => unknown, cls: new (...a: never[]) => Error, message: string): void {
+  try {
+    fn();
+  } catch (e) {
+    assert.instance(e, cls);
+    assert.is((e as Error).constructor, cls, `${String(e)} is a subclass of ${cls.name}`);
+    assert.is((e as Error).message, message);
+    return;
+  }
+  assert.unreachable(`expected ${cls.name}: ${message}, nothing was thrown`);
+}

@@ -6,6 +6,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { throwsExactly } from '../laws/helpers.ts';
 import {
   ArgumentError,
   AutodiffError,
@@ -32,18 +33,6 @@ const values = (t: unknown): number[] => {
   return Array.from(t.dataSync());
 };
 /** Runs `fn`, expecting it to throw exactly `cls` with exactly `message`. */
-function throwsExactly(fn: () => unknown, cls: new (...a: never[]) => Error, message: string): void {
-  let caught: unknown = undefined;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught !== undefined, `expected ${cls.name}: ${message}, nothing was thrown`);
-  assert.instance(caught, cls);
-  assert.is((caught as Error).constructor, cls);
-  assert.is((caught as Error).message, message);
-}
 
 // --- pytree: paths and plain objects ----------------------------------------------------------------
 

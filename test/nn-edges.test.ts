@@ -7,6 +7,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { throwsExactly } from '../laws/helpers.ts';
 import {
   attentionPool, classifierHead, mlp, parseFusionMode, patchEmbed, twoStreamFusion,
   type FusionMode, type MlpParams,
@@ -20,16 +21,6 @@ const rand = (shape: number[], seed: number): Tensor => normal(key(seed), shape)
 const close = (got: readonly number[], want: readonly number[], tol: number, what: string): void => {
   assert.is(got.length, want.length, `${what}: length`);
   got.forEach((g, i) => assert.ok(Math.abs(g - want[i]!) <= tol * (1 + Math.abs(want[i]!)), `${what}[${i}]: ${g} vs ${want[i]}`));
-};
-const throwsExactly = (f: () => unknown, kind: new (...args: never[]) => Error, message: string): void => {
-  try {
-    f();
-  } catch (e) {
-    assert.ok(e instanceof kind, `${String(e)} is not a ${kind.name}`);
-    assert.is((e as Error).message, message);
-    return;
-  }
-  assert.unreachable(`no ${kind.name}: ${message}`);
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { throwsExactly } from '../laws/helpers.ts';
 import * as R from '../src/index.ts';
 import { jit } from '../src/index.ts';
 import { ShapeError, TraceError } from '../src/tensor/errors.ts';
@@ -16,16 +17,6 @@ const vals = (t: Tensor): number[] => Array.from(t.dataSync());
 const READ_TEXT =
   'a traced key was read on the host while tracing; inside a jitted function derive keys with split/foldIn and draw with the tensor samplers (uniform, normal, bernoulli), not the Float32Array ones of random/keys.ts';
 
-const throwsExactly = (fn: () => unknown, cls: new (...a: never[]) => Error, message: string) => {
-  try {
-    fn();
-  } catch (e) {
-    assert.instance(e, cls);
-    assert.is((e as Error).message, message);
-    return;
-  }
-  assert.unreachable(`expected ${cls.name}: ${message}`);
-};
 
 test('shape errors name the sampler', () => {
   const k = rnd.key(1);
