@@ -541,13 +541,19 @@ test('softmax: wasm kernels keep the host loops\' special values (-Infinity mask
     [0, -Infinity, 1, -Infinity, 2],
     [NaN, 1, 2, 3, 4],
     [1e4, 1e4 - 1, -1e4, 0, 3],
+    [100, 0, 1, -1, 2],  // e^(100 - the rest) overflows float32: the max must come from every lane
     [-Infinity, -Infinity, -Infinity, -Infinity, -Infinity],
     [Infinity, 0, 1, 2, 3],
   ];
-  const run = () => Array.from(softmaxLast(R.tensor(rows.flat(), [rows.length, 5])).dataSync());
-  const want = WASM_MODES[1].run(run);
-  const got = WASM_MODES[0].run(run);
-  got.forEach((v, i) => assert.ok(Object.is(v, want[i]) || Math.abs(v - want[i]) <= 1e-7, `element ${i}: ${v} vs host loop ${want[i]}`));
+  // Also inside rows of 23 (5 vectors: one unrolled group of 4 with an accumulator per vector, then a
+  // leftover and a partial one), each special row placed at every offset, so each value meets every slot.
+  const long = rows.flatMap((r) => Array.from({ length: 19 }, (_, at) => Array.from({ length: 23 }, (_, i) => (i >= at && i < at + 5 ? r[i - at] : (i % 7) - 3))));
+  for (const [data, n] of [[rows, 5], [long, 23]] as const) {
+    const run = () => Array.from(softmaxLast(R.tensor(data.flat(), [data.length, n])).dataSync());
+    const want = WASM_MODES[1].run(run);
+    const got = WASM_MODES[0].run(run);
+    got.forEach((v, i) => assert.ok(Object.is(v, want[i]) || Math.abs(v - want[i]) <= 1e-7, `row length ${n}, element ${i}: ${v} vs host loop ${want[i]}`));
+  }
 });
 
 test('depthwiseConv3d and its two gradients: wasm kernels, host loops and cpu kernels agree (C = 1..40, strides, padding)', () => {

@@ -49,22 +49,34 @@ class RowEmitter {
   }
 
   /**
-   * Walk one row: `body(cursors, partial)` for each full vector, then once for the partial vector if
-   * there is one. `cursors` are i32 locals starting at the given row pointers, advancing 16 bytes.
+   * Walk one row: `body(cursors, partial, slot)` for each full vector, then once for the partial vector
+   * if there is one. `cursors` are i32 locals starting at the given row pointers. With `unroll` = U (a
+   * power of 2), full vectors go U per iteration, vector `slot` of the U at byte offset 16 * slot from
+   * the cursors (the body keeps one accumulator per slot, so the adds of a reduction do not wait on each
+   * other), then the leftover full vectors and the partial one one at a time, as slot 0.
    */
-  vectors(rowPtrs: readonly number[], body: (cursors: readonly number[], partial: boolean) => void): void {
+  vectors(rowPtrs: readonly number[], body: (cursors: readonly number[], partial: boolean, slot: number) => void, unroll = 1): void {
     const f = this.f;
     const cursors = rowPtrs.map(() => f.local('i32'));
     rowPtrs.forEach((p, k) => f.get(p).set(cursors[k]));
-    f.get(this.nv).set(this.cnt).block((done) => {
-      f.get(this.cnt).op('i32.eqz').brIf(done);
-      f.loop((top) => {
-        body(cursors, false);
-        for (const c of cursors) f.get(c).i32(16).op('i32.add').set(c);
-        f.get(this.cnt).i32(1).op('i32.sub').tee(this.cnt).brIf(top);
+    const loop = (count: () => void, step: number) => {
+      count();
+      f.set(this.cnt).block((done) => {
+        f.get(this.cnt).op('i32.eqz').brIf(done);
+        f.loop((top) => {
+          for (let j = 0; j < step; j++) body(cursors, false, j);
+          for (const c of cursors) f.get(c).i32(16 * step).op('i32.add').set(c);
+          f.get(this.cnt).i32(1).op('i32.sub').tee(this.cnt).brIf(top);
+        });
       });
-    });
-    f.get(this.rem).ifElse(() => body(cursors, true));
+    };
+    if (unroll > 1) {
+      loop(() => f.get(this.nv).i32(Math.log2(unroll)).op('i32.shr_u'), unroll);
+      loop(() => f.get(this.nv).i32(unroll - 1).op('i32.and'), 1);
+    } else {
+      loop(() => f.get(this.nv), 1);
+    }
+    f.get(this.rem).ifElse(() => body(cursors, true, 0));
   }
 
   /**
@@ -131,34 +143,39 @@ function emitRowOp(mod: ModuleBuilder, op: RowOpName, fma: boolean): void {
     const out = rp[nIn];
     switch (op) {
       case 'softmax': {
+        // Four vectors per iteration with an accumulator each (XNNPACK's x16 / acc4 shape): the max and
+        // sum chains stop serialising the loop.
         const [x] = rp;
-        const m = s.local(s.c(-Infinity));
-        e.vectors([x], ([p], partial) => {
-          const v = partial ? s.select(s.get(e.mask), s.load(p), s.c(-Infinity)) : s.load(p);
+        const ms = [0, 1, 2, 3].map(() => s.local(s.c(-Infinity)));
+        e.vectors([x], ([p], partial, j) => {
+          const v = partial ? s.select(s.get(e.mask), s.load(p), s.c(-Infinity)) : s.load(p, 16 * j);
           // pmax drops NaNs from the max, but a NaN in the row still makes its sum, so every output, NaN.
-          s.set(m, s.pmax(s.get(m), v));
-        });
+          s.set(ms[j], s.pmax(s.get(ms[j]), v));
+        }, 4);
+        const m = s.local(s.pmax(s.pmax(s.get(ms[0]), s.get(ms[1])), s.pmax(s.get(ms[2]), s.get(ms[3]))));
         const mv = s.let(s.splat(() => s.hmax(m)));  // f32.max per lane: 4 per row
-        const sum = s.local(s.c(0));
-        e.vectors([x, out], ([p, q], partial) => {
-          const ev = s.let(s.expNonPositive(s.sub(s.load(p), mv)));
-          s.store(q, ev);
-          s.set(sum, s.add(s.get(sum), e.zeroed(ev, partial)));
-        });
+        const sums = [0, 1, 2, 3].map(() => s.local(s.c(0)));
+        e.vectors([x, out], ([p, q], partial, j) => {
+          const ev = s.let(s.expNonPositive(s.sub(s.load(p, 16 * j), mv)));
+          s.store(q, ev, 16 * j);
+          s.set(sums[j], s.add(s.get(sums[j]), e.zeroed(ev, partial)));
+        }, 4);
+        const sum = s.local(s.add(s.add(s.get(sums[0]), s.get(sums[1])), s.add(s.get(sums[2]), s.get(sums[3]))));
         const inv = s.let(s.splat(() => {
           f.f32(1);
           s.hsum(sum);
           f.op('f32.div');
         }));
-        e.vectors([out], ([q]) => s.store(q, s.mul(s.load(q), inv)));
+        e.vectors([out], ([q], _partial, j) => s.store(q, s.mul(s.load(q, 16 * j), inv), 16 * j), 4);
         break;
       }
       case 'softmaxGrad': {
         const [y, g] = rp;
-        const acc = s.local(s.c(0));
-        e.vectors([y, g], ([p, q], partial) => s.set(acc, s.add(s.get(acc), e.zeroed(s.mul(s.load(p), s.load(q)), partial))));
+        const accs = [0, 1, 2, 3].map(() => s.local(s.c(0)));
+        e.vectors([y, g], ([p, q], partial, j) => s.set(accs[j], s.add(s.get(accs[j]), e.zeroed(s.mul(s.load(p, 16 * j), s.load(q, 16 * j)), partial))), 4);
+        const acc = s.local(s.add(s.add(s.get(accs[0]), s.get(accs[1])), s.add(s.get(accs[2]), s.get(accs[3]))));
         const dot = s.let(s.splat(() => s.hsum(acc)));
-        e.vectors([y, g, out], ([p, q, o]) => s.store(o, s.mul(s.load(p), s.sub(s.load(q), dot))));
+        e.vectors([y, g, out], ([p, q, o], _partial, j) => s.store(o, s.mul(s.load(p, 16 * j), s.sub(s.load(q, 16 * j), dot)), 16 * j), 4);
         break;
       }
       case 'normalize': {
