@@ -76,19 +76,27 @@ test('dropPath(k, p, x) keeps whole samples (axis 0) as x / (1-p) where the per-
   );
 });
 
-test('dropout and dropPath are the identity in eval mode and at p = 0, and reject rates outside [0, 1)', () => {
+test('dropout and dropPath are the identity in eval mode and at p = 0; dropout takes rates in [0, 1], dropPath in [0, 1)', () => {
   const x = R.tensor([1, -2, 3, 4], [2, 2]);
-  for (const f of [dropout, dropPath]) {
+  for (const [f, bads] of [[dropout, [-0.1, 1.5, Number.NaN]], [dropPath, [-0.1, 1, 1.5, Number.NaN]]] as const) {
     assert.is(f(key(1), 0.5, x, { train: false }), x);
     assert.is(f(key(1), 0, x, TRAIN), x);
-    for (const bad of [-0.1, 1, 1.5, Number.NaN]) assert.throws(() => f(key(1), bad, x, TRAIN), (e: unknown) => e instanceof R.ArgumentError);
+    for (const bad of bads) assert.throws(() => f(key(1), bad, x, TRAIN), (e: unknown) => e instanceof R.ArgumentError);
   }
+});
+
+test('dropout at p = 1 drops everything, as PyTorch: zeros (NaN stays NaN: x * 0), a zero gradient, the identity in eval mode', () => {
+  const x = R.tensor([1, -2, 3, Number.NaN], [2, 2]);
+  assert.equal(Array.from(dropout(key(1), 1, x, TRAIN).dataSync()), [0, -0, 0, Number.NaN]);
+  assert.is(dropout(key(1), 1, x, { train: false }), x);
+  const g = R.grad((v: R.Tensor) => R.sum(dropout(key(2), 1, v, TRAIN)))(R.tensor([1, 2, 3], [3]));
+  assert.equal(Array.from(g.dataSync()), [0, 0, 0]);
 });
 
 test('dropout and dropPath name themselves and the rate in the error', () => {
   const x = R.tensor([1, 2], [2]);
-  for (const [name, f] of [['dropout', dropout], ['dropPath', dropPath]] as const) {
-    assert.throws(() => f(key(1), 1.5, x, TRAIN), (e: unknown) => e instanceof R.ArgumentError && e.message === `${name}: rate must be in [0, 1), got 1.5`);
+  for (const [name, f, range] of [['dropout', dropout, '[0, 1]'], ['dropPath', dropPath, '[0, 1)']] as const) {
+    assert.throws(() => f(key(1), 1.5, x, TRAIN), (e: unknown) => e instanceof R.ArgumentError && e.message === `${name}: rate must be in ${range}, got 1.5`);
     assert.throws(() => f(key(1), '0.5' as unknown as number, x, TRAIN), (e: unknown) => e instanceof R.ArgumentError && e.message.startsWith(`${name}: rate`));
   }
 });

@@ -10,6 +10,8 @@ import * as assert from 'uvu/assert';
 import { multiScaleAttention, type AttentionParams, type MultiScaleAttentionSpec, type PoolSpec } from '../src/nn/index.ts';
 import { foldIn, key, normal, uniform } from '../src/random/index.ts';
 import { tensor, type Tensor } from '../src/tensor/tensor.ts';
+import { ArgumentError } from '../src/tensor/errors.ts';
+import { throwsExactly } from '../laws/helpers.ts';
 
 type Mat = number[][]; // [tokens][channels]
 const arr = (t: Tensor): number[] => Array.from(t.dataSync(), Number);
@@ -304,6 +306,10 @@ test('projection dropout: eval is the plain output; training is dropout with key
   // rate 0: training is the plain output too
   const zero = run({ ...spec, dropRate: 0 }, shapes, 2, 8, 110, true);
   assertClose(zero.got, ev.expected, 'rate 0');
+  // a rate outside [0, 1] is an error when the attention is built, not a dropout silently skipped
+  for (const bad of [-0.1, 1.5, Number.NaN]) {
+    throwsExactly(() => multiScaleAttention({ ...spec, dropRate: bad }), ArgumentError, `multiScaleAttention: rate must be in [0, 1], got ${bad}`);
+  }
 });
 
 test.run();

@@ -204,6 +204,10 @@ test("twoStreamFusion concat_linear_<m>_<drop>: a training pass applies the MLP'
   // An evaluation pass has no dropout: no output equals x.
   const evaluated = data(twoStreamFusion(cl(2, 0.5))({ fuse_fn: fuseFn }, big, key(5), { train: false }));
   assert.is(evaluated.filter((v, i) => v === B4[i]).length, 0);
+  // concat_linear_2_1 (PySlowFast accepts a fusion dropout of 1): training drops the whole MLP, x itself.
+  const all = parseFusionMode('concat_linear_2_1');
+  assert.ok(E.isRight(all));
+  assert.equal(data(twoStreamFusion(all.right)({ fuse_fn: fuseFn }, big, key(5), { train: true })), B4);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -246,18 +250,21 @@ test('patchEmbed: a conv grid other than the spec grid is a ShapeError naming bo
 // ---------------------------------------------------------------------------------------------
 // mlp
 
-test('mlp: a dropout rate outside [0, 1) is an ArgumentError, with or without a key', () => {
+test('mlp: a dropout rate outside [0, 1] is an ArgumentError, with or without a key', () => {
   const p: MlpParams = { fc1: { weight: rand([6, 3], 61) }, fc2: { weight: rand([3, 6], 62) } };
   const input = rand([2, 3], 63);
-  for (const drop of [-0.1, 1, 1.5, Number.NaN]) {
+  for (const drop of [-0.1, 1.5, Number.NaN]) {
     for (const k of [key(1), undefined]) {
       for (const train of [true, false]) {
-        throwsExactly(() => mlp(p, input, k, { drop, train }), ArgumentError, `mlp: rate must be in [0, 1), got ${drop}`);
+        throwsExactly(() => mlp(p, input, k, { drop, train }), ArgumentError, `mlp: rate must be in [0, 1], got ${drop}`);
       }
     }
   }
   // Rate 0 with a key: no dropout, the plain MLP.
   assert.equal(data(mlp(p, input, key(1), { drop: 0 })), data(mlp(p, input)));
+  // Rate 1 (nn.Dropout(1)): a training pass drops everything; evaluation is the plain MLP.
+  assert.ok(data(mlp(p, input, key(1), { drop: 1 })).every((v) => v === 0));
+  assert.equal(data(mlp(p, input, key(1), { drop: 1, train: false })), data(mlp(p, input)));
 });
 
 // ---------------------------------------------------------------------------------------------

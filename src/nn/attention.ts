@@ -8,7 +8,7 @@ import { softmax } from '../tensor/composite.ts';
 import { matmul } from '../tensor/matmul.ts';
 import { add, concat, mul, permute, reshape, slice, take, transpose } from '../tensor/ops.ts';
 import { tensor, type Tensor } from '../tensor/tensor.ts';
-import { dropout, type TrainFlag } from './dropout.ts';
+import { checkRate, dropout, type TrainFlag } from './dropout.ts';
 import { linear, type LinearParams, type NormParams } from './layers.ts';
 import { attentionPool, type AttentionPoolParams, type PoolMode, type PoolSpec, type Vec3 } from './pooling.ts';
 
@@ -148,6 +148,7 @@ export function multiScaleAttention(spec: MultiScaleAttentionSpec): (p: Attentio
   const poolKV = poolWith(spec.poolKV);
   const pooled = (pool: typeof poolQ, p: AttentionPoolParams, t: Tensor): [Tensor, Vec3] => (pool === null ? [t, thw] : pool(p, t));
   const scale = (dimOut / h) ** -0.5;
+  checkRate('multiScaleAttention', spec.dropRate);
 
   return (p, x, key, { train }) => {
     const [B, N] = x.shape;

@@ -11,12 +11,15 @@ export interface TrainFlag {
   readonly train: boolean;
 }
 
-/** A dropout rate in [0, 1), or an ArgumentError naming `op`. */
+/** A dropout rate in [0, 1] (nn.Dropout's range), or an ArgumentError naming `op`. */
 export function checkRate(op: string, p: number): void {
-  if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw new ArgumentError(op, `rate must be in [0, 1), got ${p}`);
+  if (typeof p !== 'number' || !(p >= 0 && p <= 1)) throw new ArgumentError(op, `rate must be in [0, 1], got ${p}`);
 }
 
-/** Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p) (keep where U[0,1) >= p). */
+/**
+ * Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p) (keep where U[0,1) >= p).
+ * p = 1 keeps nothing (no U[0,1) reaches 1): x * 0, as PyTorch's dropout.
+ */
 export function dropout(key: Key, p: number, x: Tensor, { train }: TrainFlag): Tensor {
   checkRate('dropout', p);
   if (!train || p === 0) return x;
@@ -28,7 +31,8 @@ export function dropout(key: Key, p: number, x: Tensor, { train }: TrainFlag): T
  * mask = floor(1 - p + U[0,1)) = (U >= p), out = x / (1 - p) * mask.
  */
 export function dropPath(key: Key, p: number, x: Tensor, { train }: TrainFlag): Tensor {
-  checkRate('dropPath', p);
+  // Not 1: PySlowFast's drop_path divides by 1 - p, so a rate of 1 is NaN there.
+  if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw new ArgumentError('dropPath', `rate must be in [0, 1), got ${p}`);
   if (!train || p === 0) return x;
   const u = uniform(key, [x.shape[0], ...x.shape.slice(1).map(() => 1)]);
   return mul(div(x, 1 - p), greaterEqual(u, p));

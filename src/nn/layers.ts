@@ -46,7 +46,7 @@ const MLP_USE = { hidden: 0, out: 1 } as const;
 
 /**
  * fc2(gelu(fc1(x))), with dropout after the activation and after fc2 when `drop > 0` (timm/PySlowFast
- * Mlp); a rate outside [0, 1) is an ArgumentError. Dropout in a training pass draws from `key`: a missing key
+ * Mlp); a rate outside [0, 1] is an ArgumentError. Dropout in a training pass draws from `key`: a missing key
  * is an error, never a skipped dropout.
  */
 export function mlp(p: MlpParams, x: Tensor, key?: Key, { drop = 0, train = true }: MlpOptions = {}): Tensor {
