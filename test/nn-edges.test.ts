@@ -33,7 +33,7 @@ const unknown = (mode: string, ln = false) =>
   `unknown fusion mode ${JSON.stringify(mode)}: TwoStreamFusion raises NotImplementedError${ln ? '; the "ln+" prefix is only understood before concat_linear' : ''} (${KNOWN})`;
 const badForm = (mode: string) =>
   `fusion mode ${JSON.stringify(mode)} does not have the form concat_linear[_<m>[_<drop>]]: TwoStreamFusion raises NotImplementedError for any other number of "_"-separated parts (${KNOWN})`;
-const notNumber = (mode: string, part: string) => `fusion mode ${JSON.stringify(mode)}: ${JSON.stringify(part)} is not a number (Python's float() would raise ValueError)`;
+const notNumber = (mode: string, part: string) => `fusion mode ${JSON.stringify(mode)}: ${JSON.stringify(part)} is not a plain decimal number (such as 2, 0.5 or 1e-1)`;
 const badRatio = (mode: string, got: string) => `fusion mode ${JSON.stringify(mode)}: the hidden-width multiplier must be > 0, got ${got}`;
 const badDrop = (mode: string, got: string) => `fusion mode ${JSON.stringify(mode)}: the dropout must be in [0, 1] (nn.Dropout raises ValueError), got ${got}`;
 
@@ -93,7 +93,7 @@ const REJECTED: ReadonlyArray<readonly [string, string]> = [
   ['concat_linear_2_0.1x', notNumber('concat_linear_2_0.1x', '0.1x')],
   ['concat_linear_', notNumber('concat_linear_', '')],
   // Python's float() accepts these, but they make no MLP: a NaN or infinite width (int() raises),
-  // a NaN dropout; surrounding blanks are not part of a mode name. Rejected with the same message.
+  // a NaN dropout; surrounding blanks are not part of a mode name. Rejected: not a plain decimal.
   ['concat_linear_nan', notNumber('concat_linear_nan', 'nan')],
   ['concat_linear_inf', notNumber('concat_linear_inf', 'inf')],
   ['concat_linear_ 2', notNumber('concat_linear_ 2', ' 2')],

@@ -39,7 +39,8 @@ export function parseFusionMode(mode: string): E.Either<string, FusionMode> {
   }
   const badNumber = parts.find((p) => !DECIMAL.test(p));
   if (badNumber !== undefined) {
-    return E.left(`fusion mode ${JSON.stringify(mode)}: ${JSON.stringify(badNumber)} is not a number (Python's float() would raise ValueError)`);
+    // Stricter than float(), which also takes surrounding spaces, 'inf' and 'nan' (no MLP width or rate).
+    return E.left(`fusion mode ${JSON.stringify(mode)}: ${JSON.stringify(badNumber)} is not a plain decimal number (such as 2, 0.5 or 1e-1)`);
   }
   const [ratio, drop] = [Number(parts[0] ?? 1), Number(parts[1] ?? 0)];
   if (!(ratio > 0)) return E.left(`fusion mode ${JSON.stringify(mode)}: the hidden-width multiplier must be > 0, got ${ratio}`);
