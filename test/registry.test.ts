@@ -31,6 +31,20 @@ test('the registry holds every primitive the library uses, each with a rule and 
   }
 });
 
+test("a rule whose cotangent is shaped unlike its input is a ShapeError naming the primitive and both shapes", () => {
+  const BAD = definePrimitive<void>({
+    name: 'test.badRule',
+    shape: ([x]) => x,
+    impl: (s, _, out) => elementwiseImpl('test.badRule', s, out, 'x0'),
+    save: 'nothing',
+    vjp: (g) => [R.sum(g)],
+  });
+  assert.throws(
+    () => R.grad((t: R.Tensor) => R.sum(apply(BAD, [t], undefined)))(R.tensor([1, 2, 3])),
+    (e: unknown) => e instanceof R.ShapeError && (e as Error).message === "vjp: the rule of 'test.badRule' gave a cotangent of shape [] for an input of shape [3]",
+  );
+});
+
 test('a name is declared once', () => {
   assert.throws(
     () => definePrimitive<void>({ name: 'add', shape: ([x]) => x, impl: (s, _, out) => elementwiseImpl('add', s, out, 'x0'), save: 'nothing', vjp: (g) => [g] }),

@@ -13,6 +13,8 @@ import { flattenWithPaths, leaves, mapTree, unflattenLike } from './pytree.ts';
 
 /** What a node keeps for the backward pass, and how to map output cotangents to input cotangents. */
 export interface Node {
+  /** The primitive's name, or 'customVjp': named in errors about the cotangents its rule returns. */
+  readonly op: string;
   readonly inputs: readonly Tensor[];
   readonly outputs: readonly Tensor[];
   /** Tensors held until the backward pass (the residuals): these are what memory accounting counts. */
@@ -43,6 +45,7 @@ function primitiveNode<A>({ prim, inputs, output, attrs }: Applied<A>, needs: re
   const y = prim.save === 'output' || prim.save === 'both' ? output : undefined;
   const shapes = inputs.map((t) => t.shape);
   return {
+    op: prim.name,
     inputs,
     outputs: [output],
     saved: y === undefined ? savedInputs : [...savedInputs, y],
@@ -77,9 +80,9 @@ export function stopGradient<T>(tree: T): T {
   return unflattenLike(tree, leaves(tree).map((t) => view(t, t.shape)));
 }
 
-function accumulate(grads: Map<number, Tensor>, t: Tensor, g: Tensor): void {
+function accumulate(grads: Map<number, Tensor>, t: Tensor, g: Tensor, from: string): void {
   if (!sameShape(g.shape, t.shape)) {
-    throw new ShapeError('vjp', `cotangent of shape ${fmt(g.shape)} for a tensor of shape ${fmt(t.shape)}`);
+    throw new ShapeError('vjp', `the rule of '${from}' gave a cotangent of shape ${fmt(g.shape)} for an input of shape ${fmt(t.shape)}`);
   }
   const prev = grads.get(t.id);
   grads.set(t.id, prev === undefined ? g : add(prev, g));
@@ -94,7 +97,7 @@ function backprop(trace: Trace, seeds: ReadonlyMap<number, Tensor>): Map<number,
     const gIns = node.backward(gOuts);
     node.inputs.forEach((t, k) => {
       const g = gIns[k];
-      if (g !== null && trace.tracked.has(t.id)) accumulate(grads, t, g);
+      if (g !== null && trace.tracked.has(t.id)) accumulate(grads, t, g, node.op);
     });
     // Cotangents of this node's outputs are not needed any more: they are fresh tensors, so every node
     // still to be walked (applied earlier) neither reads nor makes them, and the trace's inputs, the only
@@ -300,6 +303,7 @@ export function customVjp<A extends unknown[], O, R>(
     }
     const result = unflattenLike(out, outLeaves);
     traces[level].push({
+      op: 'customVjp',
       inputs,
       outputs: outLeaves,
       saved: leaves(residuals),
