@@ -348,6 +348,37 @@ function perCallPeak(steps: number, written: readonly number[][], sources: Reado
   return peak;
 }
 
+/**
+ * The nodes of a fused group under construction (CPU and WebGPU lowerings). `nodeOf(id, shape)` is value
+ * id's node: a member's (set in `nodeOfValue`), a scalar constant inlined, or an input read of its buffer
+ * (root) with broadcast strides, one read per buffer and strides; `inputs` lists the roots read.
+ */
+export function groupNodes(groupShape: readonly number[], root: Int32Array, scalarOf: (root: number) => number | undefined) {
+  const nodes: FusedNode[] = [];
+  const reads: FusedRead[] = [];
+  const inputs: number[] = [];
+  const nodeOfValue = new Map<number, number>();
+  const readNode = new Map<string, number>();
+  const external = (id: number, shape: readonly number[]): number => {
+    const c = scalarOf(root[id]);
+    const strides = c === undefined ? broadcastStrides(shape, groupShape) : [];
+    const key = c !== undefined ? `c${Object.is(c, -0) ? '-0' : c}` : `${root[id]}|${strides}`;
+    let node = readNode.get(key);
+    if (node !== undefined) return node;
+    if (c !== undefined) {
+      node = nodes.push({ op: 'const', value: c }) - 1;
+    } else {
+      inputs.push(root[id]);
+      reads.push({ strides, offset: 0 });
+      node = nodes.push({ op: 'input', input: reads.length - 1 }) - 1;
+    }
+    readNode.set(key, node);
+    return node;
+  };
+  const nodeOf = (id: number, shape: readonly number[]): number => nodeOfValue.get(id) ?? external(id, shape);
+  return { nodes, reads, inputs, nodeOfValue, nodeOf };
+}
+
 /** The fused-group description of a group, with the roots it reads and writes. */
 function fusedGroup(
   program: Program,
@@ -356,44 +387,24 @@ function fusedGroup(
   sources: ReadonlyMap<number, Source>,
   stored: (id: number) => boolean,
 ): { group: FusedGroup; inputs: number[]; outputs: number[] } {
-  const nodes: FusedNode[] = [];
-  const reads: FusedRead[] = [];
-  const inputs: number[] = [];
-  const nodeOfValue = new Map<number, number>();
-  const readNode = new Map<string, number>();
-  const external = (id: number, shape: Shape): number => {
-    const src = sources.get(root[id]);
-    if (src?.kind === 'const' && src.data.length === 1) {
-      const key = `c${Object.is(src.data[0], -0) ? '-0' : src.data[0]}`;
-      let node = readNode.get(key);
-      if (node === undefined) readNode.set(key, (node = nodes.push({ op: 'const', value: src.data[0] }) - 1));
-      return node;
-    }
-    const strides = broadcastStrides(shape, group.shape);
-    const key = `${root[id]}|${strides}`;
-    let node = readNode.get(key);
-    if (node === undefined) {
-      inputs.push(root[id]);
-      reads.push({ strides, offset: 0 });
-      node = nodes.push({ op: 'input', input: reads.length - 1 }) - 1;
-      readNode.set(key, node);
-    }
-    return node;
-  };
+  const { nodes, reads, inputs, nodeOfValue, nodeOf } = groupNodes(group.shape, root, (r) => {
+    const src = sources.get(r);
+    return src?.kind === 'const' && src.data.length === 1 ? src.data[0] : undefined;
+  });
   const outputs: number[] = [];
   const outs: FusedOutput[] = [];
   for (const m of group.members) {
     const e: Eqn = program.eqns[m];
     const sum = attrsIf(e, SUM);
     if (sum !== undefined) {
-      const node = nodeOfValue.get(e.inputs[0]) ?? external(e.inputs[0], e.inShapes[0]);
+      const node = nodeOf(e.inputs[0], e.inShapes[0]);
       if (stored(e.output)) {
         outputs.push(e.output);
         outs.push({ node, sumAxes: sum.axes });
       }
       continue;
     }
-    const args = e.inputs.map((id, k) => nodeOfValue.get(id) ?? external(id, e.inShapes[k]));
+    const args = e.inputs.map((id, k) => nodeOf(id, e.inShapes[k]));
     nodes.push({ op: e.prim.name, args, expr: e.prim.elementwise!.expr(e.attrs) });
     nodeOfValue.set(e.output, nodes.length - 1);
     if (stored(e.output)) {

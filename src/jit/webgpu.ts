@@ -22,15 +22,14 @@
  * arrive asynchronously (`await t.data()`), as on the eager webgpu backend.
  */
 import { webgpuDevice } from '../backend/webgpu-device.ts';
-import type { FusedGroup, FusedNode, FusedRead } from '../backend/wgsl-kernels.ts';
+import type { FusedGroup } from '../backend/wgsl-kernels.ts';
 import { BackendError } from '../tensor/errors.ts';
 import { DeviceProgram, type Program as PlanProgram, type ProgramNode } from '../tensor/plan.ts';
 import { withBackend } from '../backend/backend.ts';
 import { evalEager } from '../tensor/primitive.ts';
-import { broadcastStrides } from '../tensor/shape.ts';
 import { fromBuffer, type DeviceHandle, type Storage, type Tensor } from '../tensor/tensor.ts';
 import type { Eqn, Program } from '../tensor/trace.ts';
-import { groupElementwise } from './cpu.ts';
+import { groupElementwise, groupNodes } from './cpu.ts';
 import type { Executable } from './executable.ts';
 
 interface Issued {
@@ -305,33 +304,13 @@ function fuseGroup(
   constData: ReadonlyMap<number, Float32Array>,
   stored: (id: number) => boolean,
 ): { group: FusedGroup; inputs: number[]; outputs: number[] } {
-  const nodes: FusedNode[] = [];
-  const reads: FusedRead[] = [];
-  const inputs: number[] = [];
-  const nodeOfValue = new Map<number, number>();
-  const readNode = new Map<string, number>();
-  const external = (id: number, inShape: readonly number[]): number => {
-    const c = constData.get(root[id]);
-    if (c !== undefined && c.length === 1) {
-      const key = `c${Object.is(c[0], -0) ? '-0' : c[0]}`;
-      let node = readNode.get(key);
-      if (node === undefined) readNode.set(key, (node = nodes.push({ op: 'const', value: c[0] }) - 1));
-      return node;
-    }
-    const strides = broadcastStrides(inShape, shape);
-    const key = `${root[id]}|${strides}`;
-    let node = readNode.get(key);
-    if (node === undefined) {
-      inputs.push(root[id]);
-      reads.push({ strides, offset: 0 });
-      node = nodes.push({ op: 'input', input: reads.length - 1 }) - 1;
-      readNode.set(key, node);
-    }
-    return node;
-  };
+  const { nodes, reads, inputs, nodeOfValue, nodeOf } = groupNodes(shape, root, (r) => {
+    const c = constData.get(r);
+    return c !== undefined && c.length === 1 ? c[0] : undefined;
+  });
   for (const m of members) {
     const e = t.eqns[m];
-    const args = e.inputs.map((id, k) => nodeOfValue.get(id) ?? external(id, e.inShapes[k]));
+    const args = e.inputs.map((id, k) => nodeOf(id, e.inShapes[k]));
     nodes.push({ op: e.prim.name, args, expr: e.prim.elementwise!.expr(e.attrs as never) });
     nodeOfValue.set(e.output, nodes.length - 1);
   }
