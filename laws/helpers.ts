@@ -590,3 +590,11 @@ export function throwsExactly(fn: () => unknown, cls: new (...a: never[]) => Err
   }
   assert.unreachable(`expected ${cls.name}: ${message}, nothing was thrown`);
 }
+
+/** Whether two tensors hold the same float32 bit patterns, element for element (NaN payloads and -0 included). */
+export function sameBits(a: Tensor, b: Tensor): boolean {
+  const bits = (t: Tensor) => new Uint32Array(Float32Array.from(t.dataSync()).buffer);
+  const x = bits(a);
+  const y = bits(b);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}

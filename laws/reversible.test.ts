@@ -23,8 +23,8 @@ import { foldIn, normal, split, type Key } from '../src/random/index.ts';
 import { dropout, dropPath, linear, mlp, type LinearParams } from '../src/nn/index.ts';
 import { reversible, sequence, type AnyBlock, type BlockParams, type Branch, type Pair } from '../src/reversible/index.ts';
 import { arb, assertProperty, determinismLaw, inverseLaw, memoryFlatLaw, reversibleGradLaw, type Family } from '../src/laws/index.ts';
+import { BACKENDS, sameBits } from './helpers.ts';
 
-const BACKENDS: readonly BackendName[] = ['webasm', 'cpu'];
 const TRAIN = { train: true };
 /** LAW_RUNS_SCALE=10 multiplies every numRuns (for soak runs; the default keeps the file at a few seconds). */
 const SCALE = Math.max(1, Number(process.env.LAW_RUNS_SCALE ?? '1') || 1);
@@ -164,12 +164,6 @@ const streams = (shape: fc.Arbitrary<readonly number[]>) =>
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-const bits = (t: Tensor): number[] => Array.from(new Uint32Array(Float32Array.from(t.dataSync()).buffer));
-const sameBits = (a: Tensor, b: Tensor): boolean => {
-  const x = bits(a);
-  const y = bits(b);
-  return x.length === y.length && x.every((v, i) => v === y[i]);
-};
 
 function perBackend(name: string, body: (backend: BackendName) => void | Promise<void>): void {
   for (const backend of BACKENDS) test(`[${backend}] ${name}`, () => (withBackend(backend, () => body(backend))));

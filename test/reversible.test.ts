@@ -18,15 +18,14 @@ import {
   tanh,
   vjp,
   withBackend,
-  type BackendName,
   type Tensor,
 } from '../src/index.ts';
 import { key, normal, split, type Key } from '../src/random/index.ts';
 import { dropout, dropPath, linear, type LinearParams } from '../src/nn/index.ts';
 import { reversible, sequence, stack, stage, type AnyBlock, type Branch, type Pair, type StackParams } from '../src/reversible/index.ts';
+import { BACKENDS, sameBits } from '../laws/helpers.ts';
 
 const TRAIN = { train: true };
-const BACKENDS: readonly BackendName[] = ['webasm', 'cpu'];
 
 const lin = (k: Key, out: number, inp: number, gain = 0.8): LinearParams => {
   const [kw, kb] = split(k);
@@ -43,12 +42,6 @@ const blockParams = (k: Key, C: number) => {
 };
 
 const maxAbs = (t: Tensor): number => max(abs(t)).itemSync();
-const bitsOf = (t: Tensor): number[] => Array.from(new Uint32Array(Float32Array.from(t.dataSync()).buffer));
-const sameBits = (a: Tensor, b: Tensor): boolean => {
-  const x = bitsOf(a);
-  const y = bitsOf(b);
-  return x.length === y.length && x.every((v, i) => v === y[i]);
-};
 /** Largest leaf-relative difference between two gradient trees (leaves under 1% of the largest are compared against 1% of it). */
 function gradGap(a: unknown, b: unknown): number {
   const la = leaves(a);
