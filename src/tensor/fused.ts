@@ -20,10 +20,10 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 type RowOp = 'softmax' | 'softmaxGrad' | 'normalize' | 'normalizeGrad';
 
-function rowShape(op: string, x: Tensor): { rows: number; C: number } {
+/** The length of the last axis (the row length), or a ShapeError for a scalar. */
+function rowLength(op: string, x: Tensor): number {
   if (x.rank === 0) throw new ShapeError(op, `expected a tensor of rank >= 1, got shape ${fmt(x.shape)}`);
-  const C = x.shape[x.rank - 1];
-  return { rows: C === 0 ? 0 : x.size / C, C };
+  return x.shape[x.rank - 1];
 }
 
 function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
@@ -145,7 +145,7 @@ const NORMALIZE = rowPrimitive('normalize', 'inputs', (g, { x: [x], attrs }) => 
 function rowOp(prim: Primitive<RowAttrs>, inputs: Tensor[], eps = 0): Tensor {
   const op = prim.name;
   inputs.forEach((t, i) => assertTensor(op, t, i === 0 ? 'input' : 'cotangent'));
-  rowShape(op, inputs[0]);
+  rowLength(op, inputs[0]);
   if (inputs.length === 2 && !sameShape(inputs[0].shape, inputs[1].shape)) {
     throw new ShapeError(op, `shapes ${fmt(inputs[0].shape)} and ${fmt(inputs[1].shape)} differ`);
   }
@@ -217,7 +217,7 @@ export function layerNormAffine(x: Tensor, w: Tensor, b: Tensor, eps: number): T
   assertTensor('layerNorm', x, 'input');
   assertTensor('layerNorm', w, 'weight');
   assertTensor('layerNorm', b, 'bias');
-  const { C } = rowShape('layerNorm', x);
+  const C = rowLength('layerNorm', x);
   if (w.rank !== 1 || b.rank !== 1 || w.shape[0] !== C || b.shape[0] !== C) {
     throw new ShapeError('layerNorm', `weight and bias must have shape [${C}] for input ${fmt(x.shape)}, got ${fmt(w.shape)} and ${fmt(b.shape)}`);
   }
