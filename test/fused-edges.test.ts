@@ -8,10 +8,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BACKENDS, throwsExactly } from '../laws/helpers.ts';
 import { withBackend } from '../src/backend/backend.ts';
-import { geluGrad, layerNormAffine, normalizeGrad, normalizeLast, softmaxGrad, softmaxLast } from '../src/tensor/fused.ts';
-import { layerNorm, logSoftmax, softmax } from '../src/tensor/composite.ts';
+import { setWasmKernels } from '../src/backend/wasm-memory.ts';
+import { gelu, geluGrad, layerNormAffine, normalizeGrad, normalizeLast, softmaxGrad, softmaxLast } from '../src/tensor/fused.ts';
+import { clip, layerNorm, logSoftmax, logSumExp, min, oneHot, softmax, softplus } from '../src/tensor/composite.ts';
 import { ArgumentError, ShapeError } from '../src/tensor/errors.ts';
-import { tensor, type Tensor } from '../src/tensor/tensor.ts';
+import { profileOps } from '../src/tensor/exec.ts';
+import { primitiveByName } from '../src/tensor/primitive.ts';
+import { ones, tensor, zeros, type Tensor } from '../src/tensor/tensor.ts';
 
 const data = (t: Tensor): number[] => Array.from(t.dataSync());
 const close = (got: readonly number[], want: readonly number[], tol: number, what: string): void => {
@@ -45,6 +48,7 @@ for (const backend of BACKENDS) {
       for (const axis of [0, 1, 2, -1, -2, -3]) close(data(softmax(x(), axis)), softmaxRef((axis + 3) % 3), 1e-6, `axis ${axis}`);
       close(data(softmax(x())), softmaxRef(2), 1e-6, 'default axis');
       close(data(logSoftmax(x(), 1)), softmaxRef(1).map(Math.log), 1e-6, 'logSoftmax axis 1');
+      close(data(logSoftmax(x())), softmaxRef(2).map(Math.log), 1e-6, 'logSoftmax default axis');
     });
   });
 
@@ -120,8 +124,105 @@ test('layerNormAffine: a weight or bias not of shape [C] is a ShapeError naming 
   const v3 = tensor([1, 1, 1]);
   throwsExactly(() => layerNormAffine(a, tensor([1, 1]), v3, 1e-5), ShapeError, 'layerNorm: weight and bias must have shape [3] for input [2, 3], got [2] and [3]');
   throwsExactly(() => layerNormAffine(a, v3, tensor([1, 1, 1, 1]), 1e-5), ShapeError, 'layerNorm: weight and bias must have shape [3] for input [2, 3], got [3] and [4]');
-  throwsExactly(() => layerNormAffine(a, tensor([1, 1, 1], [1, 3]), v3, 1e-5), ShapeError, 'layerNorm: weight and bias must have shape [3] for input [2, 3], got [1, 3] and [3]');
+  throwsExactly(() => layerNormAffine(a, tensor([1, 1, 1], [3, 1]), v3, 1e-5), ShapeError, 'layerNorm: weight and bias must have shape [3] for input [2, 3], got [3, 1] and [3]');
   throwsExactly(() => layerNormAffine(a, v3, tensor([1, 1, 1], [3, 1]), 1e-5), ShapeError, 'layerNorm: weight and bias must have shape [3] for input [2, 3], got [3] and [3, 1]');
+});
+
+/** GELU and g * GELU'(x) in float64: Phi by erfc's series (|error| < 1e-15 here). */
+const Phi = (v: number): number => {
+  const z = -v / Math.SQRT2;
+  // erfc(z) = 1 - erf(z), erf by its Taylor series (|z| <= 3 here)
+  let term = z;
+  let erf = z;
+  for (let n = 1; n < 200; n++) {
+    term *= (-z * z) / n;
+    erf += term / (2 * n + 1);
+  }
+  return 0.5 * (1 - (2 / Math.sqrt(Math.PI)) * erf);
+};
+const geluRef = (v: number) => v * Phi(v);
+const geluGradRef = (v: number, g: number) => g * (Phi(v) + (v * Math.exp(-0.5 * v * v)) / Math.sqrt(2 * Math.PI));
+
+test('gelu then geluGrad on the same backend (the two kernels must not share a compiled kernel) = float64, in every mode', () => {
+  const v = [-3, -1.5, -0.2, 0, 0.3, 1, 2.5, 3];
+  const g = [1, -2, 0.5, 3, -1, 2, 0.25, -0.75];
+  for (const backend of BACKENDS) {
+    for (const wasm of [true, false]) {
+      const previous = setWasmKernels(wasm);
+      try {
+        withBackend(backend, () => {
+          close(data(gelu(tensor(v))), v.map(geluRef), 1e-6, `${backend} gelu`);
+          close(data(geluGrad(tensor(v), tensor(g))), v.map((t, i) => geluGradRef(t, g[i]!)), 1e-6, `${backend} geluGrad`);
+        });
+      } finally {
+        setWasmKernels(previous);
+      }
+    }
+  }
+});
+
+test('layerNorm host loop: rows with mean 1e4 and std ~1e-2 (the variance is a sum of squared deviations, not a cancellation) = float64', () => {
+  const row = [10000, 10000.0107421875, 9999.990234375, 10000.001953125, 9999.9970703125, 10000.0048828125];
+  const mean = row.reduce((a, v) => a + v, 0) / row.length;
+  const variance = row.reduce((a, v) => a + (v - mean) ** 2, 0) / row.length;
+  const want = row.map((v) => (v - mean) / Math.sqrt(variance + 1e-9));
+  const previous = setWasmKernels(false);
+  try {
+    withBackend('webasm', () => {
+      close(data(layerNormAffine(tensor(row, [1, 6]), ones([6]), zeros([6]), 1e-9)), want, 1e-5, 'layerNorm host loop');
+      close(data(normalizeLast(tensor(row, [1, 6]), 1e-9)), want, 1e-5, 'normalize host loop');
+    });
+  } finally {
+    setWasmKernels(previous);
+  }
+});
+
+test('the fused ops are registered primitives under their names, and run (profileOps) as one op each', () => {
+  for (const name of ['softmax', 'softmaxGrad', 'normalize', 'normalizeGrad', 'layerNorm', 'gelu', 'geluGrad']) assert.is(primitiveByName(name)?.name, name);
+  for (const backend of BACKENDS) {
+    withBackend(backend, () => {
+      const w = tensor([0.5, -1, 2, 1.5]);
+      const b = tensor([0.1, 0.2, -0.3, 0.4]);
+      const names = (f: () => Tensor) => [...profileOps(() => f().dataSync()).ops.keys()].sort();
+      // On the host backends layerNorm with [C] weight and bias is the single fused op.
+      assert.equal(names(() => layerNorm(x(), w, b)), ['layerNorm'], `${backend}: fused layerNorm`);
+      assert.equal(names(() => layerNorm(x(), tensor([2, -1, 0.5], [3, 1]), b)), ['add', 'mul', 'normalize'], `${backend}: unfused layerNorm`);
+      assert.equal(names(() => layerNorm(x(), w, null)), ['mul', 'normalize'], `${backend}: weight only`);
+      assert.equal(names(() => layerNorm(x(), tensor([2]), b)), ['add', 'mul', 'normalize'], `${backend}: a weight of length 1 broadcasts`);
+      assert.equal(names(() => gelu(x())), ['gelu'], `${backend}: gelu`);
+      assert.equal(names(() => geluGrad(x(), x())), ['geluGrad'], `${backend}: geluGrad`);
+      assert.equal(names(() => softmax(x())), ['softmax'], `${backend}: softmax on the last axis, no transposes`);
+    });
+  }
+});
+
+test('composite ops: exact errors naming the op, the argument and the axis', () => {
+  const a = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+  const bad = [1, 2] as unknown as Tensor;
+  throwsExactly(() => softmax(a, 5), ShapeError, 'softmax: axis 5 is out of range for rank 2');
+  throwsExactly(() => softplus(bad), ArgumentError, 'softplus: argument must be a Tensor, got array(2)');
+  throwsExactly(() => gelu(bad), ArgumentError, 'gelu: argument must be a Tensor, got array(2)');
+  throwsExactly(() => logSumExp(bad), ArgumentError, 'logSumExp: argument must be a Tensor, got array(2)');
+  throwsExactly(() => logSumExp(a, 5), ShapeError, 'logSumExp: axis 5 is out of range for rank 2');
+  throwsExactly(() => min(bad), ArgumentError, 'min: argument must be a Tensor, got array(2)');
+  throwsExactly(() => min(a, 5), ShapeError, 'min: axis 5 is out of range for rank 2');
+  throwsExactly(() => clip(a, undefined as never, undefined as never), ArgumentError, 'clip: at least one of lo and hi must be given');
+  throwsExactly(() => clip(a, null, Number.NaN), ArgumentError, 'clip: hi is NaN');
+  throwsExactly(() => oneHot(bad, 3), ArgumentError, 'oneHot: indices must be a Tensor, got array(2)');
+  throwsExactly(() => oneHot(tensor([0, 1]), 2.5), ArgumentError, 'oneHot: numClasses must be a positive integer, got number 2.5');
+  throwsExactly(() => oneHot(tensor([0, -1]), 3), ShapeError, 'oneHot: index -1 is not an integer in [0, 3)');
+  throwsExactly(() => oneHot(zeros([1, 1, 1, 1, 1, 1]), 3), ShapeError, 'oneHot: rank 7 of shape [1, 1, 1, 1, 1, 1, 3] exceeds the maximum rank 6');
+});
+
+test('composite ops: undefined bounds count as missing, logSumExp over axes of which one is empty is -Infinity, min drops its axes by default', () => {
+  const a = tensor([1, 5, -2, 4, 0, 3], [2, 3]);
+  assert.equal(data(clip(a, undefined as never, 2)), [1, 2, -2, 2, 0, 2]);
+  assert.equal(data(clip(a, 0, undefined as never)), [1, 5, 0, 4, 0, 3]);
+  const lse = logSumExp(zeros([2, 0]), [0, 1]);
+  assert.equal(lse.shape, []);
+  assert.equal(data(lse), [-Infinity]);
+  assert.equal(min(a, 1).shape, [2]);
+  assert.equal(data(min(a, 1)), [-2, 0]);
 });
 
 test.run();

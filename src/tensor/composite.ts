@@ -117,7 +117,7 @@ export function clip(x: Tensor, lo: TensorLike | null, hi: TensorLike | null): T
   assertTensor(op, x);
   if ((lo === null || lo === undefined) && (hi === null || hi === undefined)) throw new ArgumentError(op, 'at least one of lo and hi must be given');
   const bound = (v: TensorLike, what: string) => {
-    if (typeof v === 'number' && Number.isNaN(v)) throw new ArgumentError(op, `${what} is NaN`);
+    if (Number.isNaN(v)) throw new ArgumentError(op, `${what} is NaN`);
     return toTensor(op, v, what);
   };
   let y = x;
@@ -140,7 +140,7 @@ export function clip(x: Tensor, lo: TensorLike | null, hi: TensorLike | null): T
 export function oneHot(indices: Tensor, numClasses: number): Tensor {
   const op = 'oneHot';
   assertTensor(op, indices, 'indices');
-  if (typeof numClasses !== 'number' || !Number.isInteger(numClasses) || numClasses < 1) {
+  if (!Number.isInteger(numClasses) || numClasses < 1) {
     throw new ArgumentError(op, `numClasses must be a positive integer, got ${describe(numClasses)}`);
   }
   checkShape(op, [...indices.shape, numClasses]);

@@ -64,7 +64,8 @@ function rowImpl(op: RowOp, C: number, eps: number): OpImpl {
       const base = r * C;
       if (op === 'softmax') {
         let m = a[base];
-        for (let j = 1; j < C; j++) if (a[base + j] > m || a[base + j] !== a[base + j]) m = a[base + j];
+        // A NaN anywhere makes the sum NaN, so every output NaN, wherever the max lands.
+        for (let j = 1; j < C; j++) if (a[base + j] > m) m = a[base + j];
         let s = 0;
         for (let j = 0; j < C; j++) {
           const e = Math.exp(a[base + j] - m);
