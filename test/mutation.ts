@@ -28,7 +28,7 @@ export const GROUPS: Readonly<Record<string, Group>> = {
   reversible: { mutate: ['src/reversible/**/*.ts'], tests: ['laws/reversible', 'test/reversible'] },
   nn: { mutate: ['src/nn/**/*.ts'], tests: ['laws/nn', 'test/nn-layers', 'test/nn-edges', 'test/nn-attention-edges', 'test/golden'] },
   random: { mutate: ['src/random/**/*.ts'], tests: ['laws/random', 'test/random-state', 'test/random-edges', 'laws/nn'] },
-  fused: { mutate: ['src/tensor/fused.ts', 'src/tensor/composite.ts'], tests: ['laws/nn', 'laws/ops', 'laws/ties', 'laws/research-ops', 'laws/higher-order', 'test/fused-edges'] },
+  fused: { mutate: ['src/tensor/fused.ts', 'src/tensor/composite.ts'], tests: ['laws/nn', 'laws/ops', 'laws/ties', 'laws/research-ops', 'laws/higher-order', 'test/fused-edges', 'test/webgpu', 'test/webgpu-plan'] },
 };
 
 /** uvu over exactly these files: one pattern anchored at the repo root. */

@@ -31,7 +31,7 @@ export function layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null,
   // On the host backends (webasm, cpu) weight and bias of shape [C] fuse into one op; the GPU backends
   // keep normalize, mul, add (their row kernels are WGSL: wgsl-kernels.ts).
   assertTensor('layerNorm', x, 'input');
-  const C = x.rank === 0 ? -1 : x.shape[x.rank - 1];
+  const C = x.shape[x.rank - 1]; // undefined for a scalar: no vector matches, normalize reports it
   const host = getBackend() === 'webasm' || getBackend() === 'cpu';
   const vector = (t: Tensor | null): t is Tensor => isTensor(t) && t.rank === 1 && t.shape[0] === C;
   if (host && vector(weight) && vector(bias)) {
