@@ -27,7 +27,7 @@ export const GROUPS: Readonly<Record<string, Group>> = {
   autodiff: { mutate: ['src/autodiff/**/*.ts'], tests: ['laws/autodiff', 'laws/higher-order', 'laws/memory', 'laws/kit', 'test/autodiff-edges'] },
   reversible: { mutate: ['src/reversible/**/*.ts'], tests: ['laws/reversible', 'test/reversible'] },
   nn: { mutate: ['src/nn/**/*.ts'], tests: ['laws/nn', 'test/nn-layers', 'test/nn-edges', 'test/nn-attention-edges', 'test/golden'] },
-  random: { mutate: ['src/random/**/*.ts'], tests: ['laws/random', 'test/random-state', 'test/random-edges', 'laws/nn'] },
+  random: { mutate: ['src/random/**/*.ts'], tests: ['laws/random', 'test/random-state', 'test/random-edges', 'test/random-keys-edges', 'laws/nn'] },
   fused: { mutate: ['src/tensor/fused.ts', 'src/tensor/composite.ts'], tests: ['laws/nn', 'laws/ops', 'laws/ties', 'laws/research-ops', 'laws/higher-order', 'test/fused-edges', 'test/webgpu', 'test/webgpu-plan'] },
 };
 

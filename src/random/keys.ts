@@ -160,9 +160,8 @@ function erfcContinuedFraction(x: number): number {
   return Math.exp(-x * x) / Math.sqrt(Math.PI) / tail;
 }
 
-/** The error function, accurate to ~1e-15 absolute in float64. */
+/** The error function, accurate to ~1e-15 absolute in float64 (NaN gives NaN through the continued fraction). */
 export function erf(x: number): number {
-  if (Number.isNaN(x)) return NaN;
   const ax = Math.abs(x);
   if (ax < 2.5) return erfSeries(x);
   const tail = ax > 27 ? 0 : erfcContinuedFraction(ax);
@@ -208,7 +207,7 @@ export function erfinvFloat32(u: number): number {
 
 /** Inverse error function on (-1, 1); ±1 map to ±Infinity. */
 export function erfinv(u: number): number {
-  if (Number.isNaN(u) || u < -1 || u > 1) return NaN;
+  // NaN and |u| > 1 give NaN through Giles' log((1 - u)(1 + u)) and the Newton steps.
   if (u === 1 || u === -1) return u * Infinity;
   let x = erfinvGiles(u, (v) => v);
   // Two Newton steps take Giles' ~4e-7 relative error to near float64 accuracy.
@@ -312,7 +311,7 @@ function multiplyUint32(a: number, b: number): { high: number; low: number } {
  * when its low product half falls in the 2^32 mod range short bucket, so results are exact.
  */
 function boundedInteger(nextWord: () => number, range: number): number {
-  const threshold = (TWO_POW_32 - range) % range;
+  const threshold = TWO_POW_32 % range; // = (2^32 - range) mod range
   for (;;) {
     const { high, low } = multiplyUint32(nextWord(), range);
     if (low >= threshold) return high;
