@@ -101,6 +101,17 @@ class RowEmitter {
     });
   }
 
+  /** One v128 accumulator local per slot of a 4-way unrolled walk (`vectors(..., 4)`), each set to `init`. */
+  four(init: V): number[] {
+    return [0, 1, 2, 3].map(() => this.s.local(init));
+  }
+
+  /** A local holding op(op(a0, a1), op(a2, a3)) of four accumulator locals. */
+  fold(acc: readonly number[], op: (a: V, b: V) => V): number {
+    const s = this.s;
+    return s.local(op(op(s.get(acc[0]), s.get(acc[1])), op(s.get(acc[2]), s.get(acc[3]))));
+  }
+
   /** An f32 local set to the lane sum of v128 local `v`, times `scale` (an f32 local) if given. */
   sumTo(v: number, divideBy?: number): number {
     const out = this.f.local('f32');
@@ -146,21 +157,21 @@ function emitRowOp(mod: ModuleBuilder, op: RowOpName, fma: boolean): void {
         // Four vectors per iteration with an accumulator each (XNNPACK's x16 / acc4 shape): the max and
         // sum chains stop serialising the loop.
         const [x] = rp;
-        const ms = [0, 1, 2, 3].map(() => s.local(s.c(-Infinity)));
+        const ms = e.four(s.c(-Infinity));
         e.vectors([x], ([p], partial, j) => {
           const v = partial ? s.select(s.get(e.mask), s.load(p), s.c(-Infinity)) : s.load(p, 16 * j);
           // pmax drops NaNs from the max, but a NaN in the row still makes its sum, so every output, NaN.
           s.set(ms[j], s.pmax(s.get(ms[j]), v));
         }, 4);
-        const m = s.local(s.pmax(s.pmax(s.get(ms[0]), s.get(ms[1])), s.pmax(s.get(ms[2]), s.get(ms[3]))));
+        const m = e.fold(ms, s.pmax);
         const mv = s.let(s.splat(() => s.hmax(m)));  // f32.max per lane: 4 per row
-        const sums = [0, 1, 2, 3].map(() => s.local(s.c(0)));
+        const sums = e.four(s.c(0));
         e.vectors([x, out], ([p, q], partial, j) => {
           const ev = s.let(s.expNonPositive(s.sub(s.load(p, 16 * j), mv)));
           s.store(q, ev, 16 * j);
           s.set(sums[j], s.add(s.get(sums[j]), e.zeroed(ev, partial)));
         }, 4);
-        const sum = s.local(s.add(s.add(s.get(sums[0]), s.get(sums[1])), s.add(s.get(sums[2]), s.get(sums[3]))));
+        const sum = e.fold(sums, s.add);
         const inv = s.let(s.splat(() => {
           f.f32(1);
           s.hsum(sum);
@@ -171,9 +182,9 @@ function emitRowOp(mod: ModuleBuilder, op: RowOpName, fma: boolean): void {
       }
       case 'softmaxGrad': {
         const [y, g] = rp;
-        const accs = [0, 1, 2, 3].map(() => s.local(s.c(0)));
+        const accs = e.four(s.c(0));
         e.vectors([y, g], ([p, q], partial, j) => s.set(accs[j], s.add(s.get(accs[j]), e.zeroed(s.mul(s.load(p, 16 * j), s.load(q, 16 * j)), partial))), 4);
-        const acc = s.local(s.add(s.add(s.get(accs[0]), s.get(accs[1])), s.add(s.get(accs[2]), s.get(accs[3]))));
+        const acc = e.fold(accs, s.add);
         const dot = s.let(s.splat(() => s.hsum(acc)));
         e.vectors([y, g, out], ([p, q, o], _partial, j) => s.store(o, s.mul(s.load(p, 16 * j), s.sub(s.load(q, 16 * j), dot)), 16 * j), 4);
         break;

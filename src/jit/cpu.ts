@@ -359,21 +359,20 @@ export function groupNodes(groupShape: readonly number[], root: Int32Array, scal
   const inputs: number[] = [];
   const nodeOfValue = new Map<number, number>();
   const readNode = new Map<string, number>();
+  const once = (key: string, make: () => number): number => {
+    let node = readNode.get(key);
+    if (node === undefined) readNode.set(key, (node = make()));
+    return node;
+  };
   const external = (id: number, shape: readonly number[]): number => {
     const c = scalarOf(root[id]);
-    const strides = c === undefined ? broadcastStrides(shape, groupShape) : [];
-    const key = c !== undefined ? `c${Object.is(c, -0) ? '-0' : c}` : `${root[id]}|${strides}`;
-    let node = readNode.get(key);
-    if (node !== undefined) return node;
-    if (c !== undefined) {
-      node = nodes.push({ op: 'const', value: c }) - 1;
-    } else {
+    if (c !== undefined) return once(`c${Object.is(c, -0) ? '-0' : c}`, () => nodes.push({ op: 'const', value: c }) - 1);
+    const strides = broadcastStrides(shape, groupShape);
+    return once(`${root[id]}|${strides}`, () => {
       inputs.push(root[id]);
       reads.push({ strides, offset: 0 });
-      node = nodes.push({ op: 'input', input: reads.length - 1 }) - 1;
-    }
-    readNode.set(key, node);
-    return node;
+      return nodes.push({ op: 'input', input: reads.length - 1 }) - 1;
+    });
   };
   const nodeOf = (id: number, shape: readonly number[]): number => nodeOfValue.get(id) ?? external(id, shape);
   return { nodes, reads, inputs, nodeOfValue, nodeOf };
