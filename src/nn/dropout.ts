@@ -11,9 +11,14 @@ export interface TrainFlag {
   readonly train: boolean;
 }
 
-/** A dropout rate in [0, 1] (nn.Dropout's range), or an ArgumentError naming `op`. */
-export function checkRate(op: string, p: number): void {
-  if (typeof p !== 'number' || !(p >= 0 && p <= 1)) throw new ArgumentError(op, `rate must be in [0, 1], got ${p}`);
+/**
+ * A dropout rate in [0, 1] (nn.Dropout's range), or in [0, 1) with `oneAllowed` false; else an ArgumentError
+ * naming `op`.
+ */
+export function checkRate(op: string, p: number, oneAllowed = true): void {
+  if (typeof p !== 'number' || !(p >= 0 && (oneAllowed ? p <= 1 : p < 1))) {
+    throw new ArgumentError(op, `rate must be in [0, 1${oneAllowed ? ']' : ')'}, got ${p}`);
+  }
 }
 
 /**
@@ -32,7 +37,7 @@ export function dropout(key: Key, p: number, x: Tensor, { train }: TrainFlag): T
  */
 export function dropPath(key: Key, p: number, x: Tensor, { train }: TrainFlag): Tensor {
   // Not 1: PySlowFast's drop_path divides by 1 - p, so a rate of 1 is NaN there.
-  if (typeof p !== 'number' || !(p >= 0 && p < 1)) throw new ArgumentError('dropPath', `rate must be in [0, 1), got ${p}`);
+  checkRate('dropPath', p, false);
   if (!train || p === 0) return x;
   const u = uniform(key, [x.shape[0], ...x.shape.slice(1).map(() => 1)]);
   return mul(div(x, 1 - p), greaterEqual(u, p));
