@@ -598,3 +598,9 @@ export function sameBits(a: Tensor, b: Tensor): boolean {
   const y = bits(b);
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
+
+/** Element-wise |got - want| <= tol * (1 + |want|) for plain arrays, naming `what` and the index. */
+export function closeValues(got: readonly number[], want: readonly number[], tol: number, what: string): void {
+  assert.is(got.length, want.length, `${what}: length`);
+  got.forEach((g, i) => assert.ok(Math.abs(g - want[i]!) <= tol * (1 + Math.abs(want[i]!)), `${what}[${i}]: ${g} vs ${want[i]}`));
+}

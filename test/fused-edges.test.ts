@@ -6,7 +6,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BACKENDS, throwsExactly } from '../laws/helpers.ts';
+import { BACKENDS, closeValues as close, throwsExactly } from '../laws/helpers.ts';
 import { withBackend } from '../src/backend/backend.ts';
 import { setWasmKernels } from '../src/backend/wasm-memory.ts';
 import { gelu, geluGrad, layerNormAffine, normalizeGrad, normalizeLast, softmaxGrad, softmaxLast } from '../src/tensor/fused.ts';
@@ -17,10 +17,6 @@ import { primitiveByName } from '../src/tensor/primitive.ts';
 import { ones, tensor, zeros, type Tensor } from '../src/tensor/tensor.ts';
 
 const data = (t: Tensor): number[] => Array.from(t.dataSync());
-const close = (got: readonly number[], want: readonly number[], tol: number, what: string): void => {
-  assert.is(got.length, want.length, `${what}: length`);
-  got.forEach((g, i) => assert.ok(Math.abs(g - want[i]!) <= tol * (1 + Math.abs(want[i]!)), `${what}[${i}]: ${g} vs ${want[i]}`));
-};
 
 // [2, 3, 4], distinct values
 const X = Array.from({ length: 24 }, (_, i) => Math.sin(1.3 * i + 0.4) * 3);

@@ -7,7 +7,7 @@
 import * as E from 'fp-ts/lib/Either.js';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { throwsExactly } from '../laws/helpers.ts';
+import { closeValues as close, throwsExactly } from '../laws/helpers.ts';
 import {
   attentionPool, classifierHead, mlp, parseFusionMode, patchEmbed, twoStreamFusion,
   type FusionMode, type MlpParams,
@@ -18,10 +18,6 @@ import { tensor, type Tensor } from '../src/tensor/tensor.ts';
 
 const data = (t: Tensor): number[] => Array.from(t.dataSync());
 const rand = (shape: number[], seed: number): Tensor => normal(key(seed), shape);
-const close = (got: readonly number[], want: readonly number[], tol: number, what: string): void => {
-  assert.is(got.length, want.length, `${what}: length`);
-  got.forEach((g, i) => assert.ok(Math.abs(g - want[i]!) <= tol * (1 + Math.abs(want[i]!)), `${what}[${i}]: ${g} vs ${want[i]}`));
-};
 
 // ---------------------------------------------------------------------------------------------
 // parseFusionMode
