@@ -593,9 +593,13 @@ export function throwsExactly(fn: () => unknown, cls: new (...a: never[]) => Err
 
 /** Whether two tensors hold the same float32 bit patterns, element for element (NaN payloads and -0 included). */
 export function sameBits(a: Tensor, b: Tensor): boolean {
-  const bits = (t: Tensor) => new Uint32Array(Float32Array.from(t.dataSync()).buffer);
-  const x = bits(a);
-  const y = bits(b);
+  return sameArrayBits(a.dataSync(), b.dataSync());
+}
+
+/** sameBits for float32 arrays. */
+export function sameArrayBits(a: Float32Array, b: Float32Array): boolean {
+  const x = new Uint32Array(Float32Array.from(a).buffer);
+  const y = new Uint32Array(Float32Array.from(b).buffer);
   return x.length === y.length && x.every((v, i) => v === y[i]);
 }
 

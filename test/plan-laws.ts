@@ -1,8 +1,10 @@
 /**
  * Laws of webgpu device plans, written once for Node (test/webgpu-plan.test.ts, Dawn over Mesa
  * llvmpipe) and the browser page (test/browser/laws-page.ts, Chromium's SwiftShader WebGPU):
- *  - matmul: the tiled WGSL matmul, for generated shapes, transposes, batches and every tiling, equals
- *    float64 products within float32 rounding, and the gpu.js matmul kernel (the reference) within 1e-5;
+ *  - matmul: the tiled WGSL matmul, for generated shapes, transposes, batches, every tiling, whole and
+ *    split into k ranges, equals float64 products within float32 rounding and the gpu.js matmul kernel
+ *    (the reference) within 1e-5, with the same bits on every tiling; a plan tuned on the device equals
+ *    the untuned plan bit for bit;
  *  - ops: every OP_CASES entry (forward and VJP) traced by jit and replayed as a device plan
  *    (WGSL kernels where the op has one, its gpu.js kernel otherwise) equals eager webasm within
  *    1e-5 · max|webasm|, the backend laws' tolerance;
@@ -17,7 +19,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { getBackend, setBackend, withBackend } from '../src/backend/backend.ts';
 import { counterDelta, webgpuCounters, webgpuDevice, type WebGPUCounters } from '../src/backend/webgpu-device.ts';
 import { DevicePlan } from '../src/backend/webgpu-plan.ts';
-import { fusedKernel, matmulKernel, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingThreads, type FusedGroup, type FusedNode, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
+import { fusedKernel, matmulKernel, matmulSplitSum, splitK, tilingName, tilingsFor, tilingThreads, type FusedGroup, type FusedNode, type MatmulShape, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
 import { flattenWithPaths } from '../src/autodiff/pytree.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
@@ -30,7 +32,7 @@ import { jit } from '../src/jit/index.ts';
 import { DeviceTrainer } from '../src/train/device-step.ts';
 import { crossEntropy } from '../src/train/loss.ts';
 import { ADAMW_DEFAULTS, adamwInit, adamwUpdate, clipGradNorm } from '../src/train/optim.ts';
-import { OP_CASES, uniform, type OpCase } from '../laws/helpers.ts';
+import { OP_CASES, sameArrayBits, uniform, type OpCase } from '../laws/helpers.ts';
 
 export interface PlanLawResult {
   readonly group: 'plan';
@@ -71,16 +73,56 @@ function relDiff(got: Float32Array, want: ArrayLike<number>): number {
 // ---------------------------------------------------------------------------------------------
 // Tiled matmul
 
-const TILINGS: readonly [string, MatmulTiling][] = [['small', TILE_SMALL], ['medium', TILE_MEDIUM], ['large', TILE_LARGE]];
+/** C = op(A) @ op(B) per batch entry in float64. */
+function matmulFloat64(c: MatmulShape, a: Float32Array, b: Float32Array): Float64Array {
+  const ref = new Float64Array(c.batch * c.m * c.n);
+  for (let z = 0; z < c.batch; z++) {
+    for (let i = 0; i < c.m; i++) {
+      for (let j = 0; j < c.n; j++) {
+        let s = 0;
+        for (let t = 0; t < c.k; t++) s += a[z * c.m * c.k + (c.transA ? t * c.m + i : i * c.k + t)] * b[z * c.k * c.n + (c.transB ? j * c.k + t : t * c.n + j)];
+        ref[(z * c.m + i) * c.n + j] = s;
+      }
+    }
+  }
+  return ref;
+}
 
-/** Generated products on every tiling the device allows, against float64 and the gpu.js kernel. */
+/** One product as a plan of its own: matmulKernel with `splits` k ranges (and their sum when split). */
+async function runProduct(c: MatmulShape, tiling: MatmulTiling, splits: number, a: Float32Array, b: Float32Array): Promise<Float32Array> {
+  const out = c.batch * c.m * c.n;
+  const split = splits > 1;
+  const plan = await DevicePlan.compile({
+    buffers: [a.length, b.length, out, ...(split ? [out * splits] : [])],
+    steps: split
+      ? [
+        { kind: 'wgsl', kernel: matmulKernel(c, tiling, splits), inputs: [0, 1], outputs: [3] },
+        { kind: 'wgsl', kernel: matmulSplitSum(c, splits), inputs: [3], outputs: [2] },
+      ]
+      : [{ kind: 'wgsl', kernel: matmulKernel(c, tiling), inputs: [0, 1], outputs: [2] }],
+    reads: [2],
+    label: `matmul ${tilingName(tiling)} in ${splits} k ranges`,
+  });
+  try {
+    plan.write(0, a);
+    plan.write(1, b);
+    return (await plan.run())[0];
+  } finally {
+    plan.destroy();
+  }
+}
+
+/**
+ * Generated products on every tiling the device allows, whole and split into k ranges (split-K),
+ * against float64 and the gpu.js kernel; and for one split count, every tiling gives the same bits.
+ */
 export async function matmulLaw(samples = 8): Promise<PlanLawResult> {
-  return law('tiled WGSL matmul = float64 and the gpu.js kernel', async () => {
+  return law('tiled WGSL matmul, whole and split-K, = float64 and the gpu.js kernel; the same bits on every tiling', async () => {
     const { device } = await webgpuDevice();
-    const maxThreads = device.limits.maxComputeInvocationsPerWorkgroup;
+    const tilings = tilingsFor(device.limits.maxComputeInvocationsPerWorkgroup);
     const dim = fc.integer({ min: 1, max: 150 });
     const cases = fc.sample(
-      fc.record({ batch: fc.integer({ min: 1, max: 3 }), m: dim, k: fc.integer({ min: 0, max: 150 }), n: dim, transA: fc.boolean(), transB: fc.boolean(), seed: fc.integer({ min: 1, max: 1e6 }) }),
+      fc.record({ batch: fc.integer({ min: 1, max: 3 }), m: dim, k: fc.integer({ min: 0, max: 150 }), n: dim, transA: fc.boolean(), transB: fc.boolean(), splits: fc.integer({ min: 2, max: 5 }), seed: fc.integer({ min: 1, max: 1e6 }) }),
       { seed: 20261129, numRuns: samples },
     );
     let worst = 0;
@@ -89,49 +131,77 @@ export async function matmulLaw(samples = 8): Promise<PlanLawResult> {
     for (const c of cases) {
       const a = uniform(c.batch * c.m * c.k, c.seed);
       const b = uniform(c.batch * c.k * c.n, c.seed + 1);
-      const ref = new Float64Array(c.batch * c.m * c.n);
-      for (let z = 0; z < c.batch; z++) {
-        for (let i = 0; i < c.m; i++) {
-          for (let j = 0; j < c.n; j++) {
-            let s = 0;
-            for (let t = 0; t < c.k; t++) s += a[z * c.m * c.k + (c.transA ? t * c.m + i : i * c.k + t)] * b[z * c.k * c.n + (c.transB ? j * c.k + t : t * c.n + j)];
-            ref[(z * c.m + i) * c.n + j] = s;
-          }
-        }
-      }
+      const ref = matmulFloat64(c, a, b);
       // The reference kernel: eager matmul on webgpu runs the gpu.js kernel.
       const ta = R.tensor(a, c.transA ? [c.batch, c.k, c.m] : [c.batch, c.m, c.k]);
       const tb = R.tensor(b, c.transB ? [c.batch, c.n, c.k] : [c.batch, c.k, c.n]);
       const gpujs = await withBackend('webgpu', () => R.matmul(ta, tb, { transA: c.transA, transB: c.transB })).data();
-      for (const [name, tiling] of TILINGS) {
-        if (tilingThreads(tiling) > maxThreads) continue;
-        const plan = await DevicePlan.compile({
-          buffers: [a.length, b.length, ref.length],
-          steps: [{ kind: 'wgsl', kernel: matmulKernel(c, tiling), inputs: [0, 1], outputs: [2] }],
-          reads: [2],
-          label: `matmul ${name}`,
-        });
-        try {
-          plan.write(0, a);
-          plan.write(1, b);
-          const [got] = await plan.run();
-          // float32 accumulation of k terms of magnitude <= 1: error bound ~ k * 2^-24 * sum|a||b| <= k^2 * 6e-8.
-          const bound = Math.max(1, c.k) * Math.max(1, c.k) * 1.2e-7 + 1e-7;
+      // float32 accumulation of k terms of magnitude <= 1: error bound ~ k * 2^-24 * sum|a||b| <= k^2 * 6e-8.
+      const bound = Math.max(1, c.k) * Math.max(1, c.k) * 1.2e-7 + 1e-7;
+      for (const splits of [1, c.splits]) {
+        let first: Float32Array | null = null;
+        for (const tiling of tilings) {
+          const what = `${tilingName(tiling)} tiling in ${splits} k range(s), ${JSON.stringify(c)}`;
+          const got = await runProduct(c, tiling, splits, a, b);
           for (let i = 0; i < ref.length; i++) {
             const e = Math.abs(got[i] - ref[i]);
-            if (!(e <= bound)) fail(`${name} tiling, ${JSON.stringify(c)}: element ${i} is ${got[i]}, float64 ${ref[i]} (error ${e} > ${bound})`);
+            if (!(e <= bound)) fail(`${what}: element ${i} is ${got[i]}, float64 ${ref[i]} (error ${e} > ${bound})`);
             worst = Math.max(worst, e / bound);
           }
           const dg = relDiff(got, gpujs);
-          if (!(dg <= 1e-5)) fail(`${name} tiling, ${JSON.stringify(c)}: differs from the gpu.js kernel by ${dg} of max|C|`);
+          if (!(dg <= 1e-5)) fail(`${what}: differs from the gpu.js kernel by ${dg} of max|C|`);
           worstGpujs = Math.max(worstGpujs, dg);
+          // Tuning picks among tilings by speed alone: they must agree to the bit.
+          if (first === null) first = got;
+          else if (!sameArrayBits(got, first)) fail(`${what}: not the same bits as the ${tilingName(tilings[0])} tiling`);
           ran++;
-        } finally {
-          plan.destroy();
         }
       }
     }
-    return `${ran} products (${cases.length} shapes x tilings up to ${maxThreads} threads): worst error ${(worst * 100).toFixed(1)}% of the float32 bound, ${worstGpujs.toExponential(1)} of max|C| from the gpu.js kernel`;
+    return `${ran} products (${cases.length} shapes x whole and split-K x tilings up to ${tilings[0] === undefined ? 0 : tilingThreads(tilings[0])} threads): worst error ${(worst * 100).toFixed(1)}% of the float32 bound, ${worstGpujs.toExponential(1)} of max|C| from the gpu.js kernel, the same bits on every tiling`;
+  });
+}
+
+/**
+ * A program whose weight-gradient-like product (long k, one output tile) runs split-K, compiled with
+ * tuning (every tiling timed on this device) and without: the same bits, a tuned tiling per product.
+ */
+export async function tunedPlanLaw(): Promise<PlanLawResult> {
+  return law('a plan tuned on the device (split-K product included) = the untuned plan, bit for bit', async () => {
+    const { device } = await webgpuDevice();
+    const tilings = tilingsFor(device.limits.maxComputeInvocationsPerWorkgroup);
+    const m = 8;
+    const k = 2048;
+    const f = ([x, w]: Tensor[]) => [R.matmul(x, w, { transA: true }), R.tanh(R.matmul(w, x, { transA: true }))];
+    const inputs = [R.tensor(uniform(k * m, 11), [k, m]), R.tensor(uniform(k * 3, 12), [k, 3])];
+    if (splitK({ batch: 1, m, k, n: 3, transA: true, transB: false }) < 2) fail(`the [${m} x ${k}] @ [${k} x 3] product is not split: the law no longer covers split-K`);
+    const want = withBackend('webasm', () => f(inputs)).map((t) => t.dataSync());
+    const traced = jit(f, { lowering: 'interpret' }).program(inputs);
+    const { program: planned } = await programFromTrace(traced, { label: 'tuned' });
+    const results: Float32Array[][] = [];
+    let tunedCount = 0;
+    for (const tune of [false, true]) {
+      const program = await DeviceProgram.compile(planned, [], { tune });
+      try {
+        if (tune) {
+          tunedCount = program.tuned.length;
+          if (tunedCount !== 2) fail(`expected the 2 distinct products tuned, got ${tunedCount}`);
+          for (const t of program.tuned) {
+            if (t.times.length !== tilings.length || !t.times.every((x) => Number.isFinite(x.ms) && x.ms >= 0)) fail(`product ${JSON.stringify(t.problem)}: timed ${JSON.stringify(t.times)}, expected each of the ${tilings.length} tilings once`);
+            if (t.times.some((x) => x.ms < t.times.find((y) => y.tiling === t.tiling)!.ms)) fail(`product ${JSON.stringify(t.problem)}: kept ${tilingName(t.tiling)}, not the fastest of ${JSON.stringify(t.times)}`);
+          }
+        } else if (program.tuned.length !== 0) fail('tune: false timed products');
+        results.push(await program.run(inputs.map((t) => t.dataSync())));
+      } finally {
+        program.destroy();
+      }
+    }
+    results[1].forEach((got, i) => {
+      if (!sameArrayBits(got, results[0][i])) fail(`result ${i}: the tuned plan's bits differ from the untuned plan's`);
+      const d = relDiff(got, want[i]);
+      if (!(d <= 1e-5)) fail(`result ${i}: ${d.toExponential(2)} of max|webasm| off`);
+    });
+    return `${tunedCount} products tuned over ${tilings.length} tilings; results equal the untuned plan's bits and webasm`;
   });
 }
 

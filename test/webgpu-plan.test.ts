@@ -13,7 +13,7 @@ import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import { countWebGPU } from '../src/backend/webgpu-device.ts';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
-import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, type PlanLawResult } from './plan-laws.ts';
+import { fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, tunedPlanLaw, type PlanLawResult } from './plan-laws.ts';
 
 const status = await initWebGPU();
 const samples = Math.max(1, Number(process.env.PLAN_LAW_SAMPLES ?? '1') || 1);
@@ -39,8 +39,14 @@ if (!status.ok) {
     assert.ok(first.counts.pipelines >= 3, `the first run compiles its 3 kernels (${first.counts.pipelines})`);
   });
 
-  test('tiled WGSL matmul equals float64 and the gpu.js kernel, every tiling', async () => {
+  test('tiled WGSL matmul, whole and split-K, equals float64 and the gpu.js kernel, the same bits on every tiling', async () => {
     const r = await matmulLaw(6 * samples);
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('a plan tuned on the device (every tiling timed per product, split-K included) = the untuned plan, bit for bit', async () => {
+    const r = await tunedPlanLaw();
     console.log(report(r));
     assert.ok(r.ok, report(r));
   });

@@ -52,11 +52,12 @@ export function describeAdapter(d: AdapterDescription): string {
 interface GPULike {
   requestAdapter(options?: Record<string, unknown>): Promise<AdapterLike | null>;
 }
-interface AdapterLike {
+export interface AdapterLike {
   readonly info?: Partial<AdapterDescription>;
 }
 
-function toDescription(adapter: AdapterLike): AdapterDescription {
+/** The description of a GPUAdapter (from its `info`). */
+export function adapterDescription(adapter: AdapterLike): AdapterDescription {
   const i = adapter.info ?? {};
   return {
     vendor: String(i.vendor ?? ''),
@@ -91,7 +92,7 @@ async function probe(options: InitOptions): Promise<WebGPUStatus> {
     prepareNavigatorGpu();
     const adapter = await nav.gpu.requestAdapter();
     if (adapter === null) return { ok: false, reason: 'navigator.gpu is present but requestAdapter() answered null (no usable WebGPU adapter)' };
-    const d = toDescription(adapter);
+    const d = adapterDescription(adapter);
     return { ok: true, adapter: d, software: isSoftwareAdapter(d), source: isNode() ? 'dawn' : 'browser' };
   }
   if (!isNode()) return { ok: false, reason: 'this browser has no navigator.gpu (WebGPU is not available or not enabled)' };
@@ -135,7 +136,7 @@ async function probeDawn(options: InitOptions): Promise<WebGPUStatus> {
         writable: true,
       });
       prepareNavigatorGpu();
-      const d = toDescription(adapter);
+      const d = adapterDescription(adapter);
       return { ok: true, adapter: d, software: isSoftwareAdapter(d), source: 'dawn' };
     }
   }

@@ -489,41 +489,64 @@ export class DevicePlan {
   async profile(repeats = 3): Promise<{ name: string; dispatches: number; ms: number }[]> {
     if (this.destroyed) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}' has been destroyed`);
     this.spent = true;
-    const { device } = this.shared;
     const kinds = new Map<string, Command[]>();
     for (const c of this.commands) {
       if (c.kind === 'copy') kinds.set('copy', [...(kinds.get('copy') ?? []), c]);
       else for (const d of c.dispatches) kinds.set(d.name, [...(kinds.get(d.name) ?? []), { kind: 'pass', dispatches: [d] }]);
     }
-    const timed = async (commands: readonly Command[], times: number): Promise<number> => {
-      const encoder: EncoderLike = device.createCommandEncoder();
-      for (let r = 0; r < times; r++) {
-        const pass = encoder.beginComputePass();
-        for (const c of commands) {
-          if (c.kind !== 'pass') continue;
-          for (const d of c.dispatches) {
-            pass.setPipeline(d.pipeline);
-            pass.setBindGroup(0, d.bindGroup);
-            pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
-          }
-        }
-        pass.end();
-        for (const c of commands) if (c.kind === 'copy' && c.bytes > 0) copyRegion(encoder, c.from, c.to, c.bytes);
-      }
-      const t0 = performance.now();
-      device.queue.submit([encoder.finish()]);
-      await device.queue.onSubmittedWorkDone();
-      return performance.now() - t0;
-    };
-    const empty: number[] = [];
-    for (let i = 0; i < 5; i++) empty.push(await timed([], 1));
-    const base = empty.sort((a, b) => a - b)[2];
+    const base = await this.emptySubmission();
     const out: { name: string; dispatches: number; ms: number }[] = [];
     for (const [name, commands] of kinds) {
-      await timed(commands, 1); // warm
-      out.push({ name, dispatches: commands.reduce((n, c) => n + (c.kind === 'pass' ? c.dispatches.length : 1), 0), ms: Math.max(0, (await timed(commands, repeats)) - base) / repeats });
+      await this.timed(commands, 1); // warm
+      out.push({ name, dispatches: commands.reduce((n, c) => n + (c.kind === 'pass' ? c.dispatches.length : 1), 0), ms: Math.max(0, (await this.timed(commands, repeats)) - base) / repeats });
     }
     return out.sort((a, b) => b.ms - a.ms);
+  }
+
+  /**
+   * Device time of one run in ms (for tuning and benchmarks): after a warm-up, the steps in order,
+   * repeated to fill about `budgetMs`, in one submission timed to onSubmittedWorkDone, less an empty
+   * submission's time; the better of two such measurements. Like `profile`, this spends the plan.
+   */
+  async time(budgetMs = 4): Promise<number> {
+    if (this.destroyed) throw new BackendError(`webgpu plan '${this.spec.label ?? 'plan'}' has been destroyed`);
+    this.spent = true;
+    const base = await this.emptySubmission();
+    await this.timed(this.commands, 1); // warm
+    const once = Math.max(1e-3, (await this.timed(this.commands, 1)) - base);
+    const repeats = Math.min(50, Math.max(1, Math.ceil(budgetMs / once)));
+    const best = Math.min(await this.timed(this.commands, repeats), await this.timed(this.commands, repeats));
+    return Math.max(0, best - base) / repeats;
+  }
+
+  /** The median time of five empty submissions to queue completion. */
+  private async emptySubmission(): Promise<number> {
+    const empty: number[] = [];
+    for (let i = 0; i < 5; i++) empty.push(await this.timed([], 1));
+    return empty.sort((a, b) => a - b)[2];
+  }
+
+  /** `commands` (dispatches first, then copies) `times` over in one submission, in ms to queue completion. */
+  private async timed(commands: readonly Command[], times: number): Promise<number> {
+    const { device } = this.shared;
+    const encoder: EncoderLike = device.createCommandEncoder();
+    for (let r = 0; r < times; r++) {
+      const pass = encoder.beginComputePass();
+      for (const c of commands) {
+        if (c.kind !== 'pass') continue;
+        for (const d of c.dispatches) {
+          pass.setPipeline(d.pipeline);
+          pass.setBindGroup(0, d.bindGroup);
+          pass.dispatchWorkgroups(d.groups[0], d.groups[1], d.groups[2]);
+        }
+      }
+      pass.end();
+      for (const c of commands) if (c.kind === 'copy' && c.bytes > 0) copyRegion(encoder, c.from, c.to, c.bytes);
+    }
+    const t0 = performance.now();
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    return performance.now() - t0;
   }
 
   /** Release the plan's buffers (its pipelines stay cached for the next plan). */

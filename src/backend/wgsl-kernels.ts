@@ -300,32 +300,81 @@ export interface MatmulShape {
 
 export const tilingThreads = (t: MatmulTiling): number => (t.bm / t.tm) * (t.bn / t.tn);
 
-/** The tiling for a product on a device allowing `maxThreads` invocations per workgroup (enough workgroups to fill a GPU). */
-export function chooseTiling(p: MatmulShape, maxThreads: number): MatmulTiling {
-  const tiles = (t: MatmulTiling) => p.batch * Math.ceil(p.m / t.bm) * Math.ceil(p.n / t.bn);
-  for (const t of [TILE_LARGE, TILE_MEDIUM]) {
-    if (tilingThreads(t) <= maxThreads && tiles(t) >= 256) return t;
-  }
-  return tilingThreads(TILE_MEDIUM) <= maxThreads && tiles(TILE_SMALL) >= 1024 ? TILE_MEDIUM : TILE_SMALL;
+/** Every tiling, largest first; a device runs those within its invocations per workgroup. */
+export const TILINGS: readonly MatmulTiling[] = [TILE_LARGE, TILE_MEDIUM, TILE_SMALL];
+export const tilingsFor = (maxThreads: number): MatmulTiling[] => TILINGS.filter((t) => tilingThreads(t) <= maxThreads);
+export const tilingName = (t: MatmulTiling): string => `${t.bm}x${t.bn}/${t.tm}x${t.tn}`;
+
+/**
+ * The cost model behind `chooseTiling`, fitted to the H200 runs of docs/benchmarks.md (N x N products,
+ * N = 1024-8192): a tiling's throughput is its peak rate (relative to 64x64/4x4) times how well its
+ * threads fill the GPU, T / (T + 51,200) for T threads in all. It predicts the 64x64 and 32x32 rates
+ * within 6 % at every N and 128x128 within 25 % (it underrates 128x128 at N = 2048, where that tiling
+ * was 11 % faster), and it gets the fastest tiling right at N = 1024, 4096 and 8192.
+ */
+const TILING_RATE = new Map<MatmulTiling, number>([[TILE_LARGE, 0.88], [TILE_MEDIUM, 1], [TILE_SMALL, 0.62]]);
+const FILL_THREADS = 51_200;
+
+/** The model's time of a product in arbitrary units: padded multiply-adds over rate x fill. */
+export function tilingCost(p: MatmulShape, t: MatmulTiling, splits = splitK(p)): number {
+  const rowTiles = Math.ceil(p.m / t.bm);
+  const colTiles = Math.ceil(p.n / t.bn);
+  const threads = p.batch * splits * rowTiles * colTiles * tilingThreads(t);
+  const padded = p.batch * rowTiles * t.bm * colTiles * t.bn * Math.max(1, p.k);
+  return padded / ((TILING_RATE.get(t) ?? 1) * (threads / (threads + FILL_THREADS)));
 }
+
+/** The tiling the cost model expects to be fastest among those the device allows (DeviceProgram may time them instead). */
+export function chooseTiling(p: MatmulShape, maxThreads: number): MatmulTiling {
+  const allowed = tilingsFor(maxThreads);
+  if (allowed.length === 0) throw new BackendError(`matmul: no tiling fits in ${maxThreads} invocations per workgroup`);
+  return allowed.reduce((best, t) => (tilingCost(p, t) < tilingCost(p, best) ? t : best));
+}
+
+/** Workgroups (of 64x64 tiles) that fill a large GPU: 1,024 ran at 80 % of the kernel's peak on the H200, 256 at 55 %. */
+const SPLIT_K_FILL = 1024;
+/** The shortest k range worth a split of its own. */
+const SPLIT_K_MIN = 256;
+
+/**
+ * Split-K: into how many k ranges a product is cut (each a workgroup layer writing its partial sums,
+ * then one pass adding them up), so that products with few output tiles and a long k, the weight
+ * gradients (e.g. 1152 x 384 over k = 25,216 tokens), still fill the GPU. A power of two, from the shape
+ * alone: the tiling never changes which terms are summed in which order, so timing tilings against
+ * each other never changes a result's bits.
+ */
+export function splitK(p: MatmulShape): number {
+  const tiles = p.batch * Math.ceil(p.m / TILE_MEDIUM.bm) * Math.ceil(p.n / TILE_MEDIUM.bn);
+  let s = 1;
+  while (tiles * s < SPLIT_K_FILL && p.k / (2 * s) >= SPLIT_K_MIN && p.batch * 2 * s <= MAX_GROUPS) s *= 2;
+  return s;
+}
+
+/** The k range of one split: a multiple of every tiling's k-slice. */
+const splitChunk = (k: number, splits: number): number => Math.ceil(k / splits / 16) * 16;
 
 /**
  * C[z] = op(A[z]) @ op(B[z]) (row-major; A is [m,k], or [k,m] with transA; B is [k,n], or [n,k] with
  * transB). A workgroup computes a bm x bn tile: per k-step it stages a bk-slice of A and B in shared
  * memory (coalesced loads, zero-filled past the edges), and each thread accumulates a tm x tn block in
  * registers, its rows and columns interleaved across the workgroup (conflict-free shared reads,
- * coalesced stores). Uniform words: m, k, n, batch stride of A, of B, of C.
+ * coalesced stores). Every output is one fma chain over k in order, whatever the tiling.
+ *
+ * With `splits` > 1 the k axis is cut into that many ranges and the kernel writes [batch, splits, m, n]
+ * partial products (`matmulSplitSum` adds them up). Uniform words: m, k, n, batch stride of A, of B,
+ * the size of one output (m n), splits, the k range of one split.
  */
-export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL): WgslKernel {
+export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, splits = 1): WgslKernel {
   const { bm, bn, bk, tm, tn } = t;
-  if (p.batch > MAX_GROUPS) throw new BackendError(`matmul: a batch of ${p.batch} products exceeds the ${MAX_GROUPS} workgroups of one dispatch dimension`);
+  if (!Number.isInteger(splits) || splits < 1) throw new BackendError(`matmul: splits must be a positive integer, got ${splits}`);
+  if (p.batch * splits > MAX_GROUPS) throw new BackendError(`matmul: a batch of ${p.batch} products in ${splits} k ranges exceeds the ${MAX_GROUPS} workgroups of one dispatch dimension`);
   const wx = bn / tn;
   const wy = bm / tm;
   const threads = wx * wy;
   if (!Number.isInteger(wx) || !Number.isInteger(wy) || (bm * bk) % threads !== 0 || (bk * bn) % threads !== 0) {
     throw new BackendError(`matmul: tiling ${JSON.stringify(t)} does not divide evenly over its ${threads} threads`);
   }
-  const { decl, params } = uniformBlock([p.m, p.k, p.n, p.transA ? p.k * p.m : p.m * p.k, p.k * p.n, p.m * p.n]);
+  const { decl, params } = uniformBlock([p.m, p.k, p.n, p.m * p.k, p.k * p.n, p.m * p.n, splits, splitChunk(p.k, splits)]);
   const aLoads = (bm * bk) / threads;
   const bLoads = (bk * bn) / threads;
   // Load index l -> (row r, k kk) of the A tile, with consecutive threads on consecutive addresses.
@@ -341,19 +390,21 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL): Wgsl
   s += `@compute @workgroup_size(${wx}, ${wy}, 1)\n`;
   s += `fn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>) {\n`;
   s += `  let M = ${u(0)};\n  let K = ${u(1)};\n  let N = ${u(2)};\n`;
-  s += `  let za = wid.z * ${u(3)};\n  let zb = wid.z * ${u(4)};\n  let zc = wid.z * ${u(5)};\n`;
+  // wid.z = product * splits + split; the output (or partial product) wid.z is at wid.z * m n.
+  s += `  let product = wid.z / ${u(6)};\n  let kBegin = (wid.z % ${u(6)}) * ${u(7)};\n  let kEnd = min(K, kBegin + ${u(7)});\n`;
+  s += `  let za = product * ${u(3)};\n  let zb = product * ${u(4)};\n  let zc = wid.z * ${u(5)};\n`;
   s += `  let row0 = wid.y * BM;\n  let col0 = wid.x * BN;\n  let tid = lid.y * ${wx}u + lid.x;\n`;
   for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) s += `  var c${i}_${j} : f32 = 0.0;\n`;
-  s += `  for (var k0 = 0u; k0 < K; k0 += BK) {\n`;
+  s += `  for (var k0 = kBegin; k0 < kEnd; k0 += BK) {\n`;
   for (let q = 0; q < aLoads; q++) {
     s += `    {\n      let l = tid + ${q * threads}u;\n      let r = ${aIndex.r};\n      let kk = ${aIndex.kk};\n` +
       `      let gr = row0 + r;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
-      `      if (gr < M && gk < K) { v = a0[${aIndex.at('gr', 'gk')}]; }\n      As[kk * BM + r] = v;\n    }\n`;
+      `      if (gr < M && gk < kEnd) { v = a0[${aIndex.at('gr', 'gk')}]; }\n      As[kk * BM + r] = v;\n    }\n`;
   }
   for (let q = 0; q < bLoads; q++) {
     s += `    {\n      let l = tid + ${q * threads}u;\n      let c = ${bIndex.c};\n      let kk = ${bIndex.kk};\n` +
       `      let gc = col0 + c;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
-      `      if (gc < N && gk < K) { v = a1[${bIndex.at('gc', 'gk')}]; }\n      Bs[kk * BN + c] = v;\n    }\n`;
+      `      if (gc < N && gk < kEnd) { v = a1[${bIndex.at('gc', 'gk')}]; }\n      Bs[kk * BN + c] = v;\n    }\n`;
   }
   s += `    workgroupBarrier();\n`;
   s += `    for (var kk = 0u; kk < BK; kk++) {\n`;
@@ -375,8 +426,28 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL): Wgsl
     inputs: 2,
     outputs: 1,
     params,
-    workgroups: [Math.ceil(p.n / bn), Math.ceil(p.m / bm), p.batch],
+    workgroups: [Math.ceil(p.n / bn), Math.ceil(p.m / bm), p.batch * splits],
   };
+}
+
+/** An op as two dispatches through a scratch buffer of its own (`scratch` floats): `first` reads the op's inputs and writes the scratch, `then` reads the scratch and writes the op's output. */
+export interface WgslTwoPass {
+  readonly first: WgslKernel;
+  readonly then: WgslKernel;
+  readonly scratch: number;
+}
+
+/** A product as plans run it: one dispatch, or split-K's two (see `splitK`). */
+export function matmulWgsl(p: MatmulShape, t: MatmulTiling): WgslKernel | WgslTwoPass {
+  const splits = splitK(p);
+  if (splits === 1) return matmulKernel(p, t);
+  return { first: matmulKernel(p, t, splits), then: matmulSplitSum(p, splits), scratch: p.batch * splits * p.m * p.n };
+}
+
+/** C[z] = the sum of the `splits` partial products matmulKernel(p, t, splits) wrote (in split order). */
+export function matmulSplitSum(p: MatmulShape, splits: number): WgslKernel {
+  const mn = p.m * p.n;
+  return { ...reduceKernel({ kind: 'sum', kept: [p.batch, mn], keptStrides: [splits * mn, 1], reduced: [splits], reducedStrides: [mn] }), name: 'matmul-split-sum' };
 }
 
 /** Sizes of a canonical 3-D convolution (conv.ts: x [B, Cin, D, H, W], w [Cout, Cg, KD, KH, KW], y [B, Cout, OD, OH, OW]). */

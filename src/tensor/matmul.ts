@@ -1,7 +1,7 @@
 /** matmul with batch broadcasting (torch.matmul semantics), on the backend's matmul kernels. */
 import { getBackend } from '../backend/backend.ts';
 import { matmulKernelAny } from '../backend/matmul.ts';
-import { chooseTiling, matmulKernel } from '../backend/wgsl-kernels.ts';
+import { chooseTiling, matmulWgsl } from '../backend/wgsl-kernels.ts';
 import { splitIndex } from './codegen.ts';
 import { ShapeError } from './errors.ts';
 import { broadcastTo, reshape } from './ops.ts';
@@ -29,7 +29,7 @@ const MATMUL = definePrimitive<MatmulAttrs>({
       name: 'matmul',
       kernel: (gpu) => ({ key: `matmul|${batch}|${problem.m}|${problem.k}|${n}|${transA}|${transB}`, source: matmulSource(problem, gpu) }),
       run: getBackend() === 'webgpu' ? undefined : ([x, y]) => matmulKernelAny(problem, x, y),
-      wgsl: ({ maxThreads }) => matmulKernel(problem, chooseTiling(problem, maxThreads)),
+      wgsl: ({ maxThreads, matmulTiling }) => matmulWgsl(problem, matmulTiling?.(problem) ?? chooseTiling(problem, maxThreads)),
     };
   },
   save: 'inputs',

@@ -18,9 +18,11 @@
  * buffers they view, elementwise chains fused into one kernel, other equations run their primitive's
  * kernels).
  */
+import { productKey, tuneMatmuls, type TunedProduct } from '../backend/matmul-tune.ts';
 import { DevicePlan, type PlanStep } from '../backend/webgpu-plan.ts';
 import { webgpuDevice } from '../backend/webgpu-device.ts';
-import { fusedKernel, isIdentityRead, type FusedGroup } from '../backend/wgsl-kernels.ts';
+import { adapterDescription, isSoftwareAdapter, type AdapterLike } from '../backend/webgpu-node.ts';
+import { fusedKernel, isIdentityRead, type FusedGroup, type MatmulShape, type MatmulTiling } from '../backend/wgsl-kernels.ts';
 import { ArgumentError, BackendError } from './errors.ts';
 import { GPU_MAX_ELEMENTS, type OpImpl } from './exec.ts';
 import { sizeOf } from './shape.ts';
@@ -55,6 +57,8 @@ export interface LowerOptions {
   readonly align?: number;
   /** The largest arena, in bytes (default 2 GiB; at most the device's maxBufferSize). */
   readonly arenaBytes?: number;
+  /** Each product's tiling where it was timed (see `WgslContext.matmulTiling`). */
+  readonly matmulTiling?: (p: MatmulShape) => MatmulTiling | undefined;
 }
 
 /** A value's bytes on the device and the nodes between which it is live ([-1, Infinity] for values held across runs). */
@@ -201,7 +205,15 @@ export function lowerProgram(p: Program, options: LowerOptions | number): Lowere
         steps.push({ kind: 'copy', from: slot, to: copy, floats: p.sizes[node.inputs[k]] });
         return copy;
       });
-      steps.push({ kind: 'wgsl', kernel: node.impl.wgsl({ maxThreads: opts.maxThreads, outSize: p.sizes[out] }), inputs: bound, outputs: [slotOf[out]] });
+      const kernel = node.impl.wgsl({ maxThreads: opts.maxThreads, outSize: p.sizes[out], matmulTiling: opts.matmulTiling });
+      if ('then' in kernel) {
+        // Two passes through a scratch range live only at this node.
+        const scratch = lives.push({ bytes: Math.max(4, kernel.scratch * 4), start: i, end: i }) - 1;
+        steps.push({ kind: 'wgsl', kernel: kernel.first, inputs: bound, outputs: [scratch] });
+        steps.push({ kind: 'wgsl', kernel: kernel.then, inputs: [scratch], outputs: [slotOf[out]] });
+      } else {
+        steps.push({ kind: 'wgsl', kernel, inputs: bound, outputs: [slotOf[out]] });
+      }
       return;
     }
     const kernel = node.impl.kernel;
@@ -363,27 +375,50 @@ function memoryOf(p: Program, low: Lowered, stateCategory: (i: number) => string
   };
 }
 
+export interface CompileOptions {
+  /**
+   * Time every tiling the device allows on each distinct matrix product of the program and use the
+   * fastest (backend/matmul-tune.ts; the same bits either way). Default: on a hardware adapter, where
+   * it takes well under a second, and off on software ones (llvmpipe), where the cost model decides.
+   */
+  readonly tune?: boolean;
+}
+
 /** A program compiled for the webgpu device: state resident, one submission and one readback per run. */
 export class DeviceProgram {
   private constructor(
     readonly program: Program,
     private readonly plan: DevicePlan,
     private readonly lowered: Lowered,
+    /** The products timed while compiling (empty when not tuned). */
+    readonly tuned: readonly TunedProduct[],
   ) {}
 
   /** Lower `program`, compile its plan and upload its constants and the initial state. */
-  static async compile(program: Program, initialState: readonly Float32Array[]): Promise<DeviceProgram> {
+  static async compile(program: Program, initialState: readonly Float32Array[], options: CompileOptions = {}): Promise<DeviceProgram> {
     if (initialState.length !== program.state.length) {
       throw new ArgumentError('DeviceProgram', `${program.state.length} state values, ${initialState.length} initial arrays`);
     }
-    const { device } = await webgpuDevice();
-    const lowered = lowerProgram(program, {
+    const { device, context } = await webgpuDevice();
+    const limits: LowerOptions = {
       maxThreads: device.limits.maxComputeInvocationsPerWorkgroup ?? 256,
       align: device.limits.minStorageBufferOffsetAlignment ?? 256,
       arenaBytes: device.limits.maxBufferSize,
-    });
+    };
+    const adapter = (context as { adapter?: AdapterLike }).adapter;
+    let tuned: TunedProduct[] = [];
+    let matmulTiling: ((p: MatmulShape) => MatmulTiling | undefined) | undefined;
+    if (options.tune ?? (adapter !== undefined && !isSoftwareAdapter(adapterDescription(adapter)))) {
+      // A first lowering only collects the products (it is cheap: no device work).
+      const problems: MatmulShape[] = [];
+      lowerProgram(program, { ...limits, matmulTiling: (p) => void problems.push(p) });
+      const table = await tuneMatmuls(problems, limits.maxThreads);
+      tuned = [...table.values()];
+      matmulTiling = (p) => table.get(productKey(p))?.tiling;
+    }
+    const lowered = lowerProgram(program, { ...limits, matmulTiling });
     const plan = await DevicePlan.compile(lowered.spec);
-    const dp = new DeviceProgram(program, plan, lowered);
+    const dp = new DeviceProgram(program, plan, lowered, tuned);
     for (const c of program.constants) plan.write(lowered.slotOf[c.value], c.data);
     program.state.forEach((s, i) => plan.write(lowered.slotOf[s.value], initialState[i]));
     return dp;

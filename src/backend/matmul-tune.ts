@@ -1,0 +1,78 @@
+/**
+ * Matmul tuning for device plans: each distinct product of a program is timed on the device with every
+ * tiling the device allows, and the fastest is kept (as cuBLAS and XNNPACK pick kernels by shape, but
+ * measured on the device at hand instead of from tables). The tilings of one product compute the same
+ * fma chains in the same order (and split-K depends on the shape only), so tuning never changes a
+ * result's bits, only its speed. Results are kept for the life of the process.
+ */
+import { DevicePlan, type PlanStep } from './webgpu-plan.ts';
+import { matmulWgsl, tilingName, tilingsFor, type MatmulShape, type MatmulTiling } from './wgsl-kernels.ts';
+
+export interface TunedProduct {
+  readonly problem: MatmulShape;
+  /** The fastest tiling. */
+  readonly tiling: MatmulTiling;
+  /** Every tiling timed, in ms per product, in the order tried. */
+  readonly times: readonly { readonly tiling: MatmulTiling; readonly ms: number }[];
+}
+
+/** Times one product with one tiling, in ms. */
+export type TimeProduct = (p: MatmulShape, t: MatmulTiling) => Promise<number>;
+
+export const productKey = (p: MatmulShape): string => `${p.batch}|${p.m}|${p.k}|${p.n}|${p.transA}|${p.transB}`;
+
+const tuned = new Map<string, Promise<TunedProduct>>();
+
+/**
+ * The fastest tiling of each distinct product in `problems` (by `productKey`) among those within
+ * `maxThreads` invocations, timed one at a time by `time` (default: on the webgpu device, operands of
+ * the product's own sizes). With the default timer, products tuned before are not timed again.
+ */
+export async function tuneMatmuls(problems: readonly MatmulShape[], maxThreads: number, time?: TimeProduct): Promise<Map<string, TunedProduct>> {
+  const out = new Map<string, TunedProduct>();
+  for (const p of problems) {
+    const key = productKey(p);
+    if (out.has(key)) continue;
+    const cacheKey = `${key}|${maxThreads}`;
+    let result = time === undefined ? tuned.get(cacheKey) : undefined;
+    if (result === undefined) {
+      result = tuneOne(p, tilingsFor(maxThreads), time ?? timeOnDevice);
+      if (time === undefined) {
+        tuned.set(cacheKey, result);
+        result.catch(() => tuned.delete(cacheKey));
+      }
+    }
+    // One product at a time: timings must not overlap on the device.
+    out.set(key, await result);
+  }
+  return out;
+}
+
+async function tuneOne(problem: MatmulShape, tilings: readonly MatmulTiling[], time: TimeProduct): Promise<TunedProduct> {
+  const times: { tiling: MatmulTiling; ms: number }[] = [];
+  for (const tiling of tilings) times.push({ tiling, ms: await time(problem, tiling) });
+  const best = times.reduce((a, b) => (b.ms < a.ms ? b : a));
+  return { problem, tiling: best.tiling, times };
+}
+
+/** The product as a plan of its own (operands, output and split-K scratch as buffers), timed with DevicePlan.time. */
+async function timeOnDevice(p: MatmulShape, t: MatmulTiling): Promise<number> {
+  const kernel = matmulWgsl(p, t);
+  const buffers = [p.batch * p.m * p.k, p.batch * p.k * p.n, p.batch * p.m * p.n];
+  let steps: PlanStep[];
+  if ('then' in kernel) {
+    buffers.push(kernel.scratch);
+    steps = [
+      { kind: 'wgsl', kernel: kernel.first, inputs: [0, 1], outputs: [3] },
+      { kind: 'wgsl', kernel: kernel.then, inputs: [3], outputs: [2] },
+    ];
+  } else {
+    steps = [{ kind: 'wgsl', kernel, inputs: [0, 1], outputs: [2] }];
+  }
+  const plan = await DevicePlan.compile({ buffers, steps, reads: [], label: `tune matmul ${productKey(p)} ${tilingName(t)}` });
+  try {
+    return await plan.time();
+  } finally {
+    plan.destroy();
+  }
+}
