@@ -30,7 +30,8 @@ import { setBackend, setKernelCacheCapacity } from '../src/backend/backend.ts';
 import { counterDelta, webgpuCounters, webgpuDevice } from '../src/backend/webgpu-device.ts';
 import { DevicePlan } from '../src/backend/webgpu-plan.ts';
 import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
-import { chooseTiling, matmulKernel, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingThreads, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
+import { chooseTiling, matmulKernel, splitK, tilingName, tilingsFor } from '../src/backend/wgsl-kernels.ts';
+import type { TunedProduct } from '../src/backend/matmul-tune.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
 import { decodeSafetensors } from '../src/io/safetensors.ts';
@@ -157,15 +158,14 @@ async function matmulBench(): Promise<void> {
   const rows: MatmulRow[] = [];
   results.matmul = rows;
   const maxThreads = device.limits.maxComputeInvocationsPerWorkgroup;
-  const tilings: [string, MatmulTiling][] = [['wgsl 128x128/8x8', TILE_LARGE], ['wgsl 64x64/4x4', TILE_MEDIUM], ['wgsl 32x32/4x2', TILE_SMALL]];
   log(`   tiled WGSL kernel, operands resident on the device (as inside a training step); reps per submission, timed to queue completion`);
   for (const n of sizes) {
     const a = seeded(n * n, 1 + n);
     const b = seeded(n * n, 2 + n);
     const problem = { batch: 1, m: n, k: n, n, transA: false, transB: false };
     const auto = chooseTiling(problem, maxThreads);
-    for (const [name, tiling] of tilings) {
-      if (tilingThreads(tiling) > maxThreads) continue;
+    for (const tiling of tilingsFor(maxThreads)) {
+      const name = `wgsl ${tilingName(tiling)}`;
       const reps = DRY ? 2 : n >= 8192 ? 3 : n >= 4096 ? 8 : 20;
       const kernel = matmulKernel(problem, tiling);
       let plan: DevicePlan | null = null;
@@ -190,7 +190,7 @@ async function matmulBench(): Promise<void> {
         const c = await plan.read(2);
         const t = median(times);
         const err = sampledError(a, b, c, n);
-        const row = { kernel: `${name}${tiling === auto ? ' (chosen)' : ''}`, n, ms: t, gflops: (2 * n ** 3) / (t * 1e6), maxRelErr: err, transfers: false };
+        const row = { kernel: `${name}${tiling === auto ? ' (model)' : ''}`, n, ms: t, gflops: (2 * n ** 3) / (t * 1e6), maxRelErr: err, transfers: false };
         rows.push(row);
         log(`  ${row.kernel.padEnd(28)} N=${String(n).padStart(5)}: ${ms(t).padStart(9)}  ${row.gflops.toFixed(0).padStart(7)} GFLOP/s  (max error ${err.toExponential(1)} of the output scale${err > 1e-4 ? ' FAIL' : ''})`);
       } catch (e) {
@@ -308,6 +308,8 @@ interface TrainRow {
   readbacksPerStep: number;
   uploadKiBPerStep: number;
   losses: number[];
+  /** The products the compile timed (profiled cases): every tiling's ms, the pick and the cost model's choice. */
+  tuned?: { shape: string; splits: number; pick: string; model: string; times: Record<string, number> }[];
   /** Device time by kernel (profiled cases): the top kernels and the fused elementwise groups together. */
   profile?: { name: string; dispatches: number; ms: number }[];
 }
@@ -359,6 +361,7 @@ async function planTrainBench(cases: TrainCase[]): Promise<void> {
           `device ${row.deviceMiB.toFixed(0)} MiB (state ${MiB(memory.categories.filter(([k]) => k === 'parameters' || k === 'AdamW moments').reduce((a, [, v]) => a + v, 0))}, arena ${MiB(memory.arenas.reduce((a, b) => a + b, 0))}, its lower bound ${row.arenaLowerMiB}); ${dispatches} dispatches, ${row.submitsPerStep} submit, ${row.readbacksPerStep} readback per step; ` +
           `compile ${ms(compileMs)}, first step ${ms(firstStepMs)}; loss ${losses[0].toFixed(4)} -> ${losses[losses.length - 1].toFixed(4)}` +
           `${gpujsOps.size > 0 ? `; gpu.js kernels: ${[...gpujsOps].map(([k, n]) => `${k} x${n}`).join(', ')}` : ''}`);
+        if (c.profile === true && mode === 'reversible') row.tuned = logTuned(trainer.stats.tuned);
         if (c.profile === true && mode === 'reversible' && elapsed() < BUDGET_MS) row.profile = await profileStep(trainer);
       } catch (e) {
         log(`  ${c.name} b${c.batch} ${mode}: FAILED: ${(e as Error).message.slice(0, 500)}`);
@@ -368,6 +371,24 @@ async function planTrainBench(cases: TrainCase[]): Promise<void> {
       save();
     }
   }
+}
+
+/** The products the compile timed (DeviceProgram tuning): per product, every tiling's time and the pick beside the cost model's. */
+function logTuned(tuned: readonly TunedProduct[]): TrainRow['tuned'] {
+  if (tuned.length === 0) {
+    log('    matmul tuning: off (software adapter?)');
+    return [];
+  }
+  log(`    matmul tuning: ${tuned.length} distinct products, each tiling timed once per product (ms per product):`);
+  const rows = tuned.map((t) => {
+    const { batch, m, k, n, transA, transB } = t.problem;
+    const shape = `${batch} x ${m} x ${k} x ${n}${transA ? ' At' : ''}${transB ? ' Bt' : ''}`;
+    const model = tilingName(chooseTiling(t.problem, 256));
+    const splits = splitK(t.problem);
+    log(`      ${shape.padEnd(30)} ${splits > 1 ? `${splits} k ranges` : 'whole'.padEnd(11)}  ${t.times.map((x) => `${tilingName(x.tiling)} ${x.ms.toFixed(3)}`).join('  ')}  -> ${tilingName(t.tiling)} (model: ${model})`);
+    return { shape, splits, pick: tilingName(t.tiling), model, times: Object.fromEntries(t.times.map((x) => [tilingName(x.tiling), x.ms])) };
+  });
+  return rows;
 }
 
 /**

@@ -309,8 +309,8 @@ export const tilingName = (t: MatmulTiling): string => `${t.bm}x${t.bn}/${t.tm}x
  * The cost model behind `chooseTiling`, fitted to the H200 runs of docs/benchmarks.md (N x N products,
  * N = 1024-8192): a tiling's throughput is its peak rate (relative to 64x64/4x4) times how well its
  * threads fill the GPU, T / (T + 51,200) for T threads in all. It predicts the 64x64 and 32x32 rates
- * within 6 % at every N and 128x128 within 25 % (it underrates 128x128 at N = 2048, where that tiling
- * was 11 % faster), and it gets the fastest tiling right at N = 1024, 4096 and 8192.
+ * within 6 % at every N; it underrates 128x128 (by 44 % at N = 2048, where that tiling was 11 % faster
+ * than 64x64, and 26 % at 1024), and gets the fastest tiling right at N = 1024, 4096 and 8192.
  */
 const TILING_RATE = new Map<MatmulTiling, number>([[TILE_LARGE, 0.88], [TILE_MEDIUM, 1], [TILE_SMALL, 0.62]]);
 const FILL_THREADS = 51_200;

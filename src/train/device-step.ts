@@ -22,6 +22,7 @@ import { logSoftmax } from '../tensor/composite.ts';
 import { elementwise } from '../tensor/elementwise.ts';
 import { ArgumentError } from '../tensor/errors.ts';
 import { mul, neg, sum } from '../tensor/ops.ts';
+import type { TunedProduct } from '../backend/matmul-tune.ts';
 import { DeviceProgram, type PlanMemory, type Program as PlanProgram } from '../tensor/plan.ts';
 import { jit } from '../jit/index.ts';
 import { programFromTrace, type FromTraceOptions, type HostPrefix } from '../jit/webgpu.ts';
@@ -43,6 +44,8 @@ export interface DeviceTrainerOptions {
   readonly labelSmoothing?: number;
   /** Clip the global gradient L2 norm to this (default: no clipping), as `clipGradNorm`. */
   readonly clip?: number;
+  /** Time the matrix products' tilings on the device when compiling (`CompileOptions.tune`; default: on hardware adapters). */
+  readonly tune?: boolean;
 }
 
 export interface StepResult {
@@ -77,7 +80,7 @@ export class DeviceTrainer {
   static async create(model: MViTModel, params: Params, options: DeviceTrainerOptions): Promise<DeviceTrainer> {
     const t = await traceTrainStep(model, params, options);
     const initial = await Promise.all(t.state.map((s) => s.data()));
-    const program = await DeviceProgram.compile(t.planned, initial);
+    const program = await DeviceProgram.compile(t.planned, initial, { tune: options.tune });
     const draw = (data: readonly Float32Array[]) => t.host.compute(new Map(t.runInputs.map((pos, j) => [t.traced.inputs[pos], data[j]])));
     return new DeviceTrainer(params, t.names, program, draw, t.key, t.batch, t.classes, t.inputShape, t.hyper, t.labelSmoothing);
   }
@@ -139,11 +142,11 @@ export class DeviceTrainer {
     })();
   }
 
-  /** Dispatches per step, device bytes held (buffers of the plan) and what they hold. */
-  get stats(): { dispatches: number; deviceBytes: number; gpujsOps: ReadonlyMap<string, number>; memory: PlanMemory } {
+  /** Dispatches per step, device bytes held (buffers of the plan) and what they hold, the products tuned when compiling. */
+  get stats(): { dispatches: number; deviceBytes: number; gpujsOps: ReadonlyMap<string, number>; memory: PlanMemory; tuned: readonly TunedProduct[] } {
     const n = this.names.length;
     const memory = this.program.memory((i) => (i < n ? 'parameters' : 'AdamW moments'));
-    return { dispatches: this.program.dispatches, deviceBytes: this.program.deviceBytes, gpujsOps: this.program.gpujsOps, memory };
+    return { dispatches: this.program.dispatches, deviceBytes: this.program.deviceBytes, gpujsOps: this.program.gpujsOps, memory, tuned: this.program.tuned };
   }
 
   /**
