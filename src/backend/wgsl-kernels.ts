@@ -280,6 +280,12 @@ export interface MatmulTiling {
   /** Outputs per thread (rows x columns); the workgroup is (bn / tn) x (bm / tm) threads. */
   readonly tm: number;
   readonly tn: number;
+  /**
+   * How a thread's rows and columns lie in the tile: 1 (default), interleaved across the workgroup one
+   * by one (scalar shared-memory reads); 4, in runs of 4 adjacent ones read as one vec4 each (a quarter
+   * of the shared-memory instructions per multiply-add; tm and tn multiples of 4).
+   */
+  readonly vec?: 1 | 4;
 }
 
 /** 128x128 tiles, 8x8 per thread (256 threads): for large products on devices that allow 256 invocations. */
@@ -288,6 +294,14 @@ export const TILE_LARGE: MatmulTiling = { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 
 export const TILE_MEDIUM: MatmulTiling = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 };
 /** 32x32 tiles, 4x2 per thread (128 threads): small products and devices at the default limits. */
 export const TILE_SMALL: MatmulTiling = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 2 };
+/**
+ * TILE_MEDIUM and a 128x128/8x8 tiling with a 16-deep k-slice, their threads' rows and columns in runs of
+ * 4 read as vec4: by instruction counts the scalar 4x4 kernel issues one shared-memory read per two
+ * multiply-adds, which caps an NVIDIA SM at half its FMA rate; these issue one per eight. Not yet timed
+ * on a GPU, so the cost model does not pick them; tuning times them beside the others.
+ */
+export const TILE_MEDIUM_VEC4: MatmulTiling = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, vec: 4 };
+export const TILE_LARGE_VEC4: MatmulTiling = { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, vec: 4 };
 
 export interface MatmulShape {
   readonly batch: number;
@@ -301,9 +315,9 @@ export interface MatmulShape {
 export const tilingThreads = (t: MatmulTiling): number => (t.bm / t.tm) * (t.bn / t.tn);
 
 /** Every tiling, largest first; a device runs those within its invocations per workgroup. */
-export const TILINGS: readonly MatmulTiling[] = [TILE_LARGE, TILE_MEDIUM, TILE_SMALL];
+export const TILINGS: readonly MatmulTiling[] = [TILE_LARGE, TILE_LARGE_VEC4, TILE_MEDIUM, TILE_MEDIUM_VEC4, TILE_SMALL];
 export const tilingsFor = (maxThreads: number): MatmulTiling[] => TILINGS.filter((t) => tilingThreads(t) <= maxThreads);
-export const tilingName = (t: MatmulTiling): string => `${t.bm}x${t.bn}/${t.tm}x${t.tn}`;
+export const tilingName = (t: MatmulTiling): string => `${t.bm}x${t.bn}/${t.tm}x${t.tn}${t.bk !== 16 ? ` k${t.bk}` : ''}${t.vec === 4 ? ' vec4' : ''}`;
 
 /**
  * The cost model behind `chooseTiling`, fitted to the H200 runs of docs/benchmarks.md (N x N products,
@@ -324,9 +338,9 @@ export function tilingCost(p: MatmulShape, t: MatmulTiling, splits = splitK(p)):
   return padded / ((TILING_RATE.get(t) ?? 1) * (threads / (threads + FILL_THREADS)));
 }
 
-/** The tiling the cost model expects to be fastest among those the device allows (DeviceProgram may time them instead). */
+/** The tiling the cost model expects to be fastest among the fitted ones the device allows (DeviceProgram may time them all instead). */
 export function chooseTiling(p: MatmulShape, maxThreads: number): MatmulTiling {
-  const allowed = tilingsFor(maxThreads);
+  const allowed = tilingsFor(maxThreads).filter((t) => TILING_RATE.has(t));
   if (allowed.length === 0) throw new BackendError(`matmul: no tiling fits in ${maxThreads} invocations per workgroup`);
   return allowed.reduce((best, t) => (tilingCost(p, t) < tilingCost(p, best) ? t : best));
 }
@@ -366,12 +380,13 @@ const splitChunk = (k: number, splits: number): number => Math.ceil(k / splits /
  */
 export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, splits = 1): WgslKernel {
   const { bm, bn, bk, tm, tn } = t;
+  const vec = t.vec ?? 1;
   if (!Number.isInteger(splits) || splits < 1) throw new BackendError(`matmul: splits must be a positive integer, got ${splits}`);
   if (p.batch * splits > MAX_GROUPS) throw new BackendError(`matmul: a batch of ${p.batch} products in ${splits} k ranges exceeds the ${MAX_GROUPS} workgroups of one dispatch dimension`);
   const wx = bn / tn;
   const wy = bm / tm;
   const threads = wx * wy;
-  if (!Number.isInteger(wx) || !Number.isInteger(wy) || (bm * bk) % threads !== 0 || (bk * bn) % threads !== 0) {
+  if (!Number.isInteger(wx) || !Number.isInteger(wy) || (bm * bk) % threads !== 0 || (bk * bn) % threads !== 0 || tm % vec !== 0 || tn % vec !== 0) {
     throw new BackendError(`matmul: tiling ${JSON.stringify(t)} does not divide evenly over its ${threads} threads`);
   }
   const { decl, params } = uniformBlock([p.m, p.k, p.n, p.m * p.k, p.k * p.n, p.m * p.n, splits, splitChunk(p.k, splits)]);
@@ -386,7 +401,10 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
     : { c: 'l % BN', kk: 'l / BN', at: (c: string, kk: string) => `zb + ${kk} * N + ${c}` };
   let s = `${decl}${bindings(2, 1)}${uniformBinding(3)}`;
   s += `const BM = ${bm}u;\nconst BN = ${bn}u;\nconst BK = ${bk}u;\n`;
-  s += `var<workgroup> As : array<f32, ${bk * bm}>;\nvar<workgroup> Bs : array<f32, ${bk * bn}>;\n`;
+  // Shared tiles, k-major: As[kk][row], Bs[kk][column] (in vec4s of 4 adjacent rows / columns with vec 4).
+  const shared = vec === 4 ? 'vec4<f32>' : 'f32';
+  s += `var<workgroup> As : array<${shared}, ${(bk * bm) / vec}>;\nvar<workgroup> Bs : array<${shared}, ${(bk * bn) / vec}>;\n`;
+  const store = (tile: string, at: string) => (vec === 4 ? `${tile}[(${at}) / 4u][(${at}) % 4u]` : `${tile}[${at}]`);
   s += `@compute @workgroup_size(${wx}, ${wy}, 1)\n`;
   s += `fn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>) {\n`;
   s += `  let M = ${u(0)};\n  let K = ${u(1)};\n  let N = ${u(2)};\n`;
@@ -394,31 +412,42 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
   s += `  let product = wid.z / ${u(6)};\n  let kBegin = (wid.z % ${u(6)}) * ${u(7)};\n  let kEnd = min(K, kBegin + ${u(7)});\n`;
   s += `  let za = product * ${u(3)};\n  let zb = product * ${u(4)};\n  let zc = wid.z * ${u(5)};\n`;
   s += `  let row0 = wid.y * BM;\n  let col0 = wid.x * BN;\n  let tid = lid.y * ${wx}u + lid.x;\n`;
-  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) s += `  var c${i}_${j} : f32 = 0.0;\n`;
+  // Thread (x, y) holds rows y·vec + g·wy·vec + r (r < vec) for g < tm / vec, columns likewise with x and
+  // wx; accumulator c<i>_<h> is row i (g·vec + r) against column group h (a vec4 with vec 4).
+  const acc = vec === 4 ? 'vec4<f32>' : 'f32';
+  for (let i = 0; i < tm; i++) for (let h = 0; h < tn / vec; h++) s += `  var c${i}_${h} : ${acc} = ${acc}();\n`;
   s += `  for (var k0 = kBegin; k0 < kEnd; k0 += BK) {\n`;
   for (let q = 0; q < aLoads; q++) {
     s += `    {\n      let l = tid + ${q * threads}u;\n      let r = ${aIndex.r};\n      let kk = ${aIndex.kk};\n` +
       `      let gr = row0 + r;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
-      `      if (gr < M && gk < kEnd) { v = a0[${aIndex.at('gr', 'gk')}]; }\n      As[kk * BM + r] = v;\n    }\n`;
+      `      if (gr < M && gk < kEnd) { v = a0[${aIndex.at('gr', 'gk')}]; }\n      ${store('As', 'kk * BM + r')} = v;\n    }\n`;
   }
   for (let q = 0; q < bLoads; q++) {
     s += `    {\n      let l = tid + ${q * threads}u;\n      let c = ${bIndex.c};\n      let kk = ${bIndex.kk};\n` +
       `      let gc = col0 + c;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
-      `      if (gc < N && gk < kEnd) { v = a1[${bIndex.at('gc', 'gk')}]; }\n      Bs[kk * BN + c] = v;\n    }\n`;
+      `      if (gc < N && gk < kEnd) { v = a1[${bIndex.at('gc', 'gk')}]; }\n      ${store('Bs', 'kk * BN + c')} = v;\n    }\n`;
   }
   s += `    workgroupBarrier();\n`;
   s += `    for (var kk = 0u; kk < BK; kk++) {\n`;
-  for (let i = 0; i < tm; i++) s += `      let a${i} = As[kk * BM + lid.y + ${i * wy}u];\n`;
-  for (let j = 0; j < tn; j++) s += `      let b${j} = Bs[kk * BN + lid.x + ${j * wx}u];\n`;
-  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) s += `      c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});\n`;
+  for (let g = 0; g < tm / vec; g++) s += `      let a${g} = As[kk * ${bm / vec}u + lid.y + ${g * wy}u];\n`;
+  for (let h = 0; h < tn / vec; h++) s += `      let b${h} = Bs[kk * ${bn / vec}u + lid.x + ${h * wx}u];\n`;
+  for (let i = 0; i < tm; i++) {
+    const a = vec === 4 ? `vec4<f32>(a${Math.floor(i / 4)}[${i % 4}])` : `a${i}`;
+    for (let h = 0; h < tn / vec; h++) s += `      c${i}_${h} = fma(${a}, b${h}, c${i}_${h});\n`;
+  }
   s += `    }\n    workgroupBarrier();\n  }\n`;
   for (let i = 0; i < tm; i++) {
-    s += `  {\n    let gr = row0 + lid.y + ${i * wy}u;\n    if (gr < M) {\n`;
-    for (let j = 0; j < tn; j++) s += `      { let gc = col0 + lid.x + ${j * wx}u; if (gc < N) { out0[zc + gr * N + gc] = c${i}_${j}; } }\n`;
+    const row = `lid.y * ${vec}u + ${Math.floor(i / vec) * wy * vec + (i % vec)}u`;
+    s += `  {\n    let gr = row0 + ${row};\n    if (gr < M) {\n`;
+    for (let j = 0; j < tn; j++) {
+      const h = Math.floor(j / vec);
+      const col = `lid.x * ${vec}u + ${h * wx * vec + (j % vec)}u`;
+      s += `      { let gc = col0 + ${col}; if (gc < N) { out0[zc + gr * N + gc] = c${i}_${h}${vec === 4 ? `[${j % 4}]` : ''}; } }\n`;
+    }
     s += `    }\n  }\n`;
   }
   s += `}\n`;
-  const tiling = `${bm}x${bn}x${bk}/${tm}x${tn}`;
+  const tiling = `${bm}x${bn}x${bk}/${tm}x${tn}${vec === 4 ? '/vec4' : ''}`;
   return {
     name: 'matmul',
     key: `matmul|${tiling}|${p.transA}|${p.transB}`,
