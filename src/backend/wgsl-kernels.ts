@@ -402,8 +402,13 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
   let s = `${decl}${bindings(2, 1)}${uniformBinding(3)}`;
   s += `const BM = ${bm}u;\nconst BN = ${bn}u;\nconst BK = ${bk}u;\n`;
   // Shared tiles, k-major: As[kk][row], Bs[kk][column] (in vec4s of 4 adjacent rows / columns with vec 4).
+  // Each k-row is padded by `pad` floats: where consecutive threads load consecutive k (A without
+  // transA, B with transB) their stores would otherwise all hit one of the 32 shared-memory banks.
+  const pad = vec;
+  const rowA = bm + pad;
+  const rowB = bn + pad;
   const shared = vec === 4 ? 'vec4<f32>' : 'f32';
-  s += `var<workgroup> As : array<${shared}, ${(bk * bm) / vec}>;\nvar<workgroup> Bs : array<${shared}, ${(bk * bn) / vec}>;\n`;
+  s += `var<workgroup> As : array<${shared}, ${(bk * rowA) / vec}>;\nvar<workgroup> Bs : array<${shared}, ${(bk * rowB) / vec}>;\n`;
   const store = (tile: string, at: string) => (vec === 4 ? `${tile}[(${at}) / 4u][(${at}) % 4u]` : `${tile}[${at}]`);
   s += `@compute @workgroup_size(${wx}, ${wy}, 1)\n`;
   s += `fn main(@builtin(local_invocation_id) lid : vec3<u32>, @builtin(workgroup_id) wid : vec3<u32>) {\n`;
@@ -420,17 +425,17 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
   for (let q = 0; q < aLoads; q++) {
     s += `    {\n      let l = tid + ${q * threads}u;\n      let r = ${aIndex.r};\n      let kk = ${aIndex.kk};\n` +
       `      let gr = row0 + r;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
-      `      if (gr < M && gk < kEnd) { v = a0[${aIndex.at('gr', 'gk')}]; }\n      ${store('As', 'kk * BM + r')} = v;\n    }\n`;
+      `      if (gr < M && gk < kEnd) { v = a0[${aIndex.at('gr', 'gk')}]; }\n      ${store('As', `kk * ${rowA}u + r`)} = v;\n    }\n`;
   }
   for (let q = 0; q < bLoads; q++) {
     s += `    {\n      let l = tid + ${q * threads}u;\n      let c = ${bIndex.c};\n      let kk = ${bIndex.kk};\n` +
       `      let gc = col0 + c;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
-      `      if (gc < N && gk < kEnd) { v = a1[${bIndex.at('gc', 'gk')}]; }\n      ${store('Bs', 'kk * BN + c')} = v;\n    }\n`;
+      `      if (gc < N && gk < kEnd) { v = a1[${bIndex.at('gc', 'gk')}]; }\n      ${store('Bs', `kk * ${rowB}u + c`)} = v;\n    }\n`;
   }
   s += `    workgroupBarrier();\n`;
   s += `    for (var kk = 0u; kk < BK; kk++) {\n`;
-  for (let g = 0; g < tm / vec; g++) s += `      let a${g} = As[kk * ${bm / vec}u + lid.y + ${g * wy}u];\n`;
-  for (let h = 0; h < tn / vec; h++) s += `      let b${h} = Bs[kk * ${bn / vec}u + lid.x + ${h * wx}u];\n`;
+  for (let g = 0; g < tm / vec; g++) s += `      let a${g} = As[kk * ${rowA / vec}u + lid.y + ${g * wy}u];\n`;
+  for (let h = 0; h < tn / vec; h++) s += `      let b${h} = Bs[kk * ${rowB / vec}u + lid.x + ${h * wx}u];\n`;
   for (let i = 0; i < tm; i++) {
     const a = vec === 4 ? `vec4<f32>(a${Math.floor(i / 4)}[${i % 4}])` : `a${i}`;
     for (let h = 0; h < tn / vec; h++) s += `      c${i}_${h} = fma(${a}, b${h}, c${i}_${h});\n`;
