@@ -334,7 +334,7 @@ async function planTrainBench(cases: TrainCase[]): Promise<void> {
       let trainer: DeviceTrainer | null = null;
       try {
         const t0 = performance.now();
-        trainer = await DeviceTrainer.create(model, params, { batch: c.batch, mode, key: kStep });
+        trainer = await DeviceTrainer.create(model, params, { batch: c.batch, mode, key: kStep, tune: true });
         const compileMs = performance.now() - t0;
         const t1 = performance.now();
         const losses = [(await trainer.step(x, labels)).loss];

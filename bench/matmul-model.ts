@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { productKey } from '../src/backend/matmul-tune.ts';
-import { chooseTiling, splitK, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingCost, tilingName, tilingThreads, type MatmulShape, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
+import { chooseTiling, splitK, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, tilingCost, tilingName, type MatmulShape, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
 import { parseConfig, type MViTConfig } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { presetConfig } from '../src/models/mvit/presets.ts';
@@ -82,6 +82,6 @@ for (const c of option('--cases', 'vits:128,tiny:64').split(',')) {
     const chosen = `${tilingName(r.tiling)}${r.splits > 1 ? `, ${r.splits} k ranges` : ''}`;
     console.log(`  ${shape.padEnd(36)} ${String(r.count).padStart(4)} ${r.gflop.toFixed(1).padStart(8)}   ${chosen.padEnd(22)} ${r.now.toFixed(1).padStart(7)}   ${tilingName(r.old).padEnd(14)} ${r.before.toFixed(1).padStart(7)}`);
   }
-  console.log(`  total: ${flops.toFixed(0)} GFLOP; model: ${now.toFixed(0)} ms now, ${before.toFixed(0)} ms with round 2's choice (${(before / now).toFixed(2)}x); threads per tiling ${[TILE_LARGE, TILE_MEDIUM, TILE_SMALL].map((x) => `${tilingName(x)} ${tilingThreads(x)}`).join(', ')}`);
+  console.log(`  total: ${flops.toFixed(0)} GFLOP; model: ${now.toFixed(0)} ms now, ${before.toFixed(0)} ms with round 2's choice (${(before / now).toFixed(2)}x)`);
 }
 process.exit(0);
