@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { tuneMatmuls, type TimeProduct } from '../src/backend/matmul-tune.ts';
-import { chooseTiling, splitK, tilingCost, TILE_LARGE, TILE_MEDIUM, TILE_SMALL, TILINGS, tilingName, tilingsFor, tilingThreads, type MatmulShape, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
+import { chooseTiling, matmulKernel, splitK, tilingCost, TILE_LARGE, TILE_LARGE_VEC4, TILE_MEDIUM, TILE_SMALL, TILINGS, tilingName, tilingSharedBytes, tilingsFor, tilingThreads, type MatmulShape, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
 import * as R from '../src/index.ts';
 import { BackendError } from '../src/tensor/errors.ts';
 import { jit } from '../src/jit/index.ts';
@@ -25,6 +25,12 @@ const shapes = fc.record({
   n: fc.integer({ min: 1, max: 30_000 }),
   transA: fc.boolean(),
   transB: fc.boolean(),
+});
+
+test('every tiling fits WebGPU\'s default 16 KiB of workgroup memory, so only the invocation limit decides which a device runs', () => {
+  for (const t of TILINGS) assert.ok(tilingSharedBytes(t) <= 16_384, `${tilingName(t)}: ${tilingSharedBytes(t)} bytes`);
+  const code = matmulKernel(square(64), TILE_LARGE_VEC4).code;
+  assert.match(code, `var<workgroup> As : array<vec4<f32>, ${tilingSharedBytes(TILE_LARGE_VEC4) / 2 / 16}>`);
 });
 
 test('the cost model picks the tiling measured fastest on the H200 at N = 1024, 4096 and 8192 (docs/benchmarks.md)', () => {

@@ -295,13 +295,12 @@ export const TILE_MEDIUM: MatmulTiling = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 
 /** 32x32 tiles, 4x2 per thread (128 threads): small products and devices at the default limits. */
 export const TILE_SMALL: MatmulTiling = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 2 };
 /**
- * TILE_MEDIUM and a 128x128/8x8 tiling with a 16-deep k-slice, their threads' rows and columns in runs of
- * 4 read as vec4: by instruction counts the scalar 4x4 kernel issues one shared-memory read per two
+ * TILE_MEDIUM and TILE_LARGE with their threads' rows and columns in runs of 4 read as vec4: by instruction counts the scalar 4x4 kernel issues one shared-memory read per two
  * multiply-adds, which caps an NVIDIA SM at half its FMA rate; these issue one per eight. Not yet timed
  * on a GPU, so the cost model does not pick them; tuning times them beside the others.
  */
 export const TILE_MEDIUM_VEC4: MatmulTiling = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, vec: 4 };
-export const TILE_LARGE_VEC4: MatmulTiling = { bm: 128, bn: 128, bk: 16, tm: 8, tn: 8, vec: 4 };
+export const TILE_LARGE_VEC4: MatmulTiling = { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, vec: 4 };
 
 export interface MatmulShape {
   readonly batch: number;
@@ -313,6 +312,8 @@ export interface MatmulShape {
 }
 
 export const tilingThreads = (t: MatmulTiling): number => (t.bm / t.tm) * (t.bn / t.tn);
+/** Bytes of workgroup memory a tiling's kernel declares: its A and B k-slices, each k-row padded by `vec` floats. */
+export const tilingSharedBytes = (t: MatmulTiling): number => 4 * t.bk * (t.bm + t.bn + 2 * (t.vec ?? 1));
 
 /** Every tiling, largest first; a device runs those within its invocations per workgroup. */
 export const TILINGS: readonly MatmulTiling[] = [TILE_LARGE, TILE_LARGE_VEC4, TILE_MEDIUM, TILE_MEDIUM_VEC4, TILE_SMALL];
@@ -404,7 +405,7 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
   // Shared tiles, k-major: As[kk][row], Bs[kk][column] (in vec4s of 4 adjacent rows / columns with vec 4).
   // Each k-row is padded by `pad` floats: where consecutive threads load consecutive k (A without
   // transA, B with transB) their stores would otherwise all hit one of the 32 shared-memory banks.
-  const pad = vec;
+  const pad = vec; // as in tilingSharedBytes
   const rowA = bm + pad;
   const rowB = bn + pad;
   const shared = vec === 4 ? 'vec4<f32>' : 'f32';
