@@ -27,6 +27,7 @@ import { formatProblems, parseConfig } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { foldIn, key, normal, split } from '../src/random/index.ts';
 import { DeviceProgram } from '../src/tensor/plan.ts';
+import { sizeOf } from '../src/tensor/shape.ts';
 import { programFromTrace } from '../src/jit/webgpu.ts';
 import { jit } from '../src/jit/index.ts';
 import { DeviceTrainer } from '../src/train/device-step.ts';
@@ -377,6 +378,57 @@ export async function planOpLaws(opts: PlanOpLawOptions = {}): Promise<PlanLawRe
     );
   }
   return results;
+}
+
+/**
+ * Dense convolutions (groups 1, at least 8 taps per output channel: the im2col + matmul passes, with
+ * split-K where B·P is long) as plan steps, forward and both gradients, against eager webasm.
+ */
+export async function denseConvLaw(samples = 4): Promise<PlanLawResult> {
+  return law('dense convolutions as im2col + tiled matmul passes (forward, dx, dw) = eager webasm', async () => {
+    const cases = fc.sample(
+      fc.record({
+        spatial: fc.integer({ min: 1, max: 3 }),
+        batch: fc.integer({ min: 1, max: 3 }),
+        cin: fc.integer({ min: 1, max: 3 }),
+        cout: fc.integer({ min: 1, max: 5 }),
+        kernel: fc.array(fc.integer({ min: 2, max: 3 }), { minLength: 3, maxLength: 3 }),
+        extra: fc.array(fc.integer({ min: 0, max: 9 }), { minLength: 3, maxLength: 3 }),
+        stride: fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 3, maxLength: 3 }),
+        padding: fc.array(fc.integer({ min: 0, max: 1 }), { minLength: 3, maxLength: 3 }),
+        seed: fc.integer({ min: 1, max: 1e6 }),
+      }),
+      { seed: 20261130, numRuns: samples },
+    );
+    let worst = 0;
+    let passes = 0;
+    for (const c of cases) {
+      const kernel = c.kernel.slice(0, c.spatial);
+      // At least 8 taps (cin x kernel): what takes the matmul path.
+      const cin = Math.max(c.cin, Math.ceil(8 / kernel.reduce((a, b) => a * b, 1)));
+      const x = [c.batch, cin, ...kernel.map((k, i) => k + c.extra[i])];
+      const w = [c.cout, cin, ...kernel];
+      const opts = { stride: c.stride.slice(0, c.spatial), padding: c.padding.slice(0, c.spatial) };
+      const opCase: OpCase = { inputs: [R.tensor(uniform(sizeOf(x), c.seed), x), R.tensor(uniform(sizeOf(w), c.seed + 1), w)], f: (a: Tensor, b: Tensor) => R.conv(a, b, opts) };
+      const want = withBackend('webasm', () => evaluate(opCase, c.seed + 2)).map((t) => t.dataSync());
+      const traced = jit((ins: Tensor[]) => evaluate({ ...opCase, inputs: ins }, c.seed + 2), { lowering: 'interpret' }).program(opCase.inputs);
+      const { program: planned } = await programFromTrace(traced, { label: 'dense conv' });
+      const program = await DeviceProgram.compile(planned, []);
+      try {
+        passes += program.dispatchNames.filter((n) => n === 'conv-im2col').length;
+        const got = await program.run(opCase.inputs.map((t) => t.dataSync()));
+        want.forEach((v, k) => {
+          const d = relDiff(got[k], v);
+          if (!(d <= 1e-5)) fail(`x [${x}], w [${w}], ${JSON.stringify(opts)}: result ${k} (y, dx, dw) is ${d.toExponential(2)} of max|webasm| off`);
+          worst = Math.max(worst, d);
+        });
+      } finally {
+        program.destroy();
+      }
+    }
+    if (passes < 2 * cases.length) fail(`only ${passes} im2col passes in ${cases.length} cases: the dense convolutions did not take the matmul path (forward and dw each run one)`);
+    return `${cases.length} convolutions (forward, dx, dw), ${passes} im2col passes, equal to webasm (worst ${worst.toExponential(1)} of max|webasm|)`;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

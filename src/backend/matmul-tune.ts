@@ -5,7 +5,7 @@
  * fma chains in the same order (and split-K depends on the shape only), so tuning never changes a
  * result's bits, only its speed. Results are kept for the life of the process.
  */
-import { DevicePlan, type PlanStep } from './webgpu-plan.ts';
+import { DevicePlan, passSteps } from './webgpu-plan.ts';
 import { matmulWgsl, tilingName, tilingsFor, type MatmulShape, type MatmulTiling } from './wgsl-kernels.ts';
 
 export interface TunedProduct {
@@ -57,18 +57,8 @@ async function tuneOne(problem: MatmulShape, tilings: readonly MatmulTiling[], t
 
 /** The product as a plan of its own (operands, output and split-K scratch as buffers), timed with DevicePlan.time. */
 async function timeOnDevice(p: MatmulShape, t: MatmulTiling): Promise<number> {
-  const kernel = matmulWgsl(p, t);
   const buffers = [p.batch * p.m * p.k, p.batch * p.k * p.n, p.batch * p.m * p.n];
-  let steps: PlanStep[];
-  if ('then' in kernel) {
-    buffers.push(kernel.scratch);
-    steps = [
-      { kind: 'wgsl', kernel: kernel.first, inputs: [0, 1], outputs: [3] },
-      { kind: 'wgsl', kernel: kernel.then, inputs: [3], outputs: [2] },
-    ];
-  } else {
-    steps = [{ kind: 'wgsl', kernel, inputs: [0, 1], outputs: [2] }];
-  }
+  const steps = passSteps(matmulWgsl(p, t), [0, 1], 2, (floats) => buffers.push(floats) - 1);
   const plan = await DevicePlan.compile({ buffers, steps, reads: [], label: `tune matmul ${productKey(p)} ${tilingName(t)}` });
   try {
     return await plan.time();

@@ -18,7 +18,7 @@ import type { GPU, IKernelRunShortcut } from 'gpu.js';
 import { BackendError } from '../tensor/errors.ts';
 import { gpuFor } from './backend.ts';
 import { webgpuDevice, type DeviceLike, type EncoderLike, type GpuBufferLike, type WebGPUShared } from './webgpu-device.ts';
-import { mapKernel, type WgslKernel } from './wgsl-kernels.ts';
+import { mapKernel, type PassRef, type WgslKernel, type WgslPasses } from './wgsl-kernels.ts';
 
 const USAGE = { MAP_READ: 0x0001, COPY_SRC: 0x0004, COPY_DST: 0x0008, UNIFORM: 0x0040, STORAGE: 0x0080 } as const;
 const MAP_READ = 0x0001;
@@ -37,6 +37,14 @@ export type PlanStep =
   | { readonly kind: 'wgsl'; readonly kernel: WgslKernel; readonly inputs: readonly number[]; readonly outputs: readonly number[] }
   | { readonly kind: 'gpujs'; readonly kernel: GpuJsStep; readonly inputs: readonly number[]; readonly output: number }
   | { readonly kind: 'copy'; readonly from: number; readonly to: number; readonly floats: number };
+
+/** An op's kernel or passes as plan steps, given its input slots, its output slot and a maker of scratch slots. */
+export function passSteps(op: WgslKernel | WgslPasses, inputs: readonly number[], output: number, scratch: (floats: number) => number): PlanStep[] {
+  if (!('passes' in op)) return [{ kind: 'wgsl', kernel: op, inputs, outputs: [output] }];
+  const slots = op.scratch.map(scratch);
+  const slot = (r: PassRef) => (r === 'output' ? output : 'input' in r ? inputs[r.input] : slots[r.scratch]);
+  return op.passes.map((p) => ({ kind: 'wgsl', kernel: p.kernel, inputs: p.inputs.map(slot), outputs: p.outputs.map(slot) }));
+}
 
 export interface PlanSpec {
   /** Buffer slots, in floats (a slot of size 0 still gets 4 bytes to bind). */
@@ -478,6 +486,11 @@ export class DevicePlan {
   /** Dispatches per run. */
   get dispatches(): number {
     return this.commands.reduce((n, c) => n + (c.kind === 'pass' ? c.dispatches.length : 0), 0);
+  }
+
+  /** The kernel name of every dispatch of a run, in order. */
+  get dispatchNames(): string[] {
+    return this.commands.flatMap((c) => (c.kind === 'pass' ? c.dispatches.map((d) => d.name) : []));
   }
 
   /**

@@ -465,18 +465,49 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
   };
 }
 
-/** An op as two dispatches through a scratch buffer of its own (`scratch` floats): `first` reads the op's inputs and writes the scratch, `then` reads the scratch and writes the op's output. */
-export interface WgslTwoPass {
-  readonly first: WgslKernel;
-  readonly then: WgslKernel;
-  readonly scratch: number;
+/** A binding of a pass: input k of the op, scratch range j, or the op's output. */
+export type PassRef = { readonly input: number } | { readonly scratch: number } | 'output';
+
+/** An op as several dispatches, in order, through scratch ranges of its own (live at its node only), `scratch[j]` floats each. */
+export interface WgslPasses {
+  readonly scratch: readonly number[];
+  readonly passes: readonly { readonly kernel: WgslKernel; readonly inputs: readonly PassRef[]; readonly outputs: readonly PassRef[] }[];
 }
 
-/** A product as plans run it: one dispatch, or split-K's two (see `splitK`). */
-export function matmulWgsl(p: MatmulShape, t: MatmulTiling): WgslKernel | WgslTwoPass {
+/** Builds WgslPasses, nesting an op's kernel or passes as one of its passes. */
+class Passes {
+  private readonly scratch: number[] = [];
+  private readonly passes: { kernel: WgslKernel; inputs: PassRef[]; outputs: PassRef[] }[] = [];
+
+  /** A new scratch range of `floats`. */
+  range(floats: number): PassRef {
+    return { scratch: this.scratch.push(floats) - 1 };
+  }
+
+  /** `op` (a kernel, or passes with scratch of their own) reading `inputs` and writing `output`. */
+  add(op: WgslKernel | WgslPasses, inputs: readonly PassRef[], output: PassRef): this {
+    if (!('passes' in op)) {
+      this.passes.push({ kernel: op, inputs: [...inputs], outputs: [output] });
+      return this;
+    }
+    const own = op.scratch.map((floats) => this.range(floats));
+    const map = (r: PassRef): PassRef => (r === 'output' ? output : 'input' in r ? inputs[r.input] : own[r.scratch]);
+    for (const p of op.passes) this.passes.push({ kernel: p.kernel, inputs: p.inputs.map(map), outputs: p.outputs.map(map) });
+    return this;
+  }
+
+  build(): WgslPasses {
+    return { scratch: this.scratch, passes: this.passes };
+  }
+}
+
+/** A product as plans run it: one dispatch, or split-K's partial products and their sum (see `splitK`). */
+export function matmulWgsl(p: MatmulShape, t: MatmulTiling): WgslKernel | WgslPasses {
   const splits = splitK(p);
   if (splits === 1) return matmulKernel(p, t);
-  return { first: matmulKernel(p, t, splits), then: matmulSplitSum(p, splits), scratch: p.batch * splits * p.m * p.n };
+  const q = new Passes();
+  const partial = q.range(p.batch * splits * p.m * p.n);
+  return q.add(matmulKernel(p, t, splits), [{ input: 0 }, { input: 1 }], partial).add(matmulSplitSum(p, splits), [partial], 'output').build();
 }
 
 /** C[z] = the sum of the `splits` partial products matmulKernel(p, t, splits) wrote (in split order). */
@@ -545,6 +576,51 @@ export function convKernel(part: 'fwd' | 'dx' | 'dw', c: ConvGeometry): WgslKern
   const code = `${decl}${bindings(2, 1)}${uniformBinding(3)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
     `  let i = ${flat};\n  if (i >= ${u(CONV_FIELDS.length)}) { return; }\n${head}${body}}\n`;
   return { name: `conv-${part}`, key: `conv|${part}`, code, inputs: 2, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+/**
+ * The patches of a dense (groups 1) convolution as rows, [B·P, CK]: col[b·P + o, ck] = x[b, ci,
+ * oz·sd − pd + kz, oy·sh − ph + ky, ox·sw − pw + kx], 0 in the padding, for o = (oz·OH + oy)·OW + ox and
+ * ck = ((ci·KD + kz)·KH + ky)·KW + kx (the weight's layout past Cout).
+ */
+export function im2colKernel(c: ConvGeometry): WgslKernel {
+  const CK = c.Cin * c.KD * c.KH * c.KW;
+  const total = c.B * c.OD * c.OH * c.OW * CK;
+  const { decl, params } = uniformBlock([...CONV_FIELDS.map((f) => c[f]), total]);
+  let body = `  let i = ${flat};\n  if (i >= ${u(CONV_FIELDS.length)}) { return; }\n`;
+  CONV_FIELDS.forEach((f, k) => (body += `  let ${f} = i32(${u(k)});\n`));
+  body += '  var r = i;\n';
+  for (const [name, dim] of [['kx', 'KW'], ['ky', 'KH'], ['kz', 'KD'], ['ci', 'Cin'], ['ox', 'OW'], ['oy', 'OH'], ['oz', 'OD']]) {
+    body += `  let ${name} = i32(r % u32(${dim}));\n  r = r / u32(${dim});\n`;
+  }
+  body += '  let b = i32(r);\n  let iz = oz * sd - pd + kz;\n  let iy = oy * sh - ph + ky;\n  let ix = ox * sw - pw + kx;\n  var v : f32 = 0.0;\n' +
+    '  if (iz >= 0 && iz < D && iy >= 0 && iy < H && ix >= 0 && ix < W) { v = a0[u32((((b * Cin + ci) * D + iz) * H + iy) * W + ix)]; }\n  out0[i] = v;\n';
+  const code = `${decl}${bindings(1, 1)}${uniformBinding(2)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n${body}}\n`;
+  return { name: 'conv-im2col', key: 'conv|im2col', code, inputs: 1, outputs: 1, params, workgroups: groups1d(Math.ceil(total / WG)) };
+}
+
+/**
+ * A dense (groups 1) convolution part as im2col and one matrix product (as conv.ts's host path does), so
+ * it runs at the tiled matmul's speed instead of one long loop per output: 'fwd' (inputs x, w)
+ * y = W colᵀ as [Cout, B, P], then permuted to [B, Cout, P]; 'dw' (inputs x, g) dW = g' col, where g'
+ * is g permuted from [B, Cout, P] to [Cout, B, P] (k = B·P, usually split-K). `tiling` picks each product's.
+ */
+export function convMatmulPasses(part: 'fwd' | 'dw', c: ConvGeometry, tiling: (p: MatmulShape) => MatmulTiling): WgslPasses {
+  const P = c.OD * c.OH * c.OW;
+  const BP = c.B * P;
+  const CK = c.Cin * c.KD * c.KH * c.KW;
+  const permute = (dims: number[], strides: number[]) => mapKernel({ name: 'conv-permute', dims, strides: [strides], offsets: [0], lets: [], outputs: ['x0'] });
+  const q = new Passes();
+  const col = q.range(BP * CK);
+  q.add(im2colKernel(c), [{ input: 0 }], col);
+  if (part === 'fwd') {
+    const p = { batch: 1, m: c.Cout, k: CK, n: BP, transA: false, transB: true };
+    const yT = q.range(c.Cout * BP);
+    return q.add(matmulWgsl(p, tiling(p)), [{ input: 1 }, col], yT).add(permute([c.B, c.Cout, P], [P, BP, 1]), [yT], 'output').build();
+  }
+  const p = { batch: 1, m: c.Cout, k: BP, n: CK, transA: false, transB: false };
+  const gT = q.range(c.Cout * BP);
+  return q.add(permute([c.Cout, c.B, P], [P, c.Cout * P, 1]), [{ input: 1 }], gT).add(matmulWgsl(p, tiling(p)), [gT, col], 'output').build();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
  */
 import type { IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
-import type { MatmulShape, MatmulTiling, WgslKernel, WgslTwoPass } from '../backend/wgsl-kernels.ts';
+import type { MatmulShape, MatmulTiling, WgslKernel, WgslPasses } from '../backend/wgsl-kernels.ts';
 import { BackendError, InternalError } from './errors.ts';
 import { checkInterrupt } from './interrupt.ts';
 import { fromBuffer, type DeviceHandle, type Tensor } from './tensor.ts';
@@ -53,7 +53,7 @@ export interface OpImpl {
    * The op as a WGSL kernel for webgpu device plans (src/backend/webgpu-plan.ts): u32 index math,
    * shared-memory reductions and tiles. Absent: a plan runs the op's gpu.js kernel.
    */
-  readonly wgsl?: (ctx: WgslContext) => WgslKernel | WgslTwoPass;
+  readonly wgsl?: (ctx: WgslContext) => WgslKernel | WgslPasses;
 }
 
 /** What a WGSL kernel generator may take into account. */

@@ -19,7 +19,7 @@
  * kernels).
  */
 import { productKey, tuneMatmuls, type TunedProduct } from '../backend/matmul-tune.ts';
-import { DevicePlan, type PlanStep } from '../backend/webgpu-plan.ts';
+import { DevicePlan, passSteps, type PlanStep } from '../backend/webgpu-plan.ts';
 import { webgpuDevice } from '../backend/webgpu-device.ts';
 import { adapterDescription, isSoftwareAdapter, type AdapterLike } from '../backend/webgpu-node.ts';
 import { fusedKernel, isIdentityRead, type FusedGroup, type MatmulShape, type MatmulTiling } from '../backend/wgsl-kernels.ts';
@@ -206,14 +206,8 @@ export function lowerProgram(p: Program, options: LowerOptions | number): Lowere
         return copy;
       });
       const kernel = node.impl.wgsl({ maxThreads: opts.maxThreads, outSize: p.sizes[out], matmulTiling: opts.matmulTiling });
-      if ('then' in kernel) {
-        // Two passes through a scratch range live only at this node.
-        const scratch = lives.push({ bytes: Math.max(4, kernel.scratch * 4), start: i, end: i }) - 1;
-        steps.push({ kind: 'wgsl', kernel: kernel.first, inputs: bound, outputs: [scratch] });
-        steps.push({ kind: 'wgsl', kernel: kernel.then, inputs: [scratch], outputs: [slotOf[out]] });
-      } else {
-        steps.push({ kind: 'wgsl', kernel, inputs: bound, outputs: [slotOf[out]] });
-      }
+      // Several passes: their scratch ranges live only at this node.
+      steps.push(...passSteps(kernel, bound, slotOf[out], (floats) => lives.push({ bytes: Math.max(4, floats * 4), start: i, end: i }) - 1));
       return;
     }
     const kernel = node.impl.kernel;
@@ -465,6 +459,11 @@ export class DeviceProgram {
 
   get dispatches(): number {
     return this.plan.dispatches;
+  }
+
+  /** The kernel name of every dispatch of a run, in order. */
+  get dispatchNames(): string[] {
+    return this.plan.dispatchNames;
   }
 
   /** Device time by kernel (DevicePlan.profile): the program is spent afterwards (its values are garbage). */
