@@ -301,6 +301,9 @@ export const TILE_SMALL: MatmulTiling = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 2 }
  */
 export const TILE_MEDIUM_VEC4: MatmulTiling = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, vec: 4 };
 export const TILE_LARGE_VEC4: MatmulTiling = { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, vec: 4 };
+/** The rectangular tiles between them (CUTLASS's 128x64 and 64x128), 16-deep k-slices, vec4: for products with one short side. */
+export const TILE_TALL_VEC4: MatmulTiling = { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4, vec: 4 };
+export const TILE_WIDE_VEC4: MatmulTiling = { bm: 64, bn: 128, bk: 16, tm: 4, tn: 8, vec: 4 };
 
 export interface MatmulShape {
   readonly batch: number;
@@ -316,7 +319,7 @@ export const tilingThreads = (t: MatmulTiling): number => (t.bm / t.tm) * (t.bn 
 export const tilingSharedBytes = (t: MatmulTiling): number => 4 * t.bk * (t.bm + t.bn + 2 * (t.vec ?? 1));
 
 /** Every tiling, largest first; a device runs those within its invocations per workgroup. */
-export const TILINGS: readonly MatmulTiling[] = [TILE_LARGE, TILE_LARGE_VEC4, TILE_MEDIUM, TILE_MEDIUM_VEC4, TILE_SMALL];
+export const TILINGS: readonly MatmulTiling[] = [TILE_LARGE, TILE_LARGE_VEC4, TILE_TALL_VEC4, TILE_WIDE_VEC4, TILE_MEDIUM, TILE_MEDIUM_VEC4, TILE_SMALL];
 export const tilingsFor = (maxThreads: number): MatmulTiling[] => TILINGS.filter((t) => tilingThreads(t) <= maxThreads);
 export const tilingName = (t: MatmulTiling): string => `${t.bm}x${t.bn}/${t.tm}x${t.tn}${t.bk !== 16 ? ` k${t.bk}` : ''}${t.vec === 4 ? ' vec4' : ''}`;
 
