@@ -381,6 +381,65 @@ export async function planOpLaws(opts: PlanOpLawOptions = {}): Promise<PlanLawRe
 }
 
 /**
+ * Reductions on every WGSL path against float64: over leading axes (consecutive outputs read consecutive
+ * addresses: bias gradients), long ones in parts per thread and a second pass, short ones a thread per
+ * output; over the last axis (a workgroup per output when long). Sums within float32 rounding of the
+ * terms, maxima exact, a NaN anywhere in a reduction giving NaN.
+ */
+export async function reduceLaw(samples = 4): Promise<PlanLawResult> {
+  return law('reductions (sum, max, NaN) on every path, long columns in parts = float64', async () => {
+    // Short and long extents, so every case covers two paths; each runs sum, max and max with a NaN over both.
+    const extent = fc.oneof(fc.integer({ min: 2, max: 40 }), fc.integer({ min: 64, max: 2500 }));
+    const cases = fc.sample(fc.record({ outer: fc.integer({ min: 1, max: 3 }), rows: extent, cols: extent, seed: fc.integer({ min: 1, max: 1e6 }) }), { seed: 20261130, numRuns: samples });
+    let worst = 0;
+    let parts = 0;
+    let runs = 0;
+    for (const c of cases) {
+      for (const [kind, nan] of [['sum', false], ['max', false], ['max', true]] as const) {
+        for (const columns of [true, false]) {
+          const shape = [c.outer, c.rows, c.cols];
+          const x = uniform(sizeOf(shape), c.seed);
+          if (nan) x[c.seed % x.length] = Number.NaN;
+          const outs = columns ? c.cols : c.outer * c.rows;
+          const want = new Float64Array(outs).fill(kind === 'sum' ? 0 : -Infinity);
+          const scale = new Float64Array(outs);
+          for (let i = 0; i < x.length; i++) {
+            const o = columns ? i % c.cols : Math.floor(i / c.cols);
+            want[o] = kind === 'sum' ? want[o] + x[i] : Number.isNaN(x[i]) || Number.isNaN(want[o]) ? Number.NaN : Math.max(want[o], x[i]);
+            scale[o] += Math.abs(x[i]);
+          }
+          const axes = columns ? [0, 1] : [2];
+          const f = ([t]: Tensor[]) => [kind === 'sum' ? R.sum(t, axes) : R.max(t, axes)];
+          const traced = jit(f, { lowering: 'interpret' }).program([R.tensor(x, shape)]);
+          const program = await DeviceProgram.compile((await programFromTrace(traced, { label: 'reduce' })).program, []);
+          try {
+            parts += program.dispatchNames.filter((n) => n.startsWith('reduce-')).length - 1;
+            const [got] = await program.run([x]);
+            runs++;
+            for (let o = 0; o < outs; o++) {
+              const what = `${kind} over the ${columns ? 'columns' : 'rows'} of [${shape}]${nan ? ' with a NaN' : ''}, output ${o}: ${got[o]}, float64 ${want[o]}`;
+              if (Number.isNaN(want[o]) || Number.isNaN(got[o])) {
+                if (!(Number.isNaN(want[o]) && Number.isNaN(got[o]))) fail(what);
+                continue;
+              }
+              const e = Math.abs(got[o] - want[o]);
+              const terms = columns ? c.outer * c.rows : c.cols;
+              const bound = kind === 'sum' ? terms * 1.2e-7 * scale[o] + 1e-6 : Math.abs(Math.fround(want[o]) - want[o]);
+              if (!(e <= bound)) fail(`${what} (error ${e} > ${bound})`);
+              if (kind === 'sum') worst = Math.max(worst, e / bound);
+            }
+          } finally {
+            program.destroy();
+          }
+        }
+      }
+    }
+    if (parts === 0) fail('no reduction ran in parts: the law no longer covers the column path');
+    return `${runs} reductions (${parts} in parts and a second pass): maxima exact, NaN kept, worst sum error ${worst.toExponential(1)} of the float32 bound`;
+  });
+}
+
+/**
  * Dense convolutions (groups 1, at least 8 taps per output channel: the im2col + matmul passes, with
  * split-K where B·P is long) as plan steps, forward and both gradients, against eager webasm.
  */

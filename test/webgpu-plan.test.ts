@@ -13,7 +13,7 @@ import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import { countWebGPU } from '../src/backend/webgpu-device.ts';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
-import { denseConvLaw, fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, tunedPlanLaw, type PlanLawResult } from './plan-laws.ts';
+import { denseConvLaw, reduceLaw, fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, tunedPlanLaw, type PlanLawResult } from './plan-laws.ts';
 
 const status = await initWebGPU();
 const samples = Math.max(1, Number(process.env.PLAN_LAW_SAMPLES ?? '1') || 1);
@@ -47,6 +47,12 @@ if (!status.ok) {
 
   test('a plan tuned on the device (every tiling timed per product, split-K included) = the untuned plan, bit for bit', async () => {
     const r = await tunedPlanLaw();
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('reductions on every path (long columns in parts and a second pass) equal float64, NaN kept by max', async () => {
+    const r = await reduceLaw(4 * samples);
     console.log(report(r));
     assert.ok(r.ok, report(r));
   });

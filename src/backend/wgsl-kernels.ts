@@ -35,6 +35,42 @@ export interface WgslKernel {
   readonly workgroups: readonly [number, number, number];
 }
 
+/** A binding of a pass: input k of the op, scratch range j, or the op's output. */
+export type PassRef = { readonly input: number } | { readonly scratch: number } | 'output';
+
+/** An op as several dispatches, in order, through scratch ranges of its own (live at its node only), `scratch[j]` floats each. */
+export interface WgslPasses {
+  readonly scratch: readonly number[];
+  readonly passes: readonly { readonly kernel: WgslKernel; readonly inputs: readonly PassRef[]; readonly outputs: readonly PassRef[] }[];
+}
+
+/** Builds WgslPasses, nesting an op's kernel or passes as one of its passes. */
+class Passes {
+  private readonly scratch: number[] = [];
+  private readonly passes: { kernel: WgslKernel; inputs: PassRef[]; outputs: PassRef[] }[] = [];
+
+  /** A new scratch range of `floats`. */
+  range(floats: number): PassRef {
+    return { scratch: this.scratch.push(floats) - 1 };
+  }
+
+  /** `op` (a kernel, or passes with scratch of their own) reading `inputs` and writing `output`. */
+  add(op: WgslKernel | WgslPasses, inputs: readonly PassRef[], output: PassRef): this {
+    if (!('passes' in op)) {
+      this.passes.push({ kernel: op, inputs: [...inputs], outputs: [output] });
+      return this;
+    }
+    const own = op.scratch.map((floats) => this.range(floats));
+    const map = (r: PassRef): PassRef => (r === 'output' ? output : 'input' in r ? inputs[r.input] : own[r.scratch]);
+    for (const p of op.passes) this.passes.push({ kernel: p.kernel, inputs: p.inputs.map(map), outputs: p.outputs.map(map) });
+    return this;
+  }
+
+  build(): WgslPasses {
+    return { scratch: this.scratch, passes: this.passes };
+  }
+}
+
 /** Threads per workgroup of the 1-D kernels (within WebGPU's compatibility-mode default of 128). */
 export const WG = 128;
 /** The most workgroups per dispatch dimension (WebGPU's default limit). */
@@ -159,13 +195,43 @@ export interface ReduceDescription {
 /** Below this many terms a thread reduces one output alone; from it on a workgroup shares the work. */
 const WORKGROUP_REDUCE_FROM = 64;
 
-/** out[o] = sum/max over the reduced coordinates of a0[base(o) + offset(j)]. */
-export function reduceKernel(d: ReduceDescription): WgslKernel {
+/** Threads a column reduction's first pass aims for (about one per 32 KiB of a large GPU's L2 across its SMs). */
+const COLUMN_REDUCE_THREADS = 262_144;
+/** The fewest terms one thread of it sums. */
+const COLUMN_REDUCE_MIN_CHUNK = 16;
+
+/**
+ * A reduction as plans run it. Where consecutive outputs read consecutive addresses (the innermost
+ * kept stride is 1: bias and norm-weight gradients, sums over rows) and the reductions are long, a
+ * workgroup per output would read one column with all its threads (uncoalesced, and few workgroups);
+ * instead thread (part, o) sums part `part` of output o's terms (coalesced across o, enough threads to
+ * fill the GPU), and a second pass sums the parts.
+ */
+export function reduceWgsl(d: ReduceDescription): WgslKernel | WgslPasses {
+  const outCount = d.kept.reduce((a, b) => a * b, 1);
+  const count = d.reduced.reduce((a, b) => a * b, 1);
+  const columns = d.kept.length > 0 && d.keptStrides[d.kept.length - 1] === 1 && d.kept[d.kept.length - 1] > 1;
+  if (!columns || count < WORKGROUP_REDUCE_FROM) return reduceKernel(d);
+  const chunk = Math.max(COLUMN_REDUCE_MIN_CHUNK, Math.ceil(count / Math.ceil(COLUMN_REDUCE_THREADS / outCount)));
+  const parts = Math.ceil(count / chunk);
+  if (parts === 1) return reduceKernel(d, { parts, chunk });
+  const q = new Passes();
+  const partial = q.range(parts * outCount);
+  q.add(reduceKernel(d, { parts, chunk }), [{ input: 0 }], partial);
+  return q.add(reduceKernel({ kind: d.kind, kept: [outCount], keptStrides: [1], reduced: [parts], reducedStrides: [outCount] }), [partial], 'output').build();
+}
+
+/**
+ * out[o] = sum/max over the reduced coordinates of a0[base(o) + offset(j)]. With `split`, thread t =
+ * part·outCount + o reduces terms j in [part·chunk, (part + 1)·chunk) of output o into out[t] (four
+ * loads in flight per thread), for reduceWgsl's first pass.
+ */
+export function reduceKernel(d: ReduceDescription, split?: { readonly parts: number; readonly chunk: number }): WgslKernel {
   const outCount = d.kept.reduce((a, b) => a * b, 1);
   const count = d.reduced.reduce((a, b) => a * b, 1);
   const nk = d.kept.length;
   const nr = d.reduced.length;
-  const words = [outCount, count, ...d.kept, ...d.keptStrides, ...d.reduced, ...d.reducedStrides];
+  const words = [outCount, count, ...d.kept, ...d.keptStrides, ...d.reduced, ...d.reducedStrides, split?.parts ?? 1, split?.chunk ?? count];
   const { decl, params } = uniformBlock(words);
   const keptAt = (i: number) => 2 + i;
   const keptStrideAt = (i: number) => 2 + nk + i;
@@ -173,8 +239,9 @@ export function reduceKernel(d: ReduceDescription): WgslKernel {
   const redStrideAt = (i: number) => 2 + 2 * nk + nr + i;
   // max starts from the first term (WGSL constants cannot be infinite); sum from 0.
   const init = d.kind === 'sum' ? '0.0' : 'a0[base]';
-  // max propagates NaN like the host loop (v !== v) and Math.max.
-  const combine = (acc: string, v: string) => (d.kind === 'sum' ? `${acc} + ${v}` : `select(max(${acc}, ${v}), ${v}, ${v} != ${v})`);
+  // max propagates NaN like the host loop (v !== v) and Math.max, from either side (WGSL's max may drop a
+  // NaN operand; a + b is NaN when either is).
+  const combine = (acc: string, v: string) => (d.kind === 'sum' ? `${acc} + ${v}` : `select(max(${acc}, ${v}), ${acc} + ${v}, ${acc} != ${acc} || ${v} != ${v})`);
   const decode = (index: string, base: string, dims: (i: number) => number, strides: (i: number) => number, n: number, name: string) => {
     let s = `  var ${name}r = ${index};\n  var ${base} = 0u;\n`;
     for (let i = n - 1; i >= 0; i--) {
@@ -183,17 +250,31 @@ export function reduceKernel(d: ReduceDescription): WgslKernel {
     }
     return s;
   };
-  const decodeInLoop = (index: string) => {
-    let s = `    var q = ${index};\n    var off = base;\n`;
+  // Term `index`'s offset as off<tag> (q<tag> its scratch), statements indented by `pad`.
+  const decodeInLoop = (index: string, tag = '', pad = '    ') => {
+    const [q, off] = [`q${tag}`, `off${tag}`];
+    let s = `${pad}var ${q} = ${index};\n${pad}var ${off} = base;\n`;
     for (let i = nr - 1; i >= 0; i--) {
-      if (i > 0) s += `    off += (q % ${u(redAt(i))}) * ${u(redStrideAt(i))};\n    q = q / ${u(redAt(i))};\n`;
-      else s += `    off += q * ${u(redStrideAt(0))};\n`;
+      if (i > 0) s += `${pad}${off} += (${q} % ${u(redAt(i))}) * ${u(redStrideAt(i))};\n${pad}${q} = ${q} / ${u(redAt(i))};\n`;
+      else s += `${pad}${off} += ${q} * ${u(redStrideAt(0))};\n`;
     }
     return s;
   };
-  const workgroup = count >= WORKGROUP_REDUCE_FROM;
+  const workgroup = split === undefined && count >= WORKGROUP_REDUCE_FROM;
+  const partsAt = 2 + 2 * nk + 2 * nr;
   let code: string;
-  if (!workgroup) {
+  if (split !== undefined) {
+    const load = (j: string, v: string) => `${decodeInLoop(j, v, '      ')}      let ${v} = a0[off${v}];\n`;
+    code = `${decl}${bindings(1, 1)}${uniformBinding(2)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
+      `  let t = ${flat};\n  if (t >= ${u(0)} * ${u(partsAt)}) { return; }\n  let o = t % ${u(0)};\n` +
+      `${decode('o', 'base', keptAt, keptStrideAt, nk, 'k')}` +
+      `  let j0 = (t / ${u(0)}) * ${u(partsAt + 1)};\n  let j1 = min(${u(1)}, j0 + ${u(partsAt + 1)});\n` +
+      `  var acc0 : f32 = ${d.kind === 'sum' ? '0.0' : 'a0[base]'};\n  var acc1 = acc0;\n  var acc2 = acc0;\n  var acc3 = acc0;\n` +
+      `  var j = j0;\n  for (; j + 3u < j1; j += 4u) {\n${load('j', 'v0')}${load('j + 1u', 'v1')}${load('j + 2u', 'v2')}${load('j + 3u', 'v3')}` +
+      `      acc0 = ${combine('acc0', 'v0')};\n      acc1 = ${combine('acc1', 'v1')};\n      acc2 = ${combine('acc2', 'v2')};\n      acc3 = ${combine('acc3', 'v3')};\n  }\n` +
+      `  for (; j < j1; j++) {\n${load('j', 'v0')}      acc0 = ${combine('acc0', 'v0')};\n  }\n` +
+      `  out0[t] = ${combine(combine('acc0', 'acc1'), combine('acc2', 'acc3'))};\n}\n`;
+  } else if (!workgroup) {
     code = `${decl}${bindings(1, 1)}${uniformBinding(2)}@compute @workgroup_size(${WG})\nfn main(${FLAT_INDEX}) {\n` +
       `  let o = ${flat};\n  if (o >= ${u(0)}) { return; }\n${decode('o', 'base', keptAt, keptStrideAt, nk, 'k')}` +
       `  var acc : f32 = ${init};\n  for (var j = 0u; j < ${u(1)}; j++) {\n${decodeInLoop('j')}    let v = a0[off];\n    acc = ${combine('acc', 'v')};\n  }\n  out0[o] = acc;\n}\n`;
@@ -209,12 +290,12 @@ export function reduceKernel(d: ReduceDescription): WgslKernel {
   }
   return {
     name: `reduce-${d.kind}`,
-    key: `reduce|${d.kind}|${nk}|${nr}|${workgroup}`,
+    key: `reduce|${d.kind}|${nk}|${nr}|${split !== undefined ? 'parts' : workgroup}`,
     code,
     inputs: 1,
     outputs: 1,
     params,
-    workgroups: workgroup ? groups1d(outCount) : groups1d(Math.ceil(outCount / WG)),
+    workgroups: workgroup ? groups1d(outCount) : groups1d(Math.ceil((outCount * (split?.parts ?? 1)) / WG)),
   };
 }
 
@@ -466,42 +547,6 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
     params,
     workgroups: [Math.ceil(p.n / bn), Math.ceil(p.m / bm), p.batch * splits],
   };
-}
-
-/** A binding of a pass: input k of the op, scratch range j, or the op's output. */
-export type PassRef = { readonly input: number } | { readonly scratch: number } | 'output';
-
-/** An op as several dispatches, in order, through scratch ranges of its own (live at its node only), `scratch[j]` floats each. */
-export interface WgslPasses {
-  readonly scratch: readonly number[];
-  readonly passes: readonly { readonly kernel: WgslKernel; readonly inputs: readonly PassRef[]; readonly outputs: readonly PassRef[] }[];
-}
-
-/** Builds WgslPasses, nesting an op's kernel or passes as one of its passes. */
-class Passes {
-  private readonly scratch: number[] = [];
-  private readonly passes: { kernel: WgslKernel; inputs: PassRef[]; outputs: PassRef[] }[] = [];
-
-  /** A new scratch range of `floats`. */
-  range(floats: number): PassRef {
-    return { scratch: this.scratch.push(floats) - 1 };
-  }
-
-  /** `op` (a kernel, or passes with scratch of their own) reading `inputs` and writing `output`. */
-  add(op: WgslKernel | WgslPasses, inputs: readonly PassRef[], output: PassRef): this {
-    if (!('passes' in op)) {
-      this.passes.push({ kernel: op, inputs: [...inputs], outputs: [output] });
-      return this;
-    }
-    const own = op.scratch.map((floats) => this.range(floats));
-    const map = (r: PassRef): PassRef => (r === 'output' ? output : 'input' in r ? inputs[r.input] : own[r.scratch]);
-    for (const p of op.passes) this.passes.push({ kernel: p.kernel, inputs: p.inputs.map(map), outputs: p.outputs.map(map) });
-    return this;
-  }
-
-  build(): WgslPasses {
-    return { scratch: this.scratch, passes: this.passes };
-  }
 }
 
 /** A product as plans run it: one dispatch, or split-K's partial products and their sum (see `splitK`). */

@@ -5,7 +5,7 @@
  * built from one description (a strided map, a reduction, an embed), so they cannot drift apart; the
  * laws check that they agree.
  */
-import { mapKernel, reduceKernel } from '../backend/wgsl-kernels.ts';
+import { mapKernel, reduceWgsl } from '../backend/wgsl-kernels.ts';
 import { compileFused, exactlyRounded, wasmElementwise, type FusedFn, type FusedGroup } from '../backend/wasm-fusion.ts';
 import { wasmKernelsOn } from '../backend/wasm-memory.ts';
 import type { HostImpl, OpImpl } from './exec.ts';
@@ -223,6 +223,6 @@ export function reduce(kind: ReduceKind, inShape: Shape, axes: readonly number[]
   const group = (): FusedGroup => ({ shape: inShape, reads: [{ strides, offset: 0 }], nodes: [{ op: 'input', input: 0 }], outputs: [{ node: 0, sumAxes: axes }] });
   const host = () => (kind === 'sum' && total >= WASM_MIN_ELEMENTS && wasmKernelsOn() ? fusedHost(key, group) : loop());
   const wgsl = () =>
-    reduceKernel({ kind, kept: kept.map((d) => inShape[d]), keptStrides: kept.map((d) => strides[d]), reduced: red.map((d) => inShape[d]), reducedStrides: red.map((d) => strides[d]) });
+    reduceWgsl({ kind, kept: kept.map((d) => inShape[d]), keptStrides: kept.map((d) => strides[d]), reduced: red.map((d) => inShape[d]), reducedStrides: red.map((d) => strides[d]) });
   return { name: `reduce-${kind}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, fills: true, wgsl };
 }
