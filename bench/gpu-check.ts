@@ -43,7 +43,7 @@ import { DeviceTrainer } from '../src/train/device-step.ts';
 import { crossEntropy } from '../src/train/loss.ts';
 import { ADAMW_DEFAULTS, adamwInit, adamwUpdate } from '../src/train/optim.ts';
 import { fixtureLaw, opLaws, reversibleLaws, type LawResult } from '../test/backend-laws.ts';
-import { denseConvLaw, reduceLaw, fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, tunedPlanLaw, type PlanLawResult } from '../test/plan-laws.ts';
+import { denseConvLaw, reduceLaw, specialValuesLaw, fusedLaw, jitStepLaw, matmulLaw, planOpLaws, stepLaw, tunedPlanLaw, type PlanLawResult } from '../test/plan-laws.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
@@ -232,7 +232,7 @@ async function matmulBench(): Promise<void> {
 async function planLaws(): Promise<number> {
   log('\n== device plans on this GPU: tiled matmul, fused groups, every op as a plan step, the compiled AdamW step = eager ==');
   const t0 = performance.now();
-  const all: PlanLawResult[] = [await matmulLaw(DRY ? 3 : 8), await tunedPlanLaw(), await denseConvLaw(DRY ? 3 : 8), await reduceLaw(DRY ? 2 : 4), await fusedLaw(DRY ? 3 : 8), ...(await planOpLaws({ samples: 1 }))];
+  const all: PlanLawResult[] = [await matmulLaw(DRY ? 3 : 8), await tunedPlanLaw(), await denseConvLaw(DRY ? 3 : 8), await reduceLaw(DRY ? 2 : 4), await specialValuesLaw(), await fusedLaw(DRY ? 3 : 8), ...(await planOpLaws({ samples: 1 }))];
   for (const mode of ['reversible', 'store'] as const) all.push(await stepLaw({ mode }));
   all.push(await jitStepLaw());
   for (const r of all) if (!r.ok || !r.name.startsWith('op ')) log(`  ${r.ok ? 'ok  ' : 'FAIL'} ${r.name} (${ms(r.ms)}): ${r.detail}`);

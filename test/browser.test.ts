@@ -186,7 +186,7 @@ if (!existsSync(CHROMIUM)) {
     assert.ok(ops.length >= 40, `expected the ~45 OP_CASES, got ${ops.length}`);
     assert.ok(r.results.some((x) => x.name.includes('training step')), 'the step law did not run');
     assert.ok(r.results.some((x) => x.name.startsWith('jit(step)')), 'the jit step law did not run');
-    for (const law of ['tiled WGSL matmul', 'a plan tuned on the device', 'dense convolutions', 'reductions']) assert.ok(r.results.some((x) => x.name.startsWith(law)), `the law '${law}...' did not run`);
+    for (const law of ['tiled WGSL matmul', 'a plan tuned on the device', 'dense convolutions', 'reductions', 'NaN, ±Infinity']) assert.ok(r.results.some((x) => x.name.startsWith(law)), `the law '${law}...' did not run`);
     const bad = r.results.filter((x) => !x.ok);
     assert.is(bad.length, 0, bad.map(line).join('\n'));
   });

@@ -381,6 +381,36 @@ export async function planOpLaws(opts: PlanOpLawOptions = {}): Promise<PlanLawRe
 }
 
 /**
+ * Special values through WGSL elementwise kernels: every pair of NaN, ±Infinity, ±0 and ordinary values
+ * through maximum, minimum and arithmetic, fused into one kernel, equals eager webasm (zeros compared by
+ * value; NaN where eager gives NaN: WGSL's own max and min may drop a NaN operand).
+ */
+export async function specialValuesLaw(): Promise<PlanLawResult> {
+  return law('NaN, ±Infinity and ±0 through fused WGSL maps (maximum, minimum, arithmetic) = eager webasm', async () => {
+    const special = [Number.NaN, Infinity, -Infinity, 0, -0, 1, -2.5, 3e38];
+    const a = Float32Array.from(special.flatMap((v) => special.map(() => v)));
+    const b = Float32Array.from(special.flatMap(() => special));
+    const f = ([x, y]: Tensor[]) => [R.maximum(x, y), R.minimum(x, y), R.add(R.mul(x, y), R.maximum(R.neg(x), 0)), R.div(R.sub(x, y), R.abs(y))];
+    const inputs = [R.tensor(a, [a.length]), R.tensor(b, [b.length])];
+    const want = withBackend('webasm', () => f(inputs)).map((t) => t.dataSync());
+    const traced = jit(f, { lowering: 'interpret' }).program(inputs);
+    const program = await DeviceProgram.compile((await programFromTrace(traced, { label: 'special values' })).program, []);
+    try {
+      const got = await program.run([a, b]);
+      want.forEach((w, k) => {
+        for (let i = 0; i < w.length; i++) {
+          const same = Number.isNaN(w[i]) ? Number.isNaN(got[k][i]) : got[k][i] === w[i];
+          if (!same) fail(`result ${k} at (${a[i]}, ${b[i]}): ${got[k][i]}, eager webasm ${w[i]}`);
+        }
+      });
+    } finally {
+      program.destroy();
+    }
+    return `${a.length} pairs through 4 results: NaN, infinities and values as eager webasm`;
+  });
+}
+
+/**
  * Reductions on every WGSL path against float64: over leading axes (consecutive outputs read consecutive
  * addresses: bias gradients), long ones in parts per thread and a second pass, short ones a thread per
  * output; over the last axis (a workgroup per output when long). Sums within float32 rounding of the

@@ -13,7 +13,7 @@ import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import { countWebGPU } from '../src/backend/webgpu-device.ts';
 import { withBackend } from '../src/backend/backend.ts';
 import * as R from '../src/index.ts';
-import { denseConvLaw, reduceLaw, fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, tunedPlanLaw, type PlanLawResult } from './plan-laws.ts';
+import { denseConvLaw, reduceLaw, specialValuesLaw, fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, tunedPlanLaw, type PlanLawResult } from './plan-laws.ts';
 
 const status = await initWebGPU();
 const samples = Math.max(1, Number(process.env.PLAN_LAW_SAMPLES ?? '1') || 1);
@@ -53,6 +53,12 @@ if (!status.ok) {
 
   test('reductions on every path (long columns in parts and a second pass) equal float64, NaN kept by max', async () => {
     const r = await reduceLaw(4 * samples);
+    console.log(report(r));
+    assert.ok(r.ok, report(r));
+  });
+
+  test('NaN and infinities through fused WGSL maps (maximum, minimum, arithmetic) as eager webasm', async () => {
+    const r = await specialValuesLaw();
     console.log(report(r));
     assert.ok(r.ok, report(r));
   });

@@ -103,7 +103,7 @@ function parse(src: string): Node {
 
 const MATH: Record<string, string> = {
   'Math.abs': 'abs', 'Math.exp': 'exp', 'Math.log': 'log', 'Math.sqrt': 'sqrt', 'Math.floor': 'floor', 'Math.ceil': 'ceil',
-  'Math.sin': 'sin', 'Math.cos': 'cos', 'Math.max': 'max', 'Math.min': 'min', 'Math.sign': 'sign', 'Math.trunc': 'trunc',
+  'Math.sin': 'sin', 'Math.cos': 'cos', 'Math.max': 'js_max', 'Math.min': 'js_min', 'Math.sign': 'sign', 'Math.trunc': 'trunc',
 };
 
 function float(v: number): string {
@@ -152,7 +152,7 @@ function emit(n: Node): Emitted {
       if (n.fn === 'Math.round') return { code: `floor(${args[0]} + 0.5)`, bool: false };
       const fn = MATH[n.fn];
       if (fn === undefined) throw new BackendError(`wgsl: no WGSL translation for '${n.fn}'`);
-      if ((fn === 'max' || fn === 'min') && args.length !== 2) throw new BackendError(`wgsl: ${n.fn} with ${args.length} arguments`);
+      if ((fn === 'js_max' || fn === 'js_min') && args.length !== 2) throw new BackendError(`wgsl: ${n.fn} with ${args.length} arguments`);
       return { code: `${fn}(${args.join(', ')})`, bool: false };
     }
   }
@@ -169,6 +169,9 @@ fn js_pow(a : f32, b : f32) -> f32 {
   }
   return pow(a, b);
 }
+// Math.max / Math.min: NaN from either argument (WGSL's max and min may return the other one).
+fn js_max(a : f32, b : f32) -> f32 { return select(max(a, b), a + b, a != a || b != b); }
+fn js_min(a : f32, b : f32) -> f32 { return select(min(a, b), a + b, a != a || b != b); }
 `;
 
 /** A kernel expression as a WGSL f32 expression. */

@@ -11,7 +11,7 @@ import { parseConfig } from '../../src/models/mvit/config.ts';
 import { buildModel } from '../../src/models/mvit/model.ts';
 import * as R from '../../src/index.ts';
 import { fixtureLaw, higherOrderLaws, opLaws, reversibleLaws, type LawResult } from '../backend-laws.ts';
-import { denseConvLaw, reduceLaw, fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, tunedPlanLaw, type PlanLawResult } from '../plan-laws.ts';
+import { denseConvLaw, reduceLaw, specialValuesLaw, fusedLaw, jitStepLaw, matmulLaw, planOpLaws, sharedReadLaw, stepLaw, tunedPlanLaw, type PlanLawResult } from '../plan-laws.ts';
 
 type Backend = 'webgpu' | 'webgl2';
 
@@ -65,7 +65,7 @@ async function plan(opts: { samples?: number } = {}): Promise<{ results: PlanLaw
     await selectBackend('webgpu', { warn: false });
     setBackend('webasm');
     const n = opts.samples ?? 1;
-    const results = [await matmulLaw(3 * n), await tunedPlanLaw(), await denseConvLaw(2 * n), await reduceLaw(n), await fusedLaw(3 * n), await sharedReadLaw(2 * n), ...(await planOpLaws({ samples: n })), await stepLaw(), await jitStepLaw()];
+    const results = [await matmulLaw(3 * n), await tunedPlanLaw(), await denseConvLaw(2 * n), await reduceLaw(n), await specialValuesLaw(), await fusedLaw(3 * n), await sharedReadLaw(2 * n), ...(await planOpLaws({ samples: n })), await stepLaw(), await jitStepLaw()];
     return { results, ms: performance.now() - t0 };
   } finally {
     setBackend(previous);
