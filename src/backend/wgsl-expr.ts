@@ -169,9 +169,11 @@ fn js_pow(a : f32, b : f32) -> f32 {
   }
   return pow(a, b);
 }
-// Math.max / Math.min: NaN from either argument (WGSL's max and min may return the other one).
-fn js_max(a : f32, b : f32) -> f32 { return select(max(a, b), a + b, a != a || b != b); }
-fn js_min(a : f32, b : f32) -> f32 { return select(min(a, b), a + b, a != a || b != b); }
+// Math.max / Math.min: NaN from either argument (WGSL's max and min may return the other one). NaN is
+// tested on the bits: WGSL lets compilers assume no NaN, and Chromium's folds x != x to false.
+fn js_isnan(x : f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+fn js_max(a : f32, b : f32) -> f32 { return select(max(a, b), bitcast<f32>(JS_NAN_BITS), js_isnan(a) || js_isnan(b)); }
+fn js_min(a : f32, b : f32) -> f32 { return select(min(a, b), bitcast<f32>(JS_NAN_BITS), js_isnan(a) || js_isnan(b)); }
 `;
 
 /** A kernel expression as a WGSL f32 expression. */

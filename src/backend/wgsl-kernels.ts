@@ -240,8 +240,9 @@ export function reduceKernel(d: ReduceDescription, split?: { readonly parts: num
   // max starts from the first term (WGSL constants cannot be infinite); sum from 0.
   const init = d.kind === 'sum' ? '0.0' : 'a0[base]';
   // max propagates NaN like the host loop (v !== v) and Math.max, from either side (WGSL's max may drop a
-  // NaN operand; a + b is NaN when either is).
-  const combine = (acc: string, v: string) => (d.kind === 'sum' ? `${acc} + ${v}` : `select(max(${acc}, ${v}), ${acc} + ${v}, ${acc} != ${acc} || ${v} != ${v})`);
+  // NaN operand; NaN tested on the bits, as wgsl-expr's js_max: compilers may fold x != x to false).
+  const nan = (x: string) => `((bitcast<u32>(${x}) & 0x7fffffffu) > 0x7f800000u)`;
+  const combine = (acc: string, v: string) => (d.kind === 'sum' ? `${acc} + ${v}` : `select(max(${acc}, ${v}), ${acc} + ${v}, ${nan(acc)} || ${nan(v)})`);
   const decode = (index: string, base: string, dims: (i: number) => number, strides: (i: number) => number, n: number, name: string) => {
     let s = `  var ${name}r = ${index};\n  var ${base} = 0u;\n`;
     for (let i = n - 1; i >= 0; i--) {
