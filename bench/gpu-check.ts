@@ -308,6 +308,8 @@ interface TrainRow {
   readbacksPerStep: number;
   uploadKiBPerStep: number;
   losses: number[];
+  /** The same step compiled without tuning (profiled cases): ms per step. */
+  untunedMsPerStep?: number;
   /** The products the compile timed (profiled cases): every tiling's ms, the pick and the cost model's choice. */
   tuned?: { shape: string; splits: number; pick: string; model: string; times: Record<string, number> }[];
   /** Device time by kernel (profiled cases): the top kernels and the fused elementwise groups together. */
@@ -363,6 +365,20 @@ async function planTrainBench(cases: TrainCase[]): Promise<void> {
           `${gpujsOps.size > 0 ? `; gpu.js kernels: ${[...gpujsOps].map(([k, n]) => `${k} x${n}`).join(', ')}` : ''}`);
         if (c.profile === true && mode === 'reversible') row.tuned = logTuned(trainer.stats.tuned);
         if (c.profile === true && mode === 'reversible' && elapsed() < BUDGET_MS) row.profile = await profileStep(trainer);
+        if (c.profile === true && mode === 'reversible' && elapsed() < BUDGET_MS) {
+          // What tuning buys: the same step with the cost model's tilings (no vec4 candidates).
+          trainer.destroy();
+          trainer = await DeviceTrainer.create(model, params, { batch: c.batch, mode, key: kStep, tune: false });
+          await trainer.step(x, labels);
+          const untuned: number[] = [];
+          for (let i = 0; i < c.steps; i++) {
+            const t = performance.now();
+            await trainer.step(x, labels);
+            untuned.push(performance.now() - t);
+          }
+          row.untunedMsPerStep = median(untuned);
+          log(`    without tuning (the cost model's tilings): ${ms(row.untunedMsPerStep)}/step, against ${ms(row.msPerStep)} tuned`);
+        }
       } catch (e) {
         log(`  ${c.name} b${c.batch} ${mode}: FAILED: ${(e as Error).message.slice(0, 500)}`);
       } finally {
