@@ -113,6 +113,15 @@ test('tuneMatmuls keeps the fastest tiling per distinct product, timing each (pr
   assert.equal([...tuned.values()].map((t) => tilingName(t.tiling)), [tilingName(TILE_SMALL), tilingName(TILE_LARGE)]);
   assert.equal([...tuned.values()][0].times.map((x) => x.ms), TILINGS.map((t) => t.bm));
   assert.is(calls.length, 2 * TILINGS.length, `each distinct product x tiling once: ${calls.join(', ')}`);
+  // A tiling that fails counts as infinitely slow; a product none of whose tilings ran is left out.
+  const failing: TimeProduct = async (p, t) => {
+    if (p.m > 1000 || t === TILE_SMALL) throw new Error('over the binding size');
+    return t.bm;
+  };
+  const partly = await tuneMatmuls([small, large], 256, failing);
+  assert.equal([...partly.keys()], ['2|40|40|40|false|false']);
+  assert.is([...partly.values()][0].tiling, TILINGS.find((t) => t.bm === 64), 'the first of the fastest');
+  assert.is([...partly.values()][0].times.find((x) => x.tiling === TILE_SMALL)?.ms, Infinity);
   const narrow = await tuneMatmuls([large], 128, time);
   assert.equal([...narrow.values()][0].times.map((x) => tilingName(x.tiling)), [tilingName(TILE_SMALL)]);
 });

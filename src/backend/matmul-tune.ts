@@ -21,38 +21,46 @@ export type TimeProduct = (p: MatmulShape, t: MatmulTiling) => Promise<number>;
 
 export const productKey = (p: MatmulShape): string => `${p.batch}|${p.m}|${p.k}|${p.n}|${p.transA}|${p.transB}`;
 
-const tuned = new Map<string, Promise<TunedProduct>>();
+const tuned = new Map<string, Promise<TunedProduct | null>>();
 
 /**
  * The fastest tiling of each distinct product in `problems` (by `productKey`) among those within
  * `maxThreads` invocations, timed one at a time by `time` (default: on the webgpu device, operands of
- * the product's own sizes). With the default timer, products tuned before are not timed again.
+ * the product's own sizes; a tiling that fails to run counts as infinitely slow, and a product none of
+ * whose tilings ran is left out). With the default timer, products tuned before are not timed again.
  */
 export async function tuneMatmuls(problems: readonly MatmulShape[], maxThreads: number, time?: TimeProduct): Promise<Map<string, TunedProduct>> {
   const out = new Map<string, TunedProduct>();
+  const seen = new Set<string>();
   for (const p of problems) {
     const key = productKey(p);
-    if (out.has(key)) continue;
+    if (seen.has(key)) continue;
+    seen.add(key);
     const cacheKey = `${key}|${maxThreads}`;
     let result = time === undefined ? tuned.get(cacheKey) : undefined;
     if (result === undefined) {
       result = tuneOne(p, tilingsFor(maxThreads), time ?? timeOnDevice);
-      if (time === undefined) {
-        tuned.set(cacheKey, result);
-        result.catch(() => tuned.delete(cacheKey));
-      }
+      if (time === undefined) tuned.set(cacheKey, result);
     }
     // One product at a time: timings must not overlap on the device.
-    out.set(key, await result);
+    const r = await result;
+    if (r !== null) out.set(key, r);
   }
   return out;
 }
 
-async function tuneOne(problem: MatmulShape, tilings: readonly MatmulTiling[], time: TimeProduct): Promise<TunedProduct> {
+/** Null when no tiling could be timed (e.g. an operand over the device's binding size): the plan then uses the cost model's choice, and its own error, if any, names the value. */
+async function tuneOne(problem: MatmulShape, tilings: readonly MatmulTiling[], time: TimeProduct): Promise<TunedProduct | null> {
   const times: { tiling: MatmulTiling; ms: number }[] = [];
-  for (const tiling of tilings) times.push({ tiling, ms: await time(problem, tiling) });
+  for (const tiling of tilings) {
+    try {
+      times.push({ tiling, ms: await time(problem, tiling) });
+    } catch {
+      times.push({ tiling, ms: Infinity });
+    }
+  }
   const best = times.reduce((a, b) => (b.ms < a.ms ? b : a));
-  return { problem, tiling: best.tiling, times };
+  return Number.isFinite(best.ms) ? { problem, tiling: best.tiling, times } : null;
 }
 
 /** The product as a plan of its own (operands, output and split-K scratch as buffers), timed with DevicePlan.time. */

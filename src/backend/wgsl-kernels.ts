@@ -377,9 +377,10 @@ export const TILE_MEDIUM: MatmulTiling = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4 
 /** 32x32 tiles, 4x2 per thread (128 threads): small products and devices at the default limits. */
 export const TILE_SMALL: MatmulTiling = { bm: 32, bn: 32, bk: 16, tm: 4, tn: 2 };
 /**
- * TILE_MEDIUM and TILE_LARGE with their threads' rows and columns in runs of 4 read as vec4: by instruction counts the scalar 4x4 kernel issues one shared-memory read per two
- * multiply-adds, which caps an NVIDIA SM at half its FMA rate; these issue one per eight. Not yet timed
- * on a GPU, so the cost model does not pick them; tuning times them beside the others.
+ * TILE_MEDIUM and TILE_LARGE with their threads' rows and columns in runs of 4 read as vec4: by
+ * instruction counts the scalar 4x4 kernel issues one shared-memory read per two multiply-adds, which
+ * caps an NVIDIA SM at half its FMA rate; these issue one per eight. Not yet timed on a GPU, so the
+ * cost model does not pick them; tuning times them beside the others.
  */
 export const TILE_MEDIUM_VEC4: MatmulTiling = { bm: 64, bn: 64, bk: 16, tm: 4, tn: 4, vec: 4 };
 export const TILE_LARGE_VEC4: MatmulTiling = { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8, vec: 4 };
@@ -439,7 +440,7 @@ const SPLIT_K_MIN = 256;
 /**
  * Split-K: into how many k ranges a product is cut (each a workgroup layer writing its partial sums,
  * then one pass adding them up), so that products with few output tiles and a long k, the weight
- * gradients (e.g. 1152 x 384 over k = 25,216 tokens), still fill the GPU. A power of two, from the shape
+ * gradients (e.g. 1536 x 384 over k = 25,088 tokens), still fill the GPU. A power of two, from the shape
  * alone: the tiling never changes which terms are summed in which order, so timing tilings against
  * each other never changes a result's bits.
  */
