@@ -4,10 +4,10 @@
  * computed in a canonical 3-D form [B, C, D, H, W]; 1-D and 2-D inputs gain unit leading spatial axes.
  */
 import { matmulKernelRun } from '../backend/matmul.ts';
-import { chooseTiling, convKernel, convMatmulPasses, type ConvGeometry } from '../backend/wgsl-kernels.ts';
+import { convKernel, convMatmulPasses, type ConvGeometry } from '../backend/wgsl-kernels.ts';
 import { ArgumentError, ShapeError } from './errors.ts';
 import { floorDiv, splitIndex } from './codegen.ts';
-import type { OpImpl, WgslContext } from './exec.ts';
+import { planTiling, type OpImpl, type WgslContext } from './exec.ts';
 import { apply, definePrimitive, type Primitive } from './primitive.ts';
 import { fmt, type Shape } from './shape.ts';
 import { assertTensor, type Tensor } from './tensor.ts';
@@ -222,7 +222,7 @@ return acc;
   // WGSL: dense convs the same way (im2col and the tiled matmul), the rest (and dx) one thread per output.
   const wgsl = (ctx: WgslContext) =>
     a.groups === 1 && Cg * KD * KH * KW >= 8 && part !== 'dx'
-      ? convMatmulPasses(part, geom, (p) => ctx.matmulTiling?.(p) ?? chooseTiling(p, ctx.maxThreads))
+      ? convMatmulPasses(part, geom, (p) => planTiling(ctx, p))
       : convKernel(part, geom);
   return { name: `conv-${part}`, kernel: (gpu) => ({ key, source: kernelSource(gpu) }), host, wgsl };
 }

@@ -8,7 +8,7 @@
  */
 import type { IKernelRunShortcut } from 'gpu.js';
 import { cachedKernel, getBackend, withBackend, type BackendName } from '../backend/backend.ts';
-import type { MatmulShape, MatmulTiling, WgslKernel, WgslPasses } from '../backend/wgsl-kernels.ts';
+import { chooseTiling, type MatmulShape, type MatmulTiling, type WgslKernel, type WgslPasses } from '../backend/wgsl-kernels.ts';
 import { BackendError, InternalError } from './errors.ts';
 import { checkInterrupt } from './interrupt.ts';
 import { fromBuffer, type DeviceHandle, type Tensor } from './tensor.ts';
@@ -64,6 +64,9 @@ export interface WgslContext {
   /** A product's tiling as timed on the device (DeviceProgram's tuning); undefined: the cost model's choice. */
   readonly matmulTiling?: (p: MatmulShape) => MatmulTiling | undefined;
 }
+
+/** A product's tiling in a plan: as tuned on the device, else the cost model's. */
+export const planTiling = (ctx: WgslContext, p: MatmulShape): MatmulTiling => ctx.matmulTiling?.(p) ?? chooseTiling(p, ctx.maxThreads);
 
 let fastPaths = true;
 const EMPTY_STAND_IN = new Float32Array(1);

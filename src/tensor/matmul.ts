@@ -1,9 +1,10 @@
 /** matmul with batch broadcasting (torch.matmul semantics), on the backend's matmul kernels. */
 import { getBackend } from '../backend/backend.ts';
 import { matmulKernelAny } from '../backend/matmul.ts';
-import { chooseTiling, matmulWgsl } from '../backend/wgsl-kernels.ts';
+import { matmulWgsl } from '../backend/wgsl-kernels.ts';
 import { splitIndex } from './codegen.ts';
 import { ShapeError } from './errors.ts';
+import { planTiling } from './exec.ts';
 import { broadcastTo, reshape } from './ops.ts';
 import { apply, definePrimitive } from './primitive.ts';
 import { broadcastShapes, fmt, sizeOf } from './shape.ts';
@@ -29,7 +30,7 @@ const MATMUL = definePrimitive<MatmulAttrs>({
       name: 'matmul',
       kernel: (gpu) => ({ key: `matmul|${batch}|${problem.m}|${problem.k}|${n}|${transA}|${transB}`, source: matmulSource(problem, gpu) }),
       run: getBackend() === 'webgpu' ? undefined : ([x, y]) => matmulKernelAny(problem, x, y),
-      wgsl: ({ maxThreads, matmulTiling }) => matmulWgsl(problem, matmulTiling?.(problem) ?? chooseTiling(problem, maxThreads)),
+      wgsl: (ctx) => matmulWgsl(problem, planTiling(ctx, problem)),
     };
   },
   save: 'inputs',
