@@ -7,7 +7,7 @@
 import fc from 'fast-check';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { tuneMatmuls, type TimeProduct } from '../src/backend/matmul-tune.ts';
+import { TUNE_MIN_FLOP, tuneMatmuls, type TimeProduct } from '../src/backend/matmul-tune.ts';
 import { chooseTiling, matmulKernel, splitK, tilingCost, TILE_LARGE, TILE_LARGE_VEC4, TILE_MEDIUM, TILE_SMALL, TILINGS, tilingName, tilingSharedBytes, tilingsFor, tilingThreads, type MatmulShape, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
 import * as R from '../src/index.ts';
 import { BackendError } from '../src/tensor/errors.ts';
@@ -106,7 +106,7 @@ test('tuneMatmuls keeps the fastest tiling per distinct product, timing each (pr
     calls.push(`${p.m}|${tilingName(t)}`);
     return p.m < 1000 ? t.bm : 1000 / t.bm;
   };
-  const small = { batch: 2, m: 40, k: 40, n: 40, transA: false, transB: false };
+  const small = { batch: 2, m: 400, k: 400, n: 400, transA: false, transB: false };
   const large = square(2048);
   const tuned = await tuneMatmuls([small, large, { ...small }, large], 256, time);
   assert.is(tuned.size, 2);
@@ -119,9 +119,13 @@ test('tuneMatmuls keeps the fastest tiling per distinct product, timing each (pr
     return t.bm;
   };
   const partly = await tuneMatmuls([small, large], 256, failing);
-  assert.equal([...partly.keys()], ['2|40|40|40|false|false']);
+  assert.equal([...partly.keys()], ['2|400|400|400|false|false']);
   assert.is([...partly.values()][0].tiling, TILINGS.find((t) => t.bm === 64), 'the first of the fastest');
   assert.is([...partly.values()][0].times.find((x) => x.tiling === TILE_SMALL)?.ms, Infinity);
+  // Launch-latency-bound products are left to the cost model.
+  const tiny = { batch: 1, m: 100, k: 100, n: 2400, transA: false, transB: false };
+  assert.ok(2 * 100 * 100 * 2400 < TUNE_MIN_FLOP && 2 * 100 * 100 * 2600 >= TUNE_MIN_FLOP);
+  assert.equal([...(await tuneMatmuls([tiny, { ...tiny, n: 2600 }], 256, time)).keys()], ['1|100|100|2600|false|false']);
   const narrow = await tuneMatmuls([large], 128, time);
   assert.equal([...narrow.values()][0].times.map((x) => tilingName(x.tiling)), [tilingName(TILE_SMALL)]);
 });

@@ -19,6 +19,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { getBackend, setBackend, withBackend } from '../src/backend/backend.ts';
 import { counterDelta, webgpuCounters, webgpuDevice, type WebGPUCounters } from '../src/backend/webgpu-device.ts';
 import { DevicePlan } from '../src/backend/webgpu-plan.ts';
+import { TUNE_MIN_FLOP } from '../src/backend/matmul-tune.ts';
 import { fusedKernel, matmulKernel, matmulSplitSum, splitK, tilingName, tilingsFor, tilingThreads, type FusedGroup, type FusedNode, type MatmulShape, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
 import { flattenWithPaths } from '../src/autodiff/pytree.ts';
 import * as R from '../src/index.ts';
@@ -171,11 +172,12 @@ export async function tunedPlanLaw(): Promise<PlanLawResult> {
   return law('a plan tuned on the device (split-K product included) = the untuned plan, bit for bit', async () => {
     const { device } = await webgpuDevice();
     const tilings = tilingsFor(device.limits.maxComputeInvocationsPerWorkgroup);
-    const m = 8;
-    const k = 2048;
+    // Weight-gradient-like products of 67 MFLOP (over TUNE_MIN_FLOP), each split-K.
+    const [m, k, n] = [64, 2048, 256];
     const f = ([x, w]: Tensor[]) => [R.matmul(x, w, { transA: true }), R.tanh(R.matmul(w, x, { transA: true }))];
-    const inputs = [R.tensor(uniform(k * m, 11), [k, m]), R.tensor(uniform(k * 3, 12), [k, 3])];
-    if (splitK({ batch: 1, m, k, n: 3, transA: true, transB: false }) < 2) fail(`the [${m} x ${k}] @ [${k} x 3] product is not split: the law no longer covers split-K`);
+    const inputs = [R.tensor(uniform(k * m, 11), [k, m]), R.tensor(uniform(k * n, 12), [k, n])];
+    if (2 * m * k * n < TUNE_MIN_FLOP) fail(`the [${m} x ${k}] @ [${k} x ${n}] product is under TUNE_MIN_FLOP: the law no longer covers tuning`);
+    if (splitK({ batch: 1, m, k, n, transA: true, transB: false }) < 2) fail(`the [${m} x ${k}] @ [${k} x ${n}] product is not split: the law no longer covers split-K`);
     const want = withBackend('webasm', () => f(inputs)).map((t) => t.dataSync());
     const traced = jit(f, { lowering: 'interpret' }).program(inputs);
     const { program: planned } = await programFromTrace(traced, { label: 'tuned' });
@@ -199,8 +201,9 @@ export async function tunedPlanLaw(): Promise<PlanLawResult> {
     }
     results[1].forEach((got, i) => {
       if (!sameArrayBits(got, results[0][i])) fail(`result ${i}: the tuned plan's bits differ from the untuned plan's`);
+      // Sums of 2048 terms in another order than webasm's GEMM (split-K): float32 rounding of k terms.
       const d = relDiff(got, want[i]);
-      if (!(d <= 1e-5)) fail(`result ${i}: ${d.toExponential(2)} of max|webasm| off`);
+      if (!(d <= 1e-4)) fail(`result ${i}: ${d.toExponential(2)} of max|webasm| off`);
     });
     return `${tunedCount} products tuned over ${tilings.length} tilings; results equal the untuned plan's bits and webasm`;
   });

@@ -23,18 +23,22 @@ export const productKey = (p: MatmulShape): string => `${p.batch}|${p.m}|${p.k}|
 
 const tuned = new Map<string, Promise<TunedProduct | null>>();
 
+/** Products under this many flops (2·batch·m·k·n; ~3 us on an H200) are bound by launch latency, not tiling: not timed. */
+export const TUNE_MIN_FLOP = 5e7;
+
 /**
  * The fastest tiling of each distinct product in `problems` (by `productKey`) among those within
  * `maxThreads` invocations, timed one at a time by `time` (default: on the webgpu device, operands of
  * the product's own sizes; a tiling that fails to run counts as infinitely slow, and a product none of
- * whose tilings ran is left out). With the default timer, products tuned before are not timed again.
+ * whose tilings ran is left out, as are products under TUNE_MIN_FLOP). With the default timer, products
+ * tuned before are not timed again.
  */
 export async function tuneMatmuls(problems: readonly MatmulShape[], maxThreads: number, time?: TimeProduct): Promise<Map<string, TunedProduct>> {
   const out = new Map<string, TunedProduct>();
   const seen = new Set<string>();
   for (const p of problems) {
     const key = productKey(p);
-    if (seen.has(key)) continue;
+    if (seen.has(key) || 2 * p.batch * p.m * p.k * p.n < TUNE_MIN_FLOP) continue;
     seen.add(key);
     const cacheKey = `${key}|${maxThreads}`;
     let result = time === undefined ? tuned.get(cacheKey) : undefined;

@@ -97,6 +97,9 @@ interface CachedPipeline {
 /** Compute pipelines of WGSL kernels, by kernel key (one device per process). */
 const pipelines = new Map<string, Promise<CachedPipeline>>();
 
+/** An empty submission's time to queue completion, by device: what DevicePlan.time and profile subtract. */
+const emptySubmissionMs = new WeakMap<object, Promise<number>>();
+
 /** gpu.js kernels built for plans, by source and sizes (kept for the life of the process, like the kernel cache). */
 const gpujsKernels = new Map<string, Promise<BuiltGpuJs>>();
 
@@ -532,11 +535,18 @@ export class DevicePlan {
     return Math.max(0, best - base) / repeats;
   }
 
-  /** The median time of five empty submissions to queue completion. */
-  private async emptySubmission(): Promise<number> {
-    const empty: number[] = [];
-    for (let i = 0; i < 5; i++) empty.push(await this.timed([], 1));
-    return empty.sort((a, b) => a - b)[2];
+  /** The median time of five empty submissions to queue completion (measured once per device). */
+  private emptySubmission(): Promise<number> {
+    let base = emptySubmissionMs.get(this.shared.device);
+    if (base === undefined) {
+      base = (async () => {
+        const empty: number[] = [];
+        for (let i = 0; i < 5; i++) empty.push(await this.timed([], 1));
+        return empty.sort((a, b) => a - b)[2];
+      })();
+      emptySubmissionMs.set(this.shared.device, base);
+    }
+    return base;
   }
 
   /** `commands` (dispatches first, then copies) `times` over in one submission, in ms to queue completion. */
