@@ -373,7 +373,8 @@ export interface CompileOptions {
   /**
    * Time every tiling the device allows on each distinct matrix product of the program and use the
    * fastest (backend/matmul-tune.ts; the same bits either way). Default: on a hardware adapter, where
-   * it takes well under a second, and off on software ones (llvmpipe), where the cost model decides.
+   * it pays (each tiling of each product of 50 MFLOP or more, once per process), and off on software ones
+   * (llvmpipe), where the cost model decides.
    */
   readonly tune?: boolean;
 }
