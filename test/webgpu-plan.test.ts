@@ -39,47 +39,21 @@ if (!status.ok) {
     assert.ok(first.counts.pipelines >= 3, `the first run compiles its 3 kernels (${first.counts.pipelines})`);
   });
 
-  test('tiled WGSL matmul, whole and split-K, equals float64 and the gpu.js kernel, the same bits on every tiling', async () => {
-    const r = await matmulLaw(6 * samples);
-    console.log(report(r));
-    assert.ok(r.ok, report(r));
-  });
+  /** A plan law as a test: its report printed, its failure the test's. */
+  const lawTest = (name: string, run: () => Promise<PlanLawResult>) =>
+    test(name, async () => {
+      const r = await run();
+      console.log(report(r));
+      assert.ok(r.ok, report(r));
+    });
 
-  test('a plan tuned on the device (every tiling timed per product, split-K included) = the untuned plan, bit for bit', async () => {
-    const r = await tunedPlanLaw();
-    console.log(report(r));
-    assert.ok(r.ok, report(r));
-  });
-
-  test('reductions on every path (long columns in parts and a second pass) equal float64, NaN kept by max', async () => {
-    const r = await reduceLaw(4 * samples);
-    console.log(report(r));
-    assert.ok(r.ok, report(r));
-  });
-
-  test('NaN and infinities through fused WGSL maps (maximum, minimum, arithmetic) as eager webasm', async () => {
-    const r = await specialValuesLaw();
-    console.log(report(r));
-    assert.ok(r.ok, report(r));
-  });
-
-  test('dense convolutions as im2col and the tiled matmul (forward, dx, dw) equal eager webasm', async () => {
-    const r = await denseConvLaw(4 * samples);
-    console.log(report(r));
-    assert.ok(r.ok, report(r));
-  });
-
-  test('fused elementwise groups (broadcasts, offsets, constants, op chains) as one WGSL kernel equal the host', async () => {
-    const r = await fusedLaw(6 * samples);
-    console.log(report(r));
-    assert.ok(r.ok, report(r));
-  });
-
-  test('a value a kernel reads twice (a fused group at two strides, matmul(a, a)) is bound once and gives eager\'s values', async () => {
-    const r = await sharedReadLaw(4 * samples);
-    console.log(report(r));
-    assert.ok(r.ok, report(r));
-  });
+  lawTest('tiled WGSL matmul, whole and split-K, equals float64 and the gpu.js kernel, the same bits on every tiling', () => matmulLaw(6 * samples));
+  lawTest('a plan tuned on the device (every tiling timed per product, split-K included) = the untuned plan, bit for bit', () => tunedPlanLaw());
+  lawTest('reductions on every path (long columns in parts and a second pass) equal float64, NaN kept by max', () => reduceLaw(4 * samples));
+  lawTest('NaN and infinities through fused WGSL maps (maximum, minimum, arithmetic) as eager webasm', () => specialValuesLaw());
+  lawTest('dense convolutions as im2col and the tiled matmul (forward, dx, dw) equal eager webasm', () => denseConvLaw(4 * samples));
+  lawTest('fused elementwise groups (broadcasts, offsets, constants, op chains) as one WGSL kernel equal the host', () => fusedLaw(6 * samples));
+  lawTest('a value a kernel reads twice (a fused group at two strides, matmul(a, a)) is bound once and gives eager\'s values', () => sharedReadLaw(4 * samples));
 
   test('every op as a device-plan step equals eager webasm', async () => {
     // layerNorm with weight and bias (the fused primitive the training step uses) in more cases: one
