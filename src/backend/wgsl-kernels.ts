@@ -368,6 +368,8 @@ export interface MatmulTiling {
    * of the shared-memory instructions per multiply-add; tm and tn multiples of 4).
    */
   readonly vec?: 1 | 4;
+  /** Fetch the next k-slice from global memory into registers while multiplying the current one. */
+  readonly prefetch?: boolean;
 }
 
 /** 128x128 tiles, 8x8 per thread (256 threads): for large products on devices that allow 256 invocations. */
@@ -387,6 +389,9 @@ export const TILE_LARGE_VEC4: MatmulTiling = { bm: 128, bn: 128, bk: 8, tm: 8, t
 /** The rectangular tiles between them (CUTLASS's 128x64 and 64x128), 16-deep k-slices, vec4: for products with one short side. */
 export const TILE_TALL_VEC4: MatmulTiling = { bm: 128, bn: 64, bk: 16, tm: 8, tn: 4, vec: 4 };
 export const TILE_WIDE_VEC4: MatmulTiling = { bm: 64, bn: 128, bk: 16, tm: 4, tn: 8, vec: 4 };
+/** TILE_LARGE_VEC4 and TILE_MEDIUM_VEC4 with the next k-slice prefetched into registers (software pipelining, as CUTLASS's mainloop). */
+export const TILE_LARGE_VEC4_PREFETCH: MatmulTiling = { ...TILE_LARGE_VEC4, prefetch: true };
+export const TILE_MEDIUM_VEC4_PREFETCH: MatmulTiling = { ...TILE_MEDIUM_VEC4, prefetch: true };
 
 export interface MatmulShape {
   readonly batch: number;
@@ -402,9 +407,11 @@ export const tilingThreads = (t: MatmulTiling): number => (t.bm / t.tm) * (t.bn 
 export const tilingSharedBytes = (t: MatmulTiling): number => 4 * t.bk * (t.bm + t.bn + 2 * (t.vec ?? 1));
 
 /** Every tiling, largest first; a device runs those within its invocations per workgroup. */
-export const TILINGS: readonly MatmulTiling[] = [TILE_LARGE, TILE_LARGE_VEC4, TILE_TALL_VEC4, TILE_WIDE_VEC4, TILE_MEDIUM, TILE_MEDIUM_VEC4, TILE_SMALL];
+export const TILINGS: readonly MatmulTiling[] = [
+  TILE_LARGE, TILE_LARGE_VEC4, TILE_LARGE_VEC4_PREFETCH, TILE_TALL_VEC4, TILE_WIDE_VEC4, TILE_MEDIUM, TILE_MEDIUM_VEC4, TILE_MEDIUM_VEC4_PREFETCH, TILE_SMALL,
+];
 export const tilingsFor = (maxThreads: number): MatmulTiling[] => TILINGS.filter((t) => tilingThreads(t) <= maxThreads);
-export const tilingName = (t: MatmulTiling): string => `${t.bm}x${t.bn}/${t.tm}x${t.tn}${t.bk !== 16 ? ` k${t.bk}` : ''}${t.vec === 4 ? ' vec4' : ''}`;
+export const tilingName = (t: MatmulTiling): string => `${t.bm}x${t.bn}/${t.tm}x${t.tn}${t.bk !== 16 ? ` k${t.bk}` : ''}${t.vec === 4 ? ' vec4' : ''}${t.prefetch === true ? ' prefetch' : ''}`;
 
 /**
  * The cost model behind `chooseTiling`, fitted to the H200 runs of docs/benchmarks.md (N x N products,
@@ -508,18 +515,32 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
   // wx; accumulator c<i>_<h> is row i (g·vec + r) against column group h (a vec4 with vec 4).
   const acc = vec === 4 ? 'vec4<f32>' : 'f32';
   for (let i = 0; i < tm; i++) for (let h = 0; h < tn / vec; h++) s += `  var c${i}_${h} : ${acc} = ${acc}();\n`;
-  s += `  for (var k0 = kBegin; k0 < kEnd; k0 += BK) {\n`;
-  for (let q = 0; q < aLoads; q++) {
-    s += `    {\n      let l = tid + ${q * threads}u;\n      let r = ${aIndex.r};\n      let kk = ${aIndex.kk};\n` +
-      `      let gr = row0 + r;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
-      `      if (gr < M && gk < kEnd) { v = a0[${aIndex.at('gr', 'gk')}]; }\n      ${store('As', `kk * ${rowA}u + r`)} = v;\n    }\n`;
+  // Element q of this thread's share of the A (B) k-slice at k0: fetched from global memory into `dst`
+  // (0 past the edges), and put into the shared tile.
+  const fetchA = (q: number, k0: string, dst: string) =>
+    `      { let l = tid + ${q * threads}u; let gr = row0 + ${aIndex.r}; let gk = ${k0} + ${aIndex.kk}; ${dst} = 0.0; if (gr < M && gk < kEnd) { ${dst} = a0[${aIndex.at('gr', 'gk')}]; } }\n`;
+  const fetchB = (q: number, k0: string, dst: string) =>
+    `      { let l = tid + ${q * threads}u; let gc = col0 + ${bIndex.c}; let gk = ${k0} + ${bIndex.kk}; ${dst} = 0.0; if (gc < N && gk < kEnd) { ${dst} = a1[${bIndex.at('gc', 'gk')}]; } }\n`;
+  const putA = (q: number, src: string) => `      { let l = tid + ${q * threads}u; let r = ${aIndex.r}; let kk = ${aIndex.kk}; ${store('As', `kk * ${rowA}u + r`)} = ${src}; }\n`;
+  const putB = (q: number, src: string) => `      { let l = tid + ${q * threads}u; let c = ${bIndex.c}; let kk = ${bIndex.kk}; ${store('Bs', `kk * ${rowB}u + c`)} = ${src}; }\n`;
+  const qs = (n: number) => Array.from({ length: n }, (_, q) => q);
+  if (t.prefetch === true) {
+    // Software pipelining: the next k-slice's global loads are issued before this slice's multiply-adds
+    // and stored to shared memory after them, so their latency hides behind the arithmetic.
+    for (const q of qs(aLoads)) s += `  var ra${q} : f32;\n`;
+    for (const q of qs(bLoads)) s += `  var rb${q} : f32;\n`;
+    s += `  {\n${qs(aLoads).map((q) => fetchA(q, 'kBegin', `ra${q}`)).join('')}${qs(bLoads).map((q) => fetchB(q, 'kBegin', `rb${q}`)).join('')}  }\n`;
+    s += `  for (var k0 = kBegin; k0 < kEnd; k0 += BK) {\n`;
+    s += qs(aLoads).map((q) => putA(q, `ra${q}`)).join('') + qs(bLoads).map((q) => putB(q, `rb${q}`)).join('');
+    s += `    workgroupBarrier();\n    if (k0 + BK < kEnd) {\n`;
+    s += qs(aLoads).map((q) => fetchA(q, 'k0 + BK', `ra${q}`)).join('') + qs(bLoads).map((q) => fetchB(q, 'k0 + BK', `rb${q}`)).join('');
+    s += `    }\n`;
+  } else {
+    s += `  for (var k0 = kBegin; k0 < kEnd; k0 += BK) {\n`;
+    for (const q of qs(aLoads)) s += `    {\n      var v : f32;\n${fetchA(q, 'k0', 'v')}${putA(q, 'v')}    }\n`;
+    for (const q of qs(bLoads)) s += `    {\n      var v : f32;\n${fetchB(q, 'k0', 'v')}${putB(q, 'v')}    }\n`;
+    s += `    workgroupBarrier();\n`;
   }
-  for (let q = 0; q < bLoads; q++) {
-    s += `    {\n      let l = tid + ${q * threads}u;\n      let c = ${bIndex.c};\n      let kk = ${bIndex.kk};\n` +
-      `      let gc = col0 + c;\n      let gk = k0 + kk;\n      var v : f32 = 0.0;\n` +
-      `      if (gc < N && gk < kEnd) { v = a1[${bIndex.at('gc', 'gk')}]; }\n      ${store('Bs', `kk * ${rowB}u + c`)} = v;\n    }\n`;
-  }
-  s += `    workgroupBarrier();\n`;
   s += `    for (var kk = 0u; kk < BK; kk++) {\n`;
   for (let g = 0; g < tm / vec; g++) s += `      let a${g} = As[kk * ${rowA / vec}u + lid.y + ${g * wy}u];\n`;
   for (let h = 0; h < tn / vec; h++) s += `      let b${h} = Bs[kk * ${rowB / vec}u + lid.x + ${h * wx}u];\n`;
@@ -539,7 +560,7 @@ export function matmulKernel(p: MatmulShape, t: MatmulTiling = TILE_SMALL, split
     s += `    }\n  }\n`;
   }
   s += `}\n`;
-  const tiling = `${bm}x${bn}x${bk}/${tm}x${tn}${vec === 4 ? '/vec4' : ''}`;
+  const tiling = `${bm}x${bn}x${bk}/${tm}x${tn}${vec === 4 ? '/vec4' : ''}${t.prefetch === true ? '/prefetch' : ''}`;
   return {
     name: 'matmul',
     key: `matmul|${tiling}|${p.transA}|${p.transB}`,
