@@ -118,7 +118,7 @@ async function train(req: Extract<WorkerRequest, { type: 'train' }>): Promise<vo
   const data = await digits();
   let trainer: DeviceTrainer | null = null;
   if (sel.backend === 'webgpu') {
-    post({ type: 'status', text: 'compiling the training step for the GPU…' });
+    post({ type: 'status', text: 'compiling the training step for the GPU (on a hardware GPU, timing the tilings of its matrix products once)…' });
     trainer = await DeviceTrainer.create(model, params, { batch: req.batch, mode: 'reversible', hyper, key: kStep, ...recipe });
   }
   post({ type: 'backend', backend: sel.backend, reason: sel.reason, engine: trainer !== null ? 'device plan' : 'eager', model: 'REV_MVIT_MNIST (npm start\'s model)', params: countParams(model) });
