@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface OursMatmul { kernel: string; n: number; gflops: number; transfers: boolean; maxRelErr: number }
-export interface OursTrain { engine: string; name: string; batch: number; mode: string; msPerStep: number; deviceMiB: number; submitsPerStep: number; readbacksPerStep: number }
+export interface OursTrain { engine: string; name: string; batch: number; mode: string; msPerStep: number; deviceMiB: number; submitsPerStep: number; readbacksPerStep: number; untunedMsPerStep?: number }
 export interface Ours { matmul?: OursMatmul[]; train?: OursTrain[]; failures?: number; adapter?: unknown }
 export interface TorchMatmul { n: number; gflops: number }
 /** One bench/torch_revmvit.py result: {store_ms, reversible_ms, peak_mb: {store, reversible}}. */
@@ -62,6 +62,8 @@ export function summarize(ours: Ours, torch: Torch): Line[] {
     if (r.name === 'REV_VIT_S' && r.batch === 128 && r.mode === 'reversible') target = '<= 2';
     const limit = target === undefined ? null : Number(target.slice(3));
     lines.push({ what: `${r.name} b${r.batch} ${r.mode} step ms`, ours: r.msPerStep, torch: tm ?? null, ratio: q, unit: 'x torch', ...(target !== undefined ? { target, met: q === null ? null : q <= limit! } : {}) });
+    // The same step with the cost model's tilings: what tuning bought.
+    if (r.untunedMsPerStep !== undefined) lines.push({ what: `${r.name} b${r.batch} ${r.mode} step ms, untuned`, ours: r.untunedMsPerStep, torch: tm ?? null, ratio: ratio(r.untunedMsPerStep, tm), unit: 'x torch' });
     const peak = t?.peak_mb?.[r.mode];
     const qm = ratio(r.deviceMiB, peak);
     lines.push({

@@ -26,7 +26,7 @@ test('summary: ratios beside torch, the issue targets marked met or missed, miss
       ],
       train: [
         { engine: 'plan', name: 'revmvit-tiny', batch: 64, mode: 'reversible', msPerStep: 150, deviceMiB: 500, submitsPerStep: 1, readbacksPerStep: 1 },
-        { engine: 'plan', name: 'REV_VIT_S', batch: 128, mode: 'reversible', msPerStep: 500, deviceMiB: 9000, submitsPerStep: 1, readbacksPerStep: 1 },
+        { engine: 'plan', name: 'REV_VIT_S', batch: 128, mode: 'reversible', msPerStep: 500, deviceMiB: 9000, submitsPerStep: 1, readbacksPerStep: 1, untunedMsPerStep: 700 },
         { engine: 'eager', name: 'revmvit-tiny', batch: 8, mode: 'reversible', msPerStep: 900, deviceMiB: 0, submitsPerStep: 3000, readbacksPerStep: 200 },
       ],
     },
@@ -51,6 +51,10 @@ test('summary: ratios beside torch, the issue targets marked met or missed, miss
   assert.is(at('REV_VIT_S b128 reversible step').ratio, 2.5);
   assert.is(at('REV_VIT_S b128 reversible step').met, false);
   assert.is(at('REV_VIT_S b128 reversible device').met, true);
+  // The untuned step: a line beside torch with no target of its own; only where the check measured it.
+  assert.is(at('REV_VIT_S b128 reversible step ms, untuned').ratio, 3.5);
+  assert.is(at('REV_VIT_S b128 reversible step ms, untuned').target, undefined);
+  assert.is(lines.filter((l) => l.what.endsWith('untuned')).length, 1);
   assert.not.ok(lines.some((l) => l.what.includes('b8')), 'eager rows are not compared');
   const text = table(lines);
   assert.match(text, /MISSED/);
