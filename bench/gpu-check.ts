@@ -31,7 +31,7 @@ import { counterDelta, webgpuCounters, webgpuDevice } from '../src/backend/webgp
 import { DevicePlan } from '../src/backend/webgpu-plan.ts';
 import { describeAdapter, initWebGPU } from '../src/backend/webgpu-node.ts';
 import { chooseTiling, matmulKernel, splitK, tilingName, tilingsFor } from '../src/backend/wgsl-kernels.ts';
-import type { TunedProduct } from '../src/backend/matmul-tune.ts';
+import { TUNE_MIN_FLOP, type TunedProduct } from '../src/backend/matmul-tune.ts';
 import * as R from '../src/index.ts';
 import type { Tensor } from '../src/index.ts';
 import { decodeSafetensors } from '../src/io/safetensors.ts';
@@ -392,7 +392,7 @@ async function planTrainBench(cases: TrainCase[]): Promise<void> {
 /** The products the compile timed (DeviceProgram tuning): per product, every tiling's time and the pick beside the cost model's. */
 function logTuned(tuned: readonly TunedProduct[]): TrainRow['tuned'] {
   if (tuned.length === 0) {
-    log('    matmul tuning: off (software adapter?)');
+    log(`    matmul tuning: no product of ${TUNE_MIN_FLOP / 1e6} MFLOP or more to time`);
     return [];
   }
   log(`    matmul tuning: ${tuned.length} distinct products, each tiling timed once per product (ms per product):`);
