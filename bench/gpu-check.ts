@@ -396,7 +396,7 @@ function logTuned(tuned: readonly TunedProduct[]): TrainRow['tuned'] {
     return [];
   }
   log(`    matmul tuning: ${tuned.length} distinct products, each tiling timed once per product (ms per product):`);
-  const rows = tuned.map((t) => {
+  return tuned.map((t) => {
     const { batch, m, k, n, transA, transB } = t.problem;
     const shape = `${batch} x ${m} x ${k} x ${n}${transA ? ' At' : ''}${transB ? ' Bt' : ''}`;
     const model = tilingName(chooseTiling(t.problem, 256));
@@ -404,7 +404,6 @@ function logTuned(tuned: readonly TunedProduct[]): TrainRow['tuned'] {
     log(`      ${shape.padEnd(30)} ${splits > 1 ? `${splits} k ranges` : 'whole'.padEnd(11)}  ${t.times.map((x) => `${tilingName(x.tiling)} ${x.ms.toFixed(3)}`).join('  ')}  -> ${tilingName(t.tiling)} (model: ${model})`);
     return { shape, splits, pick: tilingName(t.tiling), model, times: Object.fromEntries(t.times.map((x) => [tilingName(x.tiling), x.ms])) };
   });
-  return rows;
 }
 
 /**

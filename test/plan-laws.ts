@@ -19,7 +19,7 @@ import * as E from 'fp-ts/lib/Either.js';
 import { getBackend, setBackend, withBackend } from '../src/backend/backend.ts';
 import { counterDelta, webgpuCounters, webgpuDevice, type WebGPUCounters } from '../src/backend/webgpu-device.ts';
 import { DevicePlan } from '../src/backend/webgpu-plan.ts';
-import { TUNE_MIN_FLOP } from '../src/backend/matmul-tune.ts';
+import { TUNE_MIN_FLOP, type TunedProduct } from '../src/backend/matmul-tune.ts';
 import { fusedKernel, matmulKernel, matmulSplitSum, splitK, tilingName, tilingsFor, tilingThreads, type FusedGroup, type FusedNode, type MatmulShape, type MatmulTiling } from '../src/backend/wgsl-kernels.ts';
 import { flattenWithPaths } from '../src/autodiff/pytree.ts';
 import * as R from '../src/index.ts';
@@ -27,7 +27,7 @@ import type { Tensor } from '../src/index.ts';
 import { formatProblems, parseConfig } from '../src/models/mvit/config.ts';
 import { buildModel } from '../src/models/mvit/model.ts';
 import { foldIn, key, normal, split } from '../src/random/index.ts';
-import { DeviceProgram } from '../src/tensor/plan.ts';
+import { DeviceProgram, type CompileOptions } from '../src/tensor/plan.ts';
 import { sizeOf } from '../src/tensor/shape.ts';
 import { programFromTrace } from '../src/jit/webgpu.ts';
 import { jit } from '../src/jit/index.ts';
@@ -70,6 +70,26 @@ function relDiff(got: Float32Array, want: ArrayLike<number>): number {
     if (!(e <= d) && !(Number.isNaN(got[i]) && Number.isNaN(want[i]))) d = Number.isNaN(e) ? Infinity : e;
   }
   return d / scale;
+}
+
+/** One run of a jit-traced function as a device plan: its outputs, and the plan's dispatches, tuned products and gpu.js ops. */
+interface PlanRun {
+  readonly got: Float32Array[];
+  readonly dispatchNames: readonly string[];
+  readonly tuned: readonly TunedProduct[];
+  readonly gpujsOps: ReadonlyMap<string, number>;
+}
+
+/** `f` traced by jit, compiled as one device plan (`options`: DeviceProgram's), run once on `inputs`, and released. */
+async function runAsPlan(f: (xs: Tensor[]) => Tensor[], inputs: readonly Tensor[], label: string, options?: CompileOptions): Promise<PlanRun> {
+  const traced = jit(f, { lowering: 'interpret' }).program([...inputs]);
+  const program = await DeviceProgram.compile((await programFromTrace(traced, { label })).program, [], options);
+  try {
+    const got = await program.run(inputs.map((t) => t.dataSync()));
+    return { got, dispatchNames: program.dispatchNames, tuned: program.tuned, gpujsOps: program.gpujsOps };
+  } finally {
+    program.destroy();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,28 +199,17 @@ export async function tunedPlanLaw(): Promise<PlanLawResult> {
     if (2 * m * k * n < TUNE_MIN_FLOP) fail(`the [${m} x ${k}] @ [${k} x ${n}] product is under TUNE_MIN_FLOP: the law no longer covers tuning`);
     if (splitK({ batch: 1, m, k, n, transA: true, transB: false }) < 2) fail(`the [${m} x ${k}] @ [${k} x ${n}] product is not split: the law no longer covers split-K`);
     const want = withBackend('webasm', () => f(inputs)).map((t) => t.dataSync());
-    const traced = jit(f, { lowering: 'interpret' }).program(inputs);
-    const { program: planned } = await programFromTrace(traced, { label: 'tuned' });
-    const results: Float32Array[][] = [];
-    let tunedCount = 0;
-    for (const tune of [false, true]) {
-      const program = await DeviceProgram.compile(planned, [], { tune });
-      try {
-        if (tune) {
-          tunedCount = program.tuned.length;
-          if (tunedCount !== 2) fail(`expected the 2 distinct products tuned, got ${tunedCount}`);
-          for (const t of program.tuned) {
-            if (t.times.length !== tilings.length || !t.times.every((x) => Number.isFinite(x.ms) && x.ms >= 0)) fail(`product ${JSON.stringify(t.problem)}: timed ${JSON.stringify(t.times)}, expected each of the ${tilings.length} tilings once`);
-            if (t.times.some((x) => x.ms < t.times.find((y) => y.tiling === t.tiling)!.ms)) fail(`product ${JSON.stringify(t.problem)}: kept ${tilingName(t.tiling)}, not the fastest of ${JSON.stringify(t.times)}`);
-          }
-        } else if (program.tuned.length !== 0) fail('tune: false timed products');
-        results.push(await program.run(inputs.map((t) => t.dataSync())));
-      } finally {
-        program.destroy();
-      }
+    const untuned = await runAsPlan(f, inputs, 'untuned', { tune: false });
+    if (untuned.tuned.length !== 0) fail('tune: false timed products');
+    const tuned = await runAsPlan(f, inputs, 'tuned', { tune: true });
+    const tunedCount = tuned.tuned.length;
+    if (tunedCount !== 2) fail(`expected the 2 distinct products tuned, got ${tunedCount}`);
+    for (const t of tuned.tuned) {
+      if (t.times.length !== tilings.length || !t.times.every((x) => Number.isFinite(x.ms) && x.ms >= 0)) fail(`product ${JSON.stringify(t.problem)}: timed ${JSON.stringify(t.times)}, expected each of the ${tilings.length} tilings once`);
+      if (t.times.some((x) => x.ms < t.times.find((y) => y.tiling === t.tiling)!.ms)) fail(`product ${JSON.stringify(t.problem)}: kept ${tilingName(t.tiling)}, not the fastest of ${JSON.stringify(t.times)}`);
     }
-    results[1].forEach((got, i) => {
-      if (!sameArrayBits(got, results[0][i])) fail(`result ${i}: the tuned plan's bits differ from the untuned plan's`);
+    tuned.got.forEach((got, i) => {
+      if (!sameArrayBits(got, untuned.got[i])) fail(`result ${i}: the tuned plan's bits differ from the untuned plan's`);
       // Sums of 2048 terms in another order than webasm's GEMM (split-K): float32 rounding of k terms.
       const d = relDiff(got, want[i]);
       if (!(d <= 1e-4)) fail(`result ${i}: ${d.toExponential(2)} of max|webasm| off`);
@@ -312,18 +321,12 @@ export async function sharedReadLaw(samples = 4): Promise<PlanLawResult> {
       const f = ([x, a]: Tensor[]) => [R.mul(R.add(R.reshape(x, [1, c.n]), R.reshape(x, [c.n, 1])), R.tanh(x)), R.matmul(a, a)];
       const inputs = [R.tensor(uniform(c.n, c.seed), [c.n]), R.tensor(uniform(c.n * c.n, c.seed + 1), [c.n, c.n])];
       const want = withBackend('webasm', () => f(inputs)).map((t) => t.dataSync());
-      const traced = jit(f, { lowering: 'interpret' }).program(inputs);
-      const program = await DeviceProgram.compile((await programFromTrace(traced, { label: 'shared reads' })).program, []);
-      try {
-        const got = await program.run(inputs.map((t) => t.dataSync()));
-        want.forEach((w, k) => {
-          const d = relDiff(got[k], w);
-          if (!(d <= 1e-5)) fail(`n = ${c.n}, result ${k}: ${d.toExponential(2)} of max|webasm| off`);
-          worst = Math.max(worst, d);
-        });
-      } finally {
-        program.destroy();
-      }
+      const { got } = await runAsPlan(f, inputs, 'shared reads');
+      want.forEach((w, k) => {
+        const d = relDiff(got[k], w);
+        if (!(d <= 1e-5)) fail(`n = ${c.n}, result ${k}: ${d.toExponential(2)} of max|webasm| off`);
+        worst = Math.max(worst, d);
+      });
     }
     return `${cases.length} cases equal to webasm (worst ${worst.toExponential(1)} of max|webasm|)`;
   });
@@ -362,19 +365,13 @@ export async function planOpLaws(opts: PlanOpLawOptions = {}): Promise<PlanLawRe
           const c = withBackend('webasm', () => entry.build(params[s]));
           const wanted = withBackend('webasm', () => evaluate(c, 1000 + s));
           const want = wanted.map((t) => t.dataSync());
-          const traced = jit((ins: Tensor[]) => evaluate({ ...c, inputs: ins }, 1000 + s), { lowering: 'interpret' }).program(c.inputs);
-          const program = await DeviceProgram.compile((await programFromTrace(traced, { label: `op ${entry.name}` })).program, []);
-          try {
-            program.gpujsOps.forEach((_, k) => gpujs.add(k));
-            const got = await program.run(c.inputs.map((t) => t.dataSync()));
-            want.forEach((w, k) => {
-              const d = relDiff(got[k], w);
-              if (!(d <= 1e-5)) fail(`case ${s}, result ${k} (outputs, then input cotangents) [${wanted[k].shape}]: ${d.toExponential(2)} of max|webasm| off`);
-              worst = Math.max(worst, d);
-            });
-          } finally {
-            program.destroy();
-          }
+          const { got, gpujsOps } = await runAsPlan((ins) => evaluate({ ...c, inputs: ins }, 1000 + s), c.inputs, `op ${entry.name}`);
+          gpujsOps.forEach((_, k) => gpujs.add(k));
+          want.forEach((w, k) => {
+            const d = relDiff(got[k], w);
+            if (!(d <= 1e-5)) fail(`case ${s}, result ${k} (outputs, then input cotangents) [${wanted[k].shape}]: ${d.toExponential(2)} of max|webasm| off`);
+            worst = Math.max(worst, d);
+          });
         }
         return `${params.length} cases equal to webasm (worst ${worst.toExponential(1)} of max|webasm|)${gpujs.size > 0 ? `; gpu.js kernels for ${[...gpujs].join(', ')}` : ''}`;
       }),
@@ -396,19 +393,13 @@ export async function specialValuesLaw(): Promise<PlanLawResult> {
     const f = ([x, y]: Tensor[]) => [R.maximum(x, y), R.minimum(x, y), R.add(R.mul(x, y), R.maximum(R.neg(x), 0)), R.div(R.sub(x, y), R.abs(y))];
     const inputs = [R.tensor(a, [a.length]), R.tensor(b, [b.length])];
     const want = withBackend('webasm', () => f(inputs)).map((t) => t.dataSync());
-    const traced = jit(f, { lowering: 'interpret' }).program(inputs);
-    const program = await DeviceProgram.compile((await programFromTrace(traced, { label: 'special values' })).program, []);
-    try {
-      const got = await program.run([a, b]);
-      want.forEach((w, k) => {
-        for (let i = 0; i < w.length; i++) {
-          const same = Number.isNaN(w[i]) ? Number.isNaN(got[k][i]) : got[k][i] === w[i];
-          if (!same) fail(`result ${k} at (${a[i]}, ${b[i]}): ${got[k][i]}, eager webasm ${w[i]}`);
-        }
-      });
-    } finally {
-      program.destroy();
-    }
+    const { got } = await runAsPlan(f, inputs, 'special values');
+    want.forEach((w, k) => {
+      for (let i = 0; i < w.length; i++) {
+        const same = Number.isNaN(w[i]) ? Number.isNaN(got[k][i]) : got[k][i] === w[i];
+        if (!same) fail(`result ${k} at (${a[i]}, ${b[i]}): ${got[k][i]}, eager webasm ${w[i]}`);
+      }
+    });
     return `${a.length} pairs through 4 results: NaN, infinities and values as eager webasm`;
   });
 }
@@ -443,26 +434,21 @@ export async function reduceLaw(samples = 4): Promise<PlanLawResult> {
           }
           const axes = columns ? [0, 1] : [2];
           const f = ([t]: Tensor[]) => [kind === 'sum' ? R.sum(t, axes) : R.max(t, axes)];
-          const traced = jit(f, { lowering: 'interpret' }).program([R.tensor(x, shape)]);
-          const program = await DeviceProgram.compile((await programFromTrace(traced, { label: 'reduce' })).program, []);
-          try {
-            parts += program.dispatchNames.filter((n) => n.startsWith('reduce-')).length - 1;
-            const [got] = await program.run([x]);
-            runs++;
-            for (let o = 0; o < outs; o++) {
-              const what = `${kind} over the ${columns ? 'columns' : 'rows'} of [${shape}]${nan ? ' with a NaN' : ''}, output ${o}: ${got[o]}, float64 ${want[o]}`;
-              if (Number.isNaN(want[o]) || Number.isNaN(got[o])) {
-                if (!(Number.isNaN(want[o]) && Number.isNaN(got[o]))) fail(what);
-                continue;
-              }
-              const e = Math.abs(got[o] - want[o]);
-              const terms = columns ? c.outer * c.rows : c.cols;
-              const bound = kind === 'sum' ? terms * 1.2e-7 * scale[o] + 1e-6 : Math.abs(Math.fround(want[o]) - want[o]);
-              if (!(e <= bound)) fail(`${what} (error ${e} > ${bound})`);
-              if (kind === 'sum') worst = Math.max(worst, e / bound);
+          const run = await runAsPlan(f, [R.tensor(x, shape)], 'reduce');
+          parts += run.dispatchNames.filter((n) => n.startsWith('reduce-')).length - 1;
+          const [got] = run.got;
+          runs++;
+          for (let o = 0; o < outs; o++) {
+            const what = `${kind} over the ${columns ? 'columns' : 'rows'} of [${shape}]${nan ? ' with a NaN' : ''}, output ${o}: ${got[o]}, float64 ${want[o]}`;
+            if (Number.isNaN(want[o]) || Number.isNaN(got[o])) {
+              if (!(Number.isNaN(want[o]) && Number.isNaN(got[o]))) fail(what);
+              continue;
             }
-          } finally {
-            program.destroy();
+            const e = Math.abs(got[o] - want[o]);
+            const terms = columns ? c.outer * c.rows : c.cols;
+            const bound = kind === 'sum' ? terms * 1.2e-7 * scale[o] + 1e-6 : Math.abs(Math.fround(want[o]) - want[o]);
+            if (!(e <= bound)) fail(`${what} (error ${e} > ${bound})`);
+            if (kind === 'sum') worst = Math.max(worst, e / bound);
           }
         }
       }
@@ -503,20 +489,13 @@ export async function denseConvLaw(samples = 4): Promise<PlanLawResult> {
       const opts = { stride: c.stride.slice(0, c.spatial), padding: c.padding.slice(0, c.spatial) };
       const opCase: OpCase = { inputs: [R.tensor(uniform(sizeOf(x), c.seed), x), R.tensor(uniform(sizeOf(w), c.seed + 1), w)], f: (a: Tensor, b: Tensor) => R.conv(a, b, opts) };
       const want = withBackend('webasm', () => evaluate(opCase, c.seed + 2)).map((t) => t.dataSync());
-      const traced = jit((ins: Tensor[]) => evaluate({ ...opCase, inputs: ins }, c.seed + 2), { lowering: 'interpret' }).program(opCase.inputs);
-      const { program: planned } = await programFromTrace(traced, { label: 'dense conv' });
-      const program = await DeviceProgram.compile(planned, []);
-      try {
-        passes += program.dispatchNames.filter((n) => n === 'conv-im2col').length;
-        const got = await program.run(opCase.inputs.map((t) => t.dataSync()));
-        want.forEach((v, k) => {
-          const d = relDiff(got[k], v);
-          if (!(d <= 1e-5)) fail(`x [${x}], w [${w}], ${JSON.stringify(opts)}: result ${k} (y, dx, dw) is ${d.toExponential(2)} of max|webasm| off`);
-          worst = Math.max(worst, d);
-        });
-      } finally {
-        program.destroy();
-      }
+      const run = await runAsPlan((ins) => evaluate({ ...opCase, inputs: ins }, c.seed + 2), opCase.inputs, 'dense conv');
+      passes += run.dispatchNames.filter((n) => n === 'conv-im2col').length;
+      want.forEach((v, k) => {
+        const d = relDiff(run.got[k], v);
+        if (!(d <= 1e-5)) fail(`x [${x}], w [${w}], ${JSON.stringify(opts)}: result ${k} (y, dx, dw) is ${d.toExponential(2)} of max|webasm| off`);
+        worst = Math.max(worst, d);
+      });
     }
     if (passes < 2 * cases.length) fail(`only ${passes} im2col passes in ${cases.length} cases: the dense convolutions did not take the matmul path (forward and dw each run one)`);
     return `${cases.length} convolutions (forward, dx, dw), ${passes} im2col passes, equal to webasm (worst ${worst.toExponential(1)} of max|webasm|)`;
